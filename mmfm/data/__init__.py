@@ -1,0 +1,1 @@
+"""Data layer: samples as dicts, readers, modality presets, the dataset catalog, splits and corpora."""

@@ -1,0 +1,305 @@
+"""Loaders for the layout families the catalog's datasets use.
+
+Each loader takes the root of a user's local copy (a folder or file) and options, checks the layout up front
+(a CSV row pointing at a missing image is reported with its line number before any training starts) and returns
+:class:`SampleList`, a lazy sequence of sample dicts (:mod:`mmfm.data.sample`); images are read on access.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mmfm.data.catalog.entries import get_entry
+from mmfm.data.io import read_image
+from mmfm.data.io.checks import check_file
+from mmfm.data.io.nifti import label_nifti
+from mmfm.data.io.npz import read_medmnist_npz
+from mmfm.data.io.reports import clean_text, parse_iu_xml, split_sections
+from mmfm.data.sample import Ids, Image, Report, make_sample
+from mmfm.errors import InputFileError
+from mmfm.registry import Registry
+
+LAYOUTS: Registry[SampleList] = Registry("layout")  # type: ignore[name-defined]  # noqa: F821
+
+
+class SampleList(Sequence[dict]):
+    """A lazy list of samples: ``records`` are light dicts; ``read(record)`` builds the sample."""
+
+    def __init__(self, records: list[dict[str, Any]], read: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.records, self._read = records, read
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        return self._read(self.records[i])
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    check_file(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(n, row) for n, row in enumerate(csv.DictReader(f), start=2)]
+
+
+def _need_columns(path: Path, rows: list[tuple[int, dict[str, str]]], cols: list[str]) -> None:
+    have = list(rows[0][1]) if rows else []
+    missing = [c for c in cols if c and c not in have]
+    if missing:
+        raise InputFileError(path, f"has no column(s) {missing}; its columns are {have}",
+                             "pass the right column names as loader options")
+
+
+def _resolve_images(root: Path, table: Path, rows: list[tuple[int, dict[str, str]]], column: str,
+                    image_dir: str = "", suffix: str = "") -> list[Path]:
+    """Every row's image path, checked to exist; raises listing the first missing ones with their lines."""
+    base = root / image_dir
+    paths, missing = [], []
+    for n, row in rows:
+        p = base / (row[column] + suffix)
+        paths.append(p)
+        if not p.exists():
+            missing.append(f"line {n}: {p.relative_to(root) if p.is_relative_to(root) else p}")
+    if missing:
+        raise InputFileError(table, f"{len(missing)} row(s) point at missing images, e.g. {'; '.join(missing[:3])}",
+                             "fix the paths (relative to the dataset root) or remove those rows")
+    return paths
+
+
+@LAYOUTS.register("medmnist_npz")
+def medmnist_npz(root: Path, split: str = "train", modality: str = "XR", **_: Any) -> SampleList:
+    """MedMNIST ``<flag>.npz`` (2D grey/RGB or 3D). ``root`` is the .npz file."""
+    images, labels = read_medmnist_npz(root, split)
+    stem = Path(root).stem
+    records = [{"i": i} for i in range(len(images))]
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        i = r["i"]
+        lab = labels[i]
+        return make_sample({modality: Image(images[i], modality, np.eye(4))},
+                           labels={"label": int(lab[0]) if len(lab) == 1 else lab.tolist()},
+                           ids=Ids(sample_id=f"{stem}-{split}-{i}"))
+
+    return SampleList(records, read)
+
+
+@LAYOUTS.register("image_csv")
+def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image", label_column: str = "label",
+              patient_column: str = "", image_dir: str = "", modality: str = "XR", **_: Any) -> SampleList:
+    """Images plus a CSV of labels (one row per image)."""
+    root = Path(root)
+    rows = _rows(root / table)
+    _need_columns(root / table, rows, [image_column, label_column, patient_column])
+    paths = _resolve_images(root, root / table, rows, image_column, image_dir)
+    records = [{"path": p, "label": row[label_column], "patient": row.get(patient_column, "") if patient_column else ""}
+               for p, (_, row) in zip(paths, rows)]
+    classes = sorted({r["label"] for r in records})
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        img = read_image(r["path"], modality=modality)
+        return make_sample({img.modality: img}, labels={"label": classes.index(r["label"])},
+                           ids=Ids(sample_id=r["path"].stem, patient_id=r["patient"]))
+
+    return SampleList(records, read)
+
+
+@LAYOUTS.register("image_text_csv")
+def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = "image", text_column: str = "text",
+                   section_columns: dict[str, str] | None = None, patient_column: str = "", study_column: str = "",
+                   image_dir: str = "", modality: str = "XR", **_: Any) -> SampleList:
+    """Images plus a CSV of captions or reports (ROCO, MedICaT, PMC-OA, MIMIC-CXR, CT-RATE, ...)."""
+    root = Path(root)
+    rows = _rows(root / table)
+    text_cols = list((section_columns or {}).values()) or [text_column]
+    _need_columns(root / table, rows, [image_column, *text_cols, patient_column, study_column])
+    paths = _resolve_images(root, root / table, rows, image_column, image_dir)
+    records = []
+    for p, (n, row) in zip(paths, rows):
+        if section_columns:
+            secs = {k: clean_text(row[c] or "") for k, c in section_columns.items()}
+            report = Report(text=" ".join(f"{k.upper()}: {v}" for k, v in secs.items() if v), sections=secs,
+                            findings=secs.get("findings", ""), impression=secs.get("impression", ""),
+                            indication=secs.get("indication", ""))
+        else:
+            report = split_sections(row[text_column] or "")
+        records.append({"path": p, "report": report, "line": n,
+                        "patient": row.get(patient_column, "") if patient_column else "",
+                        "study": row.get(study_column, "") if study_column else ""})
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        img = read_image(r["path"], modality=modality)
+        return make_sample({img.modality: img}, report=r["report"], ids=Ids(
+            sample_id=f"{r['path'].stem}@{r['line']}", patient_id=r["patient"], study_id=r["study"]))
+
+    return SampleList(records, read)
+
+
+def _nifti_pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
+    ds_json = root / "dataset.json"
+    if ds_json.exists():
+        meta = json.loads(ds_json.read_text())
+        return [(root / e["image"], root / e["label"] if e.get("label") else None,
+                 Path(e["image"]).name.split(".")[0]) for e in meta.get("training", [])]
+    if (root / "imagesTr").is_dir():
+        out = []
+        for img in sorted((root / "imagesTr").glob("*.nii*")):
+            case = img.name.split(".")[0]
+            cands = [root / "labelsTr" / img.name, root / "labelsTr" / img.name.replace("_0000", ""),
+                     root / "labelsTr" / img.name.replace("img", "label")]
+            out.append((img, next((c for c in cands if c.exists()), None), case.replace("_0000", "")))
+        return out
+    cases = sorted(d for d in root.iterdir() if d.is_dir() and (d / "ct.nii.gz").exists())
+    return [(d / "ct.nii.gz", d / "combined_labels.nii.gz" if (d / "combined_labels.nii.gz").exists() else None,
+             d.name) for d in cases]
+
+
+@LAYOUTS.register("nifti_folders")
+def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False, **_: Any) -> SampleList:
+    """NIfTI volumes with label maps: MSD (dataset.json), ``imagesTr/labelsTr`` (BTCV, AMOS, nnU-Net) or
+    AbdomenAtlas case folders (``<case>/ct.nii.gz`` + ``combined_labels.nii.gz``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "dataset folder not found")
+    pairs = _nifti_pairs(root)
+    if not pairs:
+        raise InputFileError(root, "no NIfTI images found", "expected dataset.json, imagesTr/ or <case>/ct.nii.gz")
+    for img, lab, _ in pairs:
+        if not img.exists():
+            raise InputFileError(img, "listed image is missing")
+        if lab is None and require_labels:
+            raise InputFileError(img, "has no label map", "put it in labelsTr/ with the same file name")
+    records = [{"image": i, "label": lbl, "case": c} for i, lbl, c in pairs]
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        img = read_image(r["image"], modality=modality)
+        mask = label_nifti(r["label"]) if r["label"] is not None else None
+        return make_sample({img.modality: img}, mask=mask, ids=Ids(sample_id=r["case"], patient_id=r["case"]))
+
+    return SampleList(records, read)
+
+
+@LAYOUTS.register("vqa_json")
+def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", image_dir: str = "imgs",
+             question_key: str = "question", answer_key: str = "answer", modality: str = "XR",
+             language: str = "en", **_: Any) -> SampleList:
+    """VQA JSON (SLAKE, VQA-RAD, PathVQA exported): a list of {image, question, answer[, answer_type]}."""
+    root = Path(root)
+    path = check_file(root / file)
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputFileError(path, f"invalid JSON ({e})") from None
+    if not isinstance(items, list):
+        raise InputFileError(path, "expected a JSON list of question records")
+    items = [q for q in items if q.get("q_lang", language) == language]
+    records = []
+    for n, q in enumerate(items):
+        missing = [k for k in (image_key, question_key, answer_key) if k not in q]
+        if missing:
+            raise InputFileError(path, f"record {n} has no {missing}", f"keys present: {sorted(q)}")
+        img = root / image_dir / str(q[image_key])
+        if not img.exists():
+            raise InputFileError(path, f"record {n} points at missing image {img}")
+        records.append({"image": img, "q": str(q[question_key]), "a": str(q[answer_key]),
+                        "type": str(q.get("answer_type", "")), "n": n})
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        im = read_image(r["image"], modality=modality)
+        return make_sample({im.modality: im}, texts={"question": r["q"], "answer": r["a"], "answer_type": r["type"]},
+                           ids=Ids(sample_id=f"q{r['n']}", study_id=r["image"].stem))
+
+    return SampleList(records, read)
+
+
+@LAYOUTS.register("text_only")
+def text_only(root: Path, file: str = "", format: str = "csv", fields: dict[str, str] | None = None,
+              label: str = "", id: str = "", patient: str = "", **_: Any) -> SampleList:
+    """Plain-text datasets (MedNLI jsonl, MeQSum/MIMIC CSV, JSON lists). ``fields`` maps text name -> column."""
+    root = Path(root)
+    path = check_file(root / file if file else root)
+    fields = fields or {"text": "text"}
+    try:
+        if format == "jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif format == "json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            rows = [r for _, r in _rows(path)]
+    except json.JSONDecodeError as e:
+        raise InputFileError(path, f"invalid JSON ({e})") from None
+    missing = sorted({c for c in fields.values() if rows and c not in rows[0]})
+    if missing:
+        raise InputFileError(path, f"has no field(s) {missing}; fields are {sorted(rows[0]) if rows else []}")
+    labels = sorted({str(r[label]) for r in rows}) if label else []
+
+    def read_row(i: int) -> dict[str, Any]:
+        r = rows[i]
+        texts = {k: str(r[c]) for k, c in fields.items()}
+        rep = split_sections(texts["text"]) if "text" in texts and texts["text"].strip() else None
+        return make_sample(None, report=rep, texts=texts,
+                           labels={"label": labels.index(str(r[label]))} if label else {},
+                           ids=Ids(sample_id=str(r.get(id, i)) if id else str(i),
+                                   patient_id=str(r.get(patient, "")) if patient else ""))
+
+    return SampleList([{"i": i} for i in range(len(rows))], lambda rec: read_row(rec["i"]))
+
+
+@LAYOUTS.register("iu_xray")
+def iu_xray(root: Path, reports: str = "ecgen-radiology", image_dir: str = "NLMCXR_png", modality: str = "XR",
+            require_images: bool = True, **_: Any) -> SampleList:
+    """IU X-ray (OpenI): report XMLs (a folder or the NLMCXR_reports.tgz) and PNGs named by parentImage id.
+    One sample per (report, image); with ``require_images=False`` one text-only sample per report."""
+    root = Path(root)
+    src = root / reports
+    parsed = []
+    if src.is_dir():
+        parsed = [parse_iu_xml(p.read_bytes(), str(p)) for p in sorted(src.glob("*.xml"))]
+    elif src.exists() or (root / "NLMCXR_reports.tgz").exists():
+        tgz = src if src.exists() else root / "NLMCXR_reports.tgz"
+        with tarfile.open(tgz) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith(".xml"):
+                    parsed.append(parse_iu_xml(tf.extractfile(m).read(), m.name))  # type: ignore[union-attr]
+    else:
+        raise InputFileError(src, "report folder not found", "expected ecgen-radiology/*.xml or NLMCXR_reports.tgz")
+    records = []
+    for rep in parsed:
+        if not rep["report"].text:
+            continue
+        if require_images:
+            for img_id in rep["images"]:
+                p = root / image_dir / f"{img_id}.png"
+                if not p.exists():
+                    raise InputFileError(p, f"image of report {rep['uid']} is missing",
+                                         "put NLMCXR_png next to the reports, or pass require_images=False")
+                records.append({"rep": rep, "path": p})
+        else:
+            records.append({"rep": rep, "path": None})
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        rep = r["rep"]
+        imgs = {}
+        if r["path"] is not None:
+            im = read_image(r["path"], modality=modality)
+            imgs = {im.modality: im}
+        return make_sample(imgs, report=rep["report"], labels={"mesh": rep["mesh"]},
+                           ids=Ids(sample_id=rep["uid"] + (f"/{r['path'].stem}" if r["path"] else ""),
+                                   patient_id=rep["uid"], study_id=rep["uid"]))
+
+    return SampleList(records, read)
+
+
+def load_dataset(name: str, root: str | Path, **options: Any) -> SampleList:
+    """Load a catalog dataset from a local copy: the entry's layout family with its default options."""
+    entry = get_entry(name)
+    if entry.layout == "mini":
+        from mmfm.data.sources.mini import load_mini
+
+        return load_mini(root, **options)
+    opts = {**entry.options, **options}
+    return LAYOUTS.get(entry.layout)(Path(root), **opts)

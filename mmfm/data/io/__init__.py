@@ -1,0 +1,63 @@
+"""Readers: every file format mmfm reads, behind :func:`read_image` and :func:`read_reports`.
+
+All readers return channel-first arrays with spatial axes in index order (i = column, j = row, k = slice) and a
+4x4 affine in RAS millimetres, and raise :class:`mmfm.errors.InputFileError` (naming the file and the problem)
+instead of a library's internal traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmfm.data.io.checks import check_file
+from mmfm.data.io.dicom import is_dicom, read_dicom_file, read_dicom_series
+from mmfm.data.io.nifti import read_nifti
+from mmfm.data.io.raster import RASTER_SUFFIXES, read_raster
+from mmfm.data.sample import Image
+from mmfm.errors import InputFileError
+
+__all__ = ["read_image", "image_format", "check_file"]
+
+
+def image_format(path: str | Path) -> str:
+    """Guess the format of ``path``: ``dicom``, ``dicom-series``, ``nifti``, ``raster``, ``npz`` or ``mrc``."""
+    p = Path(path)
+    if p.is_dir():
+        return "dicom-series"
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if p.suffix.lower() in RASTER_SUFFIXES:
+        return "raster"
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".mrc"):
+        return "mrc"
+    if name.endswith(".dcm") or (p.is_file() and is_dicom(p)):
+        return "dicom"
+    raise InputFileError(p, "unrecognised image format",
+                         "mmfm reads DICOM (.dcm or a series folder), NIfTI (.nii/.nii.gz), PNG/JPEG/TIFF, "
+                         "MedMNIST .npz and MRC")
+
+
+def read_image(path: str | Path, modality: str | None = None, voi_lut: bool = False) -> Image:
+    """Read one image (2D or 3D) from any supported format.
+
+    ``modality`` is required for formats that do not record it (NIfTI, PNG, ...) and overrides DICOM's tag.
+    """
+    fmt = image_format(path)
+    if fmt == "dicom-series":
+        return read_dicom_series(path, modality=modality)
+    check_file(path)
+    if fmt == "dicom":
+        return read_dicom_file(path, modality=modality, voi_lut=voi_lut)
+    if fmt == "nifti":
+        return read_nifti(path, modality=modality or "MR")
+    if fmt == "raster":
+        return read_raster(path, modality=modality or "XR")
+    if fmt == "mrc":
+        from mmfm.data.io.mrc import read_mrc
+
+        return read_mrc(path, modality=modality or "CT")
+    raise InputFileError(path, "a .npz file holds a whole dataset, not one image",
+                         "load it with mmfm.data.io.npz.read_medmnist_npz or `mmfm data inspect`")

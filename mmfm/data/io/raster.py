@@ -1,0 +1,35 @@
+"""PNG / JPEG / TIFF through Pillow (as MONAI's PILReader does), with RGB kept as 3 channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from mmfm.data.io.checks import check_file
+from mmfm.data.sample import Image
+
+from mmfm.errors import InputFileError
+
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+def read_raster(path: str | Path, modality: str = "XR", spacing: tuple[float, float] = (1.0, 1.0)) -> Image:
+    """Read a 2D raster image. Shape: (C, I, J) with I = column, J = row; C = 1 (grey) or 3 (RGB)."""
+    p = check_file(path)
+    try:
+        with PILImage.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "P", "CMYK", "LA"):
+                im = im.convert("RGB")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(p, f"cannot decode image ({type(e).__name__}: {e})",
+                             "the file is truncated or corrupt; export it again") from None
+    arr = arr.astype(np.float32)
+    array = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)  # (C, rows, cols)
+    array = np.swapaxes(array, 1, 2)  # (C, cols, rows) = (C, I, J)
+    affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+    return Image(array=np.ascontiguousarray(array), modality=modality, affine=affine)

@@ -1,0 +1,50 @@
+"""Typed errors that tell the user what is wrong with their input and how to fix it.
+
+Every error mmfm raises on purpose derives from :class:`MMFMError`; the CLI prints it as one readable message
+(no traceback) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Iterable
+
+
+class MMFMError(Exception):
+    """Base class: ``problem`` says what is wrong, ``hint`` how to fix it."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{problem}" + (f"\n  hint: {hint}" if hint else ""))
+
+
+class InputFileError(MMFMError):
+    """A user file (image, mask, report, table) is missing, unreadable or holds invalid content."""
+
+    def __init__(self, path: str | Path, problem: str, hint: str = "") -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}", hint)
+
+
+class SampleError(MMFMError):
+    """A sample is inconsistent: image and mask disagree, NaN/Inf pixels, a missing modality, a bad report."""
+
+
+class UnknownNameError(MMFMError):
+    """A name (modality, dataset, preset, encoder, ...) that mmfm does not know."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = (f"did you mean {', '.join(close)}? " if close else "") + f"known {kind}s: {', '.join(known)}"
+        super().__init__(f"unknown {kind} '{name}'", hint)
+
+
+class ConfigError(MMFMError):
+    """A configuration file or command-line override that cannot be applied."""
+
+
+class CheckpointError(MMFMError):
+    """A checkpoint that is missing, corrupt, or does not match the model it is loaded into."""
