@@ -1,0 +1,1 @@
+"""Corpus builders from real medical data that registry packages ship."""
