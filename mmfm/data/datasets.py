@@ -1,0 +1,70 @@
+"""Torch-facing datasets: sample dicts -> ``{"image", "label", "mask"}`` tensors for the engine.
+
+* :class:`ArrayDataset`  arrays already preprocessed on one grid (the ``mini`` corpus, MedMNIST).
+* :class:`SampleDataset` any catalog :class:`~mmfm.data.catalog.loaders.SampleList`: applies the modality preset
+  and resizes to a fixed grid with MONAI (image: area/trilinear, mask: nearest) so batches can be stacked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+
+from mmfm.data.presets import Preset, default_preset
+from mmfm.data.sample import early_fuse
+from mmfm.errors import SampleError
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """image (N, C, *s) float, optional label (N,), optional mask (N, 1, *s)."""
+
+    def __init__(self, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        self.label = None if label is None else torch.from_numpy(np.asarray(label, dtype=np.int64))
+        self.mask = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        out = {"image": self.image[i]}
+        if self.label is not None:
+            out["label"] = self.label[i]
+        if self.mask is not None:
+            out["mask"] = self.mask[i]
+        return out
+
+    def subset(self, idx: Sequence[int]) -> "ArrayDataset":
+        sel = np.asarray(idx, dtype=np.int64)
+        return ArrayDataset(self.image[sel].numpy(), None if self.label is None else self.label[sel].numpy(),
+                            None if self.mask is None else self.mask[sel].numpy())
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Catalog samples -> tensors on a fixed grid, with the modality preset applied (early fusion of ``modalities``)."""
+
+    def __init__(self, samples: Sequence[dict[str, Any]], modalities: list[str], size: Sequence[int],
+                 label_key: str | None = "label", preset: Preset | None = None) -> None:
+        self.samples, self.modalities, self.label_key = samples, modalities, label_key
+        self.preset = preset or default_preset(modalities[0])
+        self.resize_img = Resize(tuple(size), mode="area" if len(size) == 2 else "trilinear")
+        self.resize_mask = Resize(tuple(size), mode="nearest")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.samples[i]
+        image = early_fuse(s["images"], self.modalities)
+        if image.ndim - 1 != len(self.resize_img.spatial_size):
+            raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
+                              f"{len(self.resize_img.spatial_size)}D", "set data.size to match the images")
+        out = {"image": torch.as_tensor(np.asarray(self.resize_img(self.preset(image))), dtype=torch.float32)}
+        if self.label_key:
+            out["label"] = torch.as_tensor(int(s["labels"][self.label_key]))
+        if s.get("mask") is not None:
+            out["mask"] = torch.as_tensor(np.asarray(self.resize_mask(s["mask"])), dtype=torch.int64)
+        return out

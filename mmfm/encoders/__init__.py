@@ -1,0 +1,9 @@
+"""Encoders return features and nothing else: ``{"tokens": (B, N, D), "pooled": (B, D)}``.
+
+Every encoder has ``out_dim``, ``spatial_dims`` and ``in_channels`` and is built by name from :data:`ENCODERS`.
+"""
+
+from mmfm.encoders.base import ENCODERS, Encoder, build_encoder
+from mmfm.encoders import cnn  # noqa: F401  (registers the CNN encoders)
+
+__all__ = ["ENCODERS", "Encoder", "build_encoder"]

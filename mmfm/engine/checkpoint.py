@@ -1,0 +1,107 @@
+"""Checkpoints as safetensors (tensors) plus JSON (everything else): loading never runs pickled code.
+
+A checkpoint is a folder ``<name>/`` holding ``model.safetensors``, ``optimizer.safetensors`` (optional) and
+``state.json`` (step, epoch, scheduler, RNG, and whatever the caller adds, e.g. the preset and the config).
+It is written to ``<name>.tmp`` and renamed, so a kill mid-write never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmfm.errors import CheckpointError
+
+
+def _optim_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optim_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically. RNG states are stored as uint8 tensors."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(tmp / "model.safetensors"))
+    meta = dict(state or {})
+    if optimizer is not None:
+        tensors, ometa = _optim_to_flat(optimizer)
+        tensors["__rng_torch__"] = torch.get_rng_state()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        meta["optimizer"] = ometa
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / "state.json"
+    if not p.exists():
+        raise CheckpointError(f"{path}: not a checkpoint (no state.json)",
+                              "point at a folder written by mmfm (e.g. <run>/checkpoints/last)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: corrupt state.json ({e})", "the checkpoint is damaged; use an older one") from None
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng: bool = True) -> dict[str, Any]:
+    """Load weights (strictly: every key and shape must match) and, if given, the optimizer; return the state."""
+    path = Path(path)
+    state = read_state(path)
+    try:
+        sd = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"{path}/model.safetensors: corrupt or missing ({e})",
+                              "the checkpoint is damaged; use an older one") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"shape mismatch {wrong[:3]})", "was it trained with another encoder or config? check state.json")
+    model.load_state_dict(sd)
+    if optimizer is not None:
+        try:
+            tensors = load_file(str(path / "optimizer.safetensors"))
+        except (SafetensorError, FileNotFoundError, OSError) as e:
+            raise CheckpointError(f"{path}/optimizer.safetensors: corrupt or missing ({e})") from None
+        rng = tensors.pop("__rng_torch__", None)
+        optimizer.load_state_dict(_optim_from_flat(tensors, state["optimizer"]))
+        if restore_rng and rng is not None:
+            torch.set_rng_state(rng)
+    return state

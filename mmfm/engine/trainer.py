@@ -1,0 +1,221 @@
+"""One training loop for every objective and task.
+
+The model is any ``nn.Module`` whose ``forward(batch: dict) -> dict`` returns named losses with ``loss`` the sum
+to minimise (``*_loss`` keys are logged). The loop owns the optimiser, a warm-up + cosine schedule (a pure
+function of the step, so resuming needs no scheduler state), gradient accumulation, mixed precision where the
+hardware has it, seeds, a progress bar, JSONL metrics, checkpoints, resume, and DDP under ``torchrun``.
+
+Data order is a pure function of (seed, epoch): a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+from tqdm import tqdm
+
+from mmfm.engine.checkpoint import load_checkpoint, read_state, save_checkpoint
+from mmfm.engine.distributed import barrier, init_distributed, is_main
+from mmfm.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    schedule: str = "cosine"       # cosine | constant
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0         # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100
+    batch_size: int = 32
+    grad_accum: int = 1
+    seed: int = 0
+    precision: str = "auto"        # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
+    ckpt_every: int = 50
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio`` (or constant)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule != "cosine":
+        raise ConfigError(f"unknown schedule '{cfg.schedule}'", "use cosine or constant")
+    t = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Train ``model`` on ``dataset`` (indexable; items are dicts of tensors) into ``run_dir``."""
+
+    def __init__(self, model: nn.Module, dataset: Sequence[dict[str, Any]], train: TrainConfig,
+                 optim: OptimConfig, run_dir: str | Path,
+                 collate: Callable[[list[Any]], Any] = default_collate, run_info: dict[str, Any] | None = None):
+        self.model, self.dataset, self.cfg, self.ocfg = model, dataset, train, optim
+        self.run_dir, self.collate, self.run_info = Path(run_dir), collate, run_info or {}
+        self.ckpt_dir = self.run_dir / "checkpoints" / "last"
+        self.rank, self.world = init_distributed()
+        self.device = _device()
+
+    # -- data order -------------------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        per_step = self.cfg.batch_size * self.world * self.cfg.grad_accum
+        n = len(self.dataset) // per_step
+        if n == 0:
+            raise ConfigError(f"the dataset has {len(self.dataset)} samples, fewer than one optimiser step needs "
+                              f"({per_step} = batch_size x processes x grad_accum)", "lower train.batch_size")
+        return n
+
+    def batch_indices(self, step: int, micro: int) -> list[int]:
+        epoch, k = divmod(step, self.steps_per_epoch())
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.dataset), generator=g)
+        b = self.cfg.batch_size
+        start = ((k * self.cfg.grad_accum + micro) * self.world + self.rank) * b
+        return order[start:start + b].tolist()
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        model = self.model.to(self.device)
+        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.ocfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.ocfg.lr)
+        start = 0
+        if self.ckpt_dir.exists():
+            state = read_state(self.ckpt_dir)
+            if state.get("run_info", {}).get("config") != self.run_info.get("config"):
+                raise CheckpointError(f"{self.run_dir} holds a run with another configuration",
+                                      "use a new output folder (--out) or delete the old run")
+            state = load_checkpoint(self.ckpt_dir, model, opt)
+            start = int(state["step"])
+            if is_main():
+                print(f"[mmfm] resuming {self.run_dir} from step {start}", flush=True)
+        ddp = (torch.nn.parallel.DistributedDataParallel(model) if self.world > 1 else model)
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_metrics(metrics_path, start)
+        writer = self._tensorboard()
+        crash_at = int(os.environ.get("MMFM_TEST_CRASH_AFTER_STEP", "-1"))  # tests: a hard kill mid-run
+        bar = tqdm(total=cfg.max_steps, initial=start, disable=not (cfg.progress and is_main()), desc="train",
+                   dynamic_ncols=True)
+        model.train()
+        t0, last = time.time(), {}
+        for step in range(start, cfg.max_steps):
+            factor = lr_factor(step, self.ocfg, cfg.max_steps)
+            for group in opt.param_groups:
+                group["lr"] = self.ocfg.lr * factor
+            sums: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = to_device(self.collate([self.dataset[i] for i in self.batch_indices(step, micro)]),
+                                  self.device)
+                sync = nullcontext() if (self.world == 1 or micro == cfg.grad_accum - 1) else ddp.no_sync()
+                with sync:
+                    with _autocast(cfg.precision, self.device):
+                        out = ddp(batch)
+                    if not torch.isfinite(out["loss"]):
+                        raise FloatingPointError(f"loss became {out['loss'].item()} at step {step}; lower the "
+                                                 "learning rate or check the inputs for extreme values")
+                    (out["loss"] / cfg.grad_accum).backward()
+                for k, v in out.items():
+                    if k == "loss" or k.endswith("_loss"):
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+            if self.ocfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.ocfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            done = step + 1
+            last = {"step": done, "lr": self.ocfg.lr * factor, **sums}
+            if is_main() and (done % cfg.log_every == 0 or done == cfg.max_steps or done == start + 1):
+                rec = {**last, "epoch": step // self.steps_per_epoch(), "seconds": round(time.time() - t0, 3)}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if writer:
+                    for k, v in sums.items():
+                        writer.add_scalar(k, v, done)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss']:.4f}")
+            if done % cfg.ckpt_every == 0 or done == cfg.max_steps:
+                if is_main():
+                    save_checkpoint(self.ckpt_dir, model, opt, {"step": done, "run_info": self.run_info})
+                barrier()
+            if done == crash_at:
+                os._exit(137)
+        bar.close()
+        if writer:
+            writer.close()
+        return last
+
+    @staticmethod
+    def _truncate_metrics(path: Path, step: int) -> None:
+        """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def _tensorboard(self) -> Any:
+        if not (self.cfg.tensorboard and is_main()):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("[mmfm] tensorboard is not installed; metrics go to metrics.jsonl only", flush=True)
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+
+def train_config_dict(train: TrainConfig, optim: OptimConfig) -> dict[str, Any]:
+    return {"train": asdict(train), "optim": asdict(optim)}

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with declared policies, results records, human-readable reports."""

@@ -1,0 +1,52 @@
+"""A human-readable run report: Markdown with a results table and loss-curve plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from mmfm.evaluation.results import ResultRecord
+
+
+def plot_losses(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
+    if not metrics_jsonl.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in metrics_jsonl.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for key in sorted({k for r in rows for k in r if k == "loss" or k.endswith("_loss")}):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots: dict[str, Path | None],
+                 notes: list[str]) -> Path:
+    lines = [f"# {title}", "", "| task | dataset | split | method | metric | value | seed | labels |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r.task} | {r.dataset} | {r.split} | {r.method} | {r.metric} | {r.value:.4f} | {r.seed} "
+                     f"| {r.label_fraction:g} |")
+    lines.append("")
+    for name, png in plots.items():
+        if png is not None:
+            lines += [f"## {name}", "", f"![{name}]({png.relative_to(path.parent)})", ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes]
+    path.write_text("\n".join(lines) + "\n")
+    return path

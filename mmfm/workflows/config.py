@@ -1,0 +1,136 @@
+"""Typed run configuration: YAML files plus ``key.sub=value`` command-line overrides.
+
+Unknown keys and values of the wrong type are rejected with the closest valid key, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmfm.engine.trainer import OptimConfig, TrainConfig
+from mmfm.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mini"                 # a catalog name (`mmfm data list`)
+    root: str | None = None               # local copy of the dataset (default for mini: $MMFM_HOME/data/mini)
+    set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d
+    label: str = "tissue"                 # label key (classification)
+    modalities: list[str] = field(default_factory=lambda: ["CT"])  # catalog datasets: early-fused modalities
+    size: list[int] = field(default_factory=lambda: [64, 64])      # catalog datasets: resize grid
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    label_fraction: float = 1.0           # fraction of training labels used (stratified, seeded)
+    split_seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # extra loader options
+
+
+@dataclass
+class RunConfig:
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "resnet_small"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out: str = "runs/run"
+    method: str = ""                      # label for results.json (default: encoder name + "-scratch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}", "write it as [a, b]")
+        return [_coerce(v, args[0], where) for v in value] if args else value
+    if origin is dict or tp is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: Any, raw: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(f"unknown config key '{where}{key}'",
+                              (f"did you mean '{where}{close[0]}'? " if close else "") + f"valid: {names}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override '{dotted}': '{k}' is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- ``base`` <- YAML file <- overrides (``train.max_steps=10``; values parsed as YAML)."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} not found", "see configs/ for examples")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        raw = _merge(raw, loaded)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override '{ov}' has no '='", "write key.sub=value, e.g. train.max_steps=10")
+        key, val = ov.split("=", 1)
+        _set(raw, key.strip(), yaml.safe_load(val))
+    return _build(RunConfig, raw)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dump_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

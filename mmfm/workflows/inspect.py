@@ -1,0 +1,44 @@
+"""`mmfm data inspect`: what mmfm reads from a file or folder, or the clear error that stops it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfm.data.io import image_format, read_image
+from mmfm.data.io.checks import check_file
+from mmfm.data.io.npz import SPLITS, read_medmnist_npz
+from mmfm.data.io.reports import read_iu_xml, read_text_report
+from mmfm.data.sample import Ids, make_sample
+
+REPORT_SUFFIXES = {".txt", ".xml"}
+
+
+def inspect_path(path: str | Path, modality: str | None = None) -> dict[str, Any]:
+    """A JSON-able description. Images: shape, spacing, orientation, modality, min, max (+ safe DICOM header)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES:
+        check_file(p)
+        rep = read_iu_xml(p)["report"] if p.suffix.lower() == ".xml" else read_text_report(p)
+        return {"path": str(p), "format": "report", "characters": len(rep.text),
+                "sections": {k: len(v) for k, v in rep.sections.items()}}
+    fmt = image_format(p)
+    if fmt == "npz":
+        out: dict[str, Any] = {"path": str(p), "format": "medmnist-npz", "splits": {}}
+        for split in SPLITS:
+            images, labels = read_medmnist_npz(p, split)
+            out["splits"][split] = {"n": len(images), "image_shape": list(images.shape[1:]),
+                                    "classes": int(labels.max()) + 1}
+        return out
+    img = read_image(p, modality=modality)
+    make_sample({img.modality: img}, ids=Ids(sample_id=p.name))  # NaN/Inf, dimensions: the sample checks
+    arr = img.array
+    out = {"path": str(p), "format": fmt, "modality": img.modality, "shape": list(arr.shape),
+           "spatial_dims": img.spatial_dims, "spacing": [round(s, 6) for s in img.spacing],
+           "orientation": img.orientation, "min": float(np.min(arr)), "max": float(np.max(arr)),
+           "mean": float(np.mean(arr))}
+    if "header" in img.meta:
+        out["dicom"] = img.meta["header"]
+    return out
