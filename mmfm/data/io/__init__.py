@@ -40,10 +40,11 @@ def image_format(path: str | Path) -> str:
                          "MedMNIST .npz and MRC")
 
 
-def read_image(path: str | Path, modality: str | None = None, voi_lut: bool = False) -> Image:
+def read_image(path: str | Path, modality: str | None = None, voi_lut: bool | None = None) -> Image:
     """Read one image (2D or 3D) from any supported format.
 
     ``modality`` is required for formats that do not record it (NIfTI, PNG, ...) and overrides DICOM's tag.
+    ``voi_lut``: apply the DICOM VOI LUT / window (None: only for radiographs and mammograms).
     """
     fmt = image_format(path)
     if fmt == "dicom-series":

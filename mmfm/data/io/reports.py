@@ -23,7 +23,8 @@ _HEADINGS = {
     "impression": ["impression", "impressions", "conclusion", "conclusions", "summary", "opinion"],
 }
 _ALIAS = {alias: canon for canon, aliases in _HEADINGS.items() for alias in aliases}
-_HEADING_RE = re.compile(r"(?im)^\s*(" + "|".join(re.escape(a) for a in sorted(_ALIAS, key=len, reverse=True))
+# a heading starts a line or follows the end of a sentence ("... clear. IMPRESSION: normal")
+_HEADING_RE = re.compile(r"(?im)(?:^|(?<=[.;!?]\s))\s*(" + "|".join(re.escape(a) for a in sorted(_ALIAS, key=len, reverse=True))
                          + r")\s*:\s*")
 
 
