@@ -56,7 +56,14 @@ def fetch(src: Source, cache: Path) -> Path:
         else:
             cmd = ["apt-get", "download", f"{src.name}={src.version}"]
         try:
-            subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
+            try:
+                subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
+            except subprocess.CalledProcessError:
+                if src.registry != "debian" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+                    raise
+                # a fresh machine may have empty package lists: refresh them once and retry
+                subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, text=True, timeout=600)
+                subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
         except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as e:
             err = getattr(e, "stderr", "") or str(e)
             raise MMFMError(f"could not fetch {src.name} {src.version} from {src.registry}: {err.strip()[-300:]}",

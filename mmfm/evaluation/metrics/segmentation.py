@@ -14,7 +14,7 @@ from monai.networks.utils import one_hot
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[int, float]:
     """pred, target: (B, 1, *spatial) label maps -> {class: mean Dice}."""
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
-    metric(one_hot(pred.long(), num_classes), one_hot(target.long(), num_classes))
-    values = metric.aggregate()
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    per_image = metric(one_hot(pred.long(), num_classes), one_hot(target.long(), num_classes))  # (B, K-1), NaN = empty
+    values = per_image.nanmean(dim=0)  # MONAI's own reduction would turn an all-NaN class into 0
     return {c + 1: float(v) for c, v in enumerate(values)}

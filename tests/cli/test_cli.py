@@ -1,0 +1,81 @@
+"""The CLI end to end: help texts, data commands, train (with resume) and quickstart on tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmfm.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmfm.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.mark.parametrize("args", [[], ["data"], ["quickstart"], ["train"], ["data", "inspect"], ["data", "prepare"]])
+def test_help_explains(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: mmfm" in out and len(out) > 200
+
+
+def test_data_list_and_info(capsys):
+    assert main(["data", "list", "--table", "III", "--json"]) == 0
+    names = [e["name"] for e in json.loads(capsys.readouterr().out)]
+    assert "MIMIC-CXR" in names and "MedNLI" not in names
+    assert main(["data", "info", "SLAKE"]) == 0
+    assert "vqa_json" in capsys.readouterr().out
+    assert main(["data", "info", "SLAK"]) == 2
+    assert "did you mean SLAKE" in capsys.readouterr().err
+
+
+def test_inspect_json(dicom_path, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    assert main(["data", "inspect", dicom_path("CT_small.dcm"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["modality"] == "CT" and info["shape"] == [1, 128, 128] and info["min"] < -800
+    assert {"shape", "spacing", "orientation", "modality", "min", "max"} <= set(info)
+    assert "PatientName" not in json.dumps(info) and "PatientID" not in json.dumps(info)
+    p = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.diag([2, 2, 3, 1])), p)
+    assert main(["data", "inspect", str(p), "--json", "--modality", "MR"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["spacing"] == [2, 2, 3] and info["orientation"] == "RAS" and info["modality"] == "MR"
+
+
+@pytest.mark.realdata
+def test_train_end_to_end_and_resume(mini_root, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "configs/quickstart_classification.yaml", f"out={out}", "train.max_steps=4",
+            "train.ckpt_every=2", "train.batch_size=16", "data.eval_splits=[test]"]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {x["metric"] for x in results} == {"accuracy", "balanced_accuracy", "auroc"}
+    assert all(x["split"] == "test" and 0 <= x["value"] <= 1 for x in results)
+    for f in ("config.yaml", "metrics.jsonl", "report.md", "plots/loss.png", "checkpoints/last/model.safetensors"):
+        assert (out / f).exists(), f
+    r = _cli(*args[:-1], "train.max_steps=6", "data.eval_splits=[test]")  # another config into the same dir
+    assert r.returncode == 2 and "another configuration" in r.stderr
+
+
+@pytest.mark.realdata
+def test_quickstart_tiny(mini_root, tmp_path):
+    out = tmp_path / "qs"
+    r = _cli("quickstart", "--out", str(out), "train.max_steps=2", "train.batch_size=4")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {x["task"] for x in results} == {"classification", "segmentation"}
+    assert any(x["metric"] == "dice_liver" for x in results)
+    assert (out / "report.md").exists() and json.loads((out / "status.json").read_text())["status"] == "complete"
