@@ -7,8 +7,8 @@ Every error mmfm raises on purpose derives from :class:`MMFMError`; the CLI prin
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class MMFMError(Exception):

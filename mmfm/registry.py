@@ -5,7 +5,8 @@ Concrete classes are wired together by name in config files; no ``if name == ...
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from mmfm.errors import UnknownNameError
 

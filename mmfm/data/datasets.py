@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class ArrayDataset(torch.utils.data.Dataset):
             out["mask"] = self.mask[i]
         return out
 
-    def subset(self, idx: Sequence[int]) -> "ArrayDataset":
+    def subset(self, idx: Sequence[int]) -> ArrayDataset:
         sel = np.asarray(idx, dtype=np.int64)
         return ArrayDataset(self.image[sel].numpy(), None if self.label is None else self.label[sel].numpy(),
                             None if self.mask is None else self.mask[sel].numpy())

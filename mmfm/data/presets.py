@@ -67,7 +67,7 @@ class Preset:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+    def from_dict(cls, d: dict[str, Any]) -> Preset:
         d = dict(d)
         d["mean"], d["std"] = tuple(d.get("mean", ())), tuple(d.get("std", ()))
         return cls(**d)

@@ -6,7 +6,8 @@ foundation-model work (its encoders expose multi-scale tokens).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.losses import DiceCELoss

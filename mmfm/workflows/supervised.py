@@ -13,12 +13,12 @@ from mmfm.data.datasets import ArrayDataset, SampleDataset
 from mmfm.data.sources.mini import load_mini_arrays, mini_root
 from mmfm.data.splits import group_split
 from mmfm.engine.trainer import Trainer
+from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
 from mmfm.workflows.config import DataConfig, RunConfig, dump_config
-from mmfm.errors import ConfigError
 
 
 def _mini_split(cfg: DataConfig, split: str, task: str) -> tuple[ArrayDataset, list[str]]:
@@ -102,7 +102,8 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
                                                                   "num_classes": num_classes}).fit()
     if not is_main():
         return []
-    method = cfg.method or f"{cfg.encoder.get('name', 'unet') if task_name == 'classification' else 'basicunet'}-scratch"
+    arch = cfg.encoder.get("name", "encoder") if task_name == "classification" else "basicunet"
+    method = cfg.method or f"{arch}-scratch"
     dataset = cfg.data.dataset + (f"/{cfg.data.set}" if cfg.data.dataset == "mini" else "")
     records = []
     for split in cfg.data.eval_splits:

@@ -70,7 +70,8 @@ def test_image_text_csv_family_ct_rate_sections(tmp_path):
     vol = tmp_path / "train" / "v1.nii.gz"
     vol.parent.mkdir()
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), vol)
-    (tmp_path / "captions.csv").write_text("VolumeName,Findings_EN,Impressions_EN\ntrain/v1.nii.gz,No nodule.,Normal chest.\n")
+    (tmp_path / "captions.csv").write_text(
+        "VolumeName,Findings_EN,Impressions_EN\ntrain/v1.nii.gz,No nodule.,Normal chest.\n")
     s = load_dataset("CT-RATE", tmp_path)[0]
     assert s["images"]["CT"].spatial_dims == 3 and s["report"].findings == "No nodule."
 
@@ -112,10 +113,12 @@ def test_vqa_family_slake(tmp_path):
 def test_text_only_family(tmp_path):
     (tmp_path / "mli_train_v1.jsonl").write_text(
         json.dumps({"sentence1": "Patient has fever.", "sentence2": "Patient is febrile.", "gold_label": "entailment"})
-        + "\n" + json.dumps({"sentence1": "No pain.", "sentence2": "Severe pain.", "gold_label": "contradiction"}) + "\n")
+        + "\n"
+        + json.dumps({"sentence1": "No pain.", "sentence2": "Severe pain.", "gold_label": "contradiction"}) + "\n")
     ds = load_dataset("MedNLI", tmp_path, file="mli_train_v1.jsonl")
     assert len(ds) == 2 and ds[1]["texts"]["hypothesis"] == "Severe pain." and ds[1]["labels"]["label"] == 0
-    (tmp_path / "meqsum.csv").write_text("CHQ,Summary\nI have had a headache for weeks what do I do,Headache treatment?\n")
+    (tmp_path / "meqsum.csv").write_text(
+        "CHQ,Summary\nI have had a headache for weeks what do I do,Headache treatment?\n")
     assert load_dataset("MeQSum", tmp_path, file="meqsum.csv")[0]["texts"]["summary"] == "Headache treatment?"
 
 

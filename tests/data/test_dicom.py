@@ -66,7 +66,8 @@ def test_colour_ultrasound_has_three_channels(dicom_path):
     assert img.modality == "US" and img.array.shape[0] == 3 and img.array.ndim == 3
 
 
-@pytest.mark.parametrize("compressed", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+@pytest.mark.parametrize("compressed",
+                         ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"])
 def test_lossless_codecs_match_uncompressed(dicom_path, compressed):
     ref = read_image(dicom_path("MR_small.dcm")).array
     np.testing.assert_array_equal(read_image(dicom_path(compressed)).array, ref)

@@ -111,5 +111,6 @@ def test_iu_xml():
 def test_csv_reports(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text("id,findings,impression\na,Clear lungs.,Normal.\nb,Small effusion.,Effusion.\n")
-    rows = list(read_csv_reports(p, id_column="id", section_columns={"findings": "findings", "impression": "impression"}))
+    sections = {"findings": "findings", "impression": "impression"}
+    rows = list(read_csv_reports(p, id_column="id", section_columns=sections))
     assert [r[0] for r in rows] == ["a", "b"] and rows[1][1].findings == "Small effusion."

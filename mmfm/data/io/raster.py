@@ -10,7 +10,6 @@ from PIL import UnidentifiedImageError
 
 from mmfm.data.io.checks import check_file
 from mmfm.data.sample import Image
-
 from mmfm.errors import InputFileError
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}

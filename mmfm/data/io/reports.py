@@ -8,15 +8,17 @@ from __future__ import annotations
 import csv
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mmfm.data.io.checks import check_file
 from mmfm.data.sample import MAX_REPORT_CHARS, Report
 from mmfm.errors import InputFileError
 
 _HEADINGS = {
-    "indication": ["indication", "indications", "clinical history", "history", "reason for exam", "clinical indication"],
+    "indication": ["indication", "indications", "clinical history", "history", "reason for exam",
+                   "clinical indication"],
     "comparison": ["comparison", "comparisons"],
     "technique": ["technique", "procedure"],
     "findings": ["findings", "finding", "description"],
@@ -24,8 +26,8 @@ _HEADINGS = {
 }
 _ALIAS = {alias: canon for canon, aliases in _HEADINGS.items() for alias in aliases}
 # a heading starts a line or follows the end of a sentence ("... clear. IMPRESSION: normal")
-_HEADING_RE = re.compile(r"(?im)(?:^|(?<=[.;!?]\s))\s*(" + "|".join(re.escape(a) for a in sorted(_ALIAS, key=len, reverse=True))
-                         + r")\s*:\s*")
+_HEADINGS_ALT = "|".join(re.escape(a) for a in sorted(_ALIAS, key=len, reverse=True))
+_HEADING_RE = re.compile(r"(?im)(?:^|(?<=[.;!?]\s))\s*(" + _HEADINGS_ALT + r")\s*:\s*")
 
 
 def clean_text(text: str) -> str:

@@ -22,8 +22,9 @@ import shutil
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -255,7 +256,8 @@ def _singles(b: _Builder) -> dict[str, Any]:
                     f"scikit-image {fn.__name__}")
         used.append(fn.__name__)
     return {"package": "pydicom + pydicom-data, scikit-image",
-            "version": f"{pydicom.__version__}, {skimage.__version__}", "licence": "MIT (pydicom-data), BSD-3 (skimage)",
+            "version": f"{pydicom.__version__}, {skimage.__version__}",
+            "licence": "MIT (pydicom-data), BSD-3 (skimage)",
             "files": used}
 
 
