@@ -18,7 +18,7 @@ from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
-from mmfm.workflows.config import DataConfig, RunConfig, dump_config
+from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config
 
 
 def _mini_split(cfg: DataConfig, split: str, task: str) -> tuple[ArrayDataset, list[str]]:
@@ -73,6 +73,36 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(keep))
 
 
+def preprocessing(cfg: DataConfig, train_ds: Any) -> dict[str, Any]:
+    """What a model trained on this data expects as input; stored in its checkpoint."""
+    if cfg.dataset == "mini":
+        root = Path(cfg.root) if cfg.root else mini_root()
+        card = json.loads((root / "card.json").read_text())
+        return {"presets": card.get("presets", {}), "applied": "when the mini corpus was built",
+                "shape": card["sets"][cfg.set]["shape"]}
+    return {"presets": {m: train_ds.preset.to_dict() for m in cfg.modalities}, "modalities": cfg.modalities,
+            "size": cfg.size, "applied": "by mmfm.data.datasets.SampleDataset"}
+
+
+def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a trained task from its run directory (config + safetensors checkpoint); return (model, state).
+
+    ``state["run_info"]["preprocessing"]`` holds the presets the model was trained with.
+    """
+    from mmfm.engine.checkpoint import load_checkpoint, read_state
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "last"
+    state = read_state(ckpt)
+    info = state["run_info"]
+    cfg = load_config(run_dir / "config.yaml")
+    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names")}
+    model = TASKS.build(info["task"], **{**task_opts, "encoder": cfg.encoder, "num_classes": info["num_classes"],
+                                         **info["input"]})
+    load_checkpoint(ckpt, model, restore_rng=False)
+    return model.eval(), state
+
+
 def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
     from mmfm.engine.distributed import is_main
@@ -98,8 +128,10 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         dump_config(cfg, out / "config.yaml")
     key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
     key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
-    Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info={"config": key, "task": task_name,
-                                                                  "num_classes": num_classes}).fit()
+    run_info = {"config": key, "task": task_name, "num_classes": num_classes,
+                "input": {"spatial_dims": spatial_dims, "in_channels": in_channels},
+                "preprocessing": preprocessing(cfg.data, train_ds)}
+    Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
     arch = cfg.encoder.get("name", "encoder") if task_name == "classification" else "basicunet"

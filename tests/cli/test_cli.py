@@ -79,3 +79,22 @@ def test_quickstart_tiny(mini_root, tmp_path):
     assert {x["task"] for x in results} == {"classification", "segmentation"}
     assert any(x["metric"] == "dice_liver" for x in results)
     assert (out / "report.md").exists() and json.loads((out / "status.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.realdata
+def test_trained_model_reloads_with_its_preprocessing(mini_root, tmp_path):
+    import torch
+
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.supervised import build_split, load_trained, run_supervised
+
+    cfg = load_config(ROOT / "configs" / "quickstart_classification.yaml",
+                      [f"out={tmp_path}", "train.max_steps=3", "train.batch_size=16", "data.eval_splits=[val]",
+                       "train.progress=false"])
+    run_supervised(cfg)
+    model, state = load_trained(tmp_path)
+    pre = state["run_info"]["preprocessing"]
+    assert pre["presets"]["CT"]["name"] == "ct_abdomen" and pre["shape"] == [1, 32, 32]
+    ds, _ = build_split(cfg.data, "val", "classification")
+    probs = model.predict(torch.stack([ds[i]["image"] for i in range(8)]))
+    assert probs.shape == (8, 5) and torch.allclose(probs.sum(1), torch.ones(8))

@@ -42,6 +42,9 @@ VERSION = 1
 SIZE2D, PATCH, CROP = 128, 32, 32
 TISSUES = ["ct_background", "liver", "liver_tumour", "brain_grey_matter", "brain_white_matter"]
 REGIONS = ["abdomen", "brain", "chest", "leg", "shoulder", "eye", "tissue_slide", "unspecified"]
+# the preset applied to each modality when the corpus is built (stored with every model trained on it)
+PRESET_BY_MODALITY = {"CT": "ct_abdomen", "MR": "mri_percentile", "XR": "xray", "US": "ultrasound",
+                      "fundus": "rgb_unit", "pathology": "rgb_unit"}
 SLABS = {"train": (0.0, 0.44), "val": (0.47, 0.72), "test": (0.75, 1.0)}  # fractions along the slice axis
 
 SOURCES = {
@@ -138,7 +141,7 @@ def _lits(b: _Builder, cache: Path) -> dict[str, Any]:
     lab_p = extract_member(whl, "liver_ct_segmentation_package/data/lab_117.mrc", cache / "lits" / "lab_117.mrc")
     ct, _ = read_mrc_array(img_p)
     lab, _ = read_mrc_array(lab_p)
-    ct = get_preset("ct_abdomen")(ct[None])[0]  # (z, y, x) in [0, 1]
+    ct = get_preset(PRESET_BY_MODALITY["CT"])(ct[None])[0]  # (z, y, x) in [0, 1]
     lab = lab.astype(np.uint8)
     n = ct.shape[0]
     for z in range(n):
@@ -165,7 +168,7 @@ def _lits(b: _Builder, cache: Path) -> dict[str, Any]:
 def _brain(b: _Builder, t1: np.ndarray, tissue: np.ndarray, brain: np.ndarray, patient: str, source: str,
            patches: bool) -> None:
     """t1, tissue, brain: RAS volumes (x, y, z); axial slices along z, rows = anterior-posterior."""
-    t1 = get_preset("mri_percentile")(t1[None].astype(np.float32))[0]
+    t1 = get_preset(PRESET_BY_MODALITY["MR"])(t1[None].astype(np.float32))[0]
     zs = [z for z in range(t1.shape[2]) if brain[:, :, z].sum() > 500]
     lo, hi = zs[0], zs[-1]
     for z in range(lo, hi + 1, 2):
@@ -231,8 +234,6 @@ def _singles(b: _Builder) -> dict[str, Any]:
     from pydicom.data import get_testdata_file
 
     from mmfm.data.io.dicom import read_dicom_file
-    from mmfm.data.presets import default_preset
-
     used = []
     for name, region in DICOM_FILES:
         path = get_testdata_file(name, download=False)
@@ -242,7 +243,7 @@ def _singles(b: _Builder) -> dict[str, Any]:
         arr = im.array.mean(axis=0) if im.array.shape[0] == 3 else im.array[0]
         if arr.ndim == 3:
             arr = arr[..., arr.shape[-1] // 2]
-        arr = default_preset(im.modality)(arr[None])[0] if im.modality != "US" else arr / max(arr.max(), 1)
+        arr = get_preset(PRESET_BY_MODALITY[im.modality])(arr[None])[0]
         img = _resize(np.ascontiguousarray(arr.T), SIZE2D)  # back to (rows, cols) for display order
         b.add_slice(img, np.zeros_like(img), region, 0, im.modality, im.meta["ids"]["patient_id"] or name, 0,
                     "train", f"{im.modality} image of the {region}.", f"pydicom test file {name}")
@@ -336,6 +337,7 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     card = {
         "name": "mini", "version": VERSION, "built_seconds": round(time.time() - t0, 1),
         "sources": sources, "missing_sources": missing,
+        "presets": {m: get_preset(n).to_dict() for m, n in PRESET_BY_MODALITY.items()},
         "sets": {"slices2d": {"shape": [1, SIZE2D, SIZE2D], "labels": {"region": REGIONS, "lesion": ["no", "yes"]},
                               "counts": _counts(b.s2d, "region", REGIONS)},
                  "patches2d": {"shape": [1, PATCH, PATCH], "labels": {"tissue": TISSUES},
@@ -345,7 +347,8 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
                  "reports": sources.get("iu_reports", {})},
         "derivation": [
             "Intensities: CT through preset ct_abdomen (W400/L40 HU -> [0,1]); MRI through mri_percentile; "
-            "radiographs through xray (MONOCHROME1 inverted); ultrasound min-max; RGB images converted to grey.",
+            "radiographs through xray (MONOCHROME1 inverted); ultrasound min-max; RGB images divided by 255 "
+            "and converted to grey. The exact presets are in card.json under 'presets'.",
             "slices2d: every LiTS axial slice (128x128; mask 0 bg, 1 liver, 2 tumour; lesion = >= 20 tumour "
             "pixels); every 2nd axial slice through the brain of Colin27 (mask = ch2bet brain) and MNI152 "
             "(mask = brain), padded to square and resized to 128x128; single DICOM/photo images in train only.",
