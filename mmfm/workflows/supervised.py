@@ -12,7 +12,7 @@ from mmfm.data.catalog import get_entry, load_dataset
 from mmfm.data.datasets import ArrayDataset, SampleDataset
 from mmfm.data.sources.mini import load_mini_arrays, mini_root
 from mmfm.data.splits import group_split
-from mmfm.engine.trainer import Trainer
+from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import plot_losses, write_report
@@ -122,6 +122,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     if num_classes is None:
         num_classes = int(max(int(train_ds[i]["mask"].max()) for i in range(len(train_ds)))) + 1
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names")}
+    seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
     model = TASKS.build(task_name, **{**task_opts, "encoder": cfg.encoder, "num_classes": num_classes,
                                       "spatial_dims": spatial_dims, "in_channels": in_channels})
     if is_main():

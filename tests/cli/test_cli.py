@@ -98,3 +98,20 @@ def test_trained_model_reloads_with_its_preprocessing(mini_root, tmp_path):
     ds, _ = build_split(cfg.data, "val", "classification")
     probs = model.predict(torch.stack([ds[i]["image"] for i in range(8)]))
     assert probs.shape == (8, 5) and torch.allclose(probs.sum(1), torch.ones(8))
+
+
+@pytest.mark.realdata
+def test_same_seed_same_weights(mini_root, tmp_path):
+    from safetensors.torch import load_file
+
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.supervised import run_supervised
+
+    weights = []
+    for name in ("a", "b"):
+        cfg = load_config(ROOT / "configs" / "quickstart_classification.yaml",
+                          [f"out={tmp_path / name}", "train.max_steps=3", "train.batch_size=16",
+                           "data.eval_splits=[]", "train.progress=false"])
+        run_supervised(cfg)
+        weights.append(load_file(str(tmp_path / name / "checkpoints" / "last" / "model.safetensors")))
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
