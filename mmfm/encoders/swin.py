@@ -1,0 +1,43 @@
+"""Windowed-attention (Swin) encoder: MONAI's ``SwinTransformer`` (the Swin UNETR backbone), 2D or 3D.
+
+Reference: Liu et al., Swin Transformer, ICCV 2021; Hatamizadeh et al., Swin UNETR, 2022.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.networks.nets.swin_unetr import SwinTransformer
+
+from mmfm.encoders.base import ENCODERS, Encoder
+
+
+class SwinEncoder(Encoder):
+    """Tokens of the last stage. Input sides must be divisible by 32 (patch 2, four 2x merges)."""
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, embed_dim: int = 24,
+                 depths: tuple[int, ...] = (2, 2, 2, 2), heads: tuple[int, ...] = (3, 6, 12, 24),
+                 window_size: int = 4) -> None:
+        super().__init__()
+        self.spatial_dims, self.in_channels, self.out_dim = spatial_dims, in_channels, embed_dim * 16
+        self.net = SwinTransformer(in_chans=in_channels, embed_dim=embed_dim, window_size=(window_size,) * spatial_dims,
+                                   patch_size=(2,) * spatial_dims, depths=depths, num_heads=heads,
+                                   spatial_dims=spatial_dims)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if any(s % 32 for s in x.shape[2:]):
+            raise ValueError(f"Swin input sides must be multiples of 32, got {tuple(x.shape[2:])}")
+        last = self.net(x, normalize=True)[-1]            # (B, 16*E, *s/32)
+        tokens = last.flatten(2).transpose(1, 2)          # (B, N, 16*E)
+        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+
+
+@ENCODERS.register("swin_tiny")
+def swin_tiny(spatial_dims: int = 2, in_channels: int = 1, **kw: Any) -> SwinEncoder:
+    return SwinEncoder(spatial_dims, in_channels, embed_dim=12, depths=(1, 1, 1, 1), heads=(1, 2, 3, 6), **kw)
+
+
+@ENCODERS.register("swin_small")
+def swin_small(spatial_dims: int = 2, in_channels: int = 1, **kw: Any) -> SwinEncoder:
+    return SwinEncoder(spatial_dims, in_channels, embed_dim=24, **kw)

@@ -1,0 +1,31 @@
+"""The objective interface and registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmfm.encoders import Encoder
+from mmfm.registry import Registry
+
+
+class Objective(nn.Module):
+    """forward(batch{"image": (B, C, *s), ...}) -> {"loss": scalar, "<term>_loss": scalar, ...}.
+
+    ``encoder`` is the pretrained network; everything else (heads, decoders, queues) belongs to the objective.
+    """
+
+    encoder: Encoder
+
+    @staticmethod
+    def total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss": sum(terms.values()), **terms}  # type: ignore[dict-item]
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
+
+
+def build_objective(name: str, encoder: Encoder, **kwargs: Any) -> Objective:
+    return OBJECTIVES.build(name, encoder=encoder, **kwargs)
