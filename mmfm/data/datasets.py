@@ -22,8 +22,10 @@ from mmfm.errors import SampleError
 class ArrayDataset(torch.utils.data.Dataset):
     """image (N, C, *s) float, optional label (N,), optional mask (N, 1, *s)."""
 
-    def __init__(self, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+    def __init__(self, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
         self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        self.extras = {k: torch.as_tensor(v) for k, v in (extras or {}).items()}  # e.g. patient, position
         self.label = None if label is None else torch.from_numpy(np.asarray(label, dtype=np.int64))
         self.mask = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=np.int64))
 
@@ -36,12 +38,15 @@ class ArrayDataset(torch.utils.data.Dataset):
             out["label"] = self.label[i]
         if self.mask is not None:
             out["mask"] = self.mask[i]
+        for k, v in self.extras.items():
+            out[k] = v[i]
         return out
 
     def subset(self, idx: Sequence[int]) -> ArrayDataset:
         sel = np.asarray(idx, dtype=np.int64)
         return ArrayDataset(self.image[sel].numpy(), None if self.label is None else self.label[sel].numpy(),
-                            None if self.mask is None else self.mask[sel].numpy())
+                            None if self.mask is None else self.mask[sel].numpy(),
+                            {k: v[sel].numpy() for k, v in self.extras.items()})
 
 
 class SampleDataset(torch.utils.data.Dataset):

@@ -37,6 +37,7 @@ class DataConfig:
 @dataclass
 class RunConfig:
     task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
+    objective: dict[str, Any] = field(default_factory=dict)   # pretraining: {name: mae, ...} (mmfm pretrain)
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "resnet_small"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

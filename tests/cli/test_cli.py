@@ -115,3 +115,24 @@ def test_same_seed_same_weights(mini_root, tmp_path):
         run_supervised(cfg)
         weights.append(load_file(str(tmp_path / name / "checkpoints" / "last" / "model.safetensors")))
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.realdata
+def test_pretrain_then_evaluate(mini_root, tmp_path):
+    run = tmp_path / "mae"
+    r = _cli("pretrain", "configs/pretrain/mae_2d.yaml", f"out={run}", "train.max_steps=3", "train.batch_size=16",
+             "encoder.name=vit_tiny", "train.progress=false")
+    assert r.returncode == 0, r.stderr
+    assert (run / "encoder" / "encoder.safetensors").exists()
+    spec = json.loads((run / "encoder" / "encoder.json").read_text())
+    assert spec["name"] == "vit_tiny" and spec["objective"]["name"] == "mae"
+    out = tmp_path / "eval"
+    r = _cli("evaluate", "--encoder", str(run), "random:vit_tiny", "--protocol", "linear", "knn", "finetune",
+             "--fractions", "0.1", "--seeds", "0", "1", "--finetune-steps", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {x["method"] for x in results} == {"vit_tiny-mae", "vit_tiny-random"}
+    assert {x["task"] for x in results} == {"classification/linear", "classification/knn", "classification/finetune"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(s["n_seeds"] == 2 for s in summary)
+    assert (out / "plots" / "label_efficiency.png").exists() and "± " in (out / "report.md").read_text()

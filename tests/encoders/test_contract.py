@@ -1,4 +1,4 @@
-"""The encoder contract, over every registered encoder, in 2D and 3D."""
+"""The encoder contract, over every registered encoder, in 2D and 3D; pretrained weights and channel adaptation."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import pytest
 import torch
 
 from mmfm.encoders import ENCODERS, build_encoder
+from mmfm.errors import ConfigError
+
+TWO_D_ONLY = {"litemedsam"}
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_encoder_contract(name, spatial_dims):
+    if name in TWO_D_ONLY and spatial_dims == 3:
+        with pytest.raises(ConfigError, match="2D"):
+            build_encoder(name, spatial_dims=3, in_channels=2)
+        return
+    torch.manual_seed(0)
     enc = build_encoder(name, spatial_dims=spatial_dims, in_channels=2)
     assert (enc.spatial_dims, enc.in_channels) == (spatial_dims, 2)
     x = torch.randn(2, 2, *([32] * spatial_dims))
@@ -19,5 +27,36 @@ def test_encoder_contract(name, spatial_dims):
     b, n, d = out["tokens"].shape
     assert (b, d) == (2, enc.out_dim) and n >= 1 and out["pooled"].shape == (2, enc.out_dim)
     (out["pooled"].sum() + out["tokens"].mean()).backward()
-    missing = [n for n, p in enc.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    unused = {"mask_token"}  # used only when a mask is given (SimMIM)
+    if spatial_dims == 2:
+        unused.add("pos.0")  # the ViT's depth-axis position table serves 3D inputs only
+    missing = [n for n, p in enc.named_parameters()
+               if p.requires_grad and n not in unused and (p.grad is None or not p.grad.abs().sum())]
     assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+def test_vit_switches_between_2d_and_3d():
+    """One ViT embeds 2D and 3D; a 2D image equals a 3D slab of patch_size identical slices."""
+    torch.manual_seed(0)
+    enc = build_encoder("vit_tiny", spatial_dims=3, in_channels=1).eval()
+    img = torch.randn(1, 1, 16, 16)
+    slab = img[:, :, None].expand(-1, -1, enc.patch_size, -1, -1)          # (1, 1, p, 16, 16)
+    t2, g2 = enc.patch_embed(img)
+    t3, g3 = enc.patch_embed(slab)
+    assert g2 == (4, 4) and g3 == (1, 4, 4)
+    assert torch.allclose(t2, t3, atol=1e-5)
+    assert enc(torch.randn(2, 1, 16, 16, 16))["tokens"].shape == (2, 64, 64)
+    assert enc(img)["tokens"].shape == (1, 16, 64)
+
+
+def test_litemedsam_weights_and_channel_adaptation():
+    torch.manual_seed(0)
+    rgb = build_encoder("litemedsam", in_channels=3).eval()
+    grey = build_encoder("litemedsam", in_channels=1).eval()
+    bn = rgb.net.patch_embed.seq[0].bn
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # trained statistics
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        a, b = grey(x)["pooled"], rgb(x.repeat(1, 3, 1, 1))["pooled"]
+    assert torch.allclose(a, b, atol=1e-4)  # summed RGB kernel on grey == RGB kernel on replicated grey
+    assert rgb.contract["input_size"] == [256, 256]

@@ -1,0 +1,134 @@
+"""`mmfm evaluate`: evaluation protocols on any encoder (pretrained run, random init, LiteMedSAM), with label
+fractions and seeds; writes results.json, summary.json (mean and spread) and report.md with a plot."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfm.data.datasets import ArrayDataset
+from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer, seed_everything
+from mmfm.errors import ConfigError
+from mmfm.evaluation.evaluate import evaluate
+from mmfm.evaluation.metrics import classification_metrics
+from mmfm.evaluation.protocols import extract_features, knn_predict, linear_probe
+from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
+from mmfm.tasks.classification import ClassificationTask
+from mmfm.workflows.config import DataConfig
+from mmfm.workflows.pretrain import load_encoder
+from mmfm.workflows.supervised import build_split, label_subset
+
+PROTOCOLS = ("linear", "knn", "finetune")
+METRICS = ("accuracy", "balanced_accuracy", "auroc")
+
+
+def _finetune(source: str, train: ArrayDataset, test: ArrayDataset, num_classes: int, seed: int, steps: int,
+              out: Path) -> dict[str, float]:
+    seed_everything(seed)
+    encoder, _ = load_encoder(source)
+    model = ClassificationTask(encoder, num_classes)
+    tcfg = TrainConfig(max_steps=steps, batch_size=min(32, len(train)), seed=seed, ckpt_every=steps, progress=False)
+    Trainer(model, train, tcfg, OptimConfig(lr=3e-4, warmup_steps=steps // 10), out,
+            run_info={"config": {"source": source, "seed": seed, "n": len(train)}}).fit()
+    m = evaluate(model, test, "classification")
+    m.pop("classes_evaluated", None)
+    return m
+
+
+def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig, fractions: list[float],
+                      seeds: list[int], out: str | Path, finetune_steps: int = 100) -> list[ResultRecord]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
+    splits = {s: build_split(data, s, "classification") for s in ("train", "val", "test")}
+    names = splits["train"][1]
+    k = len(names)
+    records: list[ResultRecord] = []
+    dataset = f"{data.dataset}/{data.set}" if data.dataset == "mini" else data.dataset
+    for source in sources:
+        encoder, spec = load_encoder(source)
+        method = spec.get("method", source)
+        print(f"[mmfm] evaluating {method}", flush=True)
+        feats = {}
+        if {"linear", "knn"} & set(protocols):
+            feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
+        for fraction in fractions:
+            for seed in seeds:
+                idx = label_subset(splits["train"][0].label.numpy(), fraction, seed)
+                results: dict[str, dict[str, float]] = {}
+                if "linear" in protocols:
+                    tr = (feats["train"][0][idx], feats["train"][1][idx])
+                    results["linear"] = linear_probe(tr, feats["val"], feats["test"], k, seed=seed)
+                if "knn" in protocols:
+                    tr = (feats["train"][0][idx], feats["train"][1][idx])
+                    m = classification_metrics(knn_predict(tr, feats["test"][0], k), feats["test"][1])
+                    m.pop("classes_evaluated", None)
+                    results["knn"] = m
+                if "finetune" in protocols:
+                    results["finetune"] = _finetune(source, splits["train"][0].subset(idx), splits["test"][0], k, seed,
+                                                    finetune_steps, out / "finetune" / f"{method}-{fraction}-{seed}")
+                for protocol, m in results.items():
+                    for metric in METRICS:
+                        if metric in m:
+                            records.append(ResultRecord(f"classification/{protocol}", dataset, "test", method,
+                                                        metric, float(m[metric]), seed, fraction))
+        write_results(out / "results.json", records)  # after every encoder: a killed sweep keeps what it has
+    summary = summarise(records)
+    write_json_atomic(out / "summary.json", summary)
+    write_label_efficiency_report(out, summary, dataset)
+    write_json_atomic(out / "status.json", {"status": "complete"})
+    return records
+
+
+def summarise(records: list[ResultRecord]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds for each (task, method, metric, label fraction)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        groups[(r.task, r.method, r.metric, r.label_fraction)].append(r.value)
+    return [{"task": t, "method": m, "metric": me, "label_fraction": f, "mean": float(np.mean(v)),
+             "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n_seeds": len(v)}
+            for (t, m, me, f), v in sorted(groups.items())]
+
+
+def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [s for s in summary if s["metric"] == "balanced_accuracy"]
+    lines = [f"# Label efficiency on {dataset}", "", "Balanced accuracy on the test split, mean ± sd over seeds.",
+             "", "| protocol | method | " + " | ".join(f"{f:g} labels" for f in sorted({r['label_fraction'] for r in rows}))
+             + " |", "|---|---|" + "---|" * len({r["label_fraction"] for r in rows})]
+    fractions = sorted({r["label_fraction"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task, method in sorted({(r["task"], r["method"]) for r in rows}):
+        cells, ys, es = [], [], []
+        for f in fractions:
+            hit = [r for r in rows if r["task"] == task and r["method"] == method and r["label_fraction"] == f]
+            cells.append(f"{hit[0]['mean']:.3f} ± {hit[0]['std']:.3f}" if hit else "-")
+            ys.append(hit[0]["mean"] if hit else np.nan)
+            es.append(hit[0]["std"] if hit else np.nan)
+        lines.append(f"| {task.split('/')[-1]} | {method} | " + " | ".join(cells) + " |")
+        ax.errorbar(fractions, ys, yerr=es, marker="o", capsize=3, label=f"{method} ({task.split('/')[-1]})")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of training labels")
+    ax.set_ylabel("balanced accuracy (test)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    (out / "plots").mkdir(exist_ok=True)
+    fig.savefig(out / "plots" / "label_efficiency.png", dpi=100)
+    plt.close(fig)
+    lines += ["", "![label efficiency](plots/label_efficiency.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def load_summary(path: str | Path) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text())
+
