@@ -2,15 +2,15 @@
 # Reproduce the vision-foundation-model table of docs/vision_pretraining.md:
 # pretrain every 2D objective on mini/patches2d (train split, labels unused), then compare linear probe and k-NN
 # at 1%, 10% and 100% of the labels over 3 seeds against random initialisation and LiteMedSAM.
-# Usage: scripts/reproduce_vfm_table.sh [OUT] [STEPS]     (defaults: runs/vfm, 300 steps per objective)
+# Usage: scripts/reproduce_vfm_table.sh [OUT] [STEPS]     (defaults: runs/vfm, 150 steps per objective)
 set -euo pipefail
 OUT=${1:-runs/vfm}
-STEPS=${2:-300}
+STEPS=${2:-150}
 MMFM=${MMFM:-.venv/bin/mmfm}
 $MMFM data prepare mini > /dev/null
 RUNS=()
 for cfg in mae_2d mae_block_2d mae_entropy_2d mae_anatomask_2d mae_superpixel_2d simmim_2d simclr_2d moco_2d \
-           micle_2d voco_2d dae_2d mae_simclr_2d; do
+           micle_2d pcl_2d voco_2d dae_2d mae_simclr_2d; do
   start=$(date +%s)
   $MMFM pretrain configs/pretrain/$cfg.yaml out=$OUT/pretrain/$cfg train.max_steps=$STEPS train.progress=false \
     data.set=patches2d > $OUT.$cfg.log 2>&1 || { echo "pretrain $cfg failed (see $OUT.$cfg.log)"; continue; }

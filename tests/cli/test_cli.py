@@ -76,8 +76,10 @@ def test_quickstart_tiny(mini_root, tmp_path):
     r = _cli("quickstart", "--out", str(out), "train.max_steps=2", "train.batch_size=4")
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
-    assert {x["task"] for x in results} == {"classification", "segmentation"}
+    assert {x["task"] for x in results} == {"classification", "segmentation", "classification/linear"}
     assert any(x["metric"] == "dice_liver" for x in results)
+    fractions = {x["label_fraction"] for x in results if x["task"] == "classification/linear"}
+    assert fractions == {0.01, 0.1, 1.0} and (out / "pretrain" / "encoder" / "encoder.safetensors").exists()
     assert (out / "report.md").exists() and json.loads((out / "status.json").read_text())["status"] == "complete"
 
 

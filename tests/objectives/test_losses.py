@@ -77,3 +77,17 @@ def test_masked_reconstruction_against_loop():
     assert abs(masked_reconstruction_loss(pred, target, mask)[0].item() - sum(errs) / len(errs)) < 1e-6
     l1 = [float((pred[b, n] - target[b, n]).abs().mean()) for b in range(2) for n in range(5) if mask[b, n]]
     assert abs(masked_reconstruction_loss(pred, target, mask, "l1")[0].item() - sum(l1) / len(l1)) < 1e-6
+
+
+def test_ntxent_gather_under_two_gloo_processes():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("ddp_loss_script.py")
+    root = str(Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29541", str(script)], env={**os.environ, "PYTHONPATH": root}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
