@@ -69,6 +69,7 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     spec = json.loads((folder / "encoder.json").read_text())
     enc = build_encoder(spec["name"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
                         **spec.get("options", {}))
+    enc.contract = spec.get("contract", {})  # the preprocessing the weights expect travels with them
     sd = load_file(str(folder / "encoder.safetensors"))
     missing, unexpected = enc.load_state_dict(sd, strict=False)
     if missing or unexpected:
@@ -94,6 +95,9 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     obj_opts = {k: v for k, v in cfg.objective.items() if k != "name"}
     obj_opts.setdefault("image_size", int(x.shape[-1]))
     objective = build_objective(cfg.objective["name"], encoder, **obj_opts)
+    card = json.loads(((Path(cfg.data.root) if cfg.data.root else mini_root()) / "card.json").read_text())
+    encoder.contract = {"presets": card.get("presets", {}), "input_size": list(x.shape[1:]),
+                        "in_channels": in_channels, "data": f"mini/{cfg.data.set}"}
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = {k: v for k, v in cfg.to_dict().items() if k != "out"}

@@ -128,6 +128,10 @@ def test_pretrain_then_evaluate(mini_root, tmp_path):
     assert (run / "encoder" / "encoder.safetensors").exists()
     spec = json.loads((run / "encoder" / "encoder.json").read_text())
     assert spec["name"] == "vit_tiny" and spec["objective"]["name"] == "mae"
+    assert spec["contract"]["presets"]["CT"]["name"] == "ct_abdomen" and spec["contract"]["input_size"] == [32, 32]
+    from mmfm.workflows.pretrain import load_encoder
+
+    assert load_encoder(str(run))[0].contract == spec["contract"]
     out = tmp_path / "eval"
     r = _cli("evaluate", "--encoder", str(run), "random:vit_tiny", "--protocol", "linear", "knn", "finetune",
              "--fractions", "0.1", "--seeds", "0", "1", "--finetune-steps", "2", "--out", str(out))

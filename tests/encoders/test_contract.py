@@ -9,11 +9,14 @@ from mmfm.encoders import ENCODERS, build_encoder
 from mmfm.errors import ConfigError
 
 TWO_D_ONLY = {"litemedsam"}
+SLOW = {"merlin"}  # 117 M parameters: covered by test_merlin_pretrained (slow)
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_encoder_contract(name, spatial_dims):
+    if name in SLOW:
+        pytest.skip("covered by a slow test")
     if name in TWO_D_ONLY and spatial_dims == 3:
         with pytest.raises(ConfigError, match="2D"):
             build_encoder(name, spatial_dims=3, in_channels=2)
@@ -60,3 +63,33 @@ def test_litemedsam_weights_and_channel_adaptation():
         a, b = grey(x)["pooled"], rgb(x.repeat(1, 3, 1, 1))["pooled"]
     assert torch.allclose(a, b, atol=1e-4)  # summed RGB kernel on grey == RGB kernel on replicated grey
     assert rgb.contract["input_size"] == [256, 256]
+
+
+def test_adapt_input_channels_nd():
+    from mmfm.encoders import adapt_input_channels
+
+    w3 = torch.randn(4, 3, 2, 2, 2)
+    x = torch.randn(1, 1, 4, 4, 4)
+    one = adapt_input_channels(w3, 1)
+    assert torch.allclose(torch.nn.functional.conv3d(x, one), torch.nn.functional.conv3d(x.repeat(1, 3, 1, 1, 1), w3),
+                          atol=1e-5)
+    five = adapt_input_channels(w3, 5)
+    assert five.shape == (4, 5, 2, 2, 2)
+    w2 = torch.randn(4, 3, 3, 3)
+    assert adapt_input_channels(w2, 1).shape == (4, 1, 3, 3)
+
+
+@pytest.mark.slow
+def test_merlin_pretrained():
+    from mmfm.encoders.merlin import merlin_available
+
+    if not merlin_available():
+        pytest.skip("pip install 'mmfm[merlin]'")
+    with pytest.raises(ConfigError, match="3D"):
+        build_encoder("merlin", spatial_dims=2)
+    enc = build_encoder("merlin", in_channels=1).eval()
+    assert abs(float(enc.net.bn1.running_var.mean()) - 0.318) < 0.01  # trained statistics, as published
+    with torch.no_grad():
+        out = enc(torch.rand(1, 1, 64, 64, 32))
+    assert out["tokens"].shape == (1, 8, 2048) and out["pooled"].shape == (1, 2048)
+    assert enc.contract["spacing"] == [1.5, 1.5, 3.0]

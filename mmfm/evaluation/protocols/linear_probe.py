@@ -1,4 +1,4 @@
-"""Linear probe: several logistic-regression heads (a grid of learning rates and weight decays) trained at once on
+"""Linear probe: several logistic-regression heads (a grid of learning rates and weight decays) trained together on
 standardised frozen features; the head with the best validation balanced accuracy is reported on test.
 
 Written here rather than with scikit-learn because all heads train as one batched tensor program on the same
@@ -26,21 +26,19 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
     norm = lambda x: (x - mean) / std  # noqa: E731
     grid = list(itertools.product(lrs, wds))
     k, d = len(grid), xtr.shape[1]
-    w = (torch.randn(k, d, num_classes, generator=g) * 0.01).requires_grad_(True)
-    b = torch.zeros(k, 1, num_classes, requires_grad=True)
-    lr = torch.tensor([c[0] for c in grid]).view(k, 1, 1)
-    wd = torch.tensor([c[1] for c in grid]).view(k, 1, 1)
-    opt = torch.optim.Adam([w, b], lr=1.0)  # per-head learning rates are applied by scaling the gradients
-    xn = norm(xtr)[None].expand(k, -1, -1)                     # (K, N, D)
+    ws = [torch.nn.Parameter(torch.randn(d, num_classes, generator=g) * 0.01) for _ in grid]
+    bs = [torch.nn.Parameter(torch.zeros(num_classes)) for _ in grid]
+    opt = torch.optim.AdamW([{"params": [ws[i], bs[i]], "lr": lr, "weight_decay": wd}
+                             for i, (lr, wd) in enumerate(grid)])   # one parameter group per head
+    xn = norm(xtr)
     for _ in range(steps):
-        logits = xn @ w + b                                    # (K, N, C)
+        w, b = torch.stack(ws), torch.stack(bs)[:, None]          # (K, D, C), (K, 1, C)
+        logits = xn[None] @ w + b                                  # (K, N, C)
         loss = F.cross_entropy(logits.reshape(-1, num_classes), ytr.repeat(k), reduction="none").view(k, -1).mean(1)
-        reg = (wd.view(k) * (w ** 2).sum(dim=(1, 2))).sum()
         opt.zero_grad()
-        (loss.sum() + reg).backward()
-        w.grad.mul_(lr)
-        b.grad.mul_(lr)
+        loss.sum().backward()                                      # heads are independent: the sum trains each
         opt.step()
+    w, b = torch.stack(ws).detach(), torch.stack(bs).detach()[:, None]
     with torch.no_grad():
         val_scores = [classification_metrics((norm(val[0]) @ w[i] + b[i]).softmax(-1), val[1])["balanced_accuracy"]
                       for i in range(k)]
