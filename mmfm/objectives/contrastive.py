@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mmfm.encoders import Encoder
 from mmfm.errors import ConfigError

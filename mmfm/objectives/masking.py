@@ -14,7 +14,7 @@ Every strategy returns a boolean mask ``(B, N)`` over the patch grid (True = mas
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

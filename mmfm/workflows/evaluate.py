@@ -104,9 +104,10 @@ def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], data
 
     rows = [s for s in summary if s["metric"] == "balanced_accuracy"]
     lines = [f"# Label efficiency on {dataset}", "", "Balanced accuracy on the test split, mean ± sd over seeds.",
-             "", "| protocol | method | " + " | ".join(f"{f:g} labels" for f in sorted({r['label_fraction'] for r in rows}))
-             + " |", "|---|---|" + "---|" * len({r["label_fraction"] for r in rows})]
+             ""]
     fractions = sorted({r["label_fraction"] for r in rows})
+    lines += ["| protocol | method | " + " | ".join(f"{f:g} labels" for f in fractions) + " |",
+              "|---|---|" + "---|" * len(fractions)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for task, method in sorted({(r["task"], r["method"]) for r in rows}):
         cells, ys, es = [], [], []

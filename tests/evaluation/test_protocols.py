@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from mmfm.evaluation.protocols import knn_predict, linear_probe
-from mmfm.workflows.evaluate import summarise
 from mmfm.evaluation.results import ResultRecord
+from mmfm.workflows.evaluate import summarise
 from mmfm.workflows.supervised import label_subset
 
 
