@@ -60,7 +60,8 @@ class MAE(MaskedModelling):
         self.mask_token = nn.Parameter(torch.zeros(decoder_dim))
         self.pos = nn.ParameterList([nn.Parameter(torch.randn(encoder.max_grid, decoder_dim) * 0.02)
                                      for _ in range(3)])
-        self.blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True) for _ in range(decoder_depth)])
+        self.blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True)
+                                     for _ in range(decoder_depth)])
         self.norm = nn.LayerNorm(decoder_dim)
         self.pred = nn.Linear(decoder_dim, p ** d * c)
 
