@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmfm.data.datasets import ArrayDataset
-from mmfm.data.sources.mini import load_mini_arrays, mini_root
+from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root
 from mmfm.encoders import Encoder, build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything

@@ -10,7 +10,7 @@ import numpy as np
 
 from mmfm.data.catalog import get_entry, load_dataset
 from mmfm.data.datasets import ArrayDataset, SampleDataset
-from mmfm.data.sources.mini import load_mini_arrays, mini_root
+from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root
 from mmfm.data.splits import group_split
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmfm.data.catalog import load_dataset
-from mmfm.data.sources.mini import iter_reports, load_mini_arrays
+from mmfm.data.sources.mini_reader import iter_reports, load_mini_arrays
 from mmfm.data.splits import check_no_leakage
 
 pytestmark = pytest.mark.realdata

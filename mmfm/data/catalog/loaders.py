@@ -299,7 +299,7 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> SampleList:
     """Load a catalog dataset from a local copy: the entry's layout family with its default options."""
     entry = get_entry(name)
     if entry.layout == "mini":
-        from mmfm.data.sources.mini import load_mini
+        from mmfm.data.sources.mini_reader import load_mini
 
         return load_mini(root, **options)
     opts = {**entry.options, **options}

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from mmfm.data.io.mrc import read_mrc_array
 from mmfm.data.io.reports import parse_iu_xml
 from mmfm.data.presets import get_preset
+from mmfm.data.sources.card import card_markdown, split_counts
 from mmfm.data.sources.fetch import Source, extract_member, fetch, mmfm_home
 from mmfm.data.splits import group_split
-from mmfm.errors import InputFileError, MMFMError
+from mmfm.errors import MMFMError
 
 VERSION = 1
 SIZE2D, PATCH, CROP = 128, 32, 32
@@ -288,15 +289,6 @@ def _save(path: Path, cols: dict[str, list[Any]]) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def _counts(cols: dict[str, list[Any]], label: str, names: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"total": len(cols["split"])}
-    for s in ("train", "val", "test"):
-        idx = [i for i, x in enumerate(cols["split"]) if x == s]
-        out[s] = {"n": len(idx), "by_modality": dict(Counter(cols["modality"][i] for i in idx)),
-                  f"by_{label}": dict(Counter(names[cols[label][i]] if names else int(cols[label][i]) for i in idx))}
-    return out
-
-
 def build_mini(root: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Build the corpus into ``root`` (default ``$MMFM_HOME/data/mini``) atomically; return its path."""
     home = mmfm_home()
@@ -339,11 +331,11 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
         "sources": sources, "missing_sources": missing,
         "presets": {m: get_preset(n).to_dict() for m, n in PRESET_BY_MODALITY.items()},
         "sets": {"slices2d": {"shape": [1, SIZE2D, SIZE2D], "labels": {"region": REGIONS, "lesion": ["no", "yes"]},
-                              "counts": _counts(b.s2d, "region", REGIONS)},
+                              "counts": split_counts(b.s2d, "region", REGIONS)},
                  "patches2d": {"shape": [1, PATCH, PATCH], "labels": {"tissue": TISSUES},
-                               "counts": _counts(b.p2d, "tissue", TISSUES)},
+                               "counts": split_counts(b.p2d, "tissue", TISSUES)},
                  "crops3d": {"shape": [1, CROP, CROP, CROP], "labels": {"label": ["no lesion", "lesion"]},
-                             "counts": _counts(b.c3d, "label", [])},
+                             "counts": split_counts(b.c3d, "label", [])},
                  "reports": sources.get("iu_reports", {})},
         "derivation": [
             "Intensities: CT through preset ct_abdomen (W400/L40 HU -> [0,1]); MRI through mri_percentile; "
@@ -370,81 +362,3 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, root)
     return root
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# Data card: {card['name']} (v{card['version']})", "", "## Sources", "",
-             "| source | package | version | licence | sha256 |", "|---|---|---|---|---|"]
-    for key, s in card["sources"].items():
-        lines.append(f"| {key} | {s.get('package', '-')} | {s.get('version', '-')} | {s.get('licence', '-')} | "
-                     f"{s.get('sha256', '-')[:16]} |")
-    if card["missing_sources"]:
-        lines += ["", "**Missing sources** (the rest was built): " +
-                  "; ".join(f"{k}: {v}" for k, v in card["missing_sources"].items())]
-    lines += ["", "## Counts", "", "| set | split | n | by modality | by label |", "|---|---|---|---|---|"]
-    for name, s in card["sets"].items():
-        if name == "reports":
-            continue
-        for split in ("train", "val", "test"):
-            c = s["counts"][split]
-            lab = next(v for k, v in c.items() if k.startswith("by_") and k != "by_modality")
-            lines.append(f"| {name} | {split} | {c['n']} | {c['by_modality']} | {lab} |")
-    rep = card["sets"].get("reports") or {}
-    if rep:
-        lines += ["", f"IU X-ray reports: {rep['n']} ({rep['splits']}); {rep['with_findings']} with findings, "
-                      f"{rep['with_impression']} with impression."]
-    lines += ["", "## How it was derived", ""] + [f"- {d}" for d in card["derivation"]]
-    return "\n".join(lines) + "\n"
-
-
-def mini_root() -> Path:
-    return mmfm_home() / "data" / "mini"
-
-
-def load_mini_arrays(root: Path | None, name: str, split: str | None = None) -> dict[str, np.ndarray]:
-    """Arrays of one set (``slices2d``, ``patches2d``, ``crops3d``), optionally of one split."""
-    root = Path(root) if root else mini_root()
-    path = root / f"{name}.npz"
-    if not path.exists():
-        raise InputFileError(path, "mini corpus not found", "run `mmfm data prepare mini`")
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    if split is not None:
-        keep = data["split"] == split
-        data = {k: v[keep] for k, v in data.items()}
-    return data
-
-
-def iter_reports(root: Path | None = None, split: str | None = None) -> Iterator[dict[str, Any]]:
-    path = (Path(root) if root else mini_root()) / "reports.jsonl"
-    if not path.exists():
-        raise InputFileError(path, "mini reports not found", "run `mmfm data prepare mini`")
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            if split is None or r["split"] == split:
-                yield r
-
-
-def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str | None = None, **_: Any):
-    """The mini corpus as a lazy list of sample dicts (the catalog's ``mini`` layout)."""
-    from mmfm.data.catalog.loaders import SampleList
-    from mmfm.data.sample import Ids, Image, Report, make_sample
-
-    if set == "reports":
-        rows = list(iter_reports(Path(root) if root else None, split))
-        return SampleList(rows, lambda r: make_sample(None, report=Report(
-            text=" ".join(f"{k.upper()}: {r[k]}" for k in ("indication", "findings", "impression") if r[k]),
-            indication=r["indication"], findings=r["findings"], impression=r["impression"]),
-            labels={"mesh": r["mesh"]}, ids=Ids(sample_id=r["uid"], patient_id=r["uid"])))
-    d = load_mini_arrays(Path(root) if root else None, set, split)
-    label_keys = [k for k in ("region", "lesion", "tissue", "label") if k in d]
-
-    def read(i: int) -> dict[str, Any]:
-        return make_sample({str(d["modality"][i]): Image(d["image"][i], str(d["modality"][i]))},
-                           mask=d["mask"][i].astype(np.int64) if "mask" in d else None,
-                           labels={k: int(d[k][i]) for k in label_keys}, texts={"caption": str(d["caption"][i])},
-                           ids=Ids(sample_id=f"{set}-{i}", patient_id=str(d["patient_id"][i]),
-                                   slice_index=float(d["slice_index"][i])))
-
-    return SampleList(list(range(len(d["split"]))), read)
