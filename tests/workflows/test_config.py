@@ -9,13 +9,19 @@ import pytest
 from mmfm.errors import ConfigError
 from mmfm.workflows.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
+    from mmfm.encoders import ENCODERS
+    from mmfm.objectives import OBJECTIVES
+
     cfg = load_config(path)
     assert cfg.task["name"] in ("classification", "segmentation")
+    assert cfg.encoder["name"] in ENCODERS
+    if path.parent.name == "pretrain":
+        assert cfg.objective["name"] in OBJECTIVES
 
 
 def test_overrides_and_types(tmp_path):
@@ -35,3 +41,15 @@ def test_typo_and_type_errors(tmp_path):
         load_config(overrides=["train.max_steps"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["mae_3d", "simclr_3d", "voco_3d", "dae_3d"])
+def test_3d_pretrain_recipes_run(mini_root, tmp_path, name):
+    from mmfm.workflows.pretrain import load_encoder, run_pretrain
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "pretrain" / f"{name}.yaml",
+                      [f"out={tmp_path}", "train.max_steps=1", "train.batch_size=2", "train.progress=false"])
+    run_pretrain(cfg)
+    enc, spec = load_encoder(str(tmp_path))
+    assert spec["spatial_dims"] == 3 and enc.spatial_dims == 3
