@@ -74,7 +74,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from mmfm.workflows.evaluate import evaluate_encoders
 
     data = DataConfig(dataset="mini", root=a.root, set=a.set, label=a.label)
-    evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps)
+    evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split)
     print((Path(a.out) / "report.md").read_text())
     return 0
 
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0], help="label fractions")
     ev.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     ev.add_argument("--finetune-steps", type=int, default=100, help="optimiser steps per fine-tuning run")
+    ev.add_argument("--max-per-split", type=int, default=None,
+                    help="evaluate on a stratified subset of at most N samples per split (slow encoders)")
     ev.add_argument("--out", default="runs/evaluate", help="output folder")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -41,6 +41,21 @@ def _optim_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """safetensors refuses tensors that share memory (an encoder shared by several objectives appears under
+    several keys): keep the first key and record the others as aliases in state.json."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    out, aliases = {}, {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if key in seen and v.numel():
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        out[k] = v.detach().cpu().contiguous()
+    return out, aliases
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint folder atomically. RNG states are stored as uint8 tensors."""
@@ -48,9 +63,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd, aliases = _dedupe(model.state_dict())
     save_file(sd, str(tmp / "model.safetensors"))
     meta = dict(state or {})
+    meta["aliases"] = aliases
     if optimizer is not None:
         tensors, ometa = _optim_to_flat(optimizer)
         tensors["__rng_torch__"] = torch.get_rng_state()
@@ -86,6 +102,9 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     except (SafetensorError, FileNotFoundError, OSError) as e:
         raise CheckpointError(f"{path}/model.safetensors: corrupt or missing ({e})",
                               "the checkpoint is damaged; use an older one") from None
+    for alias, original in state.get("aliases", {}).items():
+        if original in sd:
+            sd[alias] = sd[original]
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

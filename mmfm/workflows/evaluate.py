@@ -39,18 +39,29 @@ def _finetune(source: str, train: ArrayDataset, test: ArrayDataset, num_classes:
     return m
 
 
+def _cap(ds: ArrayDataset, n: int | None, seed: int = 0) -> ArrayDataset:
+    """A stratified subset of at most ``n`` samples (for encoders too slow to run on a whole split)."""
+    if n is None or len(ds) <= n:
+        return ds
+    return ds.subset(label_subset(ds.label.numpy(), n / len(ds), seed))
+
+
 def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig, fractions: list[float],
-                      seeds: list[int], out: str | Path, finetune_steps: int = 100) -> list[ResultRecord]:
+                      seeds: list[int], out: str | Path, finetune_steps: int = 100,
+                      max_per_split: int | None = None) -> list[ResultRecord]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
     splits = {s: build_split(data, s, "classification") for s in ("train", "val", "test")}
+    splits = {s: (_cap(ds, max_per_split), names) for s, (ds, names) in splits.items()}
     names = splits["train"][1]
     k = len(names)
     records: list[ResultRecord] = []
     dataset = f"{data.dataset}/{data.set}" if data.dataset == "mini" else data.dataset
+    if max_per_split:
+        dataset += f" (<= {max_per_split} per split)"
     for source in sources:
         encoder, spec = load_encoder(source)
         method = spec.get("method", source)

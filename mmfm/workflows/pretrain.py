@@ -78,6 +78,17 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     return enc, spec
 
 
+def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
+    """A label that tells pretrained encoders apart: ``vit_small-mae``, ``vit_small-mae[block]``,
+    ``vit_small-mae+simclr``."""
+    name = objective["name"]
+    if name == "combined":
+        name = "+".join(p["name"] for p in objective.get("parts", []))
+    elif objective.get("masking", "random") != "random":
+        name += f"[{objective['masking']}]"
+    return f"{encoder['name']}-{name}"
+
+
 def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if not cfg.objective.get("name"):
         raise ConfigError("no objective given", f"set objective.name to one of {OBJECTIVES.names()}")
@@ -105,7 +116,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     last = Trainer(objective, ds, cfg.train, cfg.optim, out, run_info={"config": key, "kind": "pretrain"}).fit()
     if not is_main():
         return []
-    method = cfg.method or f"{cfg.encoder['name']}-{cfg.objective['name']}"
+    method = cfg.method or method_name(cfg.encoder, cfg.objective)
     spec = {"name": cfg.encoder["name"], "options": enc_opts, "spatial_dims": spatial_dims,
             "in_channels": in_channels, "objective": cfg.objective, "method": method,
             "pretrain_data": f"mini/{cfg.data.set}:train", "steps": cfg.train.max_steps}

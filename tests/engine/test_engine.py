@@ -94,3 +94,17 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     # 2 processes x 8 samples, gradients all-reduced == 1 process x 16 samples
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     shutil.rmtree(tmp_path)
+
+
+def test_checkpoint_with_shared_modules(tmp_path):
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(3, 3)
+            self.parts = torch.nn.ModuleDict({"a": torch.nn.Sequential(self.encoder), "b": torch.nn.Sequential(self.encoder)})
+
+    m = Shared()
+    save_checkpoint(tmp_path / "ck", m, state={"step": 1})
+    m2 = Shared()
+    load_checkpoint(tmp_path / "ck", m2)
+    assert torch.equal(m2.parts["b"][0].weight, m.encoder.weight) and m2.parts["a"][0] is m2.encoder
