@@ -1,7 +1,10 @@
 """MAE training step: mmfm vs MONAI's MaskedAutoEncoderViT, same ViT configuration, side by side in one process.
 
 Prints the throughput ratio (mmfm / MONAI), the peak memory of each step, and the step's achieved FLOP/s as a
-fraction of a measured matrix-multiply peak on the same machine.
+fraction of a measured matrix-multiply peak on the same machine. Throughput is measured side by side in one
+process (alternating rounds). On CPU, peak memory is measured for each implementation in a fresh child process
+(peak RSS during training steps minus RSS before the first step), because a shared allocator hides it in one
+process; on a GPU it is ``torch.cuda.max_memory_allocated`` in the same process.
 
     .venv/bin/python benchmarks/mae_step.py [--batch 32] [--img 128] [--patch 8] [--steps 10] [--device cpu]
 
@@ -14,7 +17,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import threading
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -27,30 +32,29 @@ from mmfm.objectives.masked import MAE
 from mmfm.objectives.masking import patchify
 
 
-class PeakRSS:
-    """Peak resident memory above the level at entry (sampled every 2 ms), for CPU runs."""
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    def __enter__(self):
-        gc.collect()
-        self.base = self.peak = self._rss()
-        self.running = True
-        self.t = threading.Thread(target=self._poll, daemon=True)
-        self.t.start()
-        return self
 
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def child_peak_memory(name: str, args) -> float:
+    """Run ``--only name`` in a fresh process; it prints its step-time peak RSS above its pre-step RSS."""
+    cmd = [sys.executable, __file__, "--only", name, "--batch", str(args.batch), "--img", str(args.img),
+           "--patch", str(args.patch), "--device", "cpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
 
-    def _poll(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
 
-    def __exit__(self, *a):
-        self.running = False
-        self.t.join()
-        self.mb = (self.peak - self.base) / 2**20
+def only(name: str, args) -> None:
+    device = torch.device("cpu")
+    x = torch.rand(args.batch, 1, args.img, args.img)
+    step = {"mmfm": mmfm_step_fn, "monai": monai_step_fn}[name](args, device)
+    gc.collect()
+    base = rss_mb()
+    for _ in range(3):
+        step(x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(max(0.0, peak - base))
 
 
 def mmfm_step_fn(args, device):
@@ -93,13 +97,12 @@ def measure(step, x, steps, device):
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as mem:
-        t = time.perf_counter()
-        for _ in range(steps):
-            step(x)
-        sync(device)
-        dt = (time.perf_counter() - t) / steps
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else mem.mb
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(x)
+    sync(device)
+    dt = (time.perf_counter() - t) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
     with FlopCounterMode(display=False) as fc:
         step(x)
     return dt, peak, fc.get_total_flops()
@@ -125,7 +128,10 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", choices=["mmfm", "monai"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.only:
+        return only(args.only, args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, args.img, args.img, device=device)
@@ -135,6 +141,8 @@ def main():
         for name, fn in fns.items():
             res[name].append(measure(fn, x, args.steps, device))
     med = {k: sorted(v, key=lambda r: r[0])[len(v) // 2] for k, v in res.items()}
+    if device.type == "cpu":
+        med = {k: (dt, child_peak_memory(k, args), fl) for k, (dt, _, fl) in med.items()}
     peak = matmul_peak(device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"image {args.img}^2, patch {args.patch}")
