@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from mmfm.data.sources.mini import build_mini
@@ -19,8 +20,17 @@ def config_dir() -> Path:
     return Path(os.environ.get("MMFM_CONFIGS", Path(__file__).resolve().parents[2] / "configs"))
 
 
+def _set_aside_finished(out: Path) -> None:
+    """A finished quickstart from another mmfm version would block resuming: move it aside, never delete it."""
+    if (out / "status.json").exists():
+        old = out.with_name(out.name + time.strftime(".previous-%Y%m%d-%H%M%S"))
+        out.rename(old)
+        print(f"[mmfm] moved the finished previous quickstart to {old}", flush=True)
+
+
 def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None) -> list[ResultRecord]:
     out = Path(out)
+    _set_aside_finished(out)
     root = build_mini()
     print(f"[mmfm] mini corpus: {root} (data card: {root / 'card.md'})", flush=True)
     records: list[ResultRecord] = []

@@ -142,3 +142,18 @@ def test_pretrain_then_evaluate(mini_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert all(s["n_seeds"] == 2 for s in summary)
     assert (out / "plots" / "label_efficiency.png").exists() and "± " in (out / "report.md").read_text()
+
+
+def test_finished_quickstart_is_moved_aside_not_deleted(tmp_path):
+    from mmfm.workflows.quickstart import _set_aside_finished
+
+    out = tmp_path / "qs"
+    out.mkdir()
+    (out / "status.json").write_text('{"status": "complete"}')
+    _set_aside_finished(out)
+    moved = list(tmp_path.glob("qs.previous-*"))
+    assert not out.exists() and len(moved) == 1 and (moved[0] / "status.json").exists()
+    unfinished = tmp_path / "u"
+    unfinished.mkdir()
+    _set_aside_finished(unfinished)  # an unfinished run stays, to be resumed
+    assert unfinished.exists()
