@@ -101,7 +101,8 @@ def test_checkpoint_with_shared_modules(tmp_path):
         def __init__(self):
             super().__init__()
             self.encoder = torch.nn.Linear(3, 3)
-            self.parts = torch.nn.ModuleDict({"a": torch.nn.Sequential(self.encoder), "b": torch.nn.Sequential(self.encoder)})
+            self.parts = torch.nn.ModuleDict({"a": torch.nn.Sequential(self.encoder),
+                                              "b": torch.nn.Sequential(self.encoder)})
 
     m = Shared()
     save_checkpoint(tmp_path / "ck", m, state={"step": 1})
