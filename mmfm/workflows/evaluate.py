@@ -63,6 +63,7 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
     if max_per_split:
         dataset += f" (<= {max_per_split} per split)"
     for source in sources:
+        seed_everything(0)  # a random-init baseline is the same network in every run
         encoder, spec = load_encoder(source)
         method = spec.get("method", source)
         print(f"[mmfm] evaluating {method}", flush=True)
