@@ -41,32 +41,29 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(a: argparse.Namespace) -> int:
-    from mmfm.engine.distributed import is_main
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.supervised import run_supervised
-
-    cfg = load_config(a.config, a.overrides)
-    records = run_supervised(cfg)
-    if is_main():
-        for r in records:
-            print(f"  {r.task:15s} {r.split:5s} {r.metric:18s} {r.value:.4f}")
-        print(f"run directory: {cfg.out}")
-    return 0
-
-
-def _cmd_pretrain(a: argparse.Namespace) -> int:
+def _run_config(a: argparse.Namespace, kind: str) -> int:
+    """`mmfm train` and `mmfm pretrain`: load the config, run the workflow, print on the main process."""
     from mmfm.engine.distributed import is_main
     from mmfm.workflows.config import load_config
     from mmfm.workflows.pretrain import run_pretrain
+    from mmfm.workflows.supervised import run_supervised
 
     cfg = load_config(a.config, a.overrides)
-    records = run_pretrain(cfg)
+    records = (run_pretrain if kind == "pretrain" else run_supervised)(cfg)
     if is_main():
         for r in records:
-            print(f"  final {r.metric:24s} {r.value:.4f}")
-        print(f"encoder: {cfg.out}/encoder  (use it with: mmfm evaluate --encoder {cfg.out})")
+            print(f"  {r.task:15s} {r.split:5s} {r.metric:24s} {r.value:.4f}")
+        print(f"run directory: {cfg.out}" + (f"  (evaluate it: mmfm evaluate --encoder {cfg.out})"
+                                               if kind == "pretrain" else ""))
     return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    return _run_config(a, "train")
+
+
+def _cmd_pretrain(a: argparse.Namespace) -> int:
+    return _run_config(a, "pretrain")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
