@@ -19,6 +19,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mmfm.encoders.base import ENCODERS, Encoder
+from mmfm.encoders.pos_embed import factored_pos_embed
 
 
 class PatchEmbedND(nn.Module):
@@ -65,13 +66,7 @@ class ViTEncoder(Encoder):
         """Factored position embedding for a 2D (y, x) or 3D (z, y, x) grid. Shape: (N, D)."""
         if max(grid) > self.max_grid:
             raise ValueError(f"patch grid {grid} exceeds max_grid={self.max_grid}; raise max_grid or crop the input")
-        axes = self.pos[3 - len(grid):]
-        pe = torch.zeros(*grid, self.out_dim, device=self.mask_token.device)
-        for a, (table, n) in enumerate(zip(axes, grid)):
-            shape = [1] * len(grid) + [self.out_dim]
-            shape[a] = n
-            pe = pe + table[:n].view(shape)
-        return pe.reshape(-1, self.out_dim)
+        return factored_pos_embed(list(self.pos), grid)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 visible: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mmfm.encoders import Encoder
+from mmfm.encoders.pos_embed import factored_pos_embed
 from mmfm.errors import ConfigError
 from mmfm.objectives.base import OBJECTIVES, Objective
 from mmfm.objectives.heads import PixelDecoder, token_stride
@@ -65,15 +66,6 @@ class MAE(MaskedModelling):
         self.norm = nn.LayerNorm(decoder_dim)
         self.pred = nn.Linear(decoder_dim, p ** d * c)
 
-    def decoder_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
-        axes = self.pos[3 - len(grid):]
-        pe = 0
-        for a, (table, n) in enumerate(zip(axes, grid)):
-            shape = [1] * len(grid) + [table.shape[1]]
-            shape[a] = n
-            pe = pe + table[:n].view(shape)
-        return pe.reshape(-1, self.pos[0].shape[1])                   # (N, Dd)
-
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grid = tuple(s // self.patch for s in x.shape[2:])
         b, n = mask.shape
@@ -85,7 +77,7 @@ class MAE(MaskedModelling):
         t = self.embed(latent)                                       # [B, N_vis, Dd]
         t = torch.cat([t, self.mask_token.expand(b, n - n_vis, -1)], dim=1)
         t = torch.gather(t, 1, ids_restore[..., None].expand(-1, -1, t.shape[-1]))  # [B, N, Dd] in grid order
-        t = t + self.decoder_pos(grid)
+        t = t + factored_pos_embed(list(self.pos), grid)             # [B, N, Dd]
         for blk in self.blocks:
             t = blk(t)
         pred = self.pred(self.norm(t))                               # [B, N, p^d*C]
