@@ -24,6 +24,12 @@ EPILOG = """examples:
   mmfm train configs/quickstart_classification.yaml train.max_steps=50 out=runs/cls
   mmfm pretrain configs/pretrain/mae_2d.yaml              pretrain a ViT by masked autoencoding
   mmfm evaluate --encoder runs/pretrain/mae_2d random:vit_small litemedsam --protocol linear knn
+  mmfm pretrain configs/pretrain/clip_2d.yaml             align images and captions (CLIP; also gloria, medclip)
+  mmfm zeroshot --model runs/pretrain/clip_2d             classify mini patches from prompts, no labels used
+  mmfm retrieve --model runs/pretrain/clip_2d             image<->text Recall@1/5/10
+  mmfm retrieve --text-encoder minilm                     IU report section matching (impression given findings)
+  mmfm report-gen configs/report_generation_2d.yaml       image encoder + text decoder; BLEU, ROUGE-L, CIDEr, CE
+  mmfm vqa configs/vqa_2d.yaml                            closed- and free-text visual question answering
   torchrun --nproc_per_node 2 -m mmfm.cli.main train CONFIG      data-parallel training (DDP)
 """
 
@@ -73,6 +79,50 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     data = DataConfig(dataset="mini", root=a.root, set=a.set, label=a.label)
     evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split)
     print((Path(a.out) / "report.md").read_text())
+    return 0
+
+
+def _print_records(records: list, out: str) -> None:
+    for r in records:
+        print(f"  {r.task:17s} {r.split:5s} {r.metric:26s} {r.value:.4f}")
+    print(f"results: {out}/results.json   report: {out}/report.md")
+
+
+def _cmd_zeroshot(a: argparse.Namespace) -> int:
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.vision_language import run_zeroshot
+
+    task = {"name": "zeroshot", "model": a.model}
+    if a.templates:
+        task["templates"] = a.templates
+    cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": {
+        "set": a.set, "label": a.label, "root": a.root, "eval_splits": a.splits}})
+    _print_records(run_zeroshot(cfg), cfg.out)
+    return 0
+
+
+def _cmd_retrieve(a: argparse.Namespace) -> int:
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.vision_language import run_retrieve
+
+    if bool(a.model) == bool(a.text_encoder):
+        raise MMFMError("give either --model (image-text retrieval) or --text-encoder (report section matching)")
+    task = {"name": "retrieve", "model": a.model} if a.model else {"name": "retrieve", "text_encoder": a.text_encoder}
+    data = {"set": "reports" if a.text_encoder else a.set, "root": a.root, "eval_splits": a.splits}
+    cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": data})
+    _print_records(run_retrieve(cfg), cfg.out)
+    return 0
+
+
+def _cmd_generate(a: argparse.Namespace, kind: str) -> int:
+    from mmfm.engine.distributed import is_main
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.vision_language import run_report_generation, run_vqa
+
+    cfg = load_config(a.config, a.overrides)
+    records = (run_report_generation if kind == "report-gen" else run_vqa)(cfg)
+    if is_main():
+        _print_records(records, cfg.out)
     return 0
 
 
@@ -132,6 +182,13 @@ def _cmd_data_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_args(p: argparse.ArgumentParser, out: str, overrides_help: str) -> None:
+    p.add_argument("--splits", nargs="+", default=["test"], help="splits to evaluate (default: test)")
+    p.add_argument("--root", default=None, help="mini folder (default $MMFM_HOME/data/mini)")
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmfm", description=__doc__.split("\n\n")[0],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,11 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
     t.set_defaults(func=_cmd_train)
 
-    pt = sub.add_parser("pretrain", help="pretrain an encoder with a proxy-task objective (MAE, SimCLR, ...)",
-                        description="Pretrain cfg.encoder with cfg.objective (mae, simmim, simclr, moco, micle, pcl, "
-                                    "voco, dae, combined) on unlabelled images; writes the run directory and "
-                                    "encoder/ (encoder.safetensors + encoder.json) for `mmfm evaluate`. Resumes "
-                                    "like `mmfm train`.")
+    pt = sub.add_parser("pretrain", help="pretrain with a proxy task (MAE, SimCLR, ..., CLIP, GLoRIA, MedCLIP, RSM)",
+                        description="Pretrain with cfg.objective: on unlabelled images (mae, simmim, simclr, moco, "
+                                    "micle, pcl, voco, dae, combined), on image-text pairs (clip, medclip, gloria, "
+                                    "mrem; cfg.text_encoder is the text tower) or on reports alone (rsm, mlm; "
+                                    "data.set=reports). Writes the run directory with encoder/, text_encoder/ "
+                                    "and dual/ (safetensors + JSON) as the objective has them. Resumes like "
+                                    "`mmfm train`.")
     pt.add_argument("config", help="YAML recipe (configs/pretrain/)")
     pt.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100 out=runs/mae")
     pt.set_defaults(func=_cmd_pretrain)
@@ -181,6 +240,50 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on a stratified subset of at most N samples per split (slow encoders)")
     ev.add_argument("--out", default="runs/evaluate", help="output folder")
     ev.set_defaults(func=_cmd_evaluate)
+
+    zs = sub.add_parser("zeroshot", help="zero-shot classification with an image-text model and prompt ensembles",
+                        description="Classify the images of a mini set without labels: each class name of "
+                                    "--label is put into prompt templates, the prompts' text embeddings are "
+                                    "averaged per class, and each image goes to the most similar class. Writes "
+                                    "results.json (accuracy, balanced accuracy, AUROC, chance levels), prompts.json "
+                                    "and report.md under --out.")
+    zs.add_argument("--model", required=True, help="a vision-language pretraining run (clip, medclip, gloria)")
+    zs.add_argument("--set", default="patches2d", help="mini set (patches2d, slices2d, crops3d)")
+    zs.add_argument("--label", default="tissue", help="label whose class names become prompts")
+    zs.add_argument("--templates", nargs="+", help="prompt templates with {name}, e.g. 'a CT patch of {name}.'")
+    _evaluation_args(zs, "runs/zeroshot", "config overrides, e.g. task.synonyms={liver:[hepar]}")
+    zs.set_defaults(func=_cmd_zeroshot)
+
+    rt = sub.add_parser("retrieve", help="image<->text retrieval, or report section matching, Recall@1/5/10",
+                        description="With --model: rank the captions of a mini set for each image and the images "
+                                    "for each caption (i2t_/t2i_ R@1, R@5, R@10, median rank, chance). With "
+                                    "--text-encoder (minilm, hf:<folder> or a report pretraining run): rank the "
+                                    "impressions of the IU X-ray reports for each report's findings. Writes "
+                                    "results.json and report.md under --out.")
+    rt.add_argument("--model", help="a vision-language pretraining run")
+    rt.add_argument("--text-encoder", help="a text tower for section matching on the IU reports")
+    rt.add_argument("--set", default="patches2d", help="mini set for image-text retrieval")
+    _evaluation_args(rt, "runs/retrieve", "config overrides, e.g. task.max_length=64")
+    rt.set_defaults(func=_cmd_retrieve)
+
+    rg = sub.add_parser("report-gen", help="train and evaluate report generation (image encoder + text decoder)",
+                        description="Train an image encoder with a transformer text decoder on image-text pairs, "
+                                    "generate for the eval splits (greedy) and score BLEU-1..4, ROUGE-L, CIDEr-D "
+                                    "and clinical efficacy (labeller findings). Writes generated_<split>.jsonl, "
+                                    "results.json, report.md, checkpoints; resumes like `mmfm train`.")
+    rg.add_argument("config", help="YAML config (configs/report_generation_2d.yaml)")
+    rg.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    rg.set_defaults(func=lambda a: _cmd_generate(a, "report-gen"))
+
+    vq = sub.add_parser("vqa", help="train and evaluate visual question answering (closed and free-text)",
+                        description="Train a generative VQA model (image tokens + question tokens -> answer). "
+                                    "Closed questions are answered by the most likely candidate answer, open ones "
+                                    "by greedy generation. Data: mini (questions generated from labels) or a "
+                                    "SLAKE / VQA-RAD style JSON dataset (data.dataset + data.root). Writes "
+                                    "answers_<split>.jsonl, results.json, report.md.")
+    vq.add_argument("config", help="YAML config (configs/vqa_2d.yaml)")
+    vq.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    vq.set_defaults(func=lambda a: _cmd_generate(a, "vqa"))
 
     d = sub.add_parser("data", help="datasets: list, info, inspect, prepare",
                        description="The dataset catalog (the review's Tables I-III), file inspection and the "

@@ -1,6 +1,8 @@
 """Torch-facing datasets: sample dicts -> ``{"image", "label", "mask"}`` tensors for the engine.
 
 * :class:`ArrayDataset`  arrays already preprocessed on one grid (the ``mini`` corpus, MedMNIST).
+* :class:`PairDataset`   image-text pairs (captions or reports) for vision-language objectives and tasks.
+* :class:`ReportDataset` reports alone, by section, for the report-side objectives.
 * :class:`SampleDataset` any catalog :class:`~mmfm.data.catalog.loaders.SampleList`: applies the modality preset
   and resizes to a fixed grid with MONAI (image: area/trilinear, mask: nearest) so batches can be stacked.
 """
@@ -74,3 +76,41 @@ class SampleDataset(torch.utils.data.Dataset):
         if s.get("mask") is not None:
             out["mask"] = torch.as_tensor(np.asarray(self.resize_mask(s["mask"])), dtype=torch.int64)
         return out
+
+
+class PairDataset(ArrayDataset):
+    """Image-text pairs: ``{"image", "text", "label"?, ...}``; ``texts`` holds one string per image."""
+
+    def __init__(self, image: np.ndarray, texts: Sequence[str], label: np.ndarray | None = None,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
+        if len(texts) != len(image):
+            raise SampleError(f"{len(image)} images but {len(texts)} texts: image-text pairs must match one to one",
+                              "give every image exactly one report or caption (use '' where there is none)")
+        super().__init__(image, label, None, extras)
+        self.texts = [str(t) for t in texts]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = super().__getitem__(i)
+        out["text"] = self.texts[i]
+        return out
+
+    def subset(self, idx: Sequence[int]) -> PairDataset:
+        sel = np.asarray(idx, dtype=np.int64)
+        return PairDataset(self.image[sel].numpy(), [self.texts[i] for i in sel],
+                           None if self.label is None else self.label[sel].numpy(),
+                           {k: v[sel].numpy() for k, v in self.extras.items()})
+
+
+class ReportDataset(torch.utils.data.Dataset):
+    """Reports as sections: ``{"text", "findings", "impression"}`` strings (``text`` = findings + impression)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = [{"findings": str(r.get("findings") or ""), "impression": str(r.get("impression") or "")}
+                     for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, str]:
+        r = self.rows[i]
+        return {**r, "text": " ".join(t for t in (r["findings"], r["impression"]) if t)}

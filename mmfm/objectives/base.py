@@ -15,9 +15,13 @@ class Objective(nn.Module):
     """forward(batch{"image": (B, C, *s), ...}) -> {"loss": scalar, "<term>_loss": scalar, ...}.
 
     ``encoder`` is the pretrained network; everything else (heads, decoders, queues) belongs to the objective.
+    ``inputs`` names what its batches carry: ``("image",)`` for vision objectives, ``("image", "text")`` for
+    image-text objectives (which also hold ``text_encoder`` and a :class:`~mmfm.encoders.dual.DualEncoder` as
+    ``model``), ``("text",)`` for report-only objectives (whose ``encoder`` is the text tower).
     """
 
     encoder: Encoder
+    inputs: tuple[str, ...] = ("image",)
 
     @staticmethod
     def total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -102,15 +102,21 @@ class SimMIM(MaskedModelling):
         stride = token_stride(encoder, image_size)
         self.decoder = PixelDecoder(encoder.out_dim, encoder.in_channels, stride, encoder.spatial_dims)
 
-    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_masked(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder features of the masked image: {"tokens": (B, N, D), "pooled": (B, D)}."""
         grid = tuple(s // self.patch for s in x.shape[2:])
         if self.token_masking:
-            tokens = self.encoder(x, mask=mask)["tokens"]
-        else:
-            keep = (~mask).float()[..., None].expand(-1, -1, self.patch ** len(grid) * x.shape[1])
-            tokens = self.encoder(unpatchify(patchify(x, self.patch) * keep, self.patch, grid, x.shape[1]))["tokens"]
+            return self.encoder(x, mask=mask)
+        keep = (~mask).float()[..., None].expand(-1, -1, self.patch ** len(grid) * x.shape[1])
+        return self.encoder(unpatchify(patchify(x, self.patch) * keep, self.patch, grid, x.shape[1]))
+
+    def reconstruction_loss(self, tokens: torch.Tensor, x: torch.Tensor,
+                            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pred = self.decoder(tokens, tuple(x.shape))                  # (B, C, *s)
         return masked_reconstruction_loss(patchify(pred, self.patch), patchify(x, self.patch), mask, "l1")
+
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reconstruction_loss(self.encode_masked(x, mask)["tokens"], x, mask)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x = batch["image"]

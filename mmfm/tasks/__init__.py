@@ -4,6 +4,6 @@ from mmfm.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from mmfm.tasks import classification, segmentation  # noqa: E402,F401  (register the tasks)
+from mmfm.tasks import classification, report_generation, segmentation, vqa  # noqa: E402,F401  (register)
 
 __all__ = ["TASKS"]

@@ -23,7 +23,7 @@ from mmfm.errors import ConfigError
 class DataConfig:
     dataset: str = "mini"                 # a catalog name (`mmfm data list`)
     root: str | None = None               # local copy of the dataset (default for mini: $MMFM_HOME/data/mini)
-    set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d
+    set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
     modalities: list[str] = field(default_factory=lambda: ["CT"])  # catalog datasets: early-fused modalities
     size: list[int] = field(default_factory=lambda: [64, 64])      # catalog datasets: resize grid
@@ -39,6 +39,7 @@ class RunConfig:
     task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
     objective: dict[str, Any] = field(default_factory=dict)   # pretraining: {name: mae, ...} (mmfm pretrain)
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "resnet_small"})
+    text_encoder: dict[str, Any] = field(default_factory=lambda: {"name": "minilm"})  # report tower (VL runs)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

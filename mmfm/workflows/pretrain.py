@@ -1,7 +1,8 @@
-"""`mmfm pretrain`: pretrain an encoder with a proxy-task objective on unlabelled images.
+"""`mmfm pretrain`: pretrain with a proxy-task objective on unlabelled images, image-text pairs or reports.
 
 The run directory holds the usual engine files plus ``encoder/`` (``encoder.safetensors`` and ``encoder.json``:
-registry name, options, input channels, spatial dims, preprocessing contract), which `mmfm evaluate` loads.
+registry name, options, input channels, spatial dims, preprocessing contract), which `mmfm evaluate` loads;
+report and image-text objectives add ``text_encoder/`` and, for aligned models, ``dual/`` (mmfm.workflows.towers).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmfm.data.datasets import ArrayDataset
-from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root
+from mmfm.data.datasets import ArrayDataset, PairDataset, ReportDataset
+from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root, report_rows
 from mmfm.encoders import Encoder, build_encoder
+from mmfm.encoders.dual import DualEncoder
+from mmfm.encoders.text import build_text_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import CheckpointError, ConfigError
@@ -24,16 +27,24 @@ from mmfm.evaluation.report import plot_losses
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.objectives import OBJECTIVES, build_objective
 from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.towers import save_dual, save_text_encoder
 
 
-def unlabelled_mini(cfg: RunConfig, split: str = "train") -> ArrayDataset:
-    """Images of a mini set with ``patient`` (int) and ``position`` (relative slice position) for MICLe/PCL."""
+def mini_split(cfg: RunConfig, split: str) -> dict[str, np.ndarray]:
+    """Arrays of one split of the mini set ``data.set``, restricted to ``data.options`` (field == value)."""
     root = Path(cfg.data.root) if cfg.data.root else mini_root()
     d = load_mini_arrays(root, cfg.data.set, split)
     keep = np.ones(len(d["split"]), bool)
     for key, value in cfg.data.options.items():
+        if key not in d:
+            raise ConfigError(f"data.options.{key}: mini/{cfg.data.set} has no field '{key}'", f"fields: {sorted(d)}")
         keep &= d[key] == value
-    d = {k: v[keep] for k, v in d.items()}
+    return {k: v[keep] for k, v in d.items()}
+
+
+def unlabelled_mini(cfg: RunConfig, split: str = "train") -> ArrayDataset:
+    """Images of a mini set with ``patient`` (int) and ``position`` (relative slice position) for MICLe/PCL."""
+    d = mini_split(cfg, split)
     patients, patient_idx = np.unique(d["patient_id"], return_inverse=True)
     pos = np.zeros(len(patient_idx), np.float32)
     for p in range(len(patients)):
@@ -89,26 +100,53 @@ def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
     return f"{encoder['name']}-{name}"
 
 
+def pair_dataset(cfg: RunConfig, split: str = "train") -> PairDataset:
+    """Image-text pairs of a mini set: each image with its (generated) caption and its ``data.label`` class."""
+    d = mini_split(cfg, split)
+    label = d[cfg.data.label] if cfg.data.label in d else None
+    return PairDataset(d["image"], [str(c) for c in d["caption"]], label)
+
+
+def report_dataset(cfg: RunConfig, split: str = "train") -> ReportDataset:
+    root = Path(cfg.data.root) if cfg.data.root else None
+    return ReportDataset(report_rows(root, split, require=("findings", "impression")))
+
+
 def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if not cfg.objective.get("name"):
         raise ConfigError("no objective given", f"set objective.name to one of {OBJECTIVES.names()}")
     if cfg.data.dataset != "mini":
         raise ConfigError("pretraining reads the mini corpus in this version",
-                          "point data.root at a mini-format folder (slices2d/patches2d/crops3d .npz)")
+                          "point data.root at a mini-format folder (slices2d/patches2d/crops3d .npz, reports.jsonl)")
+    inputs = getattr(OBJECTIVES.get(cfg.objective["name"]), "inputs", ("image",))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = unlabelled_mini(cfg)
-    x = ds[0]["image"]
-    spatial_dims, in_channels = x.ndim - 1, x.shape[0]
-    enc_opts = {k: v for k, v in cfg.encoder.items() if k != "name"}
-    seed_everything(cfg.train.seed)
-    encoder = build_encoder(cfg.encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels, **enc_opts)
     obj_opts = {k: v for k, v in cfg.objective.items() if k != "name"}
-    obj_opts.setdefault("image_size", int(x.shape[-1]))
-    objective = build_objective(cfg.objective["name"], encoder, **obj_opts)
-    card = json.loads(((Path(cfg.data.root) if cfg.data.root else mini_root()) / "card.json").read_text())
-    encoder.contract = {"presets": card.get("presets", {}), "input_size": list(x.shape[1:]),
-                        "in_channels": in_channels, "data": f"mini/{cfg.data.set}"}
+    enc_opts = {k: v for k, v in cfg.encoder.items() if k != "name"}
+    txt_opts = {k: v for k, v in cfg.text_encoder.items() if k != "name"}
+    seed_everything(cfg.train.seed)
+    encoder, text_encoder, x = None, None, None
+    if inputs == ("text",):
+        if cfg.data.set != "reports":
+            raise ConfigError(f"objective '{cfg.objective['name']}' trains the text tower on reports",
+                              "set data.set=reports")
+        ds: Any = report_dataset(cfg)
+        text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
+        objective = build_objective(cfg.objective["name"], text_encoder, **obj_opts)
+    else:
+        ds = pair_dataset(cfg) if "text" in inputs else unlabelled_mini(cfg)
+        x = ds[0]["image"]
+        encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
+        obj_opts.setdefault("image_size", int(x.shape[-1]))
+        if "text" in inputs:
+            text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
+            obj_opts["text_encoder"] = text_encoder
+            if ds.label is not None:
+                obj_opts.setdefault("num_labels", int(ds.label.max()) + 1)
+        objective = build_objective(cfg.objective["name"], encoder, **obj_opts)
+        card = json.loads(((Path(cfg.data.root) if cfg.data.root else mini_root()) / "card.json").read_text())
+        encoder.contract = {"presets": card.get("presets", {}), "input_size": list(x.shape[1:]),
+                            "in_channels": int(x.shape[0]), "data": f"mini/{cfg.data.set}"}
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
@@ -116,15 +154,28 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     last = Trainer(objective, ds, cfg.train, cfg.optim, out, run_info={"config": key, "kind": "pretrain"}).fit()
     if not is_main():
         return []
-    method = cfg.method or method_name(cfg.encoder, cfg.objective)
-    spec = {"name": cfg.encoder["name"], "options": enc_opts, "spatial_dims": spatial_dims,
-            "in_channels": in_channels, "objective": cfg.objective, "method": method,
-            "pretrain_data": f"mini/{cfg.data.set}:train", "steps": cfg.train.max_steps}
-    save_encoder(encoder, spec, out / "encoder")
+    objective.eval()
+    towers = method_name(cfg.text_encoder if encoder is None else cfg.encoder, cfg.objective)
+    method = cfg.method or towers
+    common = {"objective": cfg.objective, "method": method, "pretrain_data": f"mini/{cfg.data.set}:train",
+              "steps": cfg.train.max_steps}
+    saved: dict[str, str] = {}
+    if encoder is not None:
+        image_spec = {"name": cfg.encoder["name"], "options": enc_opts, "spatial_dims": x.ndim - 1,
+                      "in_channels": int(x.shape[0]), **common}
+        save_encoder(encoder, image_spec, out / "encoder")
+        saved["encoder"] = "encoder/"
+    if text_encoder is not None:
+        text_spec = {"name": cfg.text_encoder["name"], "options": txt_opts, **common}
+        save_text_encoder(text_encoder, text_spec, out / "text_encoder")
+        saved["text_encoder"] = "text_encoder/"
+    if isinstance(getattr(objective, "model", None), DualEncoder):
+        save_dual(objective.model, image_spec, text_spec, method, out / "dual")
+        saved["dual"] = "dual/"
     records = [ResultRecord("pretrain", f"mini/{cfg.data.set}", "train", method, k, float(v), cfg.train.seed)
                for k, v in last.items() if k == "loss" or k.endswith("_loss")]
     write_results(out / "results.json", records)
     plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{method} pretraining loss")
-    write_json_atomic(out / "status.json", {"status": "complete", "encoder": "encoder/"})
+    write_json_atomic(out / "status.json", {"status": "complete", **saved})
     torch.set_grad_enabled(True)
     return records

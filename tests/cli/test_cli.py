@@ -19,7 +19,8 @@ def _cli(*args, cwd=None):
                           cwd=cwd or ROOT, timeout=600)
 
 
-@pytest.mark.parametrize("args", [[], ["data"], ["quickstart"], ["train"], ["data", "inspect"], ["data", "prepare"]])
+@pytest.mark.parametrize("args", [[], ["data"], ["quickstart"], ["train"], ["data", "inspect"], ["data", "prepare"],
+                                  ["zeroshot"], ["retrieve"], ["report-gen"], ["vqa"], ["pretrain"]])
 def test_help_explains(args, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "--help"])

@@ -79,7 +79,8 @@ def test_masked_reconstruction_against_loop():
     assert abs(masked_reconstruction_loss(pred, target, mask, "l1")[0].item() - sum(l1) / len(l1)) < 1e-6
 
 
-def test_ntxent_gather_under_two_gloo_processes():
+def test_contrastive_losses_gather_under_two_gloo_processes():
+    """NT-Xent, CLIP eq. (6) (hard, duplicate groups, soft targets) and GLoRIA local: see ddp_loss_script.py."""
     import os
     import subprocess
     import sys

@@ -64,3 +64,18 @@ def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str 
                                    slice_index=float(d["slice_index"][i])))
 
     return SampleList(list(range(len(d["split"]))), read)
+
+
+def report_rows(root: Path | None = None, split: str | None = None, require: tuple[str, ...] = ()) -> list[dict]:
+    """IU X-ray reports of a split that have every section in ``require`` (e.g. ("findings", "impression"))."""
+    return [r for r in iter_reports(root, split) if all((r.get(k) or "").strip() for k in require)]
+
+
+def class_names(root: Path | None, name: str, label: str) -> list[str]:
+    """Names of the classes of label ``label`` in mini set ``name`` (from the data card)."""
+    card = json.loads(((Path(root) if root else mini_root()) / "card.json").read_text())
+    labels = card.get("sets", {}).get(name, {}).get("labels", {})
+    if label not in labels:
+        raise InputFileError(Path(name), f"mini set '{name}' has no label '{label}'",
+                             f"choose one of {sorted(labels)}")
+    return [str(c) for c in labels[label]]

@@ -1,0 +1,51 @@
+"""Retrieval metrics: Recall@K, median rank and the chance level.
+
+Policy: an item of the gallery is relevant to a query when ``relevant[q, g]`` is true; by default that is the
+paired item only, but when several gallery items carry the same text (duplicate captions, the many "No acute
+cardiopulmonary abnormality." impressions) all of them are relevant (``relevance_from_texts``), so retrieving an
+identical text is not counted as a miss. Ties in similarity are broken against the query (pessimistic).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def relevance_from_texts(query_keys: list[str], gallery_keys: list[str]) -> torch.Tensor:
+    """(Q, G) bool: same text after lower-casing and whitespace folding."""
+    norm = [" ".join(t.lower().split()) for t in gallery_keys]
+    index: dict[str, list[int]] = {}
+    for j, t in enumerate(norm):
+        index.setdefault(t, []).append(j)
+    rel = torch.zeros(len(query_keys), len(gallery_keys), dtype=torch.bool)
+    for i, t in enumerate(query_keys):
+        rel[i, index.get(" ".join(t.lower().split()), [])] = True
+    return rel
+
+
+def first_relevant_rank(sim: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """1-based rank of the best-ranked relevant item per query: 1 + number of items scored strictly higher, plus
+    the irrelevant ones scored equally (pessimistic ties). Queries without a relevant item get rank G + 1."""
+    sim = sim.float()
+    best = sim.masked_fill(~relevant, float("-inf")).max(dim=1).values          # (Q,)
+    higher = (sim > best[:, None]) | ((sim == best[:, None]) & ~relevant)
+    rank = higher.sum(1) + 1
+    return torch.where(relevant.any(1), rank, torch.full_like(rank, sim.shape[1] + 1))
+
+
+def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None,
+                      ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """sim: (Q, G) similarities; relevant: (Q, G) bool (default: the diagonal). Returns R@K, median rank, and
+    the R@K a random ranking would reach (``chance_R@K``)."""
+    if relevant is None:
+        relevant = torch.eye(*sim.shape, dtype=torch.bool)
+    rank = first_relevant_rank(sim, relevant)
+    out = {f"R@{k}": float((rank <= k).float().mean()) for k in ks}
+    out["median_rank"] = float(rank.float().median())
+    g = sim.shape[1]
+    n_rel = relevant.sum(1).double().numpy()
+    for k in ks:  # P(at least one relevant item in a random top k) = 1 - C(G - r, k) / C(G, k)
+        p = [1.0 - np.prod([(g - r - i) / (g - i) for i in range(min(k, g))]) if r > 0 else 0.0 for r in n_rel]
+        out[f"chance_R@{k}"] = float(np.mean(p))
+    return out

@@ -1,0 +1,46 @@
+"""Report generation: an image encoder with an autoregressive text decoder that cross-attends to its tokens.
+
+    forward(batch{"image": (B, C, *s), "text": B strings}) -> {"loss", "lm_loss"}
+    generate(images) -> list of reports (greedy)
+Works for 2D and 3D images (the decoder sees the encoder's token sequence either way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmfm.encoders import Encoder
+from mmfm.tasks import TASKS
+from mmfm.tasks.text_decoder import TextDecoder, Vocabulary
+
+
+class ReportGenerator(nn.Module):
+    def __init__(self, encoder: Encoder, vocab: Vocabulary, dim: int = 128, depth: int = 2, heads: int = 4,
+                 max_len: int = 64, freeze_encoder: bool = False) -> None:
+        super().__init__()
+        self.encoder, self.vocab, self.max_len = encoder, vocab, max_len
+        self.decoder = TextDecoder(len(vocab), encoder.out_dim, dim, depth, heads, max_len)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def memory(self, image: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(image)
+        return torch.cat([f["pooled"][:, None], f["tokens"]], dim=1)          # (B, 1 + N, D)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        ids = self.vocab.encode(list(batch["text"]), self.max_len).to(batch["image"].device)
+        loss = self.decoder.loss(self.memory(batch["image"]), ids)
+        return {"loss": loss, "lm_loss": loss}
+
+    @torch.no_grad()
+    def generate(self, image: torch.Tensor) -> list[str]:
+        ids = self.decoder.generate(self.memory(image), self.max_len)
+        return [self.vocab.decode(r[1:]) for r in ids.cpu()]
+
+
+@TASKS.register("report_generation")
+def report_generation(encoder: Encoder, vocab: Vocabulary, **kw: Any) -> ReportGenerator:
+    return ReportGenerator(encoder, vocab, **kw)

@@ -1,0 +1,290 @@
+"""Workflows that use image-text alignment: zero-shot classification, retrieval (image<->text and report
+section matching), report generation and VQA. Each writes ``results.json`` (records), ``report.md`` and, where
+it generates text, the generated texts as JSONL, into ``cfg.out``; ``status.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfm.data.datasets import SampleDataset
+from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_root, report_rows
+from mmfm.encoders import build_encoder
+from mmfm.engine.distributed import is_main
+from mmfm.engine.trainer import Trainer, seed_everything
+from mmfm.errors import ConfigError
+from mmfm.evaluation.metrics.classification import classification_metrics
+from mmfm.evaluation.metrics.text import generation_metrics, tokenize
+from mmfm.evaluation.report import plot_losses, write_report
+from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
+from mmfm.tasks import TASKS
+from mmfm.tasks.retrieval import image_text_retrieval, section_matching
+from mmfm.tasks.text_decoder import Vocabulary
+from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
+from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.pretrain import load_encoder, pair_dataset
+from mmfm.workflows.towers import load_dual, load_text_encoder
+
+
+def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
+            plots: dict[str, Path | None] | None = None) -> list[ResultRecord]:
+    out = Path(cfg.out)
+    write_results(out / "results.json", records)
+    write_report(out / "report.md", title, records, plots or {}, notes)
+    write_json_atomic(out / "status.json", {"status": "complete"})
+    return records
+
+
+def _start(cfg: RunConfig) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "status.json").unlink(missing_ok=True)          # a rerun is not complete until it finishes
+    dump_config(cfg, out / "config.yaml")
+    return out
+
+
+def _need_mini(cfg: RunConfig, what: str) -> None:
+    if cfg.data.dataset != "mini":
+        raise ConfigError(f"{what} reads the mini corpus in this version",
+                          "point data.root at a mini-format folder")
+
+
+# -- zero-shot -------------------------------------------------------------------------------------------------
+def run_zeroshot(cfg: RunConfig) -> list[ResultRecord]:
+    """task: {model: <vision-language run>, templates: [...], synonyms: {class: [...]}}; classes are the names of
+    ``data.label`` in the data card; every split of ``data.eval_splits`` is classified without labels."""
+    _need_mini(cfg, "zero-shot classification")
+    model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
+    out = _start(cfg)
+    names = class_names(Path(cfg.data.root) if cfg.data.root else None, cfg.data.set, cfg.data.label)
+    prompts = class_prompts(names, cfg.task.get("templates") or DEFAULT_TEMPLATES, cfg.task.get("synonyms"))
+    records, notes = [], [f"prompts per class: {len(prompts[0])} (templates x names, averaged = prompt ensemble)",
+                          f"classes: {names}"]
+    for split in cfg.data.eval_splits:
+        ds = pair_dataset(cfg, split)
+        if ds.label is None:
+            raise ConfigError(f"mini/{cfg.data.set} has no label '{cfg.data.label}'", "set data.label")
+        probs = zero_shot_probs(model, ds.image, prompts)
+        m = classification_metrics(probs, ds.label)
+        present = torch.unique(ds.label)
+        m["chance_accuracy"] = float(max((ds.label == c).float().mean() for c in present))  # majority class
+        m["chance_balanced_accuracy"] = 1.0 / len(present)
+        for k, v in m.items():
+            records.append(ResultRecord("zeroshot", f"mini/{cfg.data.set}:{cfg.data.label}", split, spec["method"],
+                                        k, float(v), cfg.train.seed))
+    write_json_atomic(out / "prompts.json", dict(zip(names, prompts)))
+    return _finish(cfg, "Zero-shot classification", records, notes)
+
+
+# -- retrieval -------------------------------------------------------------------------------------------------
+def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
+    """task: {model: <vision-language run>} retrieves between the images and captions of ``data.set``;
+    task: {text_encoder: minilm | <report run> | hf:<folder>} with data.set=reports does section matching
+    (impression given findings) on the IU reports."""
+    _need_mini(cfg, "retrieval")
+    _start(cfg)
+    records = []
+    if cfg.data.set == "reports":
+        source = cfg.task.get("text_encoder") or cfg.text_encoder.get("name", "minilm")
+        enc, spec = load_text_encoder(source)
+        method = spec.get("method", source)
+        for split in cfg.data.eval_splits:
+            rows = report_rows(Path(cfg.data.root) if cfg.data.root else None, split, ("findings", "impression"))
+            m = section_matching(enc, [r["findings"] for r in rows], [r["impression"] for r in rows],
+                                 max_length=int(cfg.task.get("max_length", 128)))
+            m["queries"] = float(len(rows))
+            records += [ResultRecord("section_matching", "mini/reports", split, method, k, float(v), cfg.train.seed)
+                        for k, v in m.items()]
+        notes = ["query: findings; gallery: impressions of the same split; identical impressions count as relevant"]
+        return _finish(cfg, "Radiology section matching", records, notes)
+    model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
+    for split in cfg.data.eval_splits:
+        ds = pair_dataset(cfg, split)
+        m = image_text_retrieval(model, ds.image, ds.texts)
+        records += [ResultRecord("retrieval", f"mini/{cfg.data.set}", split, spec["method"], k, float(v),
+                                 cfg.train.seed) for k, v in m.items()]
+    notes = ["the mini captions are generated from labels (see the data card), so many texts are identical; an "
+             "identical text counts as relevant"]
+    return _finish(cfg, "Image-text retrieval", records, notes)
+
+
+# -- report generation -----------------------------------------------------------------------------------------
+def _image_encoder(cfg: RunConfig, x: torch.Tensor) -> Any:
+    source = cfg.task.get("encoder_from")
+    if source:
+        enc, _ = load_encoder(source)
+        return enc
+    return build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0],
+                         **{k: v for k, v in cfg.encoder.items() if k != "name"})
+
+
+def _train(cfg: RunConfig, model: torch.nn.Module, ds: Any, kind: str) -> None:
+    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
+    key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
+    Trainer(model, ds, cfg.train, cfg.optim, cfg.out, run_info={"config": key, "kind": kind}).fit()
+    model.eval()
+
+
+def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
+    """Train an image encoder + text decoder on the image-text pairs of ``data.set`` (train split), then generate
+    for every eval split. task: {dim, depth, heads, max_len, encoder_from, freeze_encoder}."""
+    _need_mini(cfg, "report generation")
+    seed_everything(cfg.train.seed)
+    train = pair_dataset(cfg, cfg.data.train_split)
+    x = train[0]["image"]
+    opts = {k: cfg.task[k] for k in ("dim", "depth", "heads", "max_len", "freeze_encoder") if k in cfg.task}
+    model = TASKS.build("report_generation", encoder=_image_encoder(cfg, x), vocab=Vocabulary.build(train.texts),
+                        **opts)
+    out = _start(cfg)
+    _train(cfg, model, train, "report_generation")
+    if not is_main():
+        return []
+    write_json_atomic(out / "vocabulary.json", model.vocab.to_dict())
+    records: list[ResultRecord] = []
+    method = cfg.method or f"{cfg.encoder['name']}-decoder"
+    for split in cfg.data.eval_splits:
+        ds = pair_dataset(cfg, split)
+        gen = [t for i in range(0, len(ds), 64) for t in model.generate(ds.image[i:i + 64])]
+        with open(out / f"generated_{split}.jsonl", "w") as f:
+            for g, r in zip(gen, ds.texts):
+                f.write(json.dumps({"generated": g, "reference": r}) + "\n")
+        records += [ResultRecord("report_generation", f"mini/{cfg.data.set}", split, method, k, float(v),
+                                 cfg.train.seed) for k, v in generation_metrics(gen, ds.texts).items()]
+    plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "report generation")}
+    notes = ["references are the mini captions, generated from labels (see the data card), not radiologists' reports",
+             "CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)"]
+    return _finish(cfg, "Report generation", records, notes, plots)
+
+
+# -- VQA -------------------------------------------------------------------------------------------------------
+CLOSED = "CLOSED"
+
+
+def mini_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
+    """Questions generated from the labels of mini/slices2d (said in every report): modality and body region
+    (open), lesion present and is-it-CT (closed, yes/no)."""
+    root = Path(cfg.data.root) if cfg.data.root else mini_root()
+    d = load_mini_arrays(root, "slices2d", split)
+    regions = class_names(root, "slices2d", "region")
+    words = {"CT": "ct", "MR": "mri", "XR": "x-ray", "US": "ultrasound", "fundus": "fundus photograph",
+             "pathology": "pathology slide"}
+    images, qs, answers, types = [], [], [], []
+    for i in range(len(d["split"])):
+        mod = str(d["modality"][i])
+        items = [("what modality is this image?", words.get(mod, mod.lower()), "OPEN"),
+                 ("which body region is shown?", regions[int(d["region"][i])].replace("_", " "), "OPEN"),
+                 ("is this a ct scan?", "yes" if mod == "CT" else "no", CLOSED)]
+        if mod == "CT" and regions[int(d["region"][i])] == "abdomen":
+            items.append(("is there a liver tumour?", "yes" if int(d["lesion"][i]) else "no", CLOSED))
+        for q, a, t in items:
+            images.append(d["image"][i])
+            qs.append(q)
+            answers.append(a)
+            types.append(t)
+    return {"image": np.stack(images), "question": qs, "answer": answers, "answer_type": types}
+
+
+def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
+    """A SLAKE / VQA-RAD style dataset (catalog layout ``vqa_json``) at data.root; ``data.options.file`` picks
+    the JSON of a split (default ``<split>.json``), images are resized to ``data.size``."""
+    from mmfm.data.catalog import load_dataset
+
+    if cfg.data.root is None:
+        raise ConfigError(f"data.root is required for {cfg.data.dataset}", "point it at the dataset folder")
+    samples = load_dataset(cfg.data.dataset, cfg.data.root, **{"file": f"{split}.json", **cfg.data.options})
+    ds = SampleDataset(samples, cfg.data.modalities, cfg.data.size, label_key=None)
+    texts = [samples[i]["texts"] for i in range(len(samples))]
+    return {"image": np.stack([ds[i]["image"].numpy() for i in range(len(ds))]),
+            "question": [t["question"] for t in texts], "answer": [t["answer"] for t in texts],
+            "answer_type": [(t.get("answer_type") or ("CLOSED" if t["answer"].lower() in ("yes", "no") else "OPEN"))
+                            .upper() for t in texts]}
+
+
+class _QADataset(torch.utils.data.Dataset):
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.d, self.image = d, torch.from_numpy(np.ascontiguousarray(d["image"], dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.image[i], "question": self.d["question"][i], "answer": self.d["answer"][i]}
+
+
+def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
+    """Train a generative VQA model (image tokens + question tokens -> answer) and evaluate: closed questions by
+    choosing among the candidate answers seen in training for that question type, open ones by greedy
+    generation (exact match, token F1, BLEU-1)."""
+    seed_everything(cfg.train.seed)
+    load = mini_vqa if cfg.data.dataset == "mini" else catalog_vqa
+    train = load(cfg, cfg.data.train_split)
+    text_encoder, _ = load_text_encoder(cfg.text_encoder.get("name", "minilm"))
+    opts = {k: cfg.task[k] for k in ("dim", "depth", "heads", "max_len", "freeze_text") if k in cfg.task}
+    x = torch.as_tensor(train["image"][0])
+    model = TASKS.build("vqa", encoder=_image_encoder(cfg, x), text_encoder=text_encoder,
+                        vocab=Vocabulary.build(train["answer"]), **opts)
+    out = _start(cfg)
+    _train(cfg, model, _QADataset(train), "vqa")
+    if not is_main():
+        return []
+    closed_candidates = sorted({a for a, t in zip(train["answer"], train["answer_type"]) if t == CLOSED})
+    method = cfg.method or f"{cfg.encoder['name']}-vqa"
+    records: list[ResultRecord] = []
+    for split in cfg.data.eval_splits:
+        d = load(cfg, split)
+        img = torch.from_numpy(np.ascontiguousarray(d["image"], dtype=np.float32))
+        pred: list[str] = []
+        for i in range(0, len(img), 64):
+            qs, ts = d["question"][i:i + 64], d["answer_type"][i:i + 64]
+            free = model.answer(img[i:i + 64], qs)
+            chosen = model.choose(img[i:i + 64], qs, closed_candidates) if closed_candidates else free
+            pred += [c if t == CLOSED else f for c, f, t in zip(chosen, free, ts)]
+        with open(out / f"answers_{split}.jsonl", "w") as f:
+            for q, p, a, t in zip(d["question"], pred, d["answer"], d["answer_type"]):
+                f.write(json.dumps({"question": q, "predicted": p, "answer": a, "type": t}) + "\n")
+        records += [ResultRecord("vqa", _vqa_name(cfg), split, method, k, v, cfg.train.seed)
+                    for k, v in vqa_metrics(pred, d["answer"], d["answer_type"]).items()]
+    plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "VQA")}
+    notes = ["mini questions are generated from the slice labels (modality, region, lesion), not written by people"
+             if cfg.data.dataset == "mini" else f"data: {cfg.data.dataset} at data.root"]
+    return _finish(cfg, "Visual question answering", records, notes, plots)
+
+
+def _vqa_name(cfg: RunConfig) -> str:
+    return "mini/slices2d-vqa" if cfg.data.dataset == "mini" else cfg.data.dataset
+
+
+def vqa_metrics(pred: list[str], answers: list[str], types: list[str]) -> dict[str, float]:
+    """closed_accuracy, open_exact_match, open_token_f1, open_BLEU-1 and overall accuracy (exact match after
+    lower-casing and whitespace folding)."""
+    from mmfm.evaluation.metrics.text import bleu
+
+    norm = [" ".join(t.lower().split()) for t in pred]
+    gold = [" ".join(t.lower().split()) for t in answers]
+    exact = np.array([p == g for p, g in zip(norm, gold)], dtype=float)
+    closed = np.array([t == CLOSED for t in types])
+    out = {"accuracy": float(exact.mean()) if len(exact) else 0.0, "questions": float(len(exact))}
+    if closed.any():
+        out["closed_accuracy"] = float(exact[closed].mean())
+    if (~closed).any():
+        idx = np.flatnonzero(~closed)
+        out["open_exact_match"] = float(exact[idx].mean())
+        f1 = []
+        for i in idx:
+            p, g = tokenize(norm[i]), tokenize(gold[i])
+            common = sum(min(p.count(w), g.count(w)) for w in set(p))
+            f1.append(0.0 if not common else 2 * common / (len(p) + len(g)))
+        out["open_token_f1"] = float(np.mean(f1))
+        out["open_BLEU-1"] = bleu([pred[i] for i in idx], [answers[i] for i in idx])["BLEU-1"]
+    return out
+
+
+def _required(opts: dict[str, Any], key: str, what: str) -> str:
+    if not opts.get(key):
+        raise ConfigError(f"task.{key} is required", f"give {what}")
+    return str(opts[key])

@@ -1,0 +1,86 @@
+"""The vision-language commands end to end on tiny budgets: pretrain (CLIP, report section matching),
+zeroshot, retrieve, report-gen, vqa; each writes results.json and a complete status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmfm.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["train.max_steps=2", "train.progress=false", "train.batch_size=8"]
+
+
+def _results(out: Path) -> dict:
+    assert json.loads((out / "status.json").read_text())["status"] == "complete"
+    assert (out / "report.md").exists()
+    return {(r["split"], r["metric"]): r["value"] for r in json.loads((out / "results.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def clip_run(mini_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    assert main(["pretrain", str(ROOT / "configs/pretrain/clip_2d.yaml"), *TINY, "encoder.name=resnet_tiny",
+                 "text_encoder.name=bert_tiny", "objective.freeze_text=false", f"out={out}"]) == 0
+    for f in ("encoder/encoder.json", "text_encoder/text_encoder.json", "dual/dual.json", "dual/dual.safetensors"):
+        assert (out / f).exists(), f
+    return out
+
+
+def test_zeroshot(clip_run, tmp_path, capsys):
+    out = tmp_path / "zs"
+    assert main(["zeroshot", "--model", str(clip_run), "--templates", "a {name}.", "{name}", "--out", str(out)]) == 0
+    r = _results(out)
+    assert 0.0 <= r[("test", "balanced_accuracy")] <= 1.0 and r[("test", "chance_balanced_accuracy")] == 0.2
+    prompts = json.loads((out / "prompts.json").read_text())
+    assert prompts["liver_tumour"] == ["a liver tumour.", "liver tumour"]
+    assert "zeroshot" in capsys.readouterr().out
+
+
+def test_retrieve_images_and_texts(clip_run, tmp_path):
+    out = tmp_path / "rt"
+    assert main(["retrieve", "--model", str(clip_run), "--out", str(out)]) == 0
+    r = _results(out)
+    for k in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_chance_R@1"):
+        assert 0.0 <= r[("test", k)] <= 1.0
+
+
+def test_report_pretraining_then_section_matching(mini_root, tmp_path):
+    run = tmp_path / "rsm"
+    assert main(["pretrain", str(ROOT / "configs/pretrain/rsm_minilm.yaml"), *TINY, "text_encoder.name=bert_tiny",
+                 "objective.max_length=32", f"out={run}"]) == 0
+    assert (run / "text_encoder" / "text_encoder.safetensors").exists() and not (run / "encoder").exists()
+    out = tmp_path / "sm"
+    assert main(["retrieve", "--text-encoder", str(run), "--out", str(out), "task.max_length=32"]) == 0
+    r = _results(out)
+    assert r[("test", "queries")] > 300 and 0 <= r[("test", "R@1")] <= r[("test", "R@5")] <= 1
+
+
+def test_report_generation(mini_root, tmp_path):
+    out = tmp_path / "rg"
+    assert main(["report-gen", str(ROOT / "configs/report_generation_2d.yaml"), *TINY, "encoder.name=resnet_tiny",
+                 "task.max_len=8", "data.eval_splits=[test]", f"out={out}"]) == 0
+    r = _results(out)
+    for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_F1"):
+        assert ("test", k) in r
+    rows = [json.loads(ln) for ln in (out / "generated_test.jsonl").read_text().splitlines()]
+    assert len(rows) == 67 and {"generated", "reference"} <= set(rows[0])
+
+
+def test_vqa(mini_root, tmp_path):
+    out = tmp_path / "vqa"
+    assert main(["vqa", str(ROOT / "configs/vqa_2d.yaml"), *TINY, "encoder.name=resnet_tiny",
+                 "text_encoder.name=bert_tiny", "data.eval_splits=[test]", f"out={out}"]) == 0
+    r = _results(out)
+    assert {"closed_accuracy", "open_exact_match", "open_token_f1"} <= {m for _, m in r}
+    rows = [json.loads(ln) for ln in (out / "answers_test.jsonl").read_text().splitlines()]
+    closed = [x for x in rows if x["type"] == "CLOSED"]
+    assert closed and all(x["predicted"] in ("yes", "no") for x in closed)
+
+
+def test_zeroshot_without_a_vision_language_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["zeroshot", "--model", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
+    assert "dual.json" in capsys.readouterr().err
