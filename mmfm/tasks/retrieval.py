@@ -32,15 +32,23 @@ def embed_texts(encoder: TextEncoder, texts: Sequence[str], max_length: int = 12
 @torch.no_grad()
 def image_text_retrieval(model: DualEncoder, images: torch.Tensor, texts: Sequence[str],
                          ks: tuple[int, ...] = (1, 5, 10), batch_size: int = 64) -> dict[str, float]:
-    """Pairs (images[i], texts[i]). Returns ``i2t_R@K`` and ``t2i_R@K`` (identical texts count as relevant)."""
+    """Pairs (images[i], texts[i]). The text side is deduplicated first (identical texts after case and
+    whitespace folding are one gallery item / one query), so a corpus of generated captions is scored at class
+    level and a corpus of distinct reports exactly as usual. Returns ``i2t_*`` (images query the distinct texts)
+    and ``t2i_*`` (each distinct text queries the images; every image paired with that text is relevant), with
+    R@K, median rank, mAP and chance R@K, plus ``distinct_texts``."""
     model.eval()
+    norm = [" ".join(t.lower().split()) for t in texts]
+    distinct = list(dict.fromkeys(norm))                                # first-seen order
+    first = {t: texts[norm.index(t)] for t in distinct}
     v = embed_batches(model.encode_image, images, batch_size)           # (N, E)
-    t = embed_batches(lambda x: model.encode_text(list(x)), list(texts), batch_size)
-    rel = relevance_from_texts(list(texts), list(texts))                # (N, N) image i <-> text j
+    t = embed_batches(lambda x: model.encode_text(list(x)), [first[d] for d in distinct], batch_size)   # (T, E)
+    rel = relevance_from_texts(list(texts), [first[d] for d in distinct])   # (N, T) image i <-> distinct text j
     sim = v @ t.T
     i2t = retrieval_metrics(sim, rel, ks)
     t2i = retrieval_metrics(sim.T, rel.T, ks)
-    return {**{f"i2t_{k}": x for k, x in i2t.items()}, **{f"t2i_{k}": x for k, x in t2i.items()}}
+    return {**{f"i2t_{k}": x for k, x in i2t.items()}, **{f"t2i_{k}": x for k, x in t2i.items()},
+            "distinct_texts": float(len(distinct))}
 
 
 @torch.no_grad()

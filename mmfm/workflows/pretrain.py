@@ -158,7 +158,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     towers = method_name(cfg.text_encoder if encoder is None else cfg.encoder, cfg.objective)
     method = cfg.method or towers
     common = {"objective": cfg.objective, "method": method, "pretrain_data": f"mini/{cfg.data.set}:train",
-              "steps": cfg.train.max_steps}
+              "steps": cfg.train.max_steps, "seed": cfg.train.seed}
     saved: dict[str, str] = {}
     if encoder is not None:
         image_spec = {"name": cfg.encoder["name"], "options": enc_opts, "spatial_dims": x.ndim - 1,

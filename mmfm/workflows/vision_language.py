@@ -76,7 +76,7 @@ def run_zeroshot(cfg: RunConfig) -> list[ResultRecord]:
         m["chance_balanced_accuracy"] = 1.0 / len(present)
         for k, v in m.items():
             records.append(ResultRecord("zeroshot", f"mini/{cfg.data.set}:{cfg.data.label}", split, spec["method"],
-                                        k, float(v), cfg.train.seed))
+                                        k, float(v), _seed(spec, cfg)))
     write_json_atomic(out / "prompts.json", dict(zip(names, prompts)))
     return _finish(cfg, "Zero-shot classification", records, notes)
 
@@ -98,8 +98,8 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
             m = section_matching(enc, [r["findings"] for r in rows], [r["impression"] for r in rows],
                                  max_length=int(cfg.task.get("max_length", 128)))
             m["queries"] = float(len(rows))
-            records += [ResultRecord("section_matching", "mini/reports", split, method, k, float(v), cfg.train.seed)
-                        for k, v in m.items()]
+            records += [ResultRecord("section_matching", "mini/reports", split, method, k, float(v),
+                                     _seed(spec, cfg)) for k, v in m.items()]
         notes = ["query: findings; gallery: impressions of the same split; identical impressions count as relevant"]
         return _finish(cfg, "Radiology section matching", records, notes)
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
@@ -107,7 +107,7 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
         ds = pair_dataset(cfg, split)
         m = image_text_retrieval(model, ds.image, ds.texts)
         records += [ResultRecord("retrieval", f"mini/{cfg.data.set}", split, spec["method"], k, float(v),
-                                 cfg.train.seed) for k, v in m.items()]
+                                 _seed(spec, cfg)) for k, v in m.items()]
     notes = ["the mini captions are generated from labels (see the data card), so many texts are identical; an "
              "identical text counts as relevant"]
     return _finish(cfg, "Image-text retrieval", records, notes)
@@ -190,13 +190,27 @@ def mini_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
 
 
 def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
-    """A SLAKE / VQA-RAD style dataset (catalog layout ``vqa_json``) at data.root; ``data.options.file`` picks
-    the JSON of a split (default ``<split>.json``), images are resized to ``data.size``."""
+    """A SLAKE / VQA-RAD / PathVQA style dataset (catalog layout ``vqa_json``) at data.root, images resized to
+    ``data.size``. Splits come from one JSON per split (``data.options.split_files``, default train.json /
+    validate.json / test.json as SLAKE ships them) or, when ``data.options.file`` names a single JSON (VQA-RAD),
+    from a 70/15/15 split by image (seed ``data.split_seed``), so no image is in two splits."""
     from mmfm.data.catalog import load_dataset
+    from mmfm.data.catalog.loaders import SampleList
+    from mmfm.data.splits import group_split
 
     if cfg.data.root is None:
         raise ConfigError(f"data.root is required for {cfg.data.dataset}", "point it at the dataset folder")
-    samples = load_dataset(cfg.data.dataset, cfg.data.root, **{"file": f"{split}.json", **cfg.data.options})
+    opts = dict(cfg.data.options)
+    files = {"train": "train.json", "val": "validate.json", "test": "test.json", **opts.pop("split_files", {})}
+    if "file" in opts:
+        every = load_dataset(cfg.data.dataset, cfg.data.root, **opts)
+        assign = group_split([str(r["image"]) for r in every.records], {"train": 0.7, "val": 0.15, "test": 0.15},
+                             seed=cfg.data.split_seed)
+        samples = SampleList([r for r, a in zip(every.records, assign) if a == split], every._read)
+    else:
+        samples = load_dataset(cfg.data.dataset, cfg.data.root, file=files.get(split, f"{split}.json"), **opts)
+    if len(samples) == 0:
+        raise ConfigError(f"{cfg.data.dataset}: no questions in split '{split}'", "check data.root and the JSON files")
     ds = SampleDataset(samples, cfg.data.modalities, cfg.data.size, label_key=None)
     texts = [samples[i]["texts"] for i in range(len(samples))]
     return {"image": np.stack([ds[i]["image"].numpy() for i in range(len(ds))]),
@@ -284,7 +298,50 @@ def vqa_metrics(pred: list[str], answers: list[str], types: list[str]) -> dict[s
     return out
 
 
+def _seed(spec: dict[str, Any], cfg: RunConfig) -> int:
+    """The seed of the pretraining run that made the model (results of seeds are then summarised)."""
+    return int(spec.get("seed", spec.get("image", {}).get("seed", cfg.train.seed)))
+
+
 def _required(opts: dict[str, Any], key: str, what: str) -> str:
     if not opts.get(key):
         raise ConfigError(f"task.{key} is required", f"give {what}")
     return str(opts[key])
+
+
+# -- labeller --------------------------------------------------------------------------------------------------
+def run_labeller_check(out: str | Path, root: str | Path | None = None, min_support: int = 20) -> list[ResultRecord]:
+    """Precision, recall and F1 of the rule-based labeller (findings + impression; uncertain counted positive)
+    against the IU X-ray MeSH headings, per label with at least ``min_support`` MeSH-positive reports, on all
+    3,955 reports (the rules were written without a split; this is a check, not a held-out estimate)."""
+    from mmfm.data.labeller import LABELS, label_matrix, mesh_matrix
+    from mmfm.data.sources.mini_reader import iter_reports
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "status.json").unlink(missing_ok=True)
+    rows = list(iter_reports(Path(root) if root else None))
+    pred = label_matrix([" ".join(filter(None, (r["findings"], r["impression"]))) for r in rows])
+    mesh = mesh_matrix([r["mesh"] for r in rows])
+    records = []
+    for j, k in enumerate(LABELS):
+        support = int(mesh[:, j].sum())
+        if support < min_support:
+            continue
+        tp = int((pred[:, j] & mesh[:, j]).sum())
+        p = tp / max(int(pred[:, j].sum()), 1)
+        r = tp / support
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        for metric, v in (("precision", p), ("recall", r), ("F1", f1), ("support", support)):
+            records.append(ResultRecord(f"labeller/{k}", "mini/reports", "all", "rules-v1", metric, float(v), 0))
+    write_results(out / "results.json", records)
+    lines = ["# Report labeller vs IU X-ray MeSH", "", "| finding | MeSH support | precision | recall | F1 |",
+             "|---|---|---|---|---|"]
+    by: dict[str, dict[str, float]] = {}
+    for rec in records:
+        by.setdefault(rec.task.split("/")[1], {})[rec.metric] = rec.value
+    for k, m in by.items():
+        lines.append(f"| {k} | {int(m['support'])} | {m['precision']:.3f} | {m['recall']:.3f} | {m['F1']:.3f} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_json_atomic(out / "status.json", {"status": "complete"})
+    return records

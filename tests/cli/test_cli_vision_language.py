@@ -84,3 +84,39 @@ def test_vqa(mini_root, tmp_path):
 def test_zeroshot_without_a_vision_language_run_is_a_clear_error(tmp_path, capsys):
     assert main(["zeroshot", "--model", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
     assert "dual.json" in capsys.readouterr().err
+
+
+def _slake(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    split_files = {"train": "train.json", "val": "validate.json", "test": "test.json"}
+    for split, name in split_files.items():
+        items = []
+        for i in range(6):
+            bright = i % 2 == 0
+            img = (rng.random((24, 24)) * 60 + (180 if bright else 20)).astype("uint8")
+            rel = f"xmlab{split}{i}/source.png"
+            (root / "imgs" / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / "imgs" / rel)
+            items += [{"img_name": rel, "question": "Is the image bright?", "answer": "Yes" if bright else "No",
+                       "answer_type": "CLOSED", "q_lang": "en"},
+                      {"img_name": rel, "question": "What organ is shown?", "answer": "lung" if bright else "liver",
+                       "answer_type": "OPEN", "q_lang": "en"},
+                      {"img_name": rel, "question": "图像亮吗?", "answer": "是", "q_lang": "zh"}]
+        (root / name).write_text(json.dumps(items))
+
+
+def test_vqa_on_a_slake_style_dataset(tmp_path):
+    root = tmp_path / "slake"
+    _slake(root)
+    out = tmp_path / "vqa"
+    assert main(["vqa", str(ROOT / "configs/vqa_2d.yaml"), *TINY, "encoder.name=resnet_tiny",
+                 "text_encoder.name=bert_tiny", "data.dataset=SLAKE", f"data.root={root}", "data.modalities=[XR]",
+                 "data.size=[32,32]", "data.eval_splits=[val,test]", f"out={out}"]) == 0
+    r = _results(out)
+    assert r[("test", "questions")] == 12 and r[("val", "questions")] == 12     # English questions only
+    rows = [json.loads(ln) for ln in (out / "answers_test.jsonl").read_text().splitlines()]
+    assert {x["type"] for x in rows} == {"CLOSED", "OPEN"}
+    assert all(x["predicted"] in ("Yes", "No") for x in rows if x["type"] == "CLOSED")

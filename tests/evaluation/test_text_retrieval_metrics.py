@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from mmfm.evaluation.metrics.retrieval import first_relevant_rank, relevance_from_texts, retrieval_metrics
+from mmfm.evaluation.metrics.retrieval import (
+    first_relevant_rank,
+    mean_average_precision,
+    relevance_from_texts,
+    retrieval_metrics,
+)
 from mmfm.evaluation.metrics.text import bleu, cider_d, clinical_efficacy, generation_metrics, rouge_l
 
 HYP, REF = "the cat sat on the mat", "the cat is on the mat"
@@ -65,3 +70,10 @@ def test_retrieval_ties_are_pessimistic_and_duplicates_relevant():
     m = retrieval_metrics(sim, rel, ks=(1,))
     assert m["R@1"] == pytest.approx(0.5)                                  # query 0 finds its duplicate first
     assert m["chance_R@1"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+def test_mean_average_precision_by_hand():
+    sim = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.5, 0.5, 0.1, 0.0]])
+    rel = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    # query 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2; query 1: the tie puts the relevant item second -> 1/2
+    assert mean_average_precision(sim, rel) == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2)

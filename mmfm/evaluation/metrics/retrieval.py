@@ -34,15 +34,29 @@ def first_relevant_rank(sim: torch.Tensor, relevant: torch.Tensor) -> torch.Tens
     return torch.where(relevant.any(1), rank, torch.full_like(rank, sim.shape[1] + 1))
 
 
+def mean_average_precision(sim: torch.Tensor, relevant: torch.Tensor) -> float:
+    """Mean over queries (with at least one relevant item) of the average of precision@rank at each relevant
+    item's rank (ties ranked pessimistically: irrelevant items first)."""
+    aps = []
+    for s, r in zip(sim.double().numpy(), relevant.numpy()):
+        if not r.any():
+            continue
+        hits = r[np.lexsort((r, -s))].astype(np.float64)            # by score, then irrelevant before relevant
+        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float((prec * hits).sum() / hits.sum()))
+    return float(np.mean(aps)) if aps else 0.0
+
+
 def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None,
                       ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """sim: (Q, G) similarities; relevant: (Q, G) bool (default: the diagonal). Returns R@K, median rank, and
+    """sim: (Q, G) similarities; relevant: (Q, G) bool (default: the diagonal). Returns R@K, median rank, mAP and
     the R@K a random ranking would reach (``chance_R@K``)."""
     if relevant is None:
         relevant = torch.eye(*sim.shape, dtype=torch.bool)
     rank = first_relevant_rank(sim, relevant)
     out = {f"R@{k}": float((rank <= k).float().mean()) for k in ks}
     out["median_rank"] = float(rank.float().median())
+    out["mAP"] = mean_average_precision(sim, relevant)
     g = sim.shape[1]
     n_rel = relevant.sum(1).double().numpy()
     for k in ks:  # P(at least one relevant item in a random top k) = 1 - C(G - r, k) / C(G, k)
