@@ -11,7 +11,8 @@ in the batch) and the same images. The first step's losses must agree: a check t
 
     .venv/bin/python benchmarks/clip_step.py [--batch 32] [--img 64] [--steps 10]
 
-Prints samples/s for each, the throughput ratio (mmfm / open_clip; target >= 1.0) and the two first losses.
+Prints samples/s for each, the throughput ratio (mmfm / open_clip; target >= 1.0) and the two first losses; then
+the two losses alone (forward + backward) on a large batch of random embeddings.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def build(batch: int, img: int):
                                                              hf_pooler_type="mean_pooler", context_length=64),
                         init_logit_scale=math.log(1 / 0.07))
     oc.visual = VisualTower(copy.deepcopy(dual.image), copy.deepcopy(dual.image_proj))
-    oc.text.transformer.load_state_dict(dual.text.model.state_dict())
+    missing, _ = oc.text.transformer.load_state_dict(dual.text.model.state_dict(), strict=False)
+    assert not missing, missing  # open_clip builds BERT without the (unused) pooler; everything else must load
     with torch.no_grad():
         oc.text.proj.weight.copy_(dual.text_proj.weight)
     texts = [r["impression"] for r in report_rows(None, "train", ("impression",))[:batch]]
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--img", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--loss-batch", type=int, default=2048, help="batch of the loss-only comparison")
     args = ap.parse_args()
     from open_clip.loss import ClipLoss as OpenClipLoss
 
@@ -96,7 +99,7 @@ def main() -> None:
         mm_opt.zero_grad(set_to_none=True)
         loss.backward()
         mm_opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def open_clip_step() -> float:
         img_f, txt_f, scale = oc(images, tok["input_ids"])
@@ -104,7 +107,7 @@ def main() -> None:
         oc_opt.zero_grad(set_to_none=True)
         loss.backward()
         oc_opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     first = (mmfm_step(), open_clip_step())
     times: dict[str, list[float]] = {"mmfm": [], "open_clip": []}
@@ -122,6 +125,43 @@ def main() -> None:
     print(f"throughput ratio mmfm / open_clip: {med['open_clip'] / med['mmfm']:.3f}")
     print(f"first-step loss: mmfm {first[0]:.6f}, open_clip {first[1]:.6f} (difference {abs(first[0] - first[1]):.2e})")
     assert F.mse_loss(torch.tensor(first[0]), torch.tensor(first[1])) < 1e-8, "the two do not compute the same loss"
+    loss_only(args.loss_batch)
+
+
+def loss_only(n: int, dim: int = 512, rounds: int = 20) -> None:
+    """The losses alone (forward + backward) on a large batch of random embeddings, where the towers do not
+    hide their cost."""
+    from open_clip.loss import ClipLoss as OpenClipLoss
+
+    from mmfm.objectives.losses import ClipLoss
+
+    g = torch.Generator().manual_seed(0)
+    v0, t0 = torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)
+    scale = torch.tensor(math.log(1 / 0.07))
+    mm, oc = ClipLoss(), OpenClipLoss()
+
+    def run_mm() -> float:
+        v, t, s = v0.clone().requires_grad_(), t0.clone().requires_grad_(), scale.clone().requires_grad_()
+        loss = mm(v, t, s)
+        loss.backward()
+        return float(loss.detach())
+
+    def run_oc() -> float:
+        v, t, s = v0.clone().requires_grad_(), t0.clone().requires_grad_(), scale.clone().requires_grad_()
+        loss = oc(F.normalize(v, dim=-1), F.normalize(t, dim=-1), s.exp())   # open_clip expects normalised input
+        loss.backward()
+        return float(loss.detach())
+
+    assert abs(run_mm() - run_oc()) < 1e-4
+    times: dict[str, list[float]] = {"mmfm": [], "open_clip": []}
+    for i in range(rounds):
+        for name, fn in (("mmfm", run_mm), ("open_clip", run_oc))[:: 1 if i % 2 else -1]:
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"loss only (batch {n}, {dim}-d, normalisation included): mmfm {med['mmfm'] * 1000:.1f} ms, "
+          f"open_clip {med['open_clip'] * 1000:.1f} ms, ratio mmfm / open_clip {med['open_clip'] / med['mmfm']:.3f}")
 
 
 if __name__ == "__main__":

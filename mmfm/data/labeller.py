@@ -45,8 +45,8 @@ FINDINGS: dict[str, list[str]] = {
     "hernia": [r"hernia"],
     "device": [r"catheter", r"pacemaker", r"(port|picc|central venous line|chest tube|icd)\b", r"sternotomy",
                r"(surgical |vascular )?clips?", r"wires?", r"stent", r"prosthe(sis|tic)", r"hardware"],
-    "tortuous_aorta": [r"tortuous( thoracic)? aorta", r"aort(a|ic) (is )?tortu(ous|osity)", r"ectatic aorta",
-                       r"tortuosity of the (thoracic )?aorta"],
+    "tortuous_aorta": [r"tortuous[\w ,]{0,30}aorta", r"aort(a|ic)[\w ,]{0,40}tortu(ous|osity)", r"ectatic aorta",
+                       r"unfolded[\w ,]{0,20}aorta", r"aorta[\w ,]{0,20}(unfolded|ectatic)"],
     "atherosclerosis": [r"atherosclero(sis|tic)", r"aortic (arch )?calcification"],
 }
 

@@ -77,3 +77,19 @@ def test_mean_average_precision_by_hand():
     rel = torch.tensor([[True, False, True, False], [False, True, False, False]])
     # query 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2; query 1: the tie puts the relevant item second -> 1/2
     assert mean_average_precision(sim, rel) == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2)
+
+
+def test_chance_average_precision_matches_enumeration():
+    import itertools
+
+    from mmfm.evaluation.metrics.retrieval import chance_average_precision
+
+    n, r = 5, 2
+    aps = []
+    for pos in itertools.combinations(range(n), r):      # every placement of the relevant items
+        rel = torch.zeros(1, n, dtype=torch.bool)
+        rel[0, list(pos)] = True
+        aps.append(mean_average_precision(-torch.arange(n, dtype=torch.float32)[None], rel))
+    rel = torch.zeros(1, n, dtype=torch.bool)
+    rel[0, :r] = True
+    assert chance_average_precision(rel) == pytest.approx(sum(aps) / len(aps))

@@ -47,6 +47,16 @@ def mean_average_precision(sim: torch.Tensor, relevant: torch.Tensor) -> float:
     return float(np.mean(aps)) if aps else 0.0
 
 
+def chance_average_precision(relevant: torch.Tensor) -> float:
+    """Expected mAP of a random ranking: for R relevant among N items,
+    E[AP] = (R - 1) / (N - 1) + (N - R) / (N (N - 1)) * H_N, with H_N the N-th harmonic number."""
+    n = relevant.shape[1]
+    h = float(np.sum(1.0 / np.arange(1, n + 1)))
+    vals = [1.0 if n == 1 else (r - 1) / (n - 1) + (n - r) / (n * (n - 1)) * h
+            for r in relevant.sum(1).tolist() if r > 0]
+    return float(np.mean(vals)) if vals else 0.0
+
+
 def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None,
                       ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     """sim: (Q, G) similarities; relevant: (Q, G) bool (default: the diagonal). Returns R@K, median rank, mAP and
@@ -57,6 +67,7 @@ def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None,
     out = {f"R@{k}": float((rank <= k).float().mean()) for k in ks}
     out["median_rank"] = float(rank.float().median())
     out["mAP"] = mean_average_precision(sim, relevant)
+    out["chance_mAP"] = chance_average_precision(relevant)
     g = sim.shape[1]
     n_rel = relevant.sum(1).double().numpy()
     for k in ks:  # P(at least one relevant item in a random top k) = 1 - C(G - r, k) / C(G, k)
