@@ -59,9 +59,17 @@ def _run_config(a: argparse.Namespace, kind: str) -> int:
     if is_main():
         for r in records:
             print(f"  {r.task:15s} {r.split:5s} {r.metric:24s} {r.value:.4f}")
-        print(f"run directory: {cfg.out}" + (f"  (evaluate it: mmfm evaluate --encoder {cfg.out})"
-                                               if kind == "pretrain" else ""))
+        print(f"run directory: {cfg.out}" + (_next_step(Path(cfg.out)) if kind == "pretrain" else ""))
     return 0
+
+
+def _next_step(out: Path) -> str:
+    """What a finished pretraining run can be evaluated with."""
+    if (out / "dual").is_dir():
+        return f"  (use it: mmfm zeroshot --model {out}; mmfm retrieve --model {out})"
+    if (out / "text_encoder").is_dir() and not (out / "encoder").is_dir():
+        return f"  (evaluate it: mmfm retrieve --text-encoder {out})"
+    return f"  (evaluate it: mmfm evaluate --encoder {out})"
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -296,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     vq = sub.add_parser("vqa", help="train and evaluate visual question answering (closed and free-text)",
                         description="Train a generative VQA model (image tokens + question tokens -> answer). "
                                     "Closed questions are answered by the most likely candidate answer, open ones "
-                                    "by greedy generation. Data: mini (questions generated from labels) or a "
+                                    "by greedy generation. Data: mini slices2d or crops3d (3D; questions "
+                                    "generated from labels) or a "
                                     "SLAKE / VQA-RAD style JSON dataset (data.dataset + data.root). Writes "
                                     "answers_<split>.jsonl, results.json, report.md.")
     vq.add_argument("config", help="YAML config (configs/vqa_2d.yaml)")

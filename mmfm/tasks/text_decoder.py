@@ -65,7 +65,8 @@ class Vocabulary:
                 break
             if i >= 4:
                 pieces.append(self.pieces[i - 4])
-        return self.tokenizer.decode(pieces, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(pieces, skip_special_tokens=True).strip()
+        return text.replace(" - ", "-")          # WordPiece decoding spaces out hyphens ("t1 - weighted")
 
     def to_dict(self) -> dict[str, Any]:
         return {"pieces": self.pieces, "tokenizer": "minilm"}
@@ -91,7 +92,7 @@ class TextDecoder(nn.Module):
             raise ConfigError(f"text of {L} pieces is longer than the decoder's max_len {self.max_len}",
                               "raise task.max_len or shorten the reports")
         x = self.embed(ids) + self.pos[:L]                                       # (B, L, D)
-        causal = torch.triu(torch.full((L, L), float("-inf"), device=ids.device), diagonal=1)
+        causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=ids.device), diagonal=1)  # True = hidden
         h = self.blocks(x, self.memory_proj(memory), tgt_mask=causal, tgt_key_padding_mask=ids == PAD)
         return self.out(self.norm(h))
 

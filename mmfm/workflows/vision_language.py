@@ -20,10 +20,10 @@ from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError
 from mmfm.evaluation.metrics.classification import classification_metrics
 from mmfm.evaluation.metrics.text import generation_metrics, tokenize
+from mmfm.evaluation.protocols.retrieval import image_text_retrieval, section_matching
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
-from mmfm.tasks.retrieval import image_text_retrieval, section_matching
 from mmfm.tasks.text_decoder import Vocabulary
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
 from mmfm.workflows.config import RunConfig, dump_config
@@ -166,21 +166,29 @@ CLOSED = "CLOSED"
 
 
 def mini_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
-    """Questions generated from the labels of mini/slices2d (said in every report): modality and body region
-    (open), lesion present and is-it-CT (closed, yes/no)."""
+    """Questions generated from the labels of mini (said in every report). slices2d: modality and body region
+    (open), is-it-CT and liver tumour present (closed, yes/no); crops3d (3D): modality and region (open),
+    is-it-CT and tumour present in the crop (closed; balanced between yes and no on CT crops)."""
     root = Path(cfg.data.root) if cfg.data.root else mini_root()
-    d = load_mini_arrays(root, "slices2d", split)
-    regions = class_names(root, "slices2d", "region")
+    name = cfg.data.set if cfg.data.set in ("slices2d", "crops3d") else "slices2d"
+    d = load_mini_arrays(root, name, split)
     words = {"CT": "ct", "MR": "mri", "XR": "x-ray", "US": "ultrasound", "fundus": "fundus photograph",
              "pathology": "pathology slide"}
+    if name == "slices2d":
+        names = class_names(root, name, "region")
+        regions = [names[int(r)].replace("_", " ") for r in d["region"]]
+        tumour = d["lesion"]
+    else:
+        regions = ["abdomen" if str(m) == "CT" else "brain" for m in d["modality"]]
+        tumour = d["label"]
     images, qs, answers, types = [], [], [], []
     for i in range(len(d["split"])):
         mod = str(d["modality"][i])
         items = [("what modality is this image?", words.get(mod, mod.lower()), "OPEN"),
-                 ("which body region is shown?", regions[int(d["region"][i])].replace("_", " "), "OPEN"),
+                 ("which body region is shown?", regions[i], "OPEN"),
                  ("is this a ct scan?", "yes" if mod == "CT" else "no", CLOSED)]
-        if mod == "CT" and regions[int(d["region"][i])] == "abdomen":
-            items.append(("is there a liver tumour?", "yes" if int(d["lesion"][i]) else "no", CLOSED))
+        if mod == "CT" and regions[i] == "abdomen":
+            items.append(("is there a liver tumour?", "yes" if int(tumour[i]) else "no", CLOSED))
         for q, a, t in items:
             images.append(d["image"][i])
             qs.append(q)
@@ -270,7 +278,7 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
 
 
 def _vqa_name(cfg: RunConfig) -> str:
-    return "mini/slices2d-vqa" if cfg.data.dataset == "mini" else cfg.data.dataset
+    return f"mini/{cfg.data.set}-vqa" if cfg.data.dataset == "mini" else cfg.data.dataset
 
 
 def vqa_metrics(pred: list[str], answers: list[str], types: list[str]) -> dict[str, float]:

@@ -120,3 +120,14 @@ def test_vqa_on_a_slake_style_dataset(tmp_path):
     rows = [json.loads(ln) for ln in (out / "answers_test.jsonl").read_text().splitlines()]
     assert {x["type"] for x in rows} == {"CLOSED", "OPEN"}
     assert all(x["predicted"] in ("Yes", "No") for x in rows if x["type"] == "CLOSED")
+
+
+def test_data_label_and_mesh_check(mini_root, tmp_path, capsys):
+    assert main(["data", "label", "No pleural effusion. Possible cardiomegaly."]) == 0
+    assert json.loads(capsys.readouterr().out) == {"effusion": 0, "cardiomegaly": -1, "normal": 0}
+    out = tmp_path / "lab"
+    assert main(["data", "label", "--check-mesh", "--out", str(out)]) == 0
+    recs = {(r["task"], r["metric"]): r["value"] for r in json.loads((out / "results.json").read_text())}
+    assert recs[("labeller/cardiomegaly", "support")] == 375          # IU MeSH: 375 reports with Cardiomegaly
+    assert recs[("labeller/cardiomegaly", "precision")] > 0.9 and recs[("labeller/opacity", "recall")] > 0.9
+    assert main(["data", "label"]) == 2

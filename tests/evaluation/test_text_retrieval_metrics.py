@@ -47,6 +47,15 @@ def test_clinical_efficacy_by_hand():
     assert ce["CE_F1"] == pytest.approx(2 / 3)
 
 
+def test_clinical_efficacy_is_undefined_without_reference_findings():
+    assert clinical_efficacy(["Axial CT slice."], ["Axial MRI slice."]) == {}
+    ce = clinical_efficacy(["CT crop containing liver tumour."], ["CT crop without tumour."])
+    assert ce == {} or ce["CE_precision"] == 0.0      # the negated reference has no positive finding
+    ce = clinical_efficacy(["CT crop without tumour.", "CT crop with tumour."],
+                           ["CT crop containing liver tumour.", "CT crop containing liver tumour."])
+    assert ce["CE_precision"] == 1.0 and ce["CE_recall"] == 0.5
+
+
 def test_empty_generation_scores_zero():
     m = generation_metrics(["", ""], ["heart normal", "effusion"])
     assert m["BLEU-1"] == 0.0 and m["ROUGE-L"] == 0.0 and m["CIDEr-D"] == 0.0

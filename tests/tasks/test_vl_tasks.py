@@ -77,3 +77,20 @@ def test_report_generator_overfits_and_generates_exact_texts():
     mem = model.memory(x)
     scores = model.decoder.score(mem, vocab.encode(texts, 12))                # (3, 3)
     assert scores.argmax(1).tolist() == [0, 1, 2]
+
+
+def test_report_generation_and_vqa_run_in_3d():
+    from mmfm.tasks.vqa import VQAModel
+
+    torch.manual_seed(0)
+    enc = build_encoder("resnet_tiny", spatial_dims=3, in_channels=1)
+    x = torch.randn(2, 1, 16, 16, 16)
+    vocab = Vocabulary.build(["tumour present.", "no tumour.", "yes", "no"])
+    rg = ReportGenerator(enc, vocab, dim=32, max_len=8)
+    out = rg({"image": x, "text": ["tumour present.", "no tumour."]})
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and any(p.grad is not None for p in enc.parameters())
+    assert len(rg.eval().generate(x)) == 2
+    vqa = VQAModel(enc, build_text_encoder("bert_tiny"), vocab, dim=32, max_len=6).eval()
+    assert vqa.choose(x, ["is there a tumour?"] * 2, ["yes", "no"])[0] in ("yes", "no")
+    assert len(vqa.answer(x, ["what is shown?"] * 2)) == 2

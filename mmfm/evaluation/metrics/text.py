@@ -87,9 +87,12 @@ def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str] | str]
 def clinical_efficacy(hypotheses: Sequence[str], references: Sequence[str],
                       labels: list[str] | None = None) -> dict[str, float]:
     """Micro precision / recall / F1 of the labeller's positive findings (uncertain counted as positive) in the
-    generated reports against those of the reference reports; ``normal`` is left out by default."""
+    generated reports against those of the reference reports; ``normal`` is left out by default. Policy: when no
+    reference report has any finding the scores are undefined and nothing is returned."""
     labels = labels or [k for k in LABELS if k != "normal"]
     p, r = label_matrix(hypotheses, labels), label_matrix(references, labels)
+    if r.sum() == 0:
+        return {}  # no finding in any reference report: clinical efficacy is undefined, so it is not reported
     tp = int((p & r).sum())
     prec = tp / p.sum() if p.sum() else 0.0
     rec = tp / r.sum() if r.sum() else 0.0
