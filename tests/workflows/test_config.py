@@ -15,11 +15,13 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     from mmfm.encoders import ENCODERS
+    from mmfm.encoders.text import TEXT_ENCODERS
     from mmfm.objectives import OBJECTIVES
+    from mmfm.tasks import TASKS
 
     cfg = load_config(path)
-    assert cfg.task["name"] in ("classification", "segmentation")
-    assert cfg.encoder["name"] in ENCODERS
+    assert cfg.task["name"] in TASKS
+    assert cfg.encoder["name"] in ENCODERS and cfg.text_encoder["name"] in TEXT_ENCODERS
     if path.parent.name == "pretrain":
         assert cfg.objective["name"] in OBJECTIVES
 
