@@ -134,3 +134,13 @@ def test_shuffle_sentences_keeps_every_sentence():
 def test_text_groups_fold_case_and_whitespace():
     g = text_groups(["No acute disease.", "no  acute disease.", "Cardiomegaly."])
     assert g[0] == g[1] and g[0] != g[2]
+
+
+def test_gloria_attention_maps_are_distributions_over_regions(bert_tiny):
+    obj = build_objective("gloria", build_encoder("resnet_tiny", spatial_dims=2, in_channels=1),
+                          text_encoder=bert_tiny).eval()
+    batch = _batch(2)
+    attn = obj.attention_maps(batch["image"][:3], TEXTS[:3])
+    n_regions = obj.model.image_features(batch["image"][:1])["local"].shape[1]
+    assert attn.shape[0] == 3 and attn.shape[-1] == n_regions
+    assert torch.allclose(attn.sum(-1), torch.ones(attn.shape[:-1]), atol=1e-5)
