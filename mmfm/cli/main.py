@@ -48,36 +48,30 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
 
 
 def _run_config(a: argparse.Namespace, kind: str) -> int:
-    """`mmfm train` and `mmfm pretrain`: load the config, run the workflow, print on the main process."""
+    """`mmfm train|pretrain|report-gen|vqa`: load the config, run the workflow, print on the main process."""
     from mmfm.engine.distributed import is_main
     from mmfm.workflows.config import load_config
     from mmfm.workflows.pretrain import run_pretrain
     from mmfm.workflows.supervised import run_supervised
+    from mmfm.workflows.vision_language import run_report_generation, run_vqa
 
+    runs = {"train": run_supervised, "pretrain": run_pretrain, "report-gen": run_report_generation, "vqa": run_vqa}
     cfg = load_config(a.config, a.overrides)
-    records = (run_pretrain if kind == "pretrain" else run_supervised)(cfg)
+    records = runs[kind](cfg)
     if is_main():
-        for r in records:
-            print(f"  {r.task:15s} {r.split:5s} {r.metric:24s} {r.value:.4f}")
-        print(f"run directory: {cfg.out}" + (_next_step(Path(cfg.out)) if kind == "pretrain" else ""))
+        _print_records(records, cfg.out)
+        if kind == "pretrain":
+            print(_next_step(Path(cfg.out)))
     return 0
 
 
 def _next_step(out: Path) -> str:
     """What a finished pretraining run can be evaluated with."""
     if (out / "dual").is_dir():
-        return f"  (use it: mmfm zeroshot --model {out}; mmfm retrieve --model {out})"
+        return f"use it: mmfm zeroshot --model {out}; mmfm retrieve --model {out}"
     if (out / "text_encoder").is_dir() and not (out / "encoder").is_dir():
-        return f"  (evaluate it: mmfm retrieve --text-encoder {out})"
-    return f"  (evaluate it: mmfm evaluate --encoder {out})"
-
-
-def _cmd_train(a: argparse.Namespace) -> int:
-    return _run_config(a, "train")
-
-
-def _cmd_pretrain(a: argparse.Namespace) -> int:
-    return _run_config(a, "pretrain")
+        return f"evaluate it: mmfm retrieve --text-encoder {out}"
+    return f"evaluate it: mmfm evaluate --encoder {out}"
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -93,7 +87,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _print_records(records: list, out: str) -> None:
     for r in records:
         print(f"  {r.task:17s} {r.split:5s} {r.metric:26s} {r.value:.4f}")
-    print(f"results: {out}/results.json   report: {out}/report.md")
+    print(f"run directory: {out}   results: {out}/results.json   report: {out}/report.md")
 
 
 def _cmd_zeroshot(a: argparse.Namespace) -> int:
@@ -119,18 +113,6 @@ def _cmd_retrieve(a: argparse.Namespace) -> int:
     data = {"set": "reports" if a.text_encoder else a.set, "root": a.root, "eval_splits": a.splits}
     cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": data})
     _print_records(run_retrieve(cfg), cfg.out)
-    return 0
-
-
-def _cmd_generate(a: argparse.Namespace, kind: str) -> int:
-    from mmfm.engine.distributed import is_main
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.vision_language import run_report_generation, run_vqa
-
-    cfg = load_config(a.config, a.overrides)
-    records = (run_report_generation if kind == "report-gen" else run_vqa)(cfg)
-    if is_main():
-        _print_records(records, cfg.out)
     return 0
 
 
@@ -208,6 +190,11 @@ def _cmd_data_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _config_args(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("config", help=f"YAML config ({example})")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
+
+
 def _evaluation_args(p: argparse.ArgumentParser, out: str, overrides_help: str) -> None:
     p.add_argument("--splits", nargs="+", default=["test"], help="splits to evaluate (default: test)")
     p.add_argument("--root", default=None, help="mini folder (default $MMFM_HOME/data/mini)")
@@ -236,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report.md). Re-running into the same directory resumes an interrupted run.")
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=lambda a: _run_config(a, "train"))
 
     pt = sub.add_parser("pretrain", help="pretrain with a proxy task (MAE, SimCLR, ..., CLIP, GLoRIA, MedCLIP, RSM)",
                         description="Pretrain with cfg.objective: on unlabelled images (mae, simmim, simclr, moco, "
@@ -247,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "`mmfm train`.")
     pt.add_argument("config", help="YAML recipe (configs/pretrain/)")
     pt.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100 out=runs/mae")
-    pt.set_defaults(func=_cmd_pretrain)
+    pt.set_defaults(func=lambda a: _run_config(a, "pretrain"))
 
     ev = sub.add_parser("evaluate", help="linear probe, k-NN and fine-tuning of encoders at several label fractions",
                         description="Evaluate one or more encoders (a pretrain run directory, random:<encoder>[:3D] "
@@ -297,9 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "generate for the eval splits (greedy) and score BLEU-1..4, ROUGE-L, CIDEr-D "
                                     "and clinical efficacy (labeller findings). Writes generated_<split>.jsonl, "
                                     "results.json, report.md, checkpoints; resumes like `mmfm train`.")
-    rg.add_argument("config", help="YAML config (configs/report_generation_2d.yaml)")
-    rg.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    rg.set_defaults(func=lambda a: _cmd_generate(a, "report-gen"))
+    _config_args(rg, "configs/report_generation_{2d,3d}.yaml")
+    rg.set_defaults(func=lambda a: _run_config(a, "report-gen"))
 
     vq = sub.add_parser("vqa", help="train and evaluate visual question answering (closed and free-text)",
                         description="Train a generative VQA model (image tokens + question tokens -> answer). "
@@ -308,9 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "generated from labels) or a "
                                     "SLAKE / VQA-RAD style JSON dataset (data.dataset + data.root). Writes "
                                     "answers_<split>.jsonl, results.json, report.md.")
-    vq.add_argument("config", help="YAML config (configs/vqa_2d.yaml)")
-    vq.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    vq.set_defaults(func=lambda a: _cmd_generate(a, "vqa"))
+    _config_args(vq, "configs/vqa_{2d,3d}.yaml")
+    vq.set_defaults(func=lambda a: _run_config(a, "vqa"))
 
     d = sub.add_parser("data", help="datasets: list, info, inspect, prepare",
                        description="The dataset catalog (the review's Tables I-III), file inspection and the "

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmfm.encoders import Encoder
@@ -20,7 +19,7 @@ from mmfm.encoders.text import TextEncoder
 from mmfm.errors import ConfigError
 from mmfm.objectives.base import OBJECTIVES, Objective
 from mmfm.objectives.masked import SimMIM
-from mmfm.objectives.text_masking import mask_tokens
+from mmfm.objectives.report_text import MaskedLanguageModel
 
 
 class MReM(Objective):
@@ -37,10 +36,7 @@ class MReM(Objective):
         self.mim = SimMIM(encoder, mask_ratio=mask_ratio, masking=masking, image_size=image_size,
                           mask_patch=mask_patch)
         self.fuse = nn.Linear(encoder.out_dim, text_encoder.out_dim)        # image global -> text space
-        self.mlm_head = nn.Sequential(nn.Linear(text_encoder.out_dim, text_encoder.out_dim), nn.GELU(),
-                                      nn.LayerNorm(text_encoder.out_dim),
-                                      nn.Linear(text_encoder.out_dim, text_encoder.vocab_size))
-        self.text_mask_prob, self.max_length = text_mask_prob, max_length
+        self.mlm = MaskedLanguageModel(text_encoder, text_mask_prob, max_length)
         self.image_weight, self.text_weight = image_weight, text_weight
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -49,15 +45,7 @@ class MReM(Objective):
         mask = self.mim.make_mask(x, grid)
         feats = self.mim.encode_masked(x, mask)                             # tokens (B, N, D), pooled (B, D)
         recon, _ = self.mim.reconstruction_loss(feats["tokens"], x, mask)
-        te = self.text_encoder
-        tok = te.tokenize(list(batch["text"]), self.max_length)
-        ids, labels = mask_tokens(tok["input_ids"], tok["attention_mask"], te.special_ids, te.mask_id,
-                                  te.vocab_size, self.text_mask_prob)
-        h = te(ids, tok["attention_mask"])["tokens"]                        # (B, L, Dt)
-        h = h + self.fuse(feats["pooled"])[:, None]                         # image-informed restoration
-        chosen = labels != -100
-        logits = self.mlm_head(h[chosen])                                   # (M, V) masked pieces only
-        mlm = F.cross_entropy(logits.float(), labels[chosen])
+        mlm = self.mlm.mlm_loss(list(batch["text"]), condition=self.fuse(feats["pooled"]))  # image-informed
         return self.total({"image_loss": self.image_weight * recon, "text_loss": self.text_weight * mlm})
 
 

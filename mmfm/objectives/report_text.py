@@ -37,12 +37,16 @@ class MaskedLanguageModel(Objective):
         d = encoder.out_dim
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, encoder.vocab_size))
 
-    def mlm_loss(self, texts: list[str]) -> torch.Tensor:
+    def mlm_loss(self, texts: list[str], condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy on the masked pieces; ``condition`` (B, D) is added to every token's features first
+        (MReM conditions the restoration on the image)."""
         te = self.encoder
         tok = te.tokenize(texts, self.max_length)
         ids, labels = mask_tokens(tok["input_ids"], tok["attention_mask"], te.special_ids, te.mask_id,
                                   te.vocab_size, self.mask_prob)
         h = te(ids, tok["attention_mask"])["tokens"]                          # (B, L, D)
+        if condition is not None:
+            h = h + condition[:, None]
         chosen = labels != -100                                               # predict masked pieces only
         logits = self.head(h[chosen])                                         # (M, V)
         return F.cross_entropy(logits.float(), labels[chosen])

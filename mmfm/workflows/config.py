@@ -141,3 +141,11 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def dump_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def resume_key(cfg: RunConfig) -> dict[str, Any]:
+    """The part of a config that must match for a run to resume from a checkpoint (not the output folder,
+    not display options)."""
+    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
+    key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
+    return key

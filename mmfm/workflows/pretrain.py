@@ -26,7 +26,7 @@ from mmfm.errors import CheckpointError, ConfigError
 from mmfm.evaluation.report import plot_losses
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.objectives import OBJECTIVES, build_objective
-from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.towers import save_dual, save_text_encoder
 
 
@@ -149,8 +149,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
                             "in_channels": int(x.shape[0]), "data": f"mini/{cfg.data.set}"}
     if is_main():
         dump_config(cfg, out / "config.yaml")
-    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
-    key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
+    key = resume_key(cfg)
     last = Trainer(objective, ds, cfg.train, cfg.optim, out, run_info={"config": key, "kind": "pretrain"}).fit()
     if not is_main():
         return []

@@ -18,7 +18,7 @@ from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
-from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config
+from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config, resume_key
 
 
 def _mini_split(cfg: DataConfig, split: str, task: str) -> tuple[ArrayDataset, list[str]]:
@@ -127,8 +127,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
                                       "spatial_dims": spatial_dims, "in_channels": in_channels})
     if is_main():
         dump_config(cfg, out / "config.yaml")
-    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
-    key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
+    key = resume_key(cfg)
     run_info = {"config": key, "task": task_name, "num_classes": num_classes,
                 "input": {"spatial_dims": spatial_dims, "in_channels": in_channels},
                 "preprocessing": preprocessing(cfg.data, train_ds)}

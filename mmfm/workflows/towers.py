@@ -55,7 +55,7 @@ def load_text_encoder(source: str) -> tuple[TextEncoder, dict[str, Any]]:
                               f"pass a report/vision-language pretraining run, hf:<folder> or one of "
                               f"{TEXT_ENCODERS.names()}")
     spec = json.loads((folder / "text_encoder.json").read_text())
-    enc = build_text_encoder(spec["name"], **spec.get("options", {}))
+    enc = build_text_encoder(spec["name"], **{**spec.get("options", {}), "pretrained": False})
     _load_weights(enc, folder / "text_encoder.safetensors", f"text encoder '{spec['name']}'")
     return enc, spec
 
@@ -78,7 +78,7 @@ def load_dual(source: str) -> tuple[DualEncoder, dict[str, Any]]:
     image = build_encoder(im["name"], spatial_dims=im["spatial_dims"], in_channels=im["in_channels"],
                           **im.get("options", {}))
     image.contract = spec.get("contract", {})
-    text = build_text_encoder(tx["name"], **tx.get("options", {}))
+    text = build_text_encoder(tx["name"], **{**tx.get("options", {}), "pretrained": False})  # weights: below
     model = DualEncoder(image, text, embed_dim=spec["embed_dim"], max_length=spec["max_length"])
     _load_weights(model, folder / "dual.safetensors", "image-text model")
     return model, spec

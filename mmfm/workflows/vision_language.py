@@ -26,7 +26,7 @@ from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_resul
 from mmfm.tasks import TASKS
 from mmfm.tasks.text_decoder import Vocabulary
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
-from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.pretrain import load_encoder, pair_dataset
 from mmfm.workflows.towers import load_dual, load_text_encoder
 
@@ -124,8 +124,7 @@ def _image_encoder(cfg: RunConfig, x: torch.Tensor) -> Any:
 
 
 def _train(cfg: RunConfig, model: torch.nn.Module, ds: Any, kind: str) -> None:
-    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
-    key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
+    key = resume_key(cfg)
     Trainer(model, ds, cfg.train, cfg.optim, cfg.out, run_info={"config": key, "kind": kind}).fit()
     model.eval()
 
@@ -220,7 +219,8 @@ def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
     if len(samples) == 0:
         raise ConfigError(f"{cfg.data.dataset}: no questions in split '{split}'", "check data.root and the JSON files")
     ds = SampleDataset(samples, cfg.data.modalities, cfg.data.size, label_key=None)
-    texts = [samples[i]["texts"] for i in range(len(samples))]
+    ds.samples = [samples[i] for i in range(len(samples))]        # read each file once: images and texts
+    texts = [s["texts"] for s in ds.samples]
     return {"image": np.stack([ds[i]["image"].numpy() for i in range(len(ds))]),
             "question": [t["question"] for t in texts], "answer": [t["answer"] for t in texts],
             "answer_type": [(t.get("answer_type") or ("CLOSED" if t["answer"].lower() in ("yes", "no") else "OPEN"))
