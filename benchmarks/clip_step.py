@@ -1,7 +1,7 @@
 """One CLIP training step: mmfm (DualEncoder + ClipLoss) vs open_clip (CustomTextCLIP + open_clip.loss.ClipLoss),
 with the same towers, weights and batch, side by side in one process.
 
-Towers (both): mmfm's vit_small image encoder (2D, 1 channel) and the packaged MiniLM text encoder (6 layers,
+Towers (both): mmfm's vit_mini image encoder (2D, 1 channel) and the packaged MiniLM text encoder (6 layers,
 384-d, masked mean pooling), linear projections to 128-d, learnable temperature initialised at 0.07. In open_clip
 the text tower is its own HFTextEncoder built on the same MiniLM folder (``hf_pooler_type=mean_pooler``,
 ``hf_proj_type=linear``); its vision tower is replaced by mmfm's encoder (open_clip has no 1-channel 2D ViT of
@@ -53,7 +53,7 @@ def build(batch: int, img: int):
     from mmfm.encoders.text.hf import minilm_path
 
     torch.manual_seed(0)
-    dual = DualEncoder(build_encoder("vit_small", spatial_dims=2, in_channels=1), build_text_encoder("minilm"),
+    dual = DualEncoder(build_encoder("vit_mini", spatial_dims=2, in_channels=1), build_text_encoder("minilm"),
                        embed_dim=128, temperature=0.07, max_length=64)
     path = str(minilm_path())
     oc = CustomTextCLIP(128, vision_cfg=open_clip.model.CLIPVisionCfg(layers=1, width=64, patch_size=16,

@@ -17,9 +17,9 @@ for cfg in mae_2d mae_block_2d mae_entropy_2d mae_anatomask_2d mae_superpixel_2d
   echo "pretrained $cfg in $(( $(date +%s) - start )) s"
   RUNS+=("$OUT/pretrain/$cfg")
 done
-$MMFM evaluate --encoder random:vit_small random:resnet_small "${RUNS[@]}" \
+$MMFM evaluate --encoder random:vit_mini random:resnet_small "${RUNS[@]}" \
   --protocol linear knn --set patches2d --label tissue --fractions 0.01 0.1 1.0 --seeds 0 1 2 --out $OUT/eval
 # LiteMedSAM runs at 256x256 (its contract): about 3.6 s per image on 2 CPU cores, so it is compared on a
 # stratified subset of at most 96 samples per split, together with random init and MAE on the same subset.
-$MMFM evaluate --encoder litemedsam random:vit_small $OUT/pretrain/mae_2d $OUT/pretrain/moco_2d random:resnet_small --max-per-split 96 \
+$MMFM evaluate --encoder litemedsam random:vit_mini $OUT/pretrain/mae_2d $OUT/pretrain/moco_2d random:resnet_small --max-per-split 96 \
   --protocol linear knn --set patches2d --label tissue --fractions 0.1 1.0 --seeds 0 1 2 --out $OUT/eval_litemedsam

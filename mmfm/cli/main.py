@@ -23,7 +23,7 @@ EPILOG = """examples:
   mmfm data prepare mini                   build the built-in corpus and print its data card
   mmfm train configs/quickstart_classification.yaml train.max_steps=50 out=runs/cls
   mmfm pretrain configs/pretrain/mae_2d.yaml              pretrain a ViT by masked autoencoding
-  mmfm evaluate --encoder runs/pretrain/mae_2d random:vit_small litemedsam --protocol linear knn
+  mmfm evaluate --encoder runs/pretrain/mae_2d random:vit_mini litemedsam --protocol linear knn
   mmfm pretrain configs/pretrain/clip_2d.yaml             align images and captions (CLIP; also gloria, medclip)
   mmfm zeroshot --model runs/pretrain/clip_2d             classify mini patches from prompts, no labels used
   mmfm retrieve --model runs/pretrain/clip_2d             image<->text Recall@1/5/10
@@ -144,7 +144,7 @@ def _cmd_data_info(a: argparse.Namespace) -> int:
 def _cmd_data_inspect(a: argparse.Namespace) -> int:
     from mmfm.workflows.inspect import inspect_path
 
-    info = inspect_path(a.path, a.modality)
+    info = inspect_path(a.path, a.modality, a.show_names)
     if a.json:
         print(json.dumps(info))
         return 0
@@ -171,9 +171,26 @@ def _cmd_data_label(a: argparse.Namespace) -> int:
     if not a.text:
         raise MMFMError("give report text (or a text file), or --check-mesh", "e.g. mmfm data label 'No effusion.'")
     for t in a.text:
-        text = Path(t).read_text() if Path(t).is_file() else t
-        print(json.dumps(label_report(text)))
+        print(json.dumps(label_report(_text_or_file(t))))
     return 0
+
+
+def _text_or_file(arg: str) -> str:
+    """A report given on the command line, or the path of a text file holding one. A long report is text, not a
+    path (``Path.is_file`` raises on names longer than the file system allows)."""
+    if "\n" in arg or len(arg.encode()) > 4096:
+        return arg
+    try:
+        is_file = Path(arg).is_file()
+    except (OSError, ValueError):  # name too long for a path, or a NUL byte
+        return arg
+    if not is_file:
+        return arg
+    try:
+        return Path(arg).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MMFMError(f"{arg}: cannot read as UTF-8 text ({type(e).__name__})", "give a plain-text report file") \
+            from None
 
 
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
@@ -314,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--modality", help="modality for formats that do not record it (NIfTI, PNG, ...)")
     dn.add_argument("--json", action="store_true",
                     help="print one JSON object (shape, spacing, orientation, modality, min, max, ...)")
+    dn.add_argument("--show-names", action="store_true",
+                    help="print a DICOM file's or folder's name (hidden by default: names often carry PHI)")
     dn.set_defaults(func=_cmd_data_inspect)
     dla = dsub.add_parser("label", help="finding labels of report text (rule-based, negation-aware)",
                           description="Print the finding labels of each report text or text file as JSON "
@@ -345,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except MMFMError as e:
         print(f"mmfm: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("mmfm: error: out of memory\n  hint: lower train.batch_size or data.size, or use a smaller encoder",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         return 0

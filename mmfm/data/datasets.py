@@ -17,7 +17,7 @@ import torch
 from monai.transforms import Resize
 
 from mmfm.data.presets import Preset, default_preset
-from mmfm.data.sample import early_fuse
+from mmfm.data.sample import Image, early_fuse
 from mmfm.errors import SampleError
 
 
@@ -52,12 +52,21 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 
 class SampleDataset(torch.utils.data.Dataset):
-    """Catalog samples -> tensors on a fixed grid, with the modality preset applied (early fusion of ``modalities``)."""
+    """Catalog samples -> tensors on a fixed grid: each modality through its own preset, then stacked as
+    channels (early fusion of ``modalities``, review Fig. 3).
 
-    def __init__(self, samples: Sequence[dict[str, Any]], modalities: list[str], size: Sequence[int],
-                 label_key: str | None = "label", preset: Preset | None = None) -> None:
-        self.samples, self.modalities, self.label_key = samples, modalities, label_key
-        self.preset = preset or default_preset(modalities[0])
+    ``modalities`` empty: the modalities the first sample holds (what the loader read), in sorted order.
+    ``presets``: a preset per modality (default: each modality's documented default, ``CT`` -> ``ct_abdomen``).
+    """
+
+    def __init__(self, samples: Sequence[dict[str, Any]], modalities: Sequence[str], size: Sequence[int],
+                 label_key: str | None = "label", presets: dict[str, Preset] | None = None) -> None:
+        if not modalities:
+            if len(samples) == 0:
+                raise SampleError("the dataset split is empty", "check data.root and the split options")
+            modalities = sorted(samples[0]["images"])
+        self.samples, self.modalities, self.label_key = samples, list(modalities), label_key
+        self.presets = {m: (presets or {}).get(m) or default_preset(m) for m in self.modalities}
         self.resize_img = Resize(tuple(size), mode="area" if len(size) == 2 else "trilinear")
         self.resize_mask = Resize(tuple(size), mode="nearest")
 
@@ -66,12 +75,17 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.samples[i]
-        image = early_fuse(s["images"], self.modalities)
+        images = {m: Image(self.presets[m](im.array), m, im.affine, im.meta) if m in self.presets else im
+                  for m, im in s["images"].items()}
+        image = early_fuse(images, self.modalities)
         if image.ndim - 1 != len(self.resize_img.spatial_size):
             raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
                               f"{len(self.resize_img.spatial_size)}D", "set data.size to match the images")
-        out = {"image": torch.as_tensor(np.asarray(self.resize_img(self.preset(image))), dtype=torch.float32)}
+        out = {"image": torch.as_tensor(np.asarray(self.resize_img(image)), dtype=torch.float32)}
         if self.label_key:
+            if self.label_key not in s["labels"]:
+                raise SampleError(f"sample '{s['ids'].sample_id}' has no label '{self.label_key}' "
+                                  f"(labels: {sorted(s['labels'])})", "set data.label to one of its labels")
             out["label"] = torch.as_tensor(int(s["labels"][self.label_key]))
         if s.get("mask") is not None:
             out["mask"] = torch.as_tensor(np.asarray(self.resize_mask(s["mask"])), dtype=torch.int64)

@@ -19,6 +19,7 @@ MODALITIES: dict[str, str] = {
     "pathology": "histopathology (H&E, IHC) and microscopy",
     "seg": "a segmentation object (DICOM SEG)",
     "OT": "other (DICOM secondary capture and unlisted modalities)",
+    "unknown": "not recorded by the file format (NIfTI, PNG, ...) and not given by the user",
 }
 
 _ALIASES = {

@@ -115,6 +115,10 @@ def get_preset(name: str) -> Preset:
 def default_preset(modality: str) -> Preset:
     """The documented default preset for a modality (``CT`` -> ``ct_abdomen``, ...)."""
     canon = canonical_modality(modality)
+    if canon == "unknown":
+        raise ConfigError("the modality of these images is unknown: their file format does not record it",
+                          "say which it is (data.options.modality=CT in a config, --modality CT on the command "
+                          "line), so that the right intensity preset is applied")
     if canon not in DEFAULT_PRESET:
         raise UnknownNameError("modality with a preset", modality, DEFAULT_PRESET)
     return PRESETS[DEFAULT_PRESET[canon]]

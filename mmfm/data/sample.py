@@ -138,7 +138,8 @@ def early_fuse(images: dict[str, Image], order: list[str]) -> np.ndarray:
     missing = [m for m in order if m not in images]
     if missing:
         raise SampleError(f"missing modalities {missing} for early fusion (have {sorted(images)})",
-                          "supply every modality the model was trained on, or train with modality dropout")
+                          "supply every modality listed in data.modalities for every sample, or set "
+                          f"data.modalities to the ones each sample has, e.g. {sorted(images)}")
     return np.concatenate([images[m].array for m in order], axis=0)
 
 

@@ -11,7 +11,6 @@ Reference: Ma et al., MedSAM, Nat. Commun. 2024; Wu et al., TinyViT, ECCV 2022.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,5 +78,5 @@ class LiteMedSAMEncoder(Encoder):
 
 
 @ENCODERS.register("litemedsam")
-def litemedsam(spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True, **_: Any) -> LiteMedSAMEncoder:
+def litemedsam(spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True) -> LiteMedSAMEncoder:
     return LiteMedSAMEncoder(spatial_dims, in_channels, pretrained)

@@ -12,8 +12,6 @@ Reference: Blankemeier et al., Merlin, 2024.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from mmfm.encoders.base import ENCODERS, Encoder, adapt_input_channels
@@ -79,7 +77,7 @@ def merlin_available() -> bool:
 
 
 @ENCODERS.register("merlin")
-def merlin(spatial_dims: int = 3, in_channels: int = 1, pretrained: bool = True, **_: Any) -> MerlinEncoder:
+def merlin(spatial_dims: int = 3, in_channels: int = 1, pretrained: bool = True) -> MerlinEncoder:
     return MerlinEncoder(spatial_dims, in_channels, pretrained)
 
 

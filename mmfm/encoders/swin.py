@@ -5,12 +5,11 @@ Reference: Liu et al., Swin Transformer, ICCV 2021; Hatamizadeh et al., Swin UNE
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 
 from mmfm.encoders.base import ENCODERS, Encoder
+from mmfm.errors import ConfigError
 
 
 class SwinEncoder(Encoder):
@@ -27,17 +26,21 @@ class SwinEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if any(s % 32 for s in x.shape[2:]):
-            raise ValueError(f"Swin input sides must be multiples of 32, got {tuple(x.shape[2:])}")
+            raise ConfigError(f"a Swin encoder needs input sides that are multiples of 32, got {tuple(x.shape[2:])}",
+                              "set data.size to multiples of 32 (e.g. [64, 64]) or use another encoder")
         last = self.net(x, normalize=True)[-1]            # (B, 16*E, *s/32)
         tokens = last.flatten(2).transpose(1, 2)          # (B, N, 16*E)
         return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
 
 
 @ENCODERS.register("swin_tiny")
-def swin_tiny(spatial_dims: int = 2, in_channels: int = 1, **kw: Any) -> SwinEncoder:
-    return SwinEncoder(spatial_dims, in_channels, embed_dim=12, depths=(1, 1, 1, 1), heads=(1, 2, 3, 6), **kw)
+def swin_tiny(spatial_dims: int = 2, in_channels: int = 1, window_size: int = 4) -> SwinEncoder:
+    """For tests and CPU budgets: embed 12, one block per stage (not Swin-T, which is 96 x (2, 2, 6, 2))."""
+    return SwinEncoder(spatial_dims, in_channels, embed_dim=12, depths=(1, 1, 1, 1), heads=(1, 2, 3, 6),
+                       window_size=window_size)
 
 
 @ENCODERS.register("swin_small")
-def swin_small(spatial_dims: int = 2, in_channels: int = 1, **kw: Any) -> SwinEncoder:
-    return SwinEncoder(spatial_dims, in_channels, embed_dim=24, **kw)
+def swin_small(spatial_dims: int = 2, in_channels: int = 1, window_size: int = 4) -> SwinEncoder:
+    """Embed 24, depths (2, 2, 2, 2): a CPU-sized Swin (the Swin UNETR 'feature_size=24' backbone)."""
+    return SwinEncoder(spatial_dims, in_channels, embed_dim=24, window_size=window_size)

@@ -11,7 +11,6 @@ Reference: Xie et al., UniMiSS, ECCV 2022; Dosovitskiy et al., ViT, ICLR 2021.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from torch import nn
 
 from mmfm.encoders.base import ENCODERS, Encoder
 from mmfm.encoders.pos_embed import factored_pos_embed
+from mmfm.errors import ConfigError
 
 
 class PatchEmbedND(nn.Module):
@@ -65,7 +65,9 @@ class ViTEncoder(Encoder):
     def pos_embed(self, grid: tuple[int, ...]) -> torch.Tensor:
         """Factored position embedding for a 2D (y, x) or 3D (z, y, x) grid. Shape: (N, D)."""
         if max(grid) > self.max_grid:
-            raise ValueError(f"patch grid {grid} exceeds max_grid={self.max_grid}; raise max_grid or crop the input")
+            raise ConfigError(f"the input's patch grid {grid} exceeds the ViT's max_grid={self.max_grid}",
+                              "raise encoder.max_grid, use a larger encoder.patch_size, or resize the input "
+                              "(data.size)")
         return factored_pos_embed(list(self.pos), grid)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
@@ -82,17 +84,47 @@ class ViTEncoder(Encoder):
         return {"tokens": t, "pooled": t.mean(dim=1)}
 
 
+# Standard names mean what they mean in timm and the ViT papers (width x depth x heads, patch 16):
+# ViT-Ti 192 x 12 x 3, ViT-S 384 x 12 x 6, ViT-B 768 x 12 x 12. Sizes made for CPU budgets and tests have names
+# of their own (vit_mini, vit_micro) and a small patch (4) for 32-pixel inputs.
+
+
+def _vit(dim: int, depth: int, heads: int, spatial_dims: int, in_channels: int, patch_size: int,
+         mlp_ratio: float, max_grid: int) -> ViTEncoder:
+    return ViTEncoder(spatial_dims, in_channels, patch_size, dim=dim, depth=depth, heads=heads,
+                      mlp_ratio=mlp_ratio, max_grid=max_grid)
+
+
+@ENCODERS.register("vit_micro")
+def vit_micro(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 4, mlp_ratio: float = 4.0,
+              max_grid: int = 32) -> ViTEncoder:
+    """For tests: 64 x 2 x 2 heads."""
+    return _vit(64, 2, 2, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)
+
+
+@ENCODERS.register("vit_mini")
+def vit_mini(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 4, mlp_ratio: float = 4.0,
+             max_grid: int = 32) -> ViTEncoder:
+    """For CPU budgets (the quickstart): ViT-Ti's width and heads at half its depth, 192 x 6 x 3."""
+    return _vit(192, 6, 3, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)
+
+
 @ENCODERS.register("vit_tiny")
-def vit_tiny(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 4, **kw: Any) -> ViTEncoder:
-    """For tests and CPU budgets: dim 64, depth 2."""
-    return ViTEncoder(spatial_dims, in_channels, patch_size, dim=64, depth=2, heads=2, **kw)
+def vit_tiny(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 16, mlp_ratio: float = 4.0,
+             max_grid: int = 32) -> ViTEncoder:
+    """ViT-Ti: 192 x 12 x 3 (timm ``vit_tiny_patch16_224``)."""
+    return _vit(192, 12, 3, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)
 
 
 @ENCODERS.register("vit_small")
-def vit_small(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 4, **kw: Any) -> ViTEncoder:
-    return ViTEncoder(spatial_dims, in_channels, patch_size, dim=192, depth=6, heads=3, **kw)
+def vit_small(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 16, mlp_ratio: float = 4.0,
+              max_grid: int = 32) -> ViTEncoder:
+    """ViT-S: 384 x 12 x 6 (timm ``vit_small_patch16_224``)."""
+    return _vit(384, 12, 6, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)
 
 
 @ENCODERS.register("vit_base")
-def vit_base(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 16, **kw: Any) -> ViTEncoder:
-    return ViTEncoder(spatial_dims, in_channels, patch_size, dim=768, depth=12, heads=12, **kw)
+def vit_base(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 16, mlp_ratio: float = 4.0,
+             max_grid: int = 32) -> ViTEncoder:
+    """ViT-B: 768 x 12 x 12 (timm ``vit_base_patch16_224``)."""
+    return _vit(768, 12, 12, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)

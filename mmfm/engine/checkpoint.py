@@ -2,7 +2,10 @@
 
 A checkpoint is a folder ``<name>/`` holding ``model.safetensors``, ``optimizer.safetensors`` (optional) and
 ``state.json`` (step, epoch, scheduler, RNG, and whatever the caller adds, e.g. the preset and the config).
-It is written to ``<name>.tmp`` and renamed, so a kill mid-write never leaves a half checkpoint behind.
+It is written to ``<name>.tmp``; the previous one is moved to ``<name>.old`` and the new one renamed into place.
+A kill at any point leaves a complete checkpoint: between the two renames only ``<name>.old`` exists, and
+:func:`recover_interrupted_save` (called before every resume) puts it back. The RNG states of the CPU and of
+every CUDA device are saved, so augmentations drawn on a GPU resume exactly too.
 """
 
 from __future__ import annotations
@@ -70,15 +73,28 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     if optimizer is not None:
         tensors, ometa = _optim_to_flat(optimizer)
         tensors["__rng_torch__"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"__rng_cuda{i}__"] = s
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta["optimizer"] = ometa
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
     old = path.with_name(path.name + ".old")
     if path.exists():
         os.replace(path, old)
+    if os.environ.get("MMFM_TEST_CRASH_IN_SAVE") and old.exists():  # tests: a kill between the two renames
+        os._exit(137)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def recover_interrupted_save(path: str | Path) -> None:
+    """If a kill fell between the two renames of :func:`save_checkpoint`, put the previous checkpoint back."""
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / "state.json").exists():
+        os.replace(old, path)
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -121,7 +137,11 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         except (SafetensorError, FileNotFoundError, OSError) as e:
             raise CheckpointError(f"{path}/optimizer.safetensors: corrupt or missing ({e})") from None
         rng = tensors.pop("__rng_torch__", None)
+        cuda_rng = [tensors.pop(k) for k in sorted([k for k in tensors if k.startswith("__rng_cuda")],
+                                                   key=lambda k: int(k[10:-2]))]
         optimizer.load_state_dict(_optim_from_flat(tensors, state["optimizer"]))
         if restore_rng and rng is not None:
             torch.set_rng_state(rng)
+        if restore_rng and cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng[:torch.cuda.device_count()])
     return state

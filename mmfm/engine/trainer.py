@@ -27,9 +27,14 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from mmfm.engine.checkpoint import load_checkpoint, read_state, save_checkpoint
-from mmfm.engine.distributed import barrier, init_distributed, is_main
-from mmfm.errors import CheckpointError, ConfigError
+from mmfm.engine.checkpoint import load_checkpoint, read_state, recover_interrupted_save, save_checkpoint
+from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
+from mmfm.engine.sync_batchnorm import convert_batchnorm
+from mmfm.errors import CheckpointError, ConfigError, MMFMError
+
+
+class TrainingDiverged(MMFMError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -49,6 +54,7 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0
     precision: str = "auto"        # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
+    workers: int = 2               # DataLoader worker processes per rank (0: load in the training process)
     ckpt_every: int = 50
     log_every: int = 10
     progress: bool = True
@@ -73,10 +79,55 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def _device() -> torch.device:
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)  # each torchrun process on its own GPU (NCCL needs it)
+        return device
     return torch.device("cpu")
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Reject values that would otherwise run silently with another meaning."""
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision='{cfg.precision}' is not a precision mmfm knows",
+                          f"use one of {', '.join(PRECISIONS)}")
+    for name in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")
+    if cfg.workers < 0:
+        raise ConfigError(f"train.workers={cfg.workers} must be 0 or more")
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """The index lists of every micro-batch from ``start`` on, in training order (a pure function of seed,
+    epoch, rank): DataLoader workers load them ahead, and a resumed run sees the same batches."""
+
+    def __init__(self, trainer: Trainer, start: int) -> None:
+        self.trainer, self.start = trainer, start
+
+    def __iter__(self):
+        t = self.trainer
+        for step in range(self.start, t.cfg.max_steps):
+            for micro in range(t.cfg.grad_accum):
+                yield t.batch_indices(step, micro)
+
+    def __len__(self) -> int:
+        return (self.trainer.cfg.max_steps - self.start) * self.trainer.cfg.grad_accum
+
+
+class _Fetch(torch.utils.data.Dataset):
+    def __init__(self, dataset: Sequence[dict[str, Any]], collate: Callable[[list[Any]], Any]) -> None:
+        self.dataset, self.collate = dataset, collate
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.collate([self.dataset[i] for i in indices])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 def _autocast(precision: str, device: torch.device):
@@ -104,6 +155,7 @@ class Trainer:
         self.model, self.dataset, self.cfg, self.ocfg = model, dataset, train, optim
         self.run_dir, self.collate, self.run_info = Path(run_dir), collate, run_info or {}
         self.ckpt_dir = self.run_dir / "checkpoints" / "last"
+        check_train_config(train)
         self.rank, self.world = init_distributed()
         self.device = _device()
 
@@ -129,11 +181,14 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         model = self.model.to(self.device)
+        if self.world > 1:  # batch statistics over the global batch, as a single process would compute them
+            model = convert_batchnorm(model)
         decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.ocfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.ocfg.lr)
         start = 0
+        recover_interrupted_save(self.ckpt_dir)
         if self.ckpt_dir.exists():
             state = read_state(self.ckpt_dir)
             if state.get("run_info", {}).get("config") != self.run_info.get("config"):
@@ -154,25 +209,32 @@ class Trainer:
                    dynamic_ncols=True)
         model.train()
         t0, last = time.time(), {}
+        batches = iter(torch.utils.data.DataLoader(
+            _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
+            num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
         for step in range(start, cfg.max_steps):
             factor = lr_factor(step, self.ocfg, cfg.max_steps)
             for group in opt.param_groups:
                 group["lr"] = self.ocfg.lr * factor
             sums: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
-                batch = to_device(self.collate([self.dataset[i] for i in self.batch_indices(step, micro)]),
-                                  self.device)
+                batch = to_device(next(batches), self.device)
                 sync = nullcontext() if (self.world == 1 or micro == cfg.grad_accum - 1) else ddp.no_sync()
                 with sync:
                     with _autocast(cfg.precision, self.device):
                         out = ddp(batch)
-                    if not torch.isfinite(out["loss"]):
-                        raise FloatingPointError(f"loss became {out['loss'].item()} at step {step}; lower the "
-                                                 "learning rate or check the inputs for extreme values")
+                    terms = {k: v for k, v in out.items() if k == "loss" or k.endswith("_loss")}
+                    values = all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]))
+                    if not bool(torch.isfinite(values).all()):  # every rank sees it: none is left waiting
+                        raise TrainingDiverged(
+                            f"the loss became {values[0].item()} at step {step + 1}"
+                            + (" on at least one process" if self.world > 1 else ""),
+                            "lower optim.lr (or set optim.grad_clip=1.0), and check the inputs for extreme "
+                            "values; the last checkpoint is kept, re-run to resume from it")
                     (out["loss"] / cfg.grad_accum).backward()
-                for k, v in out.items():
-                    if k == "loss" or k.endswith("_loss"):
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+                for k, v in zip(terms, values.tolist()):
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
             if self.ocfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.ocfg.grad_clip)
             opt.step()
@@ -194,6 +256,7 @@ class Trainer:
                 barrier()
             if done == crash_at:
                 os._exit(137)
+        del batches  # stop the loader's workers
         bar.close()
         if writer:
             writer.close()

@@ -31,5 +31,11 @@ class Objective(nn.Module):
 OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
+CONTEXT_KEYS = ("image_size", "text_encoder", "num_labels")  # what a workflow knows about the data and towers
+
+
 def build_objective(name: str, encoder: Encoder, **kwargs: Any) -> Objective:
-    return OBJECTIVES.build(name, encoder=encoder, **kwargs)
+    """Options are checked against the objective's signature (a typo is an error with a hint); the context keys
+    (``image_size``, ``text_encoder``, ``num_labels``) are passed only to objectives that take them."""
+    context = {k: kwargs.pop(k) for k in CONTEXT_KEYS if k in kwargs}
+    return OBJECTIVES.build_with(name, kwargs, {"encoder": encoder, **context}, "objective")

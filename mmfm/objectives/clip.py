@@ -56,8 +56,9 @@ class CLIP(ImageTextObjective):
     texts are identical share the target)."""
 
     def __init__(self, encoder: Encoder, text_encoder: TextEncoder | None = None, duplicates: str = "negative",
-                 **kw: Any) -> None:
-        super().__init__(encoder, text_encoder, **_dual_opts(kw))
+                 embed_dim: int = 128, temperature: float = 0.07,
+                 learn_temperature: bool = True, max_length: int = 64, freeze_text: bool = False) -> None:
+        super().__init__(encoder, text_encoder, embed_dim, temperature, learn_temperature, max_length, freeze_text)
         if duplicates not in ("negative", "positive"):
             raise ConfigError(f"duplicates='{duplicates}'", "use negative or positive")
         self.duplicates = duplicates
@@ -83,8 +84,10 @@ class MedCLIP(ImageTextObjective):
     """
 
     def __init__(self, encoder: Encoder, text_encoder: TextEncoder | None = None, semantic: str = "labels",
-                 soft_temperature: float = 0.1, num_labels: int = 0, **kw: Any) -> None:
-        super().__init__(encoder, text_encoder, **_dual_opts(kw))
+                 soft_temperature: float = 0.1, num_labels: int = 0,
+                 embed_dim: int = 128, temperature: float = 0.07,
+                 learn_temperature: bool = True, max_length: int = 64, freeze_text: bool = False) -> None:
+        super().__init__(encoder, text_encoder, embed_dim, temperature, learn_temperature, max_length, freeze_text)
         if semantic not in ("labels", "findings", "text"):
             raise ConfigError(f"semantic='{semantic}'", "use labels, findings or text")
         self.semantic, self.num_labels = semantic, num_labels
@@ -123,10 +126,6 @@ def bag_of_words(texts: list[str], dims: int = 2048) -> torch.Tensor:
             out[i, zlib.crc32(w.encode()) % dims] += 1.0
     return out
 
-
-def _dual_opts(kw: dict[str, Any]) -> dict[str, Any]:
-    keys = ("embed_dim", "temperature", "learn_temperature", "max_length", "freeze_text")
-    return {k: kw[k] for k in keys if k in kw}
 
 
 OBJECTIVES.register("clip")(CLIP)

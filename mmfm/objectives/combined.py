@@ -16,7 +16,7 @@ from mmfm.objectives.base import OBJECTIVES, Objective
 
 
 class Combined(Objective):
-    def __init__(self, encoder: Encoder, parts: list[dict[str, Any]] | None = None, **_: Any) -> None:
+    def __init__(self, encoder: Encoder, parts: list[dict[str, Any]] | None = None, image_size: int = 32) -> None:
         super().__init__()
         if not parts:
             raise ConfigError("objective 'combined' needs parts", "e.g. parts: [{name: mae, weight: 1}, "
@@ -25,8 +25,12 @@ class Combined(Objective):
         self.parts = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for p in parts:
+            if "name" not in p:
+                raise ConfigError("objective 'combined': a part has no name", "e.g. parts: [{name: mae}]")
             opts = {k: v for k, v in p.items() if k not in ("name", "weight")}
-            self.parts[p["name"]] = OBJECTIVES.build(p["name"], encoder=encoder, **opts)
+            self.parts[p["name"]] = OBJECTIVES.build_with(p["name"], opts, {"encoder": encoder,
+                                                                            "image_size": image_size},
+                                                          f"objective.parts.{p['name']}")
             self.weights[p["name"]] = float(p.get("weight", 1.0))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

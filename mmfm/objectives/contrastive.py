@@ -22,8 +22,7 @@ from mmfm.objectives.losses import InfoNCELoss, MultiPositiveNCELoss, NTXentLoss
 
 
 class SimCLR(Objective):
-    def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT",
-                 **_: Any) -> None:
+    def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT") -> None:
         super().__init__()
         self.encoder, self.modality = encoder, modality
         self.head = projection_head(encoder.out_dim, proj_dim)
@@ -42,7 +41,7 @@ class MoCo(Objective):
     """Query encoder + momentum key encoder (EMA) + a queue of keys as negatives (MoCo v2)."""
 
     def __init__(self, encoder: Encoder, temperature: float = 0.2, proj_dim: int = 128, queue_size: int = 1024,
-                 momentum: float = 0.99, modality: str = "CT", **_: Any) -> None:
+                 momentum: float = 0.99, modality: str = "CT") -> None:
         super().__init__()
         self.encoder, self.modality, self.momentum = encoder, modality, momentum
         self.head = projection_head(encoder.out_dim, proj_dim)
@@ -84,8 +83,7 @@ class GroupContrast(Objective):
 
     group_key = ""
 
-    def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT",
-                 **_: Any) -> None:
+    def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT") -> None:
         super().__init__()
         self.encoder, self.modality = encoder, modality
         self.head = projection_head(encoder.out_dim, proj_dim)
@@ -119,8 +117,9 @@ class PCL(GroupContrast):
 
     group_key = "position"
 
-    def __init__(self, encoder: Encoder, bins: int = 4, **kw: Any) -> None:
-        super().__init__(encoder, **kw)
+    def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT",
+                 bins: int = 4) -> None:
+        super().__init__(encoder, temperature, proj_dim, modality)
         self.bins = bins
 
     def groups(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -18,14 +18,15 @@ from mmfm.encoders import Encoder
 from mmfm.objectives.base import OBJECTIVES, Objective
 from mmfm.objectives.heads import PixelDecoder, projection_head, token_stride
 from mmfm.objectives.losses import NTXentLoss, masked_reconstruction_loss
-from mmfm.objectives.masking import make_mask, patchify, unpatchify
+from mmfm.objectives.masking import check_mask_ratio, make_mask, patchify, unpatchify
 
 
 class DAE(Objective):
     def __init__(self, encoder: Encoder, image_size: int = 32, mask_ratio: float = 0.3, mask_patch: int = 4,
                  noise_std: float = 0.1, downsample: int = 2, weights: dict[str, float] | None = None,
-                 temperature: float = 0.1, **_: Any) -> None:
+                 temperature: float = 0.1) -> None:
         super().__init__()
+        check_mask_ratio(mask_ratio)
         self.encoder, self.mask_ratio, self.patch = encoder, mask_ratio, mask_patch
         self.noise_std, self.downsample = noise_std, downsample
         self.weights = {"mask": 1.0, "restore": 1.0, "contrast": 0.1, **(weights or {})}

@@ -15,15 +15,17 @@ import torch
 from mmfm.encoders import Encoder
 from mmfm.encoders.text import TextEncoder
 from mmfm.objectives.base import OBJECTIVES
-from mmfm.objectives.clip import ImageTextObjective, _dual_opts
+from mmfm.objectives.clip import ImageTextObjective
 from mmfm.objectives.losses import ClipLoss, GloriaLocalLoss, local_scores
 
 
 class GLoRIA(ImageTextObjective):
     def __init__(self, encoder: Encoder, text_encoder: TextEncoder | None = None, local_weight: float = 1.0,
                  global_weight: float = 1.0, temp_attention: float = 4.0, temp_word: float = 5.0,
-                 temp_local: float = 10.0, **kw: Any) -> None:
-        super().__init__(encoder, text_encoder, **_dual_opts(kw))
+                 temp_local: float = 10.0,
+                 embed_dim: int = 128, temperature: float = 0.07,
+                 learn_temperature: bool = True, max_length: int = 64, freeze_text: bool = False) -> None:
+        super().__init__(encoder, text_encoder, embed_dim, temperature, learn_temperature, max_length, freeze_text)
         self.local_weight, self.global_weight = local_weight, global_weight
         self.global_loss = ClipLoss()
         self.local_loss = GloriaLocalLoss(temp_attention, temp_word, temp_local)

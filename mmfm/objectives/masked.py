@@ -17,7 +17,7 @@ from mmfm.errors import ConfigError
 from mmfm.objectives.base import OBJECTIVES, Objective
 from mmfm.objectives.heads import PixelDecoder, token_stride
 from mmfm.objectives.losses import masked_reconstruction_loss
-from mmfm.objectives.masking import make_mask, patchify, unpatchify
+from mmfm.objectives.masking import check_masking, make_mask, patchify, unpatchify
 
 
 class MaskedModelling(Objective):
@@ -27,6 +27,7 @@ class MaskedModelling(Objective):
         super().__init__()
         self.encoder, self.mask_ratio, self.masking = encoder, mask_ratio, masking
         self.masking_options = dict(masking_options or {})
+        check_masking(masking, self.masking_options, mask_ratio)
         self.register_buffer("difficulty", torch.zeros(0), persistent=False)
 
     def make_mask(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
@@ -50,11 +51,11 @@ class MAE(MaskedModelling):
 
     def __init__(self, encoder: Encoder, mask_ratio: float = 0.75, masking: str = "random",
                  masking_options: dict | None = None, decoder_dim: int = 128, decoder_depth: int = 2,
-                 decoder_heads: int = 4, norm_pix: bool = True, **_: Any) -> None:
+                 decoder_heads: int = 4, norm_pix: bool = True) -> None:
         super().__init__(encoder, mask_ratio, masking, masking_options)
         if not hasattr(encoder, "patch_size") or not hasattr(encoder, "pos_embed"):
             raise ConfigError("MAE needs a ViT encoder (vit_*) that can drop masked tokens",
-                              "use encoder.name=vit_small, or SimMIM / DAE for CNN and Swin encoders")
+                              "use encoder.name=vit_mini, or SimMIM / DAE for CNN and Swin encoders")
         p, d, c = encoder.patch_size, encoder.spatial_dims, encoder.in_channels
         self.patch, self.norm_pix = p, norm_pix
         self.embed = nn.Linear(encoder.out_dim, decoder_dim)
@@ -95,7 +96,7 @@ class SimMIM(MaskedModelling):
     pixel decoder predicts them; L1 on masked pixels."""
 
     def __init__(self, encoder: Encoder, mask_ratio: float = 0.6, masking: str = "random",
-                 masking_options: dict | None = None, image_size: int = 32, mask_patch: int = 4, **_: Any) -> None:
+                 masking_options: dict | None = None, image_size: int = 32, mask_patch: int = 4) -> None:
         super().__init__(encoder, mask_ratio, masking, masking_options)
         self.token_masking = hasattr(encoder, "mask_token")
         self.patch = encoder.patch_size if self.token_masking else mask_patch

@@ -4,12 +4,15 @@ Every strategy returns a boolean mask ``(B, N)`` over the patch grid (True = mas
 ``round(ratio * N)`` masked patches per sample, and is deterministic under a ``torch.Generator`` seed.
 
 * ``random``      uniform (MAE).                                    He et al., 2022
-* ``block``       whole blocks of patches (GMIM-style grid masking). Zhuang et al., 2023
+* ``block``       whole blocks of patches (grid masking in the spirit of GMIM, review ref. [108]; GMIM is
+                  Qi et al., Comput. Biol. Med. 2024 — the review's reference list prints another paper,
+                  Wang et al., CVPR 2023, under that number).
 * ``entropy``     sampled in proportion to each patch's intensity entropy, so informative regions are masked
-                  more often (Uni4Eye++).                            Cai et al., 2023
+                  more often (Uni4Eye++).                            Cai et al., IEEE TMI 2024
 * ``anatomask``   reconstruction-guided: the patches the model currently reconstructs worst (``difficulty``,
                   given by the objective) are masked first, mixed with random ones (AnatoMask). Li et al., 2024
-* ``superpixel``  whole SLIC superpixels (scikit-image) until the ratio is reached (autoSMIM). Xu et al., 2023
+* ``superpixel``  whole SLIC superpixels (scikit-image) until the ratio is reached (autoSMIM, without its
+                  Bayesian search over SLIC settings). Wang, Lyu & Tang, IEEE TMI 2023 (review ref. [106])
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmfm.errors import ConfigError
 from mmfm.registry import Registry
 
 MASKINGS: Registry[Callable[..., torch.Tensor]] = Registry("masking strategy")
@@ -53,8 +57,8 @@ def _top_k_mask(scores: torch.Tensor, n_mask: int) -> torch.Tensor:
 
 
 @MASKINGS.register("random")
-def random_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, generator: torch.Generator | None = None,
-                **_: object) -> torch.Tensor:
+def random_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     b, n = images.shape[0], int(np.prod(grid))
     noise = torch.rand(b, n, generator=generator).to(images.device)   # [B, N]; large is masked
     return _top_k_mask(noise, round(ratio * n))
@@ -62,7 +66,7 @@ def random_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, gener
 
 @MASKINGS.register("block")
 def block_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, generator: torch.Generator | None = None,
-               block: int = 2, **_: object) -> torch.Tensor:
+               block: int = 2) -> torch.Tensor:
     """Random blocks of ``block^d`` patches (a coarse grid), then exact-count top-up at random."""
     b, n = images.shape[0], int(np.prod(grid))
     coarse = [max(1, g // block) for g in grid]
@@ -74,7 +78,7 @@ def block_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, genera
 
 @MASKINGS.register("entropy")
 def entropy_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, generator: torch.Generator | None = None,
-                 bins: int = 16, temperature: float = 1.0, **_: object) -> torch.Tensor:
+                 bins: int = 16, temperature: float = 1.0) -> torch.Tensor:
     """Sample without replacement with probability ~ exp(entropy / T) (Gumbel top-k)."""
     p = images.shape[2] // grid[0]
     patches = patchify(images.detach().float().cpu(), p)              # (B, N, P)
@@ -89,7 +93,7 @@ def entropy_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, gene
 
 @MASKINGS.register("anatomask")
 def anatomask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, generator: torch.Generator | None = None,
-              difficulty: torch.Tensor | None = None, hard_fraction: float = 0.5, **_: object) -> torch.Tensor:
+              difficulty: torch.Tensor | None = None, hard_fraction: float = 0.5) -> torch.Tensor:
     """Mask the hardest ``hard_fraction`` of the budget by ``difficulty`` (B, N), the rest at random."""
     if difficulty is None:
         return random_mask(images, grid, ratio, generator)
@@ -104,7 +108,7 @@ def anatomask(images: torch.Tensor, grid: tuple[int, ...], ratio: float, generat
 
 @MASKINGS.register("superpixel")
 def superpixel_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float,
-                    generator: torch.Generator | None = None, n_segments: int = 24, **_: object) -> torch.Tensor:
+                    generator: torch.Generator | None = None, n_segments: int = 24) -> torch.Tensor:
     """Mask whole SLIC superpixels (in random order) at patch level, then trim/top up to the exact count."""
     from skimage.segmentation import slic
 
@@ -126,6 +130,25 @@ def superpixel_mask(images: torch.Tensor, grid: tuple[int, ...], ratio: float,
 
 def make_mask(strategy: str, images: torch.Tensor, grid: tuple[int, ...], ratio: float,
               generator: torch.Generator | None = None, **kw: object) -> torch.Tensor:
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    check_mask_ratio(ratio)
     return MASKINGS.get(strategy)(images, grid, ratio, generator, **kw)
+
+
+def check_masking(strategy: str, options: dict[str, object], ratio: float) -> None:
+    """Validate a masking configuration when an objective is built (not at the first training step)."""
+    check_mask_ratio(ratio)
+    MASKINGS.get(strategy)
+    tunable = [o for o in MASKINGS.options(strategy) if o not in ("images", "grid", "ratio", "generator", "difficulty")]
+    for key in options:
+        if key not in tunable:
+            import difflib
+
+            close = difflib.get_close_matches(key, tunable, n=1)
+            raise ConfigError(f"unknown option 'objective.masking_options.{key}' for masking '{strategy}'",
+                              (f"did you mean '{close[0]}'? " if close else "") + f"valid: {tunable}")
+
+
+def check_mask_ratio(ratio: float, where: str = "objective.mask_ratio") -> None:
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"{where}={ratio}: a mask ratio must lie strictly between 0 and 1",
+                          "e.g. 0.75 for MAE, 0.6 for SimMIM")

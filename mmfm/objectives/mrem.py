@@ -27,8 +27,7 @@ class MReM(Objective):
 
     def __init__(self, encoder: Encoder, text_encoder: TextEncoder | None = None, mask_ratio: float = 0.75,
                  text_mask_prob: float = 0.3, image_weight: float = 1.0, text_weight: float = 1.0,
-                 max_length: int = 64, image_size: int = 32, mask_patch: int = 4, masking: str = "random",
-                 **_: Any) -> None:
+                 max_length: int = 64, image_size: int = 32, mask_patch: int = 4, masking: str = "random") -> None:
         super().__init__()
         if text_encoder is None:
             raise ConfigError("MReM needs a text tower", "set text_encoder.name (e.g. bert_tiny)")

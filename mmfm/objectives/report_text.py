@@ -31,7 +31,7 @@ class MaskedLanguageModel(Objective):
     inputs = ("text",)
 
     def __init__(self, encoder: TextEncoder, mask_prob: float = 0.15, max_length: int = 128,
-                 shuffle: bool = False, **_: Any) -> None:
+                 shuffle: bool = False) -> None:
         super().__init__()
         self.encoder, self.mask_prob, self.max_length, self.shuffle = encoder, mask_prob, max_length, shuffle
         d = encoder.out_dim
@@ -60,7 +60,7 @@ class SectionMatching(Objective):
     inputs = ("text",)
 
     def __init__(self, encoder: TextEncoder, shuffle: bool = True, mlm_weight: float = 0.0, max_length: int = 128,
-                 temperature: float = 0.05, mask_prob: float = 0.15, **_: Any) -> None:
+                 temperature: float = 0.05, mask_prob: float = 0.15) -> None:
         super().__init__()
         self.encoder, self.shuffle, self.mlm_weight, self.max_length = encoder, shuffle, mlm_weight, max_length
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))

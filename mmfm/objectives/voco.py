@@ -21,7 +21,7 @@ from mmfm.objectives.losses import VoCoLoss
 
 class VoCo(Objective):
     def __init__(self, encoder: Encoder, k: int = 2, crop_size: int | None = None, proj_dim: int = 128,
-                 reg_weight: float = 1.0, **_: Any) -> None:
+                 reg_weight: float = 1.0) -> None:
         super().__init__()
         self.encoder, self.k, self.crop_size = encoder, k, crop_size
         self.head = projection_head(encoder.out_dim, proj_dim)

@@ -37,7 +37,7 @@ class ClassificationTask(nn.Module):
 
 @TASKS.register("classification")
 def classification(encoder: dict[str, Any], num_classes: int, spatial_dims: int, in_channels: int,
-                   freeze_encoder: bool = False, **_: Any) -> ClassificationTask:
+                   freeze_encoder: bool = False) -> ClassificationTask:
     enc = build_encoder(encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels,
                         **{k: v for k, v in encoder.items() if k != "name"})
     return ClassificationTask(enc, num_classes, freeze_encoder)

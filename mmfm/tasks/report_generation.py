@@ -42,5 +42,6 @@ class ReportGenerator(nn.Module):
 
 
 @TASKS.register("report_generation")
-def report_generation(encoder: Encoder, vocab: Vocabulary, **kw: Any) -> ReportGenerator:
-    return ReportGenerator(encoder, vocab, **kw)
+def report_generation(encoder: Encoder, vocab: Vocabulary, dim: int = 128, depth: int = 2, heads: int = 4,
+                      max_len: int = 64, freeze_encoder: bool = False) -> ReportGenerator:
+    return ReportGenerator(encoder, vocab, dim, depth, heads, max_len, freeze_encoder)

@@ -58,5 +58,6 @@ class VQAModel(nn.Module):
 
 
 @TASKS.register("vqa")
-def vqa(encoder: Encoder, text_encoder: TextEncoder, vocab: Vocabulary, **kw: Any) -> VQAModel:
-    return VQAModel(encoder, text_encoder, vocab, **kw)
+def vqa(encoder: Encoder, text_encoder: TextEncoder, vocab: Vocabulary, dim: int = 128, depth: int = 2,
+        heads: int = 4, max_len: int = 16, question_length: int = 32, freeze_text: bool = True) -> VQAModel:
+    return VQAModel(encoder, text_encoder, vocab, dim, depth, heads, max_len, question_length, freeze_text)

@@ -25,7 +25,7 @@ class DataConfig:
     root: str | None = None               # local copy of the dataset (default for mini: $MMFM_HOME/data/mini)
     set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
-    modalities: list[str] = field(default_factory=lambda: ["CT"])  # catalog datasets: early-fused modalities
+    modalities: list[str] = field(default_factory=list)  # catalog datasets: early-fused modalities ([]: as read)
     size: list[int] = field(default_factory=lambda: [64, 64])      # catalog datasets: resize grid
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])

@@ -15,8 +15,9 @@ from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer, seed_everythi
 from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.metrics import classification_metrics
-from mmfm.evaluation.protocols import extract_features, knn_predict, linear_probe
+from mmfm.evaluation.protocols import extract_features, knn_predict, linear_probe, refit_batchnorm
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
+from mmfm.naming import slug
 from mmfm.tasks.classification import ClassificationTask
 from mmfm.workflows.config import DataConfig
 from mmfm.workflows.pretrain import load_encoder
@@ -68,6 +69,9 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
         method = spec.get("method", source)
         print(f"[mmfm] evaluating {method}", flush=True)
         feats = {}
+        if source.startswith("random:") and refit_batchnorm(encoder, splits["train"][0].image):
+            print("[mmfm] random init: BatchNorm statistics recomputed on the training images (as a pretrained "
+                  "encoder's were fitted)", flush=True)
         if {"linear", "knn"} & set(protocols):
             feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
         for fraction in fractions:
@@ -75,16 +79,21 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                 idx = label_subset(splits["train"][0].label.numpy(), fraction, seed)
                 results: dict[str, dict[str, float]] = {}
                 if "linear" in protocols:
+                    # the head is chosen on validation labels at the same budget: at 1% of the training labels,
+                    # 1% of the validation labels (stratified, at least one per class), never the full split
+                    vidx = label_subset(splits["val"][0].label.numpy(), fraction, seed + 7919)
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
-                    results["linear"] = linear_probe(tr, feats["val"], feats["test"], k, seed=seed)
+                    va = (feats["val"][0][vidx], feats["val"][1][vidx])
+                    results["linear"] = linear_probe(tr, va, feats["test"], k, seed=seed)
                 if "knn" in protocols:
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     m = classification_metrics(knn_predict(tr, feats["test"][0], k), feats["test"][1])
                     m.pop("classes_evaluated", None)
                     results["knn"] = m
                 if "finetune" in protocols:
+                    run = out / "finetune" / slug(f"{method}-{fraction}-{seed}")  # never outside --out
                     results["finetune"] = _finetune(source, splits["train"][0].subset(idx), splits["test"][0], k, seed,
-                                                    finetune_steps, out / "finetune" / f"{method}-{fraction}-{seed}")
+                                                    finetune_steps, run)
                 for protocol, m in results.items():
                     for metric in METRICS:
                         if metric in m:

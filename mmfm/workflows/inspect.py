@@ -16,7 +16,7 @@ from mmfm.data.sample import Ids, make_sample
 REPORT_SUFFIXES = {".txt", ".xml"}
 
 
-def inspect_path(path: str | Path, modality: str | None = None) -> dict[str, Any]:
+def inspect_path(path: str | Path, modality: str | None = None, show_names: bool = False) -> dict[str, Any]:
     """A JSON-able description. Images: shape, spacing, orientation, modality, min, max (+ safe DICOM header)."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES:
@@ -33,12 +33,18 @@ def inspect_path(path: str | Path, modality: str | None = None) -> dict[str, Any
                                     "classes": int(labels.max()) + 1}
         return out
     img = read_image(p, modality=modality)
-    make_sample({img.modality: img}, ids=Ids(sample_id=p.name))  # NaN/Inf, dimensions: the sample checks
+    make_sample({img.modality: img}, ids=Ids(sample_id="inspected"))  # NaN/Inf, dimensions: the sample checks
     arr = img.array
-    out = {"path": str(p), "format": fmt, "modality": img.modality, "shape": list(arr.shape),
+    # a DICOM file or folder name is often built from a patient name or accession number: not echoed
+    shown = str(p) if fmt not in ("dicom", "dicom-series") or show_names else "(DICOM; name hidden, --show-names)"
+    out = {"path": shown, "format": fmt, "modality": img.modality, "shape": list(arr.shape),
            "spatial_dims": img.spatial_dims, "spacing": [round(s, 6) for s in img.spacing],
            "orientation": img.orientation, "min": float(np.min(arr)), "max": float(np.max(arr)),
            "mean": float(np.mean(arr))}
+    if img.modality == "unknown":
+        out["modality_note"] = f"{fmt} does not record the modality; give --modality (e.g. CT, MR, XR)"
+    if img.meta.get("assumed"):
+        out["assumed"] = img.meta["assumed"]
     if "header" in img.meta:
         out["dicom"] = img.meta["header"]
     return out

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from mmfm.data.datasets import ArrayDataset, PairDataset, ReportDataset
 from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root, report_rows
-from mmfm.encoders import Encoder, build_encoder
+from mmfm.encoders import ENCODERS, Encoder, build_encoder
 from mmfm.encoders.dual import DualEncoder
 from mmfm.encoders.text import build_text_encoder
 from mmfm.engine.distributed import is_main
@@ -25,7 +25,7 @@ from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import CheckpointError, ConfigError
 from mmfm.evaluation.report import plot_losses
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
-from mmfm.objectives import OBJECTIVES, build_objective
+from mmfm.objectives import OBJECTIVES
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.towers import save_dual, save_text_encoder
 
@@ -67,8 +67,11 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     if source.startswith("random:"):
         parts = source.split(":")
         dims = int(parts[2].rstrip("dD")) if len(parts) > 2 else 2
-        spec = {"name": parts[1], "options": {}, "spatial_dims": dims, "in_channels": 1, "method": f"{parts[1]}-random"}
-        return build_encoder(parts[1], spatial_dims=dims, in_channels=1), spec
+        # random means random: an encoder that ships weights (litemedsam, merlin) is built without them
+        opts = {"pretrained": False} if ENCODERS.accepts(parts[1], "pretrained") else {}
+        spec = {"name": parts[1], "options": opts, "spatial_dims": dims, "in_channels": 1,
+                "method": f"{parts[1]}-random"}
+        return build_encoder(parts[1], spatial_dims=dims, in_channels=1, **opts), spec
     if source == "litemedsam":
         return build_encoder("litemedsam", in_channels=1), {"name": "litemedsam", "method": "litemedsam-pretrained",
                                                              "spatial_dims": 2, "in_channels": 1}
@@ -90,8 +93,8 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
 
 
 def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
-    """A label that tells pretrained encoders apart: ``vit_small-mae``, ``vit_small-mae[block]``,
-    ``vit_small-mae+simclr``."""
+    """A label that tells pretrained encoders apart: ``vit_mini-mae``, ``vit_mini-mae[block]``,
+    ``vit_mini-mae+simclr``."""
     name = objective["name"]
     if name == "combined":
         name = "+".join(p["name"] for p in objective.get("parts", []))
@@ -132,18 +135,18 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
                               "set data.set=reports")
         ds: Any = report_dataset(cfg)
         text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
-        objective = build_objective(cfg.objective["name"], text_encoder, **obj_opts)
+        objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": text_encoder}, "objective")
     else:
         ds = pair_dataset(cfg) if "text" in inputs else unlabelled_mini(cfg)
         x = ds[0]["image"]
         encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
-        obj_opts.setdefault("image_size", int(x.shape[-1]))
+        context: dict[str, Any] = {"image_size": int(x.shape[-1])}
         if "text" in inputs:
             text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
-            obj_opts["text_encoder"] = text_encoder
+            context["text_encoder"] = text_encoder
             if ds.label is not None:
-                obj_opts.setdefault("num_labels", int(ds.label.max()) + 1)
-        objective = build_objective(cfg.objective["name"], encoder, **obj_opts)
+                context["num_labels"] = int(ds.label.max()) + 1
+        objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context}, "objective")
         card = json.loads(((Path(cfg.data.root) if cfg.data.root else mini_root()) / "card.json").read_text())
         encoder.contract = {"presets": card.get("presets", {}), "input_size": list(x.shape[1:]),
                             "in_channels": int(x.shape[0]), "data": f"mini/{cfg.data.set}"}

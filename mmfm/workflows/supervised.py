@@ -53,9 +53,10 @@ def _catalog_split(cfg: DataConfig, split: str, task: str) -> tuple[SampleDatase
         assign = group_split(groups, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=cfg.split_seed)
         from mmfm.data.catalog.loaders import SampleList
 
-        samples = SampleList([r for r, s in zip(allsamples.records, assign) if s == split], allsamples._read)
+        samples = SampleList([r for r, s in zip(allsamples.records, assign) if s == split], allsamples._read,
+                             allsamples.class_names)
     ds = SampleDataset(samples, cfg.modalities, cfg.size, cfg.label if task == "classification" else None)
-    return ds, []
+    return ds, samples.class_names if task == "classification" else []
 
 
 def build_split(cfg: DataConfig, split: str, task: str) -> tuple[Any, list[str]]:
@@ -80,7 +81,7 @@ def preprocessing(cfg: DataConfig, train_ds: Any) -> dict[str, Any]:
         card = json.loads((root / "card.json").read_text())
         return {"presets": card.get("presets", {}), "applied": "when the mini corpus was built",
                 "shape": card["sets"][cfg.set]["shape"]}
-    return {"presets": {m: train_ds.preset.to_dict() for m in cfg.modalities}, "modalities": cfg.modalities,
+    return {"presets": {m: p.to_dict() for m, p in train_ds.presets.items()}, "modalities": train_ds.modalities,
             "size": cfg.size, "applied": "by mmfm.data.datasets.SampleDataset"}
 
 
@@ -96,9 +97,9 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     state = read_state(ckpt)
     info = state["run_info"]
     cfg = load_config(run_dir / "config.yaml")
-    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names")}
-    model = TASKS.build(info["task"], **{**task_opts, "encoder": cfg.encoder, "num_classes": info["num_classes"],
-                                         **info["input"]})
+    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
+    model = TASKS.build_with(info["task"], task_opts, {"encoder": cfg.encoder, "num_classes": info["num_classes"],
+                                                       **info["input"]}, "task")
     load_checkpoint(ckpt, model, restore_rng=False)
     return model.eval(), state
 
@@ -111,6 +112,9 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     out.mkdir(parents=True, exist_ok=True)
     task_name = cfg.task["name"]
     TASKS.get(task_name)
+    if cfg.task.get("network") == "basicunet" and is_main():
+        print("[mmfm] task.network=basicunet: a U-Net trained from scratch; the encoder section is not used",
+              flush=True)
     train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name)
     if cfg.data.label_fraction < 1.0:
         if not isinstance(train_ds, ArrayDataset) or train_ds.label is None:
@@ -120,11 +124,15 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]
     num_classes = cfg.task.get("num_classes") or (len(names) if names else None)
     if num_classes is None:
-        num_classes = int(max(int(train_ds[i]["mask"].max()) for i in range(len(train_ds)))) + 1
-    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names")}
+        key = "label" if task_name == "classification" else "mask"
+        if key not in train_ds[0]:
+            raise ConfigError(f"the training samples have no {key}s, which task '{task_name}' needs",
+                              "use a labelled dataset (labels.csv, masks) or set task.num_classes")
+        num_classes = int(max(int(train_ds[i][key].max()) for i in range(len(train_ds)))) + 1
+    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
-    model = TASKS.build(task_name, **{**task_opts, "encoder": cfg.encoder, "num_classes": num_classes,
-                                      "spatial_dims": spatial_dims, "in_channels": in_channels})
+    model = TASKS.build_with(task_name, task_opts, {"encoder": cfg.encoder, "num_classes": num_classes,
+                                                    "spatial_dims": spatial_dims, "in_channels": in_channels}, "task")
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
@@ -134,7 +142,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
-    arch = cfg.encoder.get("name", "encoder") if task_name == "classification" else "basicunet"
+    arch = "basicunet" if cfg.task.get("network") == "basicunet" else cfg.encoder.get("name", "encoder")
     method = cfg.method or f"{arch}-scratch"
     dataset = cfg.data.dataset + (f"/{cfg.data.set}" if cfg.data.dataset == "mini" else "")
     records = []

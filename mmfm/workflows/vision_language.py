@@ -5,6 +5,7 @@ it generates text, the generated texts as JSONL, into ``cfg.out``; ``status.json
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError
 from mmfm.evaluation.metrics.classification import classification_metrics
 from mmfm.evaluation.metrics.text import generation_metrics, tokenize
-from mmfm.evaluation.protocols.retrieval import image_text_retrieval, section_matching
+from mmfm.evaluation.protocols.retrieval import frequency_baseline, image_text_retrieval, section_matching
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
@@ -29,6 +30,8 @@ from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_pro
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.pretrain import load_encoder, pair_dataset
 from mmfm.workflows.towers import load_dual, load_text_encoder
+
+FREQUENCY_BASELINE = "most-frequent-impression (no model)"
 
 
 def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
@@ -54,11 +57,20 @@ def _need_mini(cfg: RunConfig, what: str) -> None:
                           "point data.root at a mini-format folder")
 
 
+def _check_task_keys(cfg: RunConfig, valid: tuple[str, ...]) -> None:
+    for key in cfg.task:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            raise ConfigError(f"unknown option 'task.{key}' for {cfg.task.get('name', 'this command')}",
+                              (f"did you mean 'task.{close[0]}'? " if close else "") + f"valid: {list(valid)}")
+
+
 # -- zero-shot -------------------------------------------------------------------------------------------------
 def run_zeroshot(cfg: RunConfig) -> list[ResultRecord]:
     """task: {model: <vision-language run>, templates: [...], synonyms: {class: [...]}}; classes are the names of
     ``data.label`` in the data card; every split of ``data.eval_splits`` is classified without labels."""
     _need_mini(cfg, "zero-shot classification")
+    _check_task_keys(cfg, ("name", "model", "templates", "synonyms"))
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
     out = _start(cfg)
     names = class_names(Path(cfg.data.root) if cfg.data.root else None, cfg.data.set, cfg.data.label)
@@ -87,6 +99,7 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
     task: {text_encoder: minilm | <report run> | hf:<folder>} with data.set=reports does section matching
     (impression given findings) on the IU reports."""
     _need_mini(cfg, "retrieval")
+    _check_task_keys(cfg, ("name", "model", "text_encoder", "max_length"))
     _start(cfg)
     records = []
     if cfg.data.set == "reports":
@@ -100,7 +113,11 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
             m["queries"] = float(len(rows))
             records += [ResultRecord("section_matching", "mini/reports", split, method, k, float(v),
                                      _seed(spec, cfg)) for k, v in m.items()]
-        notes = ["query: findings; gallery: impressions of the same split; identical impressions count as relevant"]
+            base = frequency_baseline([r["findings"] for r in rows], [r["impression"] for r in rows])
+            records += [ResultRecord("section_matching", "mini/reports", split, FREQUENCY_BASELINE, k, float(v), 0)
+                        for k, v in base.items() if not k.startswith("chance_")]
+        notes = ["query: findings; gallery: impressions of the same split; identical impressions count as relevant",
+                 f"{FREQUENCY_BASELINE}: no model, every query ranks the impressions by their frequency"]
         return _finish(cfg, "Radiology section matching", records, notes)
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
     for split in cfg.data.eval_splits:
@@ -136,9 +153,9 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     seed_everything(cfg.train.seed)
     train = pair_dataset(cfg, cfg.data.train_split)
     x = train[0]["image"]
-    opts = {k: cfg.task[k] for k in ("dim", "depth", "heads", "max_len", "freeze_encoder") if k in cfg.task}
-    model = TASKS.build("report_generation", encoder=_image_encoder(cfg, x), vocab=Vocabulary.build(train.texts),
-                        **opts)
+    opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
+    model = TASKS.build_with("report_generation", opts, {"encoder": _image_encoder(cfg, x),
+                                                         "vocab": Vocabulary.build(train.texts)}, "task")
     out = _start(cfg)
     _train(cfg, model, train, "report_generation")
     if not is_main():
@@ -246,10 +263,10 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
     load = mini_vqa if cfg.data.dataset == "mini" else catalog_vqa
     train = load(cfg, cfg.data.train_split)
     text_encoder, _ = load_text_encoder(cfg.text_encoder.get("name", "minilm"))
-    opts = {k: cfg.task[k] for k in ("dim", "depth", "heads", "max_len", "freeze_text") if k in cfg.task}
+    opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
     x = torch.as_tensor(train["image"][0])
-    model = TASKS.build("vqa", encoder=_image_encoder(cfg, x), text_encoder=text_encoder,
-                        vocab=Vocabulary.build(train["answer"]), **opts)
+    model = TASKS.build_with("vqa", opts, {"encoder": _image_encoder(cfg, x), "text_encoder": text_encoder,
+                                           "vocab": Vocabulary.build(train["answer"])}, "task")
     out = _start(cfg)
     _train(cfg, model, _QADataset(train), "vqa")
     if not is_main():

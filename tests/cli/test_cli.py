@@ -124,21 +124,21 @@ def test_same_seed_same_weights(mini_root, tmp_path):
 def test_pretrain_then_evaluate(mini_root, tmp_path):
     run = tmp_path / "mae"
     r = _cli("pretrain", "configs/pretrain/mae_2d.yaml", f"out={run}", "train.max_steps=3", "train.batch_size=16",
-             "encoder.name=vit_tiny", "train.progress=false")
+             "encoder.name=vit_micro", "train.progress=false")
     assert r.returncode == 0, r.stderr
     assert (run / "encoder" / "encoder.safetensors").exists()
     spec = json.loads((run / "encoder" / "encoder.json").read_text())
-    assert spec["name"] == "vit_tiny" and spec["objective"]["name"] == "mae"
+    assert spec["name"] == "vit_micro" and spec["objective"]["name"] == "mae"
     assert spec["contract"]["presets"]["CT"]["name"] == "ct_abdomen" and spec["contract"]["input_size"] == [32, 32]
     from mmfm.workflows.pretrain import load_encoder
 
     assert load_encoder(str(run))[0].contract == spec["contract"]
     out = tmp_path / "eval"
-    r = _cli("evaluate", "--encoder", str(run), "random:vit_tiny", "--protocol", "linear", "knn", "finetune",
+    r = _cli("evaluate", "--encoder", str(run), "random:vit_micro", "--protocol", "linear", "knn", "finetune",
              "--fractions", "0.1", "--seeds", "0", "1", "--finetune-steps", "2", "--out", str(out))
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
-    assert {x["method"] for x in results} == {"vit_tiny-mae", "vit_tiny-random"}
+    assert {x["method"] for x in results} == {"vit_micro-mae", "vit_micro-random"}
     assert {x["task"] for x in results} == {"classification/linear", "classification/knn", "classification/finetune"}
     summary = json.loads((out / "summary.json").read_text())
     assert all(s["n_seeds"] == 2 for s in summary)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image as PILImage
 
 from mmfm.data.catalog import LAYOUTS, get_entry, load_catalog, load_dataset
+from mmfm.data.pseudonym import pseudonym
 
 TABLE_I = ["MedNLI", "SEER", "MIMIC-III", "MeQSum", "HealthCareMagic"]
 TABLE_II = ["MC-CXR", "SZ-CXR", "CBIS-DDSM", "MedMNIST", "MMR-ColonPathology", "MMR-Dermatoscopy", "MMR-RetinalOCT",
@@ -63,7 +64,8 @@ def test_image_text_csv_family_mimic_style(tmp_path):
         'files/p11/s2/b.png,"FINDINGS: Effusion. IMPRESSION: Right effusion.",p11,s2\n')
     ds = load_dataset("MIMIC-CXR", tmp_path)
     s = ds[1]
-    assert s["report"].impression == "Right effusion." and s["ids"].patient_id == "p11"
+    assert s["report"].impression == "Right effusion." and s["ids"].patient_id == pseudonym("p11", "patient")
+    assert ds[0]["ids"].patient_id != s["ids"].patient_id and "p11" not in s["ids"].patient_id
 
 
 def test_image_text_csv_family_ct_rate_sections(tmp_path):

@@ -41,7 +41,7 @@ def test_encoder_contract(name, spatial_dims):
 def test_vit_switches_between_2d_and_3d():
     """One ViT embeds 2D and 3D; a 2D image equals a 3D slab of patch_size identical slices."""
     torch.manual_seed(0)
-    enc = build_encoder("vit_tiny", spatial_dims=3, in_channels=1).eval()
+    enc = build_encoder("vit_micro", spatial_dims=3, in_channels=1).eval()
     img = torch.randn(1, 1, 16, 16)
     slab = img[:, :, None].expand(-1, -1, enc.patch_size, -1, -1)          # (1, 1, p, 16, 16)
     t2, g2 = enc.patch_embed(img)

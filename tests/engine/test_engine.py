@@ -20,11 +20,15 @@ SCRIPT = str(Path(__file__).with_name("train_script.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _run(args, env_extra=None, torchrun=False):
+def _run(args, env_extra=None, torchrun=False, timeout=300):
     env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
            if torchrun else [sys.executable]) + [SCRIPT, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _losses(run):
+    return [json.loads(ln)["loss"] for ln in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
 def _weights(run):
@@ -87,13 +91,39 @@ def test_grad_accumulation_equals_bigger_batch(tmp_path):
 
 
 def test_two_process_ddp_matches_single_process(tmp_path):
-    assert _run([str(tmp_path / "single"), "16"]).returncode == 0
-    r = _run([str(tmp_path / "ddp"), "8"], torchrun=True)
+    """A BatchNorm model: with SyncBatchNorm, 2 processes x 8 samples == 1 process x 16 samples, weights and BN
+    statistics alike; the logged loss is the mean over both processes, not rank 0's alone."""
+    assert _run([str(tmp_path / "single"), "16", "--bn"]).returncode == 0
+    r = _run([str(tmp_path / "ddp"), "8", "--bn"], torchrun=True)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
-    # 2 processes x 8 samples, gradients all-reduced == 1 process x 16 samples
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any("running_mean" in k for k in a)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), [
+        k for k in a if not torch.allclose(a[k].float(), b[k].float(), atol=1e-5)]
+    assert _losses(tmp_path / "single") == pytest.approx(_losses(tmp_path / "ddp"), abs=1e-5)
     shutil.rmtree(tmp_path)
+
+
+def test_diverging_loss_on_one_rank_stops_every_rank_cleanly(tmp_path):
+    r = _run([str(tmp_path / "ddp"), "8", "--nan-on-rank", "1", "--nan-at-step", "3"], torchrun=True, timeout=180)
+    assert r.returncode != 0
+    assert r.stderr.count("mmfm: error: the loss became nan at step 3 on at least one process") == 2  # both ranks
+    assert "mmfm/engine" not in r.stderr  # no traceback from mmfm's code (torchrun prints its own summary)
+
+
+def test_kill_between_the_checkpoint_renames_resumes_from_the_previous_one(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _run([str(full), "8", "--dropout"]).returncode == 0
+    r = _run([str(cut), "8", "--dropout"], {"MMFM_TEST_CRASH_IN_SAVE": "1"})
+    assert r.returncode == 137  # killed while saving step 8: last/ moved to last.old/, the new one not in place
+    ck = cut / "checkpoints"
+    assert not (ck / "last").exists() and (ck / "last.old").exists()
+    r = _run([str(cut), "8", "--dropout"])
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and "from step 4" in r.stdout
+    assert _losses(cut) == _losses(full)  # metrics.jsonl kept the first steps and is whole again
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_checkpoint_with_shared_modules(tmp_path):

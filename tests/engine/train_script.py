@@ -1,10 +1,11 @@
 """A tiny training run used by the resume and DDP tests (run as a subprocess, also under torchrun).
 
-usage: python train_script.py OUT BATCH_SIZE [--dropout] [--accum N]
+usage: python train_script.py OUT BATCH_SIZE [--dropout] [--bn] [--accum N] [--nan-on-rank R --nan-at-step S]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -13,15 +14,22 @@ from torch import nn
 from mmfm.data.datasets import ArrayDataset
 from mmfm.data.synthetic import phantoms
 from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer
+from mmfm.errors import MMFMError
 
 
 class Net(nn.Module):
-    def __init__(self, dropout: bool) -> None:
+    def __init__(self, dropout: bool, bn: bool = False, nan_step: int = -1) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
-                                  nn.Dropout(0.3 if dropout else 0.0), nn.Linear(32, 2))
+        # no bias before BN (it gets no gradient, and AdamW would turn round-off into steps)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 32, bias=not bn),
+                                  nn.BatchNorm1d(32) if bn else nn.Identity(),
+                                  nn.ReLU(), nn.Dropout(0.3 if dropout else 0.0), nn.Linear(32, 2))
+        self.nan_step, self.calls = nan_step, 0
 
     def forward(self, batch):
+        self.calls += 1
+        if self.calls == self.nan_step:  # a diverging loss on this process only
+            batch = {**batch, "image": batch["image"] * float("nan")}
         logits = self.body(batch["image"])
         ce = nn.functional.cross_entropy(logits, batch["label"])
         return {"loss": ce, "ce_loss": ce}
@@ -31,12 +39,19 @@ def main() -> None:
     out, bs = sys.argv[1], int(sys.argv[2])
     accum = int(sys.argv[sys.argv.index("--accum") + 1]) if "--accum" in sys.argv else 1
     torch.manual_seed(0)
-    model = Net("--dropout" in sys.argv)
+    nan_step = -1
+    if "--nan-on-rank" in sys.argv and os.environ.get("RANK", "0") == sys.argv[sys.argv.index("--nan-on-rank") + 1]:
+        nan_step = int(sys.argv[sys.argv.index("--nan-at-step") + 1])
+    model = Net("--dropout" in sys.argv, "--bn" in sys.argv, nan_step)
     data = phantoms(64, spatial_dims=2, size=16, seed=0)
     ds = ArrayDataset(data["image"], data["label"])
     train = TrainConfig(max_steps=12, batch_size=bs, grad_accum=accum, seed=1, ckpt_every=4, log_every=1,
                         progress=False)
-    Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}}).fit()
+    try:
+        Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}}).fit()
+    except MMFMError as e:  # as the CLI does
+        print(f"mmfm: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

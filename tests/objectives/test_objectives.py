@@ -10,16 +10,16 @@ from mmfm.encoders import build_encoder
 from mmfm.objectives import build_objective
 
 CASES = [  # objective, encoder, options
-    ("mae", "vit_tiny", {"mask_ratio": 0.5, "norm_pix": False}),
-    ("mae", "vit_tiny", {"mask_ratio": 0.5, "masking": "anatomask", "norm_pix": False}),
-    ("simmim", "vit_tiny", {}),
+    ("mae", "vit_micro", {"mask_ratio": 0.5, "norm_pix": False}),
+    ("mae", "vit_micro", {"mask_ratio": 0.5, "masking": "anatomask", "norm_pix": False}),
+    ("simmim", "vit_micro", {}),
     ("simmim", "resnet_tiny", {}),
     ("simclr", "resnet_tiny", {}),
     ("micle", "resnet_tiny", {}),
     ("pcl", "resnet_tiny", {}),
     ("voco", "resnet_tiny", {"crop_size": 32}),
     ("dae", "resnet_tiny", {}),
-    ("combined", "vit_tiny", {"parts": [{"name": "mae", "weight": 1.0, "norm_pix": False},
+    ("combined", "vit_micro", {"parts": [{"name": "mae", "weight": 1.0, "norm_pix": False},
                                         {"name": "simclr", "weight": 0.5}]}),
 ]
 
@@ -49,7 +49,7 @@ def test_objective_overfits_tiny_batch_2d(name, encoder, opts):
     assert losses[-1] < 0.7 * losses[0], losses[::5]
 
 
-@pytest.mark.parametrize("name,encoder", [("mae", "vit_tiny"), ("simmim", "vit_tiny"), ("voco", "resnet_tiny"),
+@pytest.mark.parametrize("name,encoder", [("mae", "vit_micro"), ("simmim", "vit_micro"), ("voco", "resnet_tiny"),
                                           ("dae", "resnet_tiny")])
 def test_objective_runs_in_3d(name, encoder):
     torch.manual_seed(0)

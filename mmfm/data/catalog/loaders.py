@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from mmfm.data.io.checks import check_file
 from mmfm.data.io.nifti import label_nifti
 from mmfm.data.io.npz import read_medmnist_npz
 from mmfm.data.io.reports import clean_text, parse_iu_xml, split_sections
+from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, Image, Report, make_sample
 from mmfm.errors import InputFileError
 from mmfm.registry import Registry
@@ -30,16 +32,32 @@ LAYOUTS: Registry[SampleList] = Registry("layout")  # type: ignore[name-defined]
 
 
 class SampleList(Sequence[dict]):
-    """A lazy list of samples: ``records`` are light dicts; ``read(record)`` builds the sample."""
+    """A lazy list of samples: ``records`` are light dicts; ``read(record)`` builds the sample. ``class_names``:
+    the names of the classes of ``labels["label"]`` (index i is class i), where the layout has them."""
 
-    def __init__(self, records: list[dict[str, Any]], read: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.records, self._read = records, read
+    def __init__(self, records: list[dict[str, Any]], read: Callable[[dict[str, Any]], dict[str, Any]],
+                 class_names: list[str] | None = None) -> None:
+        self.records, self._read, self.class_names = records, read, list(class_names or [])
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
         return self._read(self.records[i])
+
+
+def file_id(path: Path) -> str:
+    """A sample id from an image's file name; DICOM names (often built from patient names or accession numbers)
+    become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1`` says the user wants them."""
+    from mmfm.data.io import image_format
+
+    if os.environ.get("MMFM_KEEP_FILE_NAMES") == "1":
+        return path.stem
+    try:
+        dicom = image_format(path) in ("dicom", "dicom-series")
+    except InputFileError:
+        dicom = False
+    return pseudonym(str(path), "file") if dicom else path.stem
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -73,7 +91,7 @@ def _resolve_images(root: Path, table: Path, rows: list[tuple[int, dict[str, str
 
 
 @LAYOUTS.register("medmnist_npz")
-def medmnist_npz(root: Path, split: str = "train", modality: str = "XR", **_: Any) -> SampleList:
+def medmnist_npz(root: Path, split: str = "train", modality: str = "XR") -> SampleList:
     """MedMNIST ``<flag>.npz`` (2D grey/RGB or 3D). ``root`` is the .npz file."""
     images, labels = read_medmnist_npz(root, split)
     stem = Path(root).stem
@@ -86,12 +104,13 @@ def medmnist_npz(root: Path, split: str = "train", modality: str = "XR", **_: An
                            labels={"label": int(lab[0]) if len(lab) == 1 else lab.tolist()},
                            ids=Ids(sample_id=f"{stem}-{split}-{i}"))
 
-    return SampleList(records, read)
+    single = labels.shape[1] == 1 and len(labels)
+    return SampleList(records, read, [str(c) for c in range(int(labels.max()) + 1)] if single else None)
 
 
 @LAYOUTS.register("image_csv")
 def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image", label_column: str = "label",
-              patient_column: str = "", image_dir: str = "", modality: str = "XR", **_: Any) -> SampleList:
+              patient_column: str = "", image_dir: str = "", modality: str = "XR") -> SampleList:
     """Images plus a CSV of labels (one row per image)."""
     root = Path(root)
     rows = _rows(root / table)
@@ -104,15 +123,15 @@ def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image"
     def read(r: dict[str, Any]) -> dict[str, Any]:
         img = read_image(r["path"], modality=modality)
         return make_sample({img.modality: img}, labels={"label": classes.index(r["label"])},
-                           ids=Ids(sample_id=r["path"].stem, patient_id=r["patient"]))
+                           ids=Ids(sample_id=file_id(r["path"]), patient_id=pseudonym(r["patient"], "patient")))
 
-    return SampleList(records, read)
+    return SampleList(records, read, classes)
 
 
 @LAYOUTS.register("image_text_csv")
 def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = "image", text_column: str = "text",
                    section_columns: dict[str, str] | None = None, patient_column: str = "", study_column: str = "",
-                   image_dir: str = "", modality: str = "XR", **_: Any) -> SampleList:
+                   image_dir: str = "", modality: str = "XR") -> SampleList:
     """Images plus a CSV of captions or reports (ROCO, MedICaT, PMC-OA, MIMIC-CXR, CT-RATE, ...)."""
     root = Path(root)
     rows = _rows(root / table)
@@ -135,7 +154,8 @@ def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = 
     def read(r: dict[str, Any]) -> dict[str, Any]:
         img = read_image(r["path"], modality=modality)
         return make_sample({img.modality: img}, report=r["report"], ids=Ids(
-            sample_id=f"{r['path'].stem}@{r['line']}", patient_id=r["patient"], study_id=r["study"]))
+            sample_id=f"{file_id(r['path'])}@{r['line']}", patient_id=pseudonym(r["patient"], "patient"),
+            study_id=pseudonym(r["study"], "study")))
 
     return SampleList(records, read)
 
@@ -160,7 +180,7 @@ def _nifti_pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
 
 
 @LAYOUTS.register("nifti_folders")
-def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False, **_: Any) -> SampleList:
+def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False) -> SampleList:
     """NIfTI volumes with label maps: MSD (dataset.json), ``imagesTr/labelsTr`` (BTCV, AMOS, nnU-Net) or
     AbdomenAtlas case folders (``<case>/ct.nii.gz`` + ``combined_labels.nii.gz``)."""
     root = Path(root)
@@ -187,7 +207,7 @@ def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False
 @LAYOUTS.register("vqa_json")
 def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", image_dir: str = "imgs",
              question_key: str = "question", answer_key: str = "answer", modality: str = "XR",
-             language: str = "en", **_: Any) -> SampleList:
+             language: str = "en") -> SampleList:
     """VQA JSON (SLAKE, VQA-RAD, PathVQA exported): a list of {image, question, answer[, answer_type]}."""
     root = Path(root)
     path = check_file(root / file)
@@ -219,7 +239,7 @@ def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", 
 
 @LAYOUTS.register("text_only")
 def text_only(root: Path, file: str = "", format: str = "csv", fields: dict[str, str] | None = None,
-              label: str = "", id: str = "", patient: str = "", **_: Any) -> SampleList:
+              label: str = "", id: str = "", patient: str = "") -> SampleList:
     """Plain-text datasets (MedNLI jsonl, MeQSum/MIMIC CSV, JSON lists). ``fields`` maps text name -> column."""
     root = Path(root)
     path = check_file(root / file if file else root)
@@ -245,14 +265,14 @@ def text_only(root: Path, file: str = "", format: str = "csv", fields: dict[str,
         return make_sample(None, report=rep, texts=texts,
                            labels={"label": labels.index(str(r[label]))} if label else {},
                            ids=Ids(sample_id=str(r.get(id, i)) if id else str(i),
-                                   patient_id=str(r.get(patient, "")) if patient else ""))
+                                   patient_id=pseudonym(str(r.get(patient, "")), "patient") if patient else ""))
 
     return SampleList([{"i": i} for i in range(len(rows))], lambda rec: read_row(rec["i"]))
 
 
 @LAYOUTS.register("iu_xray")
 def iu_xray(root: Path, reports: str = "ecgen-radiology", image_dir: str = "NLMCXR_png", modality: str = "XR",
-            require_images: bool = True, **_: Any) -> SampleList:
+            require_images: bool = True) -> SampleList:
     """IU X-ray (OpenI): report XMLs (a folder or the NLMCXR_reports.tgz) and PNGs named by parentImage id.
     One sample per (report, image); with ``require_images=False`` one text-only sample per report."""
     root = Path(root)
@@ -302,5 +322,6 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> SampleList:
         from mmfm.data.sources.mini_reader import load_mini
 
         return load_mini(root, **options)
+    LAYOUTS.check_options(entry.layout, options, "data.options")
     opts = {**entry.options, **options}
     return LAYOUTS.get(entry.layout)(Path(root), **opts)

@@ -18,6 +18,8 @@ from mmfm.errors import InputFileError
 
 __all__ = ["read_image", "image_format", "check_file"]
 
+UNKNOWN = "unknown"
+
 
 def image_format(path: str | Path) -> str:
     """Guess the format of ``path``: ``dicom``, ``dicom-series``, ``nifti``, ``raster``, ``npz`` or ``mrc``."""
@@ -43,7 +45,9 @@ def image_format(path: str | Path) -> str:
 def read_image(path: str | Path, modality: str | None = None, voi_lut: bool | None = None) -> Image:
     """Read one image (2D or 3D) from any supported format.
 
-    ``modality`` is required for formats that do not record it (NIfTI, PNG, ...) and overrides DICOM's tag.
+    ``modality`` is needed for formats that do not record it (NIfTI, PNG, MRC): without it the image's modality is
+    ``"unknown"`` (never guessed); for DICOM it overrides the tag. Values a reader had to assume (spacing,
+    orientation) are listed in ``meta["assumed"]``.
     ``voi_lut``: apply the DICOM VOI LUT / window (None: only for radiographs and mammograms).
     """
     fmt = image_format(path)
@@ -52,13 +56,16 @@ def read_image(path: str | Path, modality: str | None = None, voi_lut: bool | No
     check_file(path)
     if fmt == "dicom":
         return read_dicom_file(path, modality=modality, voi_lut=voi_lut)
+    # formats that do not record the modality: "unknown" unless the caller says (never a guess)
     if fmt == "nifti":
-        return read_nifti(path, modality=modality or "MR")
+        return read_nifti(path, modality=modality or UNKNOWN)
     if fmt == "raster":
-        return read_raster(path, modality=modality or "XR")
+        img = read_raster(path, modality=modality or UNKNOWN)
+        img.meta["assumed"] = {"spacing": "1 mm per pixel (PNG/JPEG/TIFF carry no physical spacing)"}
+        return img
     if fmt == "mrc":
         from mmfm.data.io.mrc import read_mrc
 
-        return read_mrc(path, modality=modality or "CT")
+        return read_mrc(path, modality=modality or UNKNOWN)
     raise InputFileError(path, "a .npz file holds a whole dataset, not one image",
                          "load it with mmfm.data.io.npz.read_medmnist_npz or `mmfm data inspect`")

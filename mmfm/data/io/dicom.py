@@ -5,12 +5,12 @@ mis-orders multi-frame data (frames land on the middle axis) and treats RGB samp
 here follows the DICOM standard (PS3.3 C.7.6.2.1.1) and is checked against pydicom in the tests.
 
 Privacy: nothing from the patient module (name, ID, birth date, ...) is returned. Patient and study identifiers
-come back only as salted one-way hashes (``ids``) so that splits by patient work without exposing PHI.
+come back only as keyed pseudonyms (HMAC-SHA256, :mod:`mmfm.data.pseudonym`) so that splits by patient work
+without exposing PHI.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from mmfm.data.io.checks import check_file
+from mmfm.data.io.checks import check_file, check_promised_size, check_shape, memory_limit
 from mmfm.data.modality import canonical_modality
+from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Image
 from mmfm.errors import InputFileError
 
@@ -37,13 +38,6 @@ def is_dicom(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(132)
     return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def pseudonym(value: str, kind: str) -> str:
-    """A salted one-way hash of an identifier: stable across runs, reveals nothing."""
-    if not value:
-        return ""
-    return kind + "-" + hashlib.sha256(f"mmfm:{kind}:{value}".encode()).hexdigest()[:12]
 
 
 def safe_header(ds: pydicom.Dataset) -> dict[str, Any]:
@@ -67,10 +61,34 @@ def _read(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
                              "copy the file again") from None
 
 
+def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
+    """Rows x Columns x frames x samples x bits promised by the header, against the pixel data present."""
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        spp = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 0)
+    except (TypeError, ValueError) as e:
+        raise InputFileError(path, f"DICOM image header is unreadable ({e})", "copy the file again") from None
+    check_shape(path, (rows, cols, frames, spp), "pixel data (rows, columns, frames, samples)")
+    if bits <= 0:
+        raise InputFileError(path, "DICOM header has no valid BitsAllocated", "the file is damaged; export it again")
+    promised = rows * cols * frames * spp * ((bits + 7) // 8 if bits != 1 else 1)
+    if bits == 1:
+        promised = (rows * cols * frames * spp + 7) // 8
+    if promised > memory_limit():
+        raise InputFileError(path, f"the header declares {rows}x{cols}x{frames} pixels ({promised:,} bytes), more "
+                                   "than this machine's memory", "the header is corrupt")
+    ts = getattr(ds.file_meta, "TransferSyntaxUID", None)
+    if "PixelData" in ds and ts is not None and not ts.is_compressed:
+        check_promised_size(path, promised, len(ds.PixelData))
+
+
 def _pixels(ds: pydicom.Dataset, path: Path, voi_lut: bool | None) -> np.ndarray:
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise InputFileError(path, f"DICOM has no pixel data (SOP class {ds.get('SOPClassUID', '?')})",
                              "this is a non-image object (report, structure set, ...); point mmfm at image files")
+    _check_pixel_header(ds, path)
     try:
         arr = ds.pixel_array
     except Exception as e:
@@ -92,7 +110,7 @@ def _pixels(ds: pydicom.Dataset, path: Path, voi_lut: bool | None) -> np.ndarray
     return arr
 
 
-def _spacing_ij(ds: pydicom.Dataset) -> tuple[float, float]:
+def _spacing_ij(ds: pydicom.Dataset, assumed: dict[str, str] | None = None) -> tuple[float, float]:
     ps = next((v for v in (ds.get("PixelSpacing"), ds.get("ImagerPixelSpacing"))
                if v is not None and len(v) == 2 and min(float(x) for x in v) > 0), None)
     if ps is None:
@@ -100,10 +118,13 @@ def _spacing_ij(ds: pydicom.Dataset) -> tuple[float, float]:
             ps = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
         except (AttributeError, IndexError, KeyError):
             ps = [1.0, 1.0]
+            if assumed is not None:
+                assumed["spacing"] = "1 mm x 1 mm (no PixelSpacing / ImagerPixelSpacing in the header)"
     return float(ps[1]), float(ps[0])  # PixelSpacing = (row spacing, column spacing) -> (i = column, j = row)
 
 
-def _orientation(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _orientation(ds: pydicom.Dataset, assumed: dict[str, str] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     iop = ds.get("ImageOrientationPatient")
     ipp = ds.get("ImagePositionPatient")
     if iop is None:
@@ -113,6 +134,10 @@ def _orientation(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarra
             ipp = frame.PlanePositionSequence[0].ImagePositionPatient
         except (AttributeError, IndexError, KeyError):
             iop = [1, 0, 0, 0, 1, 0]
+            if assumed is not None:
+                assumed["orientation"] = "rows along patient x, columns along y (no ImageOrientationPatient)"
+    if ipp is None and assumed is not None:
+        assumed["origin"] = "(0, 0, 0) (no ImagePositionPatient)"
     row_cos, col_cos = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
     return row_cos, col_cos, np.asarray(ipp if ipp is not None else [0, 0, 0], float)
 
@@ -151,11 +176,16 @@ def read_dicom_file(path: str | Path, modality: str | None = None, voi_lut: bool
     arr = np.swapaxes(arr, -1, -2)
     if frames > 1:
         arr = np.moveaxis(arr, 1, -1)
-    sp_i, sp_j = _spacing_ij(ds)
-    row_cos, col_cos, origin = _orientation(ds)
-    thickness = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+    assumed: dict[str, str] = {}
+    sp_i, sp_j = _spacing_ij(ds, assumed)
+    row_cos, col_cos, origin = _orientation(ds, assumed)
+    thickness = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 0.0)
+    if thickness <= 0:
+        thickness = 1.0
+        if frames > 1:
+            assumed["slice_spacing"] = "1 mm (no SpacingBetweenSlices / SliceThickness)"
     affine = _affine(row_cos, col_cos, origin, sp_i, sp_j, np.cross(row_cos, col_cos) * thickness)
-    meta = {"format": "dicom", "header": safe_header(ds), "ids": _ids(ds, p)}
+    meta = {"format": "dicom", "header": safe_header(ds), "ids": _ids(ds, p), "assumed": assumed}
     return Image(array=np.ascontiguousarray(arr, dtype=np.float32), modality=_modality(ds, modality),
                  affine=affine, meta=meta)
 
@@ -195,9 +225,10 @@ def read_dicom_series(folder: str | Path, modality: str | None = None, series_ui
             raise InputFileError(f, f"slice shape {s.shape} differs from {slices[0].shape} in the same series")
         slices.append(s.T)  # (cols, rows)
     first = items[0][1]
-    sp_i, sp_j = _spacing_ij(first)
-    affine = _affine(row_cos, col_cos, _orientation(first)[2], sp_i, sp_j, normal * step)
+    assumed: dict[str, str] = {}
+    sp_i, sp_j = _spacing_ij(first, assumed)
+    affine = _affine(row_cos, col_cos, _orientation(first, assumed)[2], sp_i, sp_j, normal * step)
     meta = {"format": "dicom-series", "n_files": len(items), "header": safe_header(first),
-            "ids": _ids(first, items[0][0])}
+            "ids": _ids(first, items[0][0]), "assumed": assumed}
     return Image(array=np.stack(slices, axis=-1)[None].astype(np.float32), modality=_modality(first, modality),
                  affine=affine, meta=meta)

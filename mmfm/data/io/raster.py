@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from mmfm.data.io.checks import check_file
+from mmfm.data.io.checks import check_file, check_shape, memory_limit
 from mmfm.data.sample import Image
 from mmfm.errors import InputFileError
 
@@ -20,11 +20,17 @@ def read_raster(path: str | Path, modality: str = "XR", spacing: tuple[float, fl
     p = check_file(path)
     try:
         with PILImage.open(p) as im:
+            check_shape(p, im.size)  # (width, height) from the header, before decoding
+            channels = len(im.getbands())
+            if im.size[0] * im.size[1] * channels * 4 > memory_limit():
+                raise InputFileError(p, f"the header declares {im.size[0]}x{im.size[1]} pixels, more than this "
+                                        "machine's memory", "the header is corrupt, or tile the image first")
             im.load()
             if im.mode in ("RGBA", "P", "CMYK", "LA"):
                 im = im.convert("RGB")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError,
+            PILImage.DecompressionBombError) as e:
         raise InputFileError(p, f"cannot decode image ({type(e).__name__}: {e})",
                              "the file is truncated or corrupt; export it again") from None
     arr = arr.astype(np.float32)

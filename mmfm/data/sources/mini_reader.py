@@ -42,7 +42,7 @@ def iter_reports(root: Path | None = None, split: str | None = None) -> Iterator
                 yield r
 
 
-def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str | None = None, **_: Any):
+def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str | None = None):
     """The mini corpus as a lazy list of sample dicts (the catalog's ``mini`` layout)."""
     from mmfm.data.catalog.loaders import SampleList
     from mmfm.data.sample import Ids, Image, Report, make_sample

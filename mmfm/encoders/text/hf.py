@@ -42,8 +42,8 @@ class HFTextEncoder(TextEncoder):
     """A transformers ``AutoModel`` encoder with its tokenizer; ``pretrained=False`` keeps the architecture
     and tokenizer but initialises the weights at random (``config_overrides`` change its size)."""
 
-    def __init__(self, path: str | Path, pretrained: bool = True, config_overrides: dict[str, Any] | None = None,
-                 **_: Any) -> None:
+    def __init__(self, path: str | Path, pretrained: bool = True,
+                 config_overrides: dict[str, Any] | None = None) -> None:
         super().__init__()
         _offline()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -72,13 +72,13 @@ class HFTextEncoder(TextEncoder):
 
 
 @TEXT_ENCODERS.register("hf")
-def hf(path: str, pretrained: bool = True, **kw: Any) -> TextEncoder:
-    return HFTextEncoder(path, pretrained=pretrained, **kw)
+def hf(path: str, pretrained: bool = True, config_overrides: dict[str, Any] | None = None) -> TextEncoder:
+    return HFTextEncoder(path, pretrained=pretrained, config_overrides=config_overrides)
 
 
 @TEXT_ENCODERS.register("minilm")
-def minilm(pretrained: bool = True, **kw: Any) -> TextEncoder:
-    return HFTextEncoder(minilm_path(), pretrained=pretrained, **kw)
+def minilm(pretrained: bool = True, config_overrides: dict[str, Any] | None = None) -> TextEncoder:
+    return HFTextEncoder(minilm_path(), pretrained=pretrained, config_overrides=config_overrides)
 
 
 def _scratch_bert(layers: int, dim: int, heads: int, max_len: int) -> TextEncoder:
@@ -88,10 +88,12 @@ def _scratch_bert(layers: int, dim: int, heads: int, max_len: int) -> TextEncode
 
 
 @TEXT_ENCODERS.register("bert_tiny")
-def bert_tiny(**_: Any) -> TextEncoder:
+def bert_tiny(pretrained: bool = False) -> TextEncoder:
+    """Random initialisation (there are no weights to load; ``pretrained`` is accepted for saved specs)."""
     return _scratch_bert(2, 128, 2, 256)
 
 
 @TEXT_ENCODERS.register("bert_small")
-def bert_small(**_: Any) -> TextEncoder:
+def bert_small(pretrained: bool = False) -> TextEncoder:
+    """Random initialisation (there are no weights to load; ``pretrained`` is accepted for saved specs)."""
     return _scratch_bert(4, 256, 4, 512)

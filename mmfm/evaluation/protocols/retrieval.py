@@ -43,3 +43,18 @@ def section_matching(encoder: TextEncoder, findings: Sequence[str], impressions:
     q = embed_texts(encoder, findings, max_length)
     g = embed_texts(encoder, impressions, max_length)
     return retrieval_metrics(q @ g.T, relevance_from_texts(list(impressions), list(impressions)), ks)
+
+
+def frequency_baseline(findings: Sequence[str], impressions: Sequence[str],
+                       ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """The no-model baseline of section matching: every query gets the same ranking, the impressions ordered by
+    how often their text occurs in the gallery (most frequent first; equal counts in a fixed order). A text tower
+    is only useful where it beats this."""
+    norm = [" ".join(t.lower().split()) for t in impressions]
+    counts: dict[str, int] = {}
+    for t in norm:
+        counts[t] = counts.get(t, 0) + 1
+    order = {t: i for i, t in enumerate(dict.fromkeys(norm))}  # first occurrence breaks ties between texts
+    score = torch.tensor([counts[t] - order[t] / (len(norm) + 1.0) for t in norm], dtype=torch.float64)
+    sim = score[None].expand(len(findings), -1)                  # (Q, G), one ranking for all queries
+    return retrieval_metrics(sim, relevance_from_texts(list(impressions), list(impressions)), ks)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmfm.errors import ConfigError
 from mmfm.objectives.losses.gather import gather_with_grad
 
 
@@ -37,7 +38,9 @@ class MultiPositiveNCELoss(nn.Module):
         n_pos = pos.sum(1)
         has = n_pos > 0
         if not has.any():
-            raise ValueError("no anchor has a positive in this batch; each group needs at least two members")
+            raise ConfigError("no image in this batch has a positive partner (every group has one member)",
+                              "raise train.batch_size, or pretrain on data with several images per patient "
+                              "(MICLe) or per position bin (PCL)")
         per_anchor = -(log_prob.masked_fill(~pos, 0.0)).sum(1)[has] / n_pos[has]
         return per_anchor.mean()
 
