@@ -84,6 +84,42 @@ class ViTEncoder(Encoder):
         return {"tokens": t, "pooled": t.mean(dim=1)}
 
 
+def from_timm_state_dict(sd: dict[str, torch.Tensor], encoder: ViTEncoder) -> dict[str, torch.Tensor]:
+    """A timm ``VisionTransformer`` state dict (e.g. ``vit_small_patch16_224``) in this encoder's layout.
+
+    Transformer blocks and the final norm share timm's names and load as they are. The 2D patch kernel (D, C, p, p)
+    is inflated over depth (divided by p, I3D-style), so a 2D input sees exactly timm's kernel and a 3D input its
+    average over p slices; its channels are adapted as timm does (RGB summed for 1 channel). timm's 2D position
+    table (1, [1 +] H*W, D) becomes the factored (y, x) tables by the least-squares fit P[i, j] ~ y[i] + x[j]
+    (exact when the table is additive); the class token and the classifier head are dropped (features only).
+    """
+    from mmfm.encoders.base import adapt_input_channels
+
+    out = {k: v for k, v in sd.items() if k.startswith("blocks.") or k.startswith("norm.")}
+    w = adapt_input_channels(sd["patch_embed.proj.weight"], encoder.in_channels)       # (D, C, p, p)
+    p = w.shape[-1]
+    if p != encoder.patch_size:
+        raise ConfigError(f"timm weights have patch size {p}, the encoder {encoder.patch_size}",
+                          f"build the encoder with patch_size={p}")
+    out["patch_embed.weight"] = w[:, :, None].repeat(1, 1, p, 1, 1) / p                  # (D, C, p, p, p)
+    out["patch_embed.bias"] = sd["patch_embed.proj.bias"]
+    pos = sd["pos_embed"][0]                                                             # ([1 +] H*W, D)
+    side = math.isqrt(pos.shape[0])
+    pos = pos[pos.shape[0] - side * side:].reshape(side, side, -1)                       # (H, W, D), no cls
+    if side > encoder.max_grid:
+        raise ConfigError(f"timm position table is {side}x{side}, more than max_grid={encoder.max_grid}",
+                          f"build the encoder with max_grid >= {side}")
+    mean = pos.mean(dim=(0, 1))
+    own = dict(encoder.state_dict())
+    for key, table in (("pos.1", pos.mean(dim=1) - mean / 2), ("pos.2", pos.mean(dim=0) - mean / 2)):
+        t = own[key].clone()
+        t[:side] = table
+        out[key] = t
+    out["pos.0"] = torch.zeros_like(own["pos.0"])  # no depth axis in a 2D model
+    out["mask_token"] = own["mask_token"]
+    return out
+
+
 # Standard names mean what they mean in timm and the ViT papers (width x depth x heads, patch 16):
 # ViT-Ti 192 x 12 x 3, ViT-S 384 x 12 x 6, ViT-B 768 x 12 x 12. Sizes made for CPU budgets and tests have names
 # of their own (vit_mini, vit_micro) and a small patch (4) for 32-pixel inputs.

@@ -134,3 +134,24 @@ def test_dicom_folder_via_read_image(dicom_path, tmp_path):
     _write_series(dicom_path("CT_small.dcm"), tmp_path, n=3)
     assert read_image(tmp_path).array.shape[-1] == 3
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR2_UNCI.dcm"])
+def test_geometry_matches_nibabel_nicom(dicom_path, name):
+    """An independent implementation of the DICOM geometry (nibabel.nicom, LPS, voxel axes (row, column)) rather
+    than the formula the reader itself uses: same in-plane axes and origin, same pixel values."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM wrappers experimental
+        from nibabel.nicom import dicomwrappers
+
+        w = dicomwrappers.wrapper_from_file(dicom_path(name))
+        ref_affine = np.asarray(w.affine)
+        ref_data = np.squeeze(np.asarray(w.get_data())) if name != "MR2_UNCI.dcm" else None
+    img = read_image(dicom_path(name))
+    ours_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine            # RAS -> LPS
+    # our voxel axes are (i = column, j = row); nibabel's are (row, column)
+    np.testing.assert_allclose(ours_lps[:3, [1, 0, 3]], ref_affine[:3, [0, 1, 3]], atol=1e-4)
+    if ref_data is not None:
+        np.testing.assert_allclose(img.array[0], ref_data.T, rtol=1e-6)

@@ -92,3 +92,40 @@ def test_contrastive_losses_gather_under_two_gloo_processes():
                         "29541", str(script)], env={**os.environ, "PYTHONPATH": root}, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_masked_reconstruction_norm_pix_against_loop():
+    """MAE's normalised-pixel target (every shipped MAE recipe uses it): each target patch minus its mean, divided
+    by sqrt(unbiased variance + 1e-6), as in facebookresearch/mae ``forward_loss``."""
+    import math
+
+    torch.manual_seed(5)
+    pred, target = torch.randn(2, 4, 6), torch.rand(2, 4, 6) * 3 + 1
+    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1]], dtype=torch.bool)
+    errs = []
+    for b in range(2):
+        for n in range(4):
+            if not mask[b, n]:
+                continue
+            t = [float(v) for v in target[b, n]]
+            mu = sum(t) / len(t)
+            var = sum((v - mu) ** 2 for v in t) / (len(t) - 1)
+            tn = [(v - mu) / math.sqrt(var + 1e-6) for v in t]
+            errs.append(sum((float(p) - v) ** 2 for p, v in zip(pred[b, n], tn)) / len(t))
+    loss, _ = masked_reconstruction_loss(pred, target, mask, "mse", norm_pix=True)
+    assert abs(loss.item() - sum(errs) / len(errs)) < 1e-5
+    assert abs(masked_reconstruction_loss(pred, target, mask, "mse")[0].item() - sum(errs) / len(errs)) > 0.1
+
+
+def test_mae_objective_uses_norm_pix():
+    from mmfm.encoders import build_encoder
+    from mmfm.objectives import build_objective
+
+    x = torch.rand(2, 1, 16, 16) * 100 + 50  # far from unit scale: only the normalised target is O(1)
+    losses = {}
+    for norm_pix in (True, False):
+        torch.manual_seed(0)
+        obj = build_objective("mae", build_encoder("vit_micro", spatial_dims=2, in_channels=1), norm_pix=norm_pix)
+        torch.manual_seed(1)
+        losses[norm_pix] = obj({"image": x})["loss"].item()
+    assert losses[True] < 10 < losses[False]
