@@ -114,3 +114,32 @@ def test_csv_reports(tmp_path):
     sections = {"findings": "findings", "impression": "impression"}
     rows = list(read_csv_reports(p, id_column="id", section_columns=sections))
     assert [r[0] for r in rows] == ["a", "b"] and rows[1][1].findings == "Small effusion."
+
+
+def test_inspect_does_not_guess_the_modality_and_lists_assumptions(tmp_path, dicom_path):
+    """A NIfTI records no modality: 'unknown' (never 'MR' by guessing) unless the user says; a DICOM without
+    PixelSpacing / orientation lists the values it had to assume."""
+    import nibabel as nib
+    import pydicom
+
+    from mmfm.workflows.inspect import inspect_path
+
+    p = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), p)
+    info = inspect_path(p)
+    assert info["modality"] == "unknown" and "--modality" in info["modality_note"]
+    assert inspect_path(p, "CT")["modality"] == "CT"
+    ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    del ds.PixelSpacing, ds.ImageOrientationPatient, ds.ImagePositionPatient
+    ds.save_as(tmp_path / "bare.dcm")
+    info = inspect_path(tmp_path / "bare.dcm")
+    assert {"spacing", "orientation", "origin"} <= set(info["assumed"])
+    assert "assumed" not in inspect_path(dicom_path("CT_small.dcm"))
+
+
+def test_unknown_modality_needs_a_preset_choice():
+    from mmfm.data.presets import default_preset
+    from mmfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="modality of these images is unknown"):
+        default_preset("unknown")
