@@ -1,18 +1,19 @@
-"""One CLIP training step: mmfm (DualEncoder + ClipLoss) vs open_clip (CustomTextCLIP + open_clip.loss.ClipLoss),
-with the same towers, weights and batch, side by side in one process.
+"""What differs between mmfm's CLIP and open_clip's, timed side by side in one process.
 
-Towers (both): mmfm's vit_mini image encoder (2D, 1 channel) and the packaged MiniLM text encoder (6 layers,
-384-d, masked mean pooling), linear projections to 128-d, learnable temperature initialised at 0.07. In open_clip
-the text tower is its own HFTextEncoder built on the same MiniLM folder (``hf_pooler_type=mean_pooler``,
-``hf_proj_type=linear``); its vision tower is replaced by mmfm's encoder (open_clip has no 1-channel 2D ViT of
-the same shape), so the comparison is of everything around the towers: projections, normalisation, logits,
-loss and the optimiser step. Both receive the same token ids (real IU X-ray impressions, padded to the longest
-in the batch) and the same images. The first step's losses must agree: a check that the two compute the same.
+A whole CLIP step with the same towers in both libraries mostly times those towers against themselves (they take
+over 99% of the step), so this benchmark times the parts that differ, each with an equality check first:
 
-    .venv/bin/python benchmarks/clip_step.py [--batch 32] [--img 64] [--steps 10]
+1. ``loss``: mmfm's ``ClipLoss`` (one logit matrix and its transpose) vs ``open_clip.loss.ClipLoss`` (both logit
+   matrices), forward + backward, at batch 256 and 2048 (512-d); the two loss values must agree.
+2. ``projection``: what mmfm's CLIP objective runs around the towers (global projections only) vs what it ran
+   before this version (global plus per-token "local" projections that only GLoRIA needs, computed and thrown
+   away): the cost CLIP no longer pays, on real tower outputs (ViT tokens, MiniLM tokens).
+3. ``step``: for reference, one whole step of each with the same towers and weights (first-step losses equal).
 
-Prints samples/s for each, the throughput ratio (mmfm / open_clip; target >= 1.0) and the two first losses; then
-the two losses alone (forward + backward) on a large batch of random embeddings.
+    .venv/bin/python benchmarks/clip_step.py [--batch 32] [--img 64] [--steps 10] [--json docs/results/bench_clip.json]
+
+In the open_clip model the text tower is its own HFTextEncoder on the same MiniLM folder and the vision tower is
+mmfm's encoder (open_clip has no 1-channel 2D ViT of that shape).
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--img", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--loss-batch", type=int, default=2048, help="batch of the loss-only comparison")
+    ap.add_argument("--json", help="also write the numbers as result records (for scripts/doc_tables.py)")
     args = ap.parse_args()
+    records: list = []
     from open_clip.loss import ClipLoss as OpenClipLoss
 
     from mmfm.objectives.losses import ClipLoss
@@ -125,10 +127,63 @@ def main() -> None:
     print(f"throughput ratio mmfm / open_clip: {med['open_clip'] / med['mmfm']:.3f}")
     print(f"first-step loss: mmfm {first[0]:.6f}, open_clip {first[1]:.6f} (difference {abs(first[0] - first[1]):.2e})")
     assert F.mse_loss(torch.tensor(first[0]), torch.tensor(first[1])) < 1e-8, "the two do not compute the same loss"
-    loss_only(args.loss_batch)
+    records += _records("step (same towers)", med, args.batch)
+    for n in (256, 2048):
+        records += loss_only(n)
+    records += projections(dual, images, tok)
+    if args.json:
+        from mmfm.evaluation.results import write_results
+
+        write_results(args.json, records)
+        print(f"wrote {args.json}")
 
 
-def loss_only(n: int, dim: int = 512, rounds: int = 20) -> None:
+def _records(part: str, med: dict[str, float], n: int) -> list:
+    from mmfm.evaluation.results import ResultRecord
+
+    base = min(med.values())
+    out = []
+    for name, t in med.items():
+        out.append(ResultRecord(part, "clip", "bench", name, "ms", t * 1000, 0))
+        out.append(ResultRecord(part, "clip", "bench", name, "samples/s", n / t, 0))
+        out.append(ResultRecord(part, "clip", "bench", name, "time / fastest", t / base, 0))
+    return out
+
+
+def _time(fns: dict, rounds: int = 20) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(rounds + 1):
+        for name, fn in list(fns.items())[:: 1 if i % 2 else -1]:
+            t = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def projections(dual, images, tok) -> list:
+    """Global-only projections (mmfm's CLIP now) vs global + local ones (what it computed before), forward and
+    backward, on the towers' real outputs (the towers themselves run once, outside the timing)."""
+    with torch.no_grad():
+        fi, ft = dual.image(images), dual.text(**tok)
+
+    def run(local: bool):
+        def f():
+            vi = fi["tokens"].detach().requires_grad_()
+            vt = ft["tokens"].detach().requires_grad_()
+            out = dual.image_proj(vi.mean(1)).sum() + dual.text_proj(vt.mean(1)).sum()
+            if local:
+                out = out + dual.image_proj(vi).sum() + dual.text_proj(vt).sum()
+            out.backward()
+        return f
+
+    med = _time({"mmfm CLIP (global only)": run(False), "before: global + local": run(True)}, rounds=30)
+    print(f"projections: global only {med['mmfm CLIP (global only)'] * 1e3:.2f} ms, with local "
+          f"{med['before: global + local'] * 1e3:.2f} ms per step")
+    return _records(f"projections (batch {len(images)})", med, len(images))
+
+
+def loss_only(n: int, dim: int = 512, rounds: int = 20) -> list:
     """The losses alone (forward + backward) on a large batch of random embeddings, where the towers do not
     hide their cost."""
     from open_clip.loss import ClipLoss as OpenClipLoss
@@ -153,15 +208,10 @@ def loss_only(n: int, dim: int = 512, rounds: int = 20) -> None:
         return float(loss.detach())
 
     assert abs(run_mm() - run_oc()) < 1e-4
-    times: dict[str, list[float]] = {"mmfm": [], "open_clip": []}
-    for i in range(rounds):
-        for name, fn in (("mmfm", run_mm), ("open_clip", run_oc))[:: 1 if i % 2 else -1]:
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _time({"mmfm": run_mm, "open_clip": run_oc}, rounds)
     print(f"loss only (batch {n}, {dim}-d, normalisation included): mmfm {med['mmfm'] * 1000:.1f} ms, "
           f"open_clip {med['open_clip'] * 1000:.1f} ms, ratio mmfm / open_clip {med['open_clip'] / med['mmfm']:.3f}")
+    return _records(f"loss (batch {n}, {dim}-d)", med, n)
 
 
 if __name__ == "__main__":

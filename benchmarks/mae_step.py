@@ -7,6 +7,15 @@ process (alternating rounds). On CPU, peak memory is measured for each implement
 process; on a GPU it is ``torch.cuda.max_memory_allocated`` in the same process.
 
     .venv/bin/python benchmarks/mae_step.py [--batch 32] [--img 128] [--patch 8] [--steps 10] [--device cpu]
+                                            [--json docs/results/bench_mae.json]
+
+Implementations: ``mmfm`` (timm blocks, fused scaled-dot-product attention), ``monai`` (MaskedAutoEncoderViT as
+shipped: attention by einsum) and ``monai+flash`` (the same network with MONAI's ``use_flash_attention`` switched
+on in every attention block, i.e. torch's fused SDPA). FLOPs: torch's FLOP counter, with the fused CPU attention
+kernels registered here (the counter has no formula for them and would count 0; the standard formula, 4*B*h*N*N*d
+forward and twice that backward, is torch's own ``sdpa_flop_count``), so every implementation is counted alike.
+Before timing, the loss check runs both libraries' losses on the same MONAI predictions and masks: mmfm's
+``masked_reconstruction_loss`` must equal the masked MSE the MONAI step uses (``loss_gap``, exact up to fp).
 
 Configuration (both): 2D, 1 channel, ViT dim 192, depth 6, 3 heads, MLP 768, qkv bias; decoder dim 128, depth 2,
 4 heads, MLP 512; mask ratio 0.75; MSE on masked patches; AdamW.
@@ -28,8 +37,31 @@ from monai.networks.nets import MaskedAutoEncoderViT
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfm.encoders.vit import ViTEncoder
+from mmfm.evaluation.results import ResultRecord, write_results
+from mmfm.objectives.losses import masked_reconstruction_loss
 from mmfm.objectives.masked import MAE
 from mmfm.objectives.masking import patchify
+
+
+def _register_fused_attention_flops() -> None:
+    """Count the fused CPU attention kernels (FlopCounterMode gives them 0 otherwise)."""
+    from torch.utils import flop_counter as fcm
+
+    aten = torch.ops.aten
+    for op, fn in ((getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None), "fwd"),
+                   (getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None), "bwd")):
+        if op is None or op in fcm.flop_registry or op.default in fcm.flop_registry:
+            continue
+        if fn == "fwd":
+            def formula(q, k, v, *args, out_shape=None, **kw):
+                return fcm.sdpa_flop_count(q, k, v)
+        else:
+            def formula(grad_out, q, k, v, *args, out_shape=None, **kw):
+                return fcm.sdpa_backward_flop_count(grad_out, q, k, v)
+        fcm.register_flop_formula(op)(formula)
+
+
+_register_fused_attention_flops()
 
 
 def rss_mb() -> float:
@@ -48,7 +80,7 @@ def child_peak_memory(name: str, args) -> float:
 def only(name: str, args) -> None:
     device = torch.device("cpu")
     x = torch.rand(args.batch, 1, args.img, args.img)
-    step = {"mmfm": mmfm_step_fn, "monai": monai_step_fn}[name](args, device)
+    step = STEPS[name](args, device)
     gc.collect()
     base = rss_mb()
     for _ in range(3):
@@ -70,20 +102,48 @@ def mmfm_step_fn(args, device):
     return step
 
 
-def monai_step_fn(args, device):
+def monai_model(args, device, flash: bool = False):
+    from monai.networks.blocks.selfattention import SABlock
+
     model = MaskedAutoEncoderViT(1, args.img, args.patch, hidden_size=192, mlp_dim=768, num_layers=6, num_heads=3,
                                  masking_ratio=0.75, decoder_hidden_size=128, decoder_mlp_dim=512,
                                  decoder_num_layers=2, decoder_num_heads=4, spatial_dims=2, qkv_bias=True).to(device)
+    if flash:  # MaskedAutoEncoderViT does not pass the option through; its attention blocks have it
+        for m in model.modules():
+            if isinstance(m, SABlock):
+                m.use_flash_attention = True
+    return model
+
+
+def monai_loss(pred, x, mask, patch):
+    target = patchify(x, patch)
+    return (F.mse_loss(pred, target, reduction="none").mean(-1) * mask).sum() / mask.sum()
+
+
+def monai_step_fn(args, device, flash: bool = False):
+    model = monai_model(args, device, flash)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(x):
         pred, mask = model(x)                                   # (B, N, p*p), (B, N) 1 = masked
-        target = patchify(x, args.patch)
-        loss = (F.mse_loss(pred, target, reduction="none").mean(-1) * mask).sum() / mask.sum()
+        loss = monai_loss(pred, x, mask, args.patch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
+
+
+STEPS = {"mmfm": mmfm_step_fn, "monai": monai_step_fn, "monai+flash": lambda a, d: monai_step_fn(a, d, True)}
+
+
+def loss_gap(args, device) -> float:
+    """mmfm's masked-reconstruction loss vs the MONAI step's loss on the same predictions, targets and masks."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, args.img, args.img, device=device)
+    with torch.no_grad():
+        pred, mask = monai_model(args, device)(x)
+        ours, _ = masked_reconstruction_loss(pred, patchify(x, args.patch), mask.bool(), "mse")
+        return abs(float(ours) - float(monai_loss(pred, x, mask, args.patch)))
 
 
 def sync(device):
@@ -128,14 +188,18 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", choices=["mmfm", "monai"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=list(STEPS), help=argparse.SUPPRESS)
+    ap.add_argument("--json", help="also write the numbers as result records (for scripts/doc_tables.py)")
     args = ap.parse_args()
     if args.only:
         return only(args.only, args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, args.img, args.img, device=device)
-    fns = {"mmfm": mmfm_step_fn(args, device), "monai": monai_step_fn(args, device)}
+    gap = loss_gap(args, device)
+    if gap > 1e-5:
+        raise SystemExit(f"the two losses differ by {gap}: the comparison would not be like with like")
+    fns = {name: fn(args, device) for name, fn in STEPS.items()}
     res = {k: [] for k in fns}
     for _ in range(args.rounds):  # alternate, so that machine noise hits both alike
         for name, fn in fns.items():
@@ -145,12 +209,22 @@ def main():
         med = {k: (dt, child_peak_memory(k, args), fl) for k, (dt, _, fl) in med.items()}
     peak = matmul_peak(device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"image {args.img}^2, patch {args.patch}")
+          f"image {args.img}^2, patch {args.patch}; loss check: |mmfm - MONAI| = {gap:.2e}")
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    records = []
     for name, (dt, mem, flops) in med.items():
-        print(f"{name:6s} {args.batch / dt:8.1f} img/s  step {dt * 1e3:7.1f} ms  peak mem {mem:7.1f} MiB  "
-              f"{flops / 1e9:6.2f} GFLOP/step  {flops / dt / 1e9:6.1f} GFLOP/s = {flops / dt / peak:.1%} of peak")
-    print(f"throughput ratio mmfm / MONAI: {med['monai'][0] / med['mmfm'][0]:.2f}")
+        ratio = med[name][0] / med["mmfm"][0]
+        print(f"{name:11s} {args.batch / dt:8.1f} img/s  step {dt * 1e3:7.1f} ms  peak mem {mem:7.1f} MiB  "
+              f"{flops / 1e9:6.2f} GFLOP/step  {flops / dt / 1e9:6.1f} GFLOP/s = {flops / dt / peak:.1%} of peak  "
+              f"mmfm speed-up over it: {ratio:.2f}")
+        for metric, v in (("img/s", args.batch / dt), ("GFLOP per step", flops / 1e9),
+                          ("fraction of matmul peak", flops / dt / peak), ("peak MiB", mem),
+                          ("mmfm speed-up over it", ratio)):
+            records.append(ResultRecord("mae_step", f"2D {args.img}^2 b{args.batch} p{args.patch} {device.type}",
+                                        "bench", name, metric, float(v), 0))
+    if args.json:
+        write_results(args.json, records)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

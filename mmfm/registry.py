@@ -68,8 +68,18 @@ class Registry(Generic[T]):
                 raise ConfigError(f"unknown option '{label}' for {self.kind} '{name}'",
                                   (f"did you mean '{close[0]}'? " if close else "") + f"valid: {valid}")
 
+    def check_required(self, name: str, given: Iterable[str], where: str = "") -> None:
+        """Raise :class:`ConfigError` naming a required option (no default) that is not given."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        missing = [p.name for p in params if p.default is inspect.Parameter.empty
+                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in set(given)]
+        if missing:
+            label = f"{where}.{missing[0]}" if where else missing[0]
+            raise ConfigError(f"{self.kind} '{name}' needs the option '{label}'", f"required: {missing}")
+
     def build(self, name: str, /, **kwargs: Any) -> T:
         self.check_options(name, kwargs, self.kind)
+        self.check_required(name, kwargs, self.kind)
         return self.get(name)(**kwargs)
 
     def build_with(self, name: str, options: dict[str, Any], context: dict[str, Any], where: str = "") -> T:
@@ -77,7 +87,9 @@ class Registry(Generic[T]):
         of classes, ...), of which only what the factory takes is passed; the user's options win."""
         self.check_options(name, options, where or self.kind)
         accepted = set(self.options(name))
-        return self.get(name)(**{**{k: v for k, v in context.items() if k in accepted}, **options})
+        kwargs = {**{k: v for k, v in context.items() if k in accepted}, **options}
+        self.check_required(name, kwargs, where or self.kind)
+        return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._items)

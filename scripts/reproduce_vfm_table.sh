@@ -23,3 +23,7 @@ $MMFM evaluate --encoder random:vit_mini random:resnet_small "${RUNS[@]}" \
 # stratified subset of at most 96 samples per split, together with random init and MAE on the same subset.
 $MMFM evaluate --encoder litemedsam random:vit_mini $OUT/pretrain/mae_2d $OUT/pretrain/moco_2d random:resnet_small --max-per-split 96 \
   --protocol linear knn --set patches2d --label tissue --fractions 0.1 1.0 --seeds 0 1 2 --out $OUT/eval_litemedsam
+PY=${PY:-.venv/bin/python}
+$PY scripts/doc_tables.py collect vfm $OUT/eval
+$PY scripts/doc_tables.py collect vfm_litemedsam $OUT/eval_litemedsam
+$PY scripts/doc_tables.py write

@@ -26,5 +26,5 @@ for seed in 0 1 2; do
     echo "$variant seed $seed: $(( $(date +%s) - start )) s"
   done
 done
-$PY scripts/vl_table.py $OUT balanced_accuracy chance_balanced_accuracy accuracy auroc i2t_R@1 i2t_R@5 \
-  i2t_chance_R@1 t2i_R@1 t2i_R@5 t2i_chance_R@1 | tee $OUT/table.md
+$PY scripts/doc_tables.py collect vlm $OUT
+$PY scripts/doc_tables.py write

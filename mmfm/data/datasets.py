@@ -59,6 +59,8 @@ class SampleDataset(torch.utils.data.Dataset):
     ``presets``: a preset per modality (default: each modality's documented default, ``CT`` -> ``ct_abdomen``).
     """
 
+    reads_files = True  # items are decoded from the user's files: worth DataLoader workers
+
     def __init__(self, samples: Sequence[dict[str, Any]], modalities: Sequence[str], size: Sequence[int],
                  label_key: str | None = "label", presets: dict[str, Preset] | None = None) -> None:
         if not modalities:

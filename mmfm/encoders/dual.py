@@ -28,16 +28,24 @@ class DualEncoder(nn.Module):
         self.text_proj = nn.Linear(text.out_dim, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)), requires_grad=learn_temperature)
 
-    def image_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Projected, unnormalised: {"global": (B, E), "local": (B, N, E)} (local = per-token/region)."""
+    def image_features(self, x: torch.Tensor, local: bool = False) -> dict[str, torch.Tensor]:
+        """Projected, unnormalised: {"global": (B, E)} and with ``local`` {"local": (B, N, E)} (per token/region;
+        only GLoRIA-style objectives need it, so CLIP does not pay for projecting every token)."""
         f = self.image(x)
-        return {"global": self.image_proj(f["pooled"]), "local": self.image_proj(f["tokens"])}
+        out = {"global": self.image_proj(f["pooled"])}
+        if local:
+            out["local"] = self.image_proj(f["tokens"])
+        return out
 
-    def text_features(self, texts: list[str] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Projected, unnormalised: {"global": (B, E), "local": (B, L, E), "mask": (B, L) word mask}."""
+    def text_features(self, texts: list[str] | dict[str, torch.Tensor], local: bool = False
+                      ) -> dict[str, torch.Tensor]:
+        """Projected, unnormalised: {"global": (B, E)} and with ``local`` {"local": (B, L, E), "mask": (B, L)}."""
         tok = self.text.tokenize(texts, self.max_length) if not isinstance(texts, dict) else texts
         f = self.text(**tok)
-        return {"global": self.text_proj(f["pooled"]), "local": self.text_proj(f["tokens"]), "mask": f["mask"]}
+        out = {"global": self.text_proj(f["pooled"])}
+        if local:
+            out["local"], out["mask"] = self.text_proj(f["tokens"]), f["mask"]
+        return out
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_features(x)["global"], dim=-1)

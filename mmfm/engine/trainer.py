@@ -54,7 +54,8 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0
     precision: str = "auto"        # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
-    workers: int = 2               # DataLoader worker processes per rank (0: load in the training process)
+    workers: int = -1              # DataLoader worker processes per rank; -1 auto: up to 4 for datasets that read
+                                   # files, 0 for in-memory arrays (workers would only add copying)
     ckpt_every: int = 50
     log_every: int = 10
     progress: bool = True
@@ -98,8 +99,17 @@ def check_train_config(cfg: TrainConfig) -> None:
     for name in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")
-    if cfg.workers < 0:
-        raise ConfigError(f"train.workers={cfg.workers} must be 0 or more")
+    if cfg.workers < -1:
+        raise ConfigError(f"train.workers={cfg.workers} must be -1 (auto), 0 or more")
+
+
+def num_workers(cfg: TrainConfig, dataset: Any) -> int:
+    """``train.workers``, or with -1 (auto): 0 for in-memory datasets, else up to 4 (one core left free)."""
+    if cfg.workers >= 0:
+        return cfg.workers
+    if not getattr(dataset, "reads_files", False):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -211,7 +221,7 @@ class Trainer:
         t0, last = time.time(), {}
         batches = iter(torch.utils.data.DataLoader(
             _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
-            num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+            num_workers=num_workers(cfg, self.dataset), pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
         for step in range(start, cfg.max_steps):
             factor = lr_factor(step, self.ocfg, cfg.max_steps)

@@ -31,8 +31,8 @@ class GLoRIA(ImageTextObjective):
         self.local_loss = GloriaLocalLoss(temp_attention, temp_word, temp_local)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img = self.model.image_features(batch["image"])                    # global (B, E), local (B, N, E)
-        txt = self.model.text_features(self.texts(batch))                  # global (B, E), local (B, L, E)
+        img = self.model.image_features(batch["image"], local=True)        # global (B, E), local (B, N, E)
+        txt = self.model.text_features(self.texts(batch), local=True)      # global (B, E), local (B, L, E)
         return self.total({
             "global_loss": self.global_weight * self.global_loss(img["global"], txt["global"], self.model.logit_scale),
             "local_loss": self.local_weight * self.local_loss(img["local"], txt["local"], txt["mask"]),
@@ -41,8 +41,8 @@ class GLoRIA(ImageTextObjective):
     @torch.no_grad()
     def attention_maps(self, image: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """Word-to-region attention of each text over its own image, (B, L, N) (for interpretability)."""
-        img = self.model.image_features(image)
-        txt = self.model.text_features(texts)
+        img = self.model.image_features(image, local=True)
+        txt = self.model.text_features(texts, local=True)
         _, attn = local_scores(img["local"], txt["local"], txt["mask"], self.local_loss.ta, self.local_loss.tw)
         idx = torch.arange(len(image))
         return attn[idx, idx]                                              # (B, L, N)

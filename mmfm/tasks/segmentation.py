@@ -99,13 +99,16 @@ class SegmentationTask(nn.Module):
 
 
 @TASKS.register("segmentation")
-def segmentation(encoder: dict[str, Any], num_classes: int, spatial_dims: int, in_channels: int,
+def segmentation(num_classes: int, spatial_dims: int, in_channels: int, encoder: dict[str, Any] | None = None,
                  network: str = "encoder", features: Sequence[int] = (16, 16, 32, 64, 128, 16),
                  decoder_channels: int = 64, freeze_encoder: bool = False) -> SegmentationTask:
     if network not in NETWORKS:
         raise ConfigError(f"task.network='{network}' is not a segmentation network", f"use one of {NETWORKS}")
     if network == "basicunet":
         return SegmentationTask(spatial_dims, in_channels, num_classes, features)
+    if not encoder or "name" not in encoder:
+        raise ConfigError("segmentation with task.network=encoder needs an encoder", "set encoder.name, e.g. "
+                          "vit_mini, or task.network=basicunet")
     enc = build_encoder(encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels,
                         **{k: v for k, v in encoder.items() if k != "name"})
     if freeze_encoder:

@@ -1,0 +1,196 @@
+"""Every table and number in docs/ and the README is written here, from result files, never pasted.
+
+    python scripts/doc_tables.py collect NAME FOLDER [--splits test val]  # results.json -> docs/results/NAME.json
+    python scripts/doc_tables.py write                                    # regenerate every marked block
+
+A marked block in a Markdown file is ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``; its body is replaced by
+the output of the generator NAME below, which reads ``docs/results/*.json`` (lists of result records, as
+``results.json``). A block whose results file is missing says which command produces it. The reproduce_*.sh
+scripts end with ``collect`` and ``write``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SOURCE = {  # results file -> the command that produces it
+    "vfm": "scripts/reproduce_vfm_table.sh", "vfm_litemedsam": "scripts/reproduce_vfm_table.sh",
+    "section_matching": "scripts/reproduce_report_tables.sh", "labeller": "scripts/reproduce_report_tables.sh",
+    "report_generation_2d": "scripts/reproduce_report_tables.sh", "report_generation_3d":
+    "scripts/reproduce_report_tables.sh", "vqa_2d": "scripts/reproduce_report_tables.sh",
+    "vqa_3d": "scripts/reproduce_report_tables.sh", "vlm": "scripts/reproduce_vlm_table.sh",
+    "bench_mae": "benchmarks/mae_step.py --json docs/results/bench_mae.json",
+    "bench_clip": "benchmarks/clip_step.py --json docs/results/bench_clip.json",
+}
+
+
+class Missing(Exception):
+    pass
+
+
+def load(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise Missing(f"_No results file `docs/results/{name}.json` yet: run `{SOURCE.get(name, '?')}`._")
+    return json.loads(path.read_text())
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0), len(values)
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    m, s, n = _stats(values)
+    if n == 1 and float(m).is_integer() and abs(m) >= 1:
+        return str(int(m))  # counts (support, median rank)
+    return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f} (n={n})"
+
+
+def grid(records: list[dict], rows: Callable[[dict], tuple], cols: list[str], col_of: Callable[[dict], str],
+         headers: list[str], digits: int = 3) -> str:
+    """Markdown table: one row per ``rows(record)`` key, one column per value of ``col_of``; mean ± sd."""
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        cells[rows(r)][col_of(r)].append(float(r["value"]))
+    out = ["| " + " | ".join(headers + cols) + " |", "|" + "---|" * (len(headers) + len(cols))]
+    for key in sorted(cells):
+        out.append("| " + " | ".join([*map(str, key), *(cell(cells[key][c], digits) for c in cols)]) + " |")
+    return "\n".join(out)
+
+
+# -- generators -------------------------------------------------------------------------------------------------
+def _label_efficiency(name: str) -> str:
+    recs = [r for r in load(name) if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
+    fr = sorted({r["label_fraction"] for r in recs})
+    return grid(recs, lambda r: (r["task"].split("/")[-1], r["method"]), [f"{f:g}" for f in fr],
+                lambda r: f"{r['label_fraction']:g}", ["protocol", "method"]) + \
+        "\n\nColumns: fraction of the training labels; cells: test balanced accuracy, mean ± sample sd over seeds."
+
+
+def label_efficiency() -> str:
+    return _label_efficiency("vfm")
+
+
+def label_efficiency_litemedsam() -> str:
+    return _label_efficiency("vfm_litemedsam")
+
+
+def vfm_findings() -> str:
+    """For each label fraction <= 10%: the best pretrained encoder against the random one of its architecture."""
+    recs = [r for r in load("vfm") if r["metric"] == "balanced_accuracy" and r["task"].endswith("linear")]
+    by: dict[tuple, list[float]] = defaultdict(list)
+    for r in recs:
+        by[(r["method"], r["label_fraction"])].append(r["value"])
+    lines = []
+    for f in sorted({k[1] for k in by if k[1] <= 0.1}):
+        best = None
+        for (method, frac), v in by.items():
+            arch = method.split("-")[0]
+            base = by.get((f"{arch}-random", frac))
+            if frac != f or method.endswith("-random") or not base:
+                continue
+            gain = np.mean(v) - np.mean(base)
+            if best is None or gain > best[0]:
+                best = (gain, method, _stats(v), _stats(base))
+        if best:
+            g, method, (m, s, n), (bm, bs, _) = best
+            lines.append(f"- {f:g} of the labels, linear probe: best pretrained encoder `{method}` "
+                         f"{m:.3f} ± {s:.3f} against `{method.split('-')[0]}-random` {bm:.3f} ± {bs:.3f} "
+                         f"({100 * g:+.1f} points, {n} seeds).")
+    return "\n".join(lines) or "_no label fraction at or below 10%_"
+
+
+def section_matching() -> str:
+    recs = load("section_matching")
+    cols = ["R@1", "R@5", "R@10", "median_rank", "mAP"]
+    body = grid([r for r in recs if r["metric"] in cols], lambda r: (r["split"], r["method"]), cols,
+                lambda r: r["metric"], ["split", "text tower"])
+    chance = grid([r for r in recs if r["metric"].startswith("chance_")], lambda r: (r["split"],),
+                  ["chance_R@1", "chance_R@5", "chance_mAP"], lambda r: r["metric"], ["split"])
+    return body + "\n\nA random ranking (chance, same splits):\n\n" + chance
+
+
+def labeller() -> str:
+    recs = load("labeller")
+    cols = ["support", "precision", "recall", "F1"]
+    return grid([r for r in recs if r["metric"] in cols], lambda r: (r["task"].split("/")[-1],), cols,
+                lambda r: r["metric"], ["finding"])
+
+
+def _metric_table(name: str, cols: list[str]) -> str:
+    recs = [r for r in load(name) if r["split"] == "test" and r["metric"] in cols]
+    return grid(recs, lambda r: (r["task"], r["method"]), cols, lambda r: r["metric"], ["task", "method"])
+
+
+TEXT_GEN = ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall", "CE_F1"]
+VQA = ["accuracy", "closed_accuracy", "open_exact_match", "open_token_f1"]
+GENERATORS: dict[str, Callable[[], str]] = {
+    "label-efficiency": label_efficiency,
+    "label-efficiency-litemedsam": label_efficiency_litemedsam,
+    "vfm-findings": vfm_findings,
+    "section-matching": section_matching,
+    "labeller": labeller,
+    "vlm": lambda: _metric_table("vlm", ["balanced_accuracy", "chance_balanced_accuracy", "auroc", "i2t_R@1",
+                                         "i2t_chance_R@1", "t2i_R@1", "t2i_mAP", "t2i_chance_mAP"]),
+    "report-generation-2d": lambda: _metric_table("report_generation_2d", TEXT_GEN),
+    "report-generation-3d": lambda: _metric_table("report_generation_3d", TEXT_GEN),
+    "vqa-2d": lambda: _metric_table("vqa_2d", VQA),
+    "vqa-3d": lambda: _metric_table("vqa_3d", VQA),
+    "bench-mae": lambda: grid(load("bench_mae"), lambda r: (r["method"],), sorted({r["metric"] for r in
+                              load("bench_mae")}), lambda r: r["metric"], ["implementation"], 2),
+    "bench-clip": lambda: grid(load("bench_clip"), lambda r: (r["task"], r["method"]), sorted(
+        {r["metric"] for r in load("bench_clip")}), lambda r: r["metric"], ["part", "implementation"], 3),
+}
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
+
+
+def render(name: str) -> str:
+    if name not in GENERATORS:
+        raise SystemExit(f"unknown table '{name}' (known: {', '.join(GENERATORS)})")
+    try:
+        return GENERATORS[name]()
+    except Missing as e:
+        return str(e)
+
+
+def write() -> None:
+    for doc in DOCS:
+        text = doc.read_text()
+        new = BLOCK.sub(lambda m: m.group(1) + render(m.group("name")).rstrip() + "\n" + m.group(4), text)
+        if new != text:
+            doc.write_text(new)
+            print(f"updated {doc.relative_to(ROOT)}")
+
+
+def collect(name: str, folder: str, splits: list[str]) -> None:
+    records = []
+    for p in sorted(Path(folder).rglob("results.json")):
+        records += [r for r in json.loads(p.read_text()) if r["split"] in splits and r["task"] != "pretrain"]
+    if not records:
+        raise SystemExit(f"no results.json records under {folder}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=1))
+    print(f"{len(records)} records -> docs/results/{name}.json")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] == ["write"]:
+        write()
+    elif args[:1] == ["collect"] and len(args) >= 3:
+        splits = args[args.index("--splits") + 1:] if "--splits" in args else ["test"]
+        collect(args[1], args[2], splits)
+    else:
+        raise SystemExit(__doc__)
