@@ -171,7 +171,7 @@ def write() -> None:
         new = BLOCK.sub(lambda m: m.group(1) + render(m.group("name")).rstrip() + "\n" + m.group(4), text)
         if new != text:
             doc.write_text(new)
-            print(f"updated {doc.relative_to(ROOT)}")
+            print(f"updated {doc.name}")
 
 
 def collect(name: str, folder: str, splits: list[str]) -> None:

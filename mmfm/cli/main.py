@@ -374,6 +374,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmfm: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system: permission denied, disk full, a path that is not there
+        if os.environ.get("MMFM_DEBUG") == "1":
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"mmfm: error: {e.strerror or e}{where}\n  hint: check the path, its permissions and the free disk "
+              "space", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug in mmfm, not in the user's input: one line, and how to get the details
+        if os.environ.get("MMFM_DEBUG") == "1":
+            raise
+        print(f"mmfm: internal error: {type(e).__name__}: {e}\n  hint: this is a bug in mmfm, not in your input; "
+              "run again with MMFM_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -65,3 +65,30 @@ def test_group_contrast_without_positive_pair_is_a_config_error():
 
     with pytest.raises(ConfigError, match="positive partner"):
         MultiPositiveNCELoss(0.1, gather=False)(torch.randn(4, 8), torch.arange(4))
+
+
+def test_an_unexpected_error_is_one_line_and_debuggable(monkeypatch, capsys):
+    import mmfm.workflows.inspect as ins
+
+    def boom(*a, **k):
+        raise RuntimeError("something mmfm did not expect")
+
+    monkeypatch.setattr(ins, "inspect_path", boom)
+    assert main(["data", "inspect", "x.nii"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError" in err and "MMFM_DEBUG=1" in err and "Traceback" not in err
+    monkeypatch.setenv("MMFM_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["data", "inspect", "x.nii"])
+
+
+def test_a_file_system_error_names_the_path(monkeypatch, capsys):
+    import mmfm.workflows.inspect as ins
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", "/data/scan.nii")
+
+    monkeypatch.setattr(ins, "inspect_path", denied)
+    assert main(["data", "inspect", "x.nii"]) == 2
+    err = capsys.readouterr().err
+    assert "Permission denied: /data/scan.nii" in err and "hint:" in err and "Traceback" not in err
