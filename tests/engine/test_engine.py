@@ -151,3 +151,27 @@ def test_thread_count_changes_results_only_within_tolerance(tmp_path):
     a, a2, b = _weights(tmp_path / "t1"), _weights(tmp_path / "t1b"), _weights(tmp_path / "t2")
     assert all(torch.equal(a[k], a2[k]) for k in a)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_loader_workers_give_the_same_batches_in_the_same_order(tmp_path):
+    """DataLoader workers load ahead; the order is still the pure function of (seed, epoch, rank) that exact resume
+    relies on, and a resumed loader starts at the step it is given."""
+    from torch.utils.data import DataLoader, default_collate
+
+    from mmfm.data.datasets import ArrayDataset
+    from mmfm.engine.trainer import TrainConfig, Trainer, _Fetch, _StepBatches, num_workers
+
+    ds = ArrayDataset(torch.arange(40, dtype=torch.float32).view(40, 1, 1, 1).numpy(), torch.zeros(40).numpy())
+    t = Trainer(torch.nn.Linear(1, 1), ds, TrainConfig(max_steps=7, batch_size=4, grad_accum=2, progress=False),
+                OptimConfig(), tmp_path)
+
+    def batches(workers, start=0):
+        loader = DataLoader(_Fetch(ds, default_collate), sampler=_StepBatches(t, start), batch_size=None,
+                            num_workers=workers)
+        return [b["image"].flatten().tolist() for b in loader]
+
+    serial = batches(0)
+    assert len(serial) == 14 and serial == batches(2)
+    assert serial == [t.batch_indices(s, m) for s in range(7) for m in range(2)]
+    assert batches(2, start=3) == serial[6:]
+    assert num_workers(TrainConfig(), ds) == 0  # in-memory arrays: no workers by default
