@@ -143,6 +143,6 @@ def test_gloria_attention_maps_are_distributions_over_regions(bert_tiny):
                           text_encoder=bert_tiny).eval()
     batch = _batch(2)
     attn = obj.attention_maps(batch["image"][:3], TEXTS[:3])
-    n_regions = obj.model.image_features(batch["image"][:1])["local"].shape[1]
+    n_regions = obj.model.image_features(batch["image"][:1], local=True)["local"].shape[1]
     assert attn.shape[0] == 3 and attn.shape[-1] == n_regions
     assert torch.allclose(attn.sum(-1), torch.ones(attn.shape[:-1]), atol=1e-5)
