@@ -46,5 +46,14 @@ class ConfigError(MMFMError):
     """A configuration file or command-line override that cannot be applied."""
 
 
+def unknown_option(label: str, key: str, valid: Iterable[str], owner: str) -> ConfigError:
+    """The error for an option ``label`` (e.g. ``objective.mask_raito``) that ``owner`` does not take, with the
+    closest valid option as a hint. Every option check in mmfm raises through this."""
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    return ConfigError(f"unknown option '{label}' for {owner}",
+                       (f"did you mean '{close[0]}'? " if close else "") + f"valid: {valid}")
+
+
 class CheckpointError(MMFMError):
     """A checkpoint that is missing, corrupt, or does not match the model it is loaded into."""

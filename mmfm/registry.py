@@ -9,12 +9,11 @@ with a "did you mean" hint, never silently ignored. Factories therefore take exp
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from mmfm.errors import ConfigError, UnknownNameError
+from mmfm.errors import ConfigError, UnknownNameError, unknown_option
 
 T = TypeVar("T")
 
@@ -63,10 +62,7 @@ class Registry(Generic[T]):
         valid = self.options(name)
         for key in given:
             if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                label = f"{where}.{key}" if where else key
-                raise ConfigError(f"unknown option '{label}' for {self.kind} '{name}'",
-                                  (f"did you mean '{close[0]}'? " if close else "") + f"valid: {valid}")
+                raise unknown_option(f"{where}.{key}" if where else key, key, valid, f"{self.kind} '{name}'")
 
     def check_required(self, name: str, given: Iterable[str], where: str = "") -> None:
         """Raise :class:`ConfigError` naming a required option (no default) that is not given."""

@@ -23,14 +23,14 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
+from mmfm.data.sources.fetch import mmfm_home
 from mmfm.errors import MMFMError
 
 KEY_BYTES = 32
 
 
 def key_path() -> Path:
-    home = Path(os.environ.get("MMFM_HOME", Path.home() / ".cache" / "mmfm"))
-    return home / "pseudonym.key"
+    return mmfm_home() / "pseudonym.key"
 
 
 @lru_cache(maxsize=4)
@@ -59,7 +59,7 @@ def pseudonym_key() -> bytes:
 
 
 def pseudonym(value: str, kind: str) -> str:
-    """``<kind>-<12 hex>``: HMAC-SHA256(key, kind + value). Stable for one key, unlinkable without it."""
+    """``<kind>-<16 hex>``: HMAC-SHA256(key, kind + value). Stable for one key, unlinkable without it."""
     if not value:
         return ""
     digest = hmac.new(pseudonym_key(), f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmfm.errors import ConfigError
+from mmfm.errors import ConfigError, unknown_option
 from mmfm.registry import Registry
 
 MASKINGS: Registry[Callable[..., torch.Tensor]] = Registry("masking strategy")
@@ -137,15 +137,11 @@ def make_mask(strategy: str, images: torch.Tensor, grid: tuple[int, ...], ratio:
 def check_masking(strategy: str, options: dict[str, object], ratio: float) -> None:
     """Validate a masking configuration when an objective is built (not at the first training step)."""
     check_mask_ratio(ratio)
-    MASKINGS.get(strategy)
-    tunable = [o for o in MASKINGS.options(strategy) if o not in ("images", "grid", "ratio", "generator", "difficulty")]
+    runtime = ("images", "grid", "ratio", "generator", "difficulty")  # given by the objective at each step
+    tunable = [o for o in MASKINGS.options(strategy) if o not in runtime]
     for key in options:
         if key not in tunable:
-            import difflib
-
-            close = difflib.get_close_matches(key, tunable, n=1)
-            raise ConfigError(f"unknown option 'objective.masking_options.{key}' for masking '{strategy}'",
-                              (f"did you mean '{close[0]}'? " if close else "") + f"valid: {tunable}")
+            raise unknown_option(f"objective.masking_options.{key}", key, tunable, f"masking '{strategy}'")
 
 
 def check_mask_ratio(ratio: float, where: str = "objective.mask_ratio") -> None:

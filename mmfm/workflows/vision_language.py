@@ -5,7 +5,6 @@ it generates text, the generated texts as JSONL, into ``cfg.out``; ``status.json
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_ro
 from mmfm.encoders import build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
-from mmfm.errors import ConfigError
+from mmfm.errors import ConfigError, unknown_option
 from mmfm.evaluation.metrics.classification import classification_metrics
 from mmfm.evaluation.metrics.text import generation_metrics, tokenize
 from mmfm.evaluation.protocols.retrieval import frequency_baseline, image_text_retrieval, section_matching
@@ -60,9 +59,7 @@ def _need_mini(cfg: RunConfig, what: str) -> None:
 def _check_task_keys(cfg: RunConfig, valid: tuple[str, ...]) -> None:
     for key in cfg.task:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            raise ConfigError(f"unknown option 'task.{key}' for {cfg.task.get('name', 'this command')}",
-                              (f"did you mean 'task.{close[0]}'? " if close else "") + f"valid: {list(valid)}")
+            raise unknown_option(f"task.{key}", key, valid, str(cfg.task.get("name", "this command")))
 
 
 # -- zero-shot -------------------------------------------------------------------------------------------------

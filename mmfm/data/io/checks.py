@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mmfm.errors import InputFileError
@@ -39,8 +40,6 @@ def check_promised_size(path: str | Path, promised: int, available: int, how: st
 
 def memory_limit() -> int:
     """Bytes of physical memory: a promise beyond it cannot be honoured whatever the compression."""
-    import os
-
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):

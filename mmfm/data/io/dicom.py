@@ -73,9 +73,7 @@ def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
     check_shape(path, (rows, cols, frames, spp), "pixel data (rows, columns, frames, samples)")
     if bits <= 0:
         raise InputFileError(path, "DICOM header has no valid BitsAllocated", "the file is damaged; export it again")
-    promised = rows * cols * frames * spp * ((bits + 7) // 8 if bits != 1 else 1)
-    if bits == 1:
-        promised = (rows * cols * frames * spp + 7) // 8
+    promised = (rows * cols * frames * spp * bits + 7) // 8  # BitsAllocated: 1 (packed) or a multiple of 8
     if promised > memory_limit():
         raise InputFileError(path, f"the header declares {rows}x{cols}x{frames} pixels ({promised:,} bytes), more "
                                    "than this machine's memory", "the header is corrupt")
