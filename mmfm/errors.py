@@ -24,7 +24,7 @@ class InputFileError(MMFMError):
     """A user file (image, mask, report, table) is missing, unreadable or holds invalid content."""
 
     def __init__(self, path: str | Path, problem: str, hint: str = "") -> None:
-        self.path = str(path)
+        self.path, self.problem = str(path), problem
         super().__init__(f"{self.path}: {problem}", hint)
 
 

@@ -75,10 +75,15 @@ def _next_step(out: Path) -> str:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from mmfm.workflows.config import DataConfig
+    from mmfm.workflows.config import load_config
     from mmfm.workflows.evaluate import evaluate_encoders
 
-    data = DataConfig(dataset="mini", root=a.root, set=a.set, label=a.label)
+    bad = [o for o in a.overrides if not o.startswith("data.")]
+    if bad:
+        raise MMFMError(f"mmfm evaluate takes data options only, not '{bad[0]}'",
+                        "write data.<key>=value (e.g. data.size=[32,32]); the protocols have their own flags")
+    data = load_config(None, a.overrides, base={"data": {"dataset": a.dataset, "root": a.root, "set": a.set,
+                                                         "label": a.label}}).data
     evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split)
     print((Path(a.out) / "report.md").read_text())
     return 0
@@ -98,7 +103,7 @@ def _cmd_zeroshot(a: argparse.Namespace) -> int:
     if a.templates:
         task["templates"] = a.templates
     cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": {
-        "set": a.set, "label": a.label, "root": a.root, "eval_splits": a.splits}})
+        "dataset": a.dataset, "set": a.set, "label": a.label, "root": a.root, "eval_splits": a.splits}})
     _print_records(run_zeroshot(cfg), cfg.out)
     return 0
 
@@ -110,7 +115,8 @@ def _cmd_retrieve(a: argparse.Namespace) -> int:
     if bool(a.model) == bool(a.text_encoder):
         raise MMFMError("give either --model (image-text retrieval) or --text-encoder (report section matching)")
     task = {"name": "retrieve", "model": a.model} if a.model else {"name": "retrieve", "text_encoder": a.text_encoder}
-    data = {"set": "reports" if a.text_encoder else a.set, "root": a.root, "eval_splits": a.splits}
+    data = {"dataset": a.dataset, "set": "reports" if a.text_encoder else a.set, "root": a.root,
+            "eval_splits": a.splits}
     cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": data})
     _print_records(run_retrieve(cfg), cfg.out)
     return 0
@@ -212,9 +218,16 @@ def _config_args(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mini", help="a catalog dataset (`mmfm data list`), or folder for a plain "
+                                                     "directory of images (default: mini)")
+    p.add_argument("--data-root", "--root", dest="root", default=None,
+                   help="where the data is (default for mini: $MMFM_HOME/data/mini)")
+
+
 def _evaluation_args(p: argparse.ArgumentParser, out: str, overrides_help: str) -> None:
     p.add_argument("--splits", nargs="+", default=["test"], help="splits to evaluate (default: test)")
-    p.add_argument("--root", default=None, help="mini folder (default $MMFM_HOME/data/mini)")
+    _data_args(p)
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("overrides", nargs="*", help=overrides_help)
 
@@ -261,14 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoder", nargs="+", required=True, help="encoder sources")
     ev.add_argument("--protocol", nargs="+", default=["linear", "knn"], help="linear, knn, finetune")
     ev.add_argument("--set", default="patches2d", help="mini set (patches2d, slices2d, crops3d)")
-    ev.add_argument("--label", default="tissue", help="label of the set")
-    ev.add_argument("--root", default=None, help="mini folder (default $MMFM_HOME/data/mini)")
+    ev.add_argument("--label", default="tissue", help="label key (mini: tissue, region, ...; labels.csv: label)")
+    _data_args(ev)
     ev.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0], help="label fractions")
     ev.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     ev.add_argument("--finetune-steps", type=int, default=100, help="optimiser steps per fine-tuning run")
     ev.add_argument("--max-per-split", type=int, default=None,
                     help="evaluate on a stratified subset of at most N samples per split (slow encoders)")
     ev.add_argument("--out", default="runs/evaluate", help="output folder")
+    ev.add_argument("overrides", nargs="*", help="data options, e.g. data.size=[32,32] data.channels=1")
     ev.set_defaults(func=_cmd_evaluate)
 
     zs = sub.add_parser("zeroshot", help="zero-shot classification with an image-text model and prompt ensembles",

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image)
 
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.label is None else self.label.numpy()
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         out = {"image": self.image[i]}
         if self.label is not None:
@@ -55,43 +60,218 @@ class SampleDataset(torch.utils.data.Dataset):
     """Catalog samples -> tensors on a fixed grid: each modality through its own preset, then stacked as
     channels (early fusion of ``modalities``, review Fig. 3).
 
-    ``modalities`` empty: the modalities the first sample holds (what the loader read), in sorted order.
+    ``modalities`` empty: a sample's only image whatever its modality (a folder mixing CT DICOMs and PNGs), or
+    the modalities the first sample holds, in sorted order, when samples hold several.
     ``presets``: a preset per modality (default: each modality's documented default, ``CT`` -> ``ct_abdomen``).
+    ``channels``: the channel count every image is brought to (grey -> repeated, colour -> luminance); 0 keeps
+    what the files hold (then they must agree). ``spacing``: resample to this voxel size (mm) before resizing.
+    ``text``: add the report (``text``); ``extras``: add ``patient`` (int) and ``position`` (slice position in its
+    volume) for the objectives that pair images of one patient (MICLe, PCL).
+    ``cache``: a folder for preprocessed items (:class:`~mmfm.data.cache.PreprocessedCache`), so a second epoch
+    does not decode DICOM or NIfTI again. ``skip_unreadable``: a file that fails to decode during training is
+    skipped (warned once, listed in ``self.unreadable``) and the next sample is used, instead of stopping the run.
     """
 
     reads_files = True  # items are decoded from the user's files: worth DataLoader workers
 
     def __init__(self, samples: Sequence[dict[str, Any]], modalities: Sequence[str], size: Sequence[int],
-                 label_key: str | None = "label", presets: dict[str, Preset] | None = None) -> None:
-        if not modalities:
-            if len(samples) == 0:
-                raise SampleError("the dataset split is empty", "check data.root and the split options")
-            modalities = sorted(samples[0]["images"])
-        self.samples, self.modalities, self.label_key = samples, list(modalities), label_key
-        self.presets = {m: (presets or {}).get(m) or default_preset(m) for m in self.modalities}
-        self.resize_img = Resize(tuple(size), mode="area" if len(size) == 2 else "trilinear")
-        self.resize_mask = Resize(tuple(size), mode="nearest")
+                 label_key: str | None = "label", presets: dict[str, Preset] | None = None, channels: int = 0,
+                 spacing: Sequence[float] = (), text: bool = False, extras: bool = False,
+                 cache: str | None = None, skip_unreadable: bool = False) -> None:
+        if len(samples) == 0:
+            raise SampleError("the dataset split is empty", "check data.root and the split options")
+        self.samples, self.label_key, self.channels = samples, label_key, int(channels)
+        self.modalities = list(modalities)
+        self.user_presets = dict(presets or {})
+        self.size, self.spacing, self.text = [int(v) for v in size], [float(v) for v in spacing], text
+        self.resize_img = Resize(tuple(self.size), mode="area" if len(self.size) == 2 else "trilinear")
+        self.resize_mask = Resize(tuple(self.size), mode="nearest")
+        self.skip_unreadable, self.unreadable = skip_unreadable, {}
+        self.extras = None
+        if extras:
+            recs = getattr(samples, "records", None) or [{} for _ in range(len(samples))]
+            groups = [str(r.get("patient", i)) for i, r in enumerate(recs)]
+            index = {g: n for n, g in enumerate(dict.fromkeys(groups))}
+            self.extras = {"patient": [index[g] for g in groups],
+                           "position": [float(r.get("position") or 0.0) for r in recs]}
+        self.cache = None
+        if cache:
+            from mmfm.data.cache import PreprocessedCache
+
+            self.cache = PreprocessedCache(cache, self.preprocessing())
+
+    # -- what a model trained on these items expects ---------------------------------------------------------
+    @property
+    def presets(self) -> dict[str, Preset]:
+        """The preset of each modality (of ``modalities``, else of the first sample's images)."""
+        return {m: self.preset_for(m) for m in (self.modalities or sorted(self.samples[0]["images"]))}
+
+    def preset_for(self, modality: str) -> Preset:
+        return self.user_presets.get(modality) or default_preset(modality)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"modalities": self.modalities, "presets": {m: p.to_dict() for m, p in self.user_presets.items()},
+                "size": self.size, "spacing": self.spacing, "channels": self.channels}
+
+    # -- labels and texts without decoding images --------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray | None:
+        lab = getattr(self.samples, "labels", None)
+        return None if lab is None or not self.label_key else np.asarray(lab, dtype=np.int64)
+
+    @property
+    def label(self) -> torch.Tensor | None:
+        lab = self.labels
+        return None if lab is None else torch.from_numpy(lab)
+
+    @property
+    def texts(self) -> list[str]:
+        recs = getattr(self.samples, "records", None)
+        if recs and all("report" in r for r in recs):
+            return [r["report"].text for r in recs]
+        return [self._report_text(self.samples[i]) for i in range(len(self))]
+
+    def subset(self, idx: Sequence[int]) -> SampleDataset:
+        import copy
+
+        out = copy.copy(self)
+        out.samples = self.samples.subset(idx) if hasattr(self.samples, "subset") else [self.samples[i] for i in idx]
+        if self.extras is not None:
+            out.extras = {k: [v[i] for i in idx] for k, v in self.extras.items()}
+        return out
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s = self.samples[i]
-        images = {m: Image(self.presets[m](im.array), m, im.affine, im.meta) if m in self.presets else im
-                  for m, im in s["images"].items()}
-        image = early_fuse(images, self.modalities)
-        if image.ndim - 1 != len(self.resize_img.spatial_size):
-            raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
-                              f"{len(self.resize_img.spatial_size)}D", "set data.size to match the images")
-        out = {"image": torch.as_tensor(np.asarray(self.resize_img(image)), dtype=torch.float32)}
-        if self.label_key:
-            if self.label_key not in s["labels"]:
-                raise SampleError(f"sample '{s['ids'].sample_id}' has no label '{self.label_key}' "
-                                  f"(labels: {sorted(s['labels'])})", "set data.label to one of its labels")
-            out["label"] = torch.as_tensor(int(s["labels"][self.label_key]))
-        if s.get("mask") is not None:
-            out["mask"] = torch.as_tensor(np.asarray(self.resize_mask(s["mask"])), dtype=torch.int64)
+    # -- items -----------------------------------------------------------------------------------------------
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from mmfm.errors import InputFileError
+
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                out = self._item(j)
+                break
+            except InputFileError as e:
+                if not self.skip_unreadable:
+                    raise
+                if j not in self.unreadable:
+                    self.unreadable[j] = e.problem
+                    import warnings
+
+                    warnings.warn(f"skipped an unreadable sample ({e.problem}); training goes on", stacklevel=2)
+        else:
+            raise SampleError("no sample of this dataset can be read", "check the files with `mmfm data inspect`")
+        if self.extras is not None:
+            out["patient"] = torch.as_tensor(self.extras["patient"][i])
+            out["position"] = torch.as_tensor(self.extras["position"][i], dtype=torch.float32)
         return out
+
+    def _item(self, i: int) -> dict[str, Any]:
+        key = self._cache_key(i)
+        if self.cache is not None and key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return self._finish(i, hit, None)
+        s = self.samples[i]
+        arrays = {"image": self._image(s)}
+        if s.get("mask") is not None:
+            arrays["mask"] = self._mask(s)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, arrays)
+        return self._finish(i, arrays, s)
+
+    def _cache_key(self, i: int) -> str | None:
+        recs = getattr(self.samples, "records", None)
+        if recs is None:
+            return None
+        r = recs[i]
+        path = r.get("path") or r.get("image")
+        if path is None:
+            return None
+        st = Path(path).stat()
+        return f"{path}|{r.get('series_uid')}|{r.get('slice')}|{st.st_size}|{st.st_mtime_ns}"
+
+    def _finish(self, i: int, arrays: dict[str, np.ndarray], s: dict[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": torch.as_tensor(np.asarray(arrays["image"]), dtype=torch.float32)}
+        if "mask" in arrays:
+            out["mask"] = torch.as_tensor(np.asarray(arrays["mask"]), dtype=torch.int64)
+        if self.label_key:
+            lab = self.labels
+            if lab is not None:
+                out["label"] = torch.as_tensor(int(lab[i]))
+            else:
+                s = s if s is not None else self.samples[i]
+                if self.label_key not in s["labels"]:
+                    raise SampleError(f"sample '{s['ids'].sample_id}' has no label '{self.label_key}' "
+                                      f"(labels: {sorted(s['labels'])})", "set data.label to one of its labels")
+                out["label"] = torch.as_tensor(int(s["labels"][self.label_key]))
+        if self.text:
+            recs = getattr(self.samples, "records", None)
+            if recs and "report" in recs[i]:
+                out["text"] = recs[i]["report"].text
+            else:
+                out["text"] = self._report_text(s if s is not None else self.samples[i])
+        return out
+
+    @staticmethod
+    def _report_text(s: dict[str, Any]) -> str:
+        rep = s.get("report")
+        return rep.text if rep is not None else ""
+
+    def _select(self, s: dict[str, Any]) -> dict[str, Image]:
+        if self.modalities:
+            return {m: s["images"][m] for m in self.modalities if m in s["images"]} or s["images"]
+        return s["images"]
+
+    def _image(self, s: dict[str, Any]) -> np.ndarray:
+        images = self._select(s)
+        order = self.modalities or sorted(images)
+        if not self.modalities and len(images) == 1:
+            order = list(images)
+        prepped = {m: Image(self.preset_for(m)(self._adapt(im.array)), m, im.affine, im.meta)
+                   for m, im in images.items()}
+        image = early_fuse(prepped, order)
+        if image.ndim - 1 != len(self.size):
+            raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
+                              f"{len(self.size)}D", "set data.size to match the images (3 numbers for volumes), "
+                                                    "or let mmfm slice volumes for a 2D encoder")
+        if self.spacing:
+            image = self._resample(image, next(iter(images.values())).affine, "bilinear")
+        return np.asarray(self.resize_img(image), dtype=np.float32)
+
+    def _mask(self, s: dict[str, Any]) -> np.ndarray:
+        mask = s["mask"]
+        if self.spacing:
+            mask = self._resample(mask, next(iter(self._select(s).values())).affine, "nearest")
+        return np.asarray(self.resize_mask(mask)).astype(np.int64)
+
+    def _adapt(self, arr: np.ndarray) -> np.ndarray:
+        """Bring an image to ``channels`` (grey repeated; RGB -> ITU-R 601 luminance)."""
+        c = arr.shape[0]
+        if not self.channels or c == self.channels:
+            return arr
+        if c == 1:
+            return np.repeat(arr, self.channels, axis=0)
+        if c == 3 and self.channels == 1:
+            w = np.asarray([0.299, 0.587, 0.114], np.float32).reshape((3,) + (1,) * (arr.ndim - 1))
+            return (arr * w).sum(0, keepdims=True)
+        raise SampleError(f"an image has {c} channels, which cannot be brought to data.channels={self.channels}",
+                          "set data.channels to 1 or 3, or to 0 to keep the channels the files hold")
+
+    def _resample(self, arr: np.ndarray, affine: np.ndarray, mode: str) -> np.ndarray:
+        from monai.data import MetaTensor
+        from monai.transforms import Spacing
+
+        nd = arr.ndim - 1
+        if len(self.spacing) != nd:
+            raise SampleError(f"data.spacing has {len(self.spacing)} values for {nd}D images",
+                              f"give {nd} voxel sizes in mm")
+        aff = np.eye(nd + 1)
+        aff[:nd, :nd], aff[:nd, nd] = affine[:nd, :nd], affine[:nd, 3]
+        out = Spacing(pixdim=self.spacing, mode=mode)(MetaTensor(torch.as_tensor(arr, dtype=torch.float32),
+                                                                  affine=torch.as_tensor(aff)))
+        return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
 
 
 class PairDataset(ArrayDataset):

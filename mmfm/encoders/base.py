@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmfm.errors import ConfigError
 from mmfm.registry import Registry
 
 
@@ -33,6 +34,22 @@ ENCODERS: Registry[Encoder] = Registry("encoder")
 
 def build_encoder(name: str, **kwargs: Any) -> Encoder:
     return ENCODERS.build(name, **kwargs)
+
+
+def encoder_from(encoder: dict[str, Any] | Encoder, spatial_dims: int, in_channels: int) -> Encoder:
+    """A task's encoder: built from its config section, or one already built (a pretrained encoder), which must
+    take inputs of this dimensionality and channel count."""
+    if isinstance(encoder, nn.Module):
+        have = (getattr(encoder, "spatial_dims", spatial_dims), getattr(encoder, "in_channels", in_channels))
+        if have != (spatial_dims, in_channels):
+            raise ConfigError(f"the encoder takes {have[0]}D images with {have[1]} channel(s), the data is "
+                              f"{spatial_dims}D with {in_channels}", "use data of the encoder's kind (data.size, "
+                                                                     "data.channels), or another encoder")
+        return encoder
+    if "name" not in encoder:
+        raise ConfigError("the encoder section has no name", "set encoder.name (e.g. vit_mini), or encoder.weights")
+    return build_encoder(encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels,
+                         **{k: v for k, v in encoder.items() if k != "name"})
 
 
 def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

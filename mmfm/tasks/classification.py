@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmfm.encoders import Encoder, build_encoder
+from mmfm.encoders import Encoder, encoder_from
 from mmfm.tasks import TASKS
 
 
@@ -36,8 +36,7 @@ class ClassificationTask(nn.Module):
 
 
 @TASKS.register("classification")
-def classification(encoder: dict[str, Any], num_classes: int, spatial_dims: int, in_channels: int,
+def classification(encoder: dict[str, Any] | Encoder, num_classes: int, spatial_dims: int, in_channels: int,
                    freeze_encoder: bool = False) -> ClassificationTask:
-    enc = build_encoder(encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels,
-                        **{k: v for k, v in encoder.items() if k != "name"})
+    enc = encoder_from(encoder, spatial_dims, in_channels)
     return ClassificationTask(enc, num_classes, freeze_encoder)

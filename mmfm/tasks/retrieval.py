@@ -15,7 +15,13 @@ from mmfm.encoders.text import TextEncoder
 
 
 @torch.no_grad()
-def embed_batches(fn: Callable[[Sequence], torch.Tensor], items: Sequence, batch_size: int = 64) -> torch.Tensor:
+def embed_batches(fn: Callable[[Sequence], torch.Tensor], items: Sequence | torch.utils.data.Dataset,
+                  batch_size: int = 64) -> torch.Tensor:
+    """``fn`` over ``items`` in batches: texts, an image tensor, or a dataset of ``{"image"}`` items."""
+    if isinstance(items, (torch.Tensor, torch.utils.data.Dataset)):
+        from mmfm.data.batches import image_batches
+
+        return torch.cat([fn(x).float().cpu() for x in image_batches(items, batch_size)])
     return torch.cat([fn(items[i:i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)])
 
 

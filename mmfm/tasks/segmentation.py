@@ -24,7 +24,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from mmfm.encoders import Encoder, build_encoder
+from mmfm.encoders import Encoder, encoder_from
 from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
 
@@ -99,18 +99,18 @@ class SegmentationTask(nn.Module):
 
 
 @TASKS.register("segmentation")
-def segmentation(num_classes: int, spatial_dims: int, in_channels: int, encoder: dict[str, Any] | None = None,
+def segmentation(num_classes: int, spatial_dims: int, in_channels: int,
+                 encoder: dict[str, Any] | Encoder | None = None,
                  network: str = "encoder", features: Sequence[int] = (16, 16, 32, 64, 128, 16),
                  decoder_channels: int = 64, freeze_encoder: bool = False) -> SegmentationTask:
     if network not in NETWORKS:
         raise ConfigError(f"task.network='{network}' is not a segmentation network", f"use one of {NETWORKS}")
     if network == "basicunet":
         return SegmentationTask(spatial_dims, in_channels, num_classes, features)
-    if not encoder or "name" not in encoder:
+    if encoder is None or (isinstance(encoder, dict) and "name" not in encoder):
         raise ConfigError("segmentation with task.network=encoder needs an encoder", "set encoder.name, e.g. "
-                          "vit_mini, or task.network=basicunet")
-    enc = build_encoder(encoder["name"], spatial_dims=spatial_dims, in_channels=in_channels,
-                        **{k: v for k, v in encoder.items() if k != "name"})
+                          "vit_mini, encoder.weights=<pretrain run>, or task.network=basicunet")
+    enc = encoder_from(encoder, spatial_dims, in_channels)
     if freeze_encoder:
         enc.requires_grad_(False)
     return SegmentationTask(spatial_dims, in_channels, num_classes, encoder=enc, decoder_channels=decoder_channels)

@@ -26,7 +26,12 @@ class DataConfig:
     set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
     modalities: list[str] = field(default_factory=list)  # catalog datasets: early-fused modalities ([]: as read)
-    size: list[int] = field(default_factory=lambda: [64, 64])      # catalog datasets: resize grid
+    size: list[int] = field(default_factory=lambda: [64, 64])      # catalog/folder: resize grid (2 or 3 numbers)
+    spacing: list[float] = field(default_factory=list)   # catalog/folder: resample to this voxel size (mm) first
+    channels: int = 0                     # catalog/folder: bring every image to this many channels (0: as read)
+    presets: dict[str, str] = field(default_factory=dict)  # modality -> preset name (`mmfm data presets`)
+    slice_stride: int = 1                 # 2D size on 3D volumes: use every n-th slice
+    cache: str = ""                       # folder for preprocessed items (second epoch reads no DICOM/NIfTI)
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     label_fraction: float = 1.0           # fraction of training labels used (stratified, seeded)

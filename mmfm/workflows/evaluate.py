@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfm.data import spec as dataspec
 from mmfm.data.datasets import ArrayDataset
 from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer, seed_everything
 from mmfm.errors import ConfigError
@@ -44,7 +45,7 @@ def _cap(ds: ArrayDataset, n: int | None, seed: int = 0) -> ArrayDataset:
     """A stratified subset of at most ``n`` samples (for encoders too slow to run on a whole split)."""
     if n is None or len(ds) <= n:
         return ds
-    return ds.subset(label_subset(ds.label.numpy(), n / len(ds), seed))
+    return ds.subset(label_subset(ds.labels, n / len(ds), seed))
 
 
 def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig, fractions: list[float],
@@ -55,12 +56,18 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
+    if not dataspec.is_mini(data):   # the data is brought to what the (first) encoder takes
+        _, first = load_encoder(sources[0])
+        if len(data.size) != first["spatial_dims"]:
+            raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {data.size} is "
+                              f"{len(data.size)}D", f"set data.size to {first['spatial_dims']} numbers")
+        data.channels = data.channels or int(first["in_channels"])
     splits = {s: build_split(data, s, "classification") for s in ("train", "val", "test")}
     splits = {s: (_cap(ds, max_per_split), names) for s, (ds, names) in splits.items()}
     names = splits["train"][1]
     k = len(names)
     records: list[ResultRecord] = []
-    dataset = f"{data.dataset}/{data.set}" if data.dataset == "mini" else data.dataset
+    dataset = dataspec.name(data)
     if max_per_split:
         dataset += f" (<= {max_per_split} per split)"
     for source in sources:
@@ -69,19 +76,19 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
         method = spec.get("method", source)
         print(f"[mmfm] evaluating {method}", flush=True)
         feats = {}
-        if source.startswith("random:") and refit_batchnorm(encoder, splits["train"][0].image):
+        if source.startswith("random:") and refit_batchnorm(encoder, splits["train"][0]):
             print("[mmfm] random init: BatchNorm statistics recomputed on the training images (as a pretrained "
                   "encoder's were fitted)", flush=True)
         if {"linear", "knn"} & set(protocols):
             feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
         for fraction in fractions:
             for seed in seeds:
-                idx = label_subset(splits["train"][0].label.numpy(), fraction, seed)
+                idx = label_subset(splits["train"][0].labels, fraction, seed)
                 results: dict[str, dict[str, float]] = {}
                 if "linear" in protocols:
                     # the head is chosen on validation labels at the same budget: at 1% of the training labels,
                     # 1% of the validation labels (stratified, at least one per class), never the full split
-                    vidx = label_subset(splits["val"][0].label.numpy(), fraction, seed + 7919)
+                    vidx = label_subset(splits["val"][0].labels, fraction, seed + 7919)
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     va = (feats["val"][0][vidx], feats["val"][1][vidx])
                     results["linear"] = linear_probe(tr, va, feats["test"], k, seed=seed)

@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmfm.data.datasets import ArrayDataset, PairDataset, ReportDataset
-from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root, report_rows
+from mmfm.data import spec as dataspec
 from mmfm.encoders import ENCODERS, Encoder, build_encoder
 from mmfm.encoders.dual import DualEncoder
 from mmfm.encoders.text import build_text_encoder
@@ -30,35 +28,14 @@ from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.towers import save_dual, save_text_encoder
 
 
-def mini_split(cfg: RunConfig, split: str) -> dict[str, np.ndarray]:
-    """Arrays of one split of the mini set ``data.set``, restricted to ``data.options`` (field == value)."""
-    root = Path(cfg.data.root) if cfg.data.root else mini_root()
-    d = load_mini_arrays(root, cfg.data.set, split)
-    keep = np.ones(len(d["split"]), bool)
-    for key, value in cfg.data.options.items():
-        if key not in d:
-            raise ConfigError(f"data.options.{key}: mini/{cfg.data.set} has no field '{key}'", f"fields: {sorted(d)}")
-        keep &= d[key] == value
-    return {k: v[keep] for k, v in d.items()}
-
-
-def unlabelled_mini(cfg: RunConfig, split: str = "train") -> ArrayDataset:
-    """Images of a mini set with ``patient`` (int) and ``position`` (relative slice position) for MICLe/PCL."""
-    d = mini_split(cfg, split)
-    patients, patient_idx = np.unique(d["patient_id"], return_inverse=True)
-    pos = np.zeros(len(patient_idx), np.float32)
-    for p in range(len(patients)):
-        sel = patient_idx == p
-        z = d["slice_index"][sel].astype(np.float32)
-        pos[sel] = (z - z.min()) / max(float(z.max() - z.min()), 1.0)
-    return ArrayDataset(d["image"], extras={"patient": patient_idx.astype(np.int64), "position": pos})
-
-
 def save_encoder(encoder: Encoder, spec: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
               str(folder / "encoder.safetensors"))
     write_json_atomic(folder / "encoder.json", {**spec, "contract": dict(encoder.contract)})
+
+
+PACKAGED = {"litemedsam": 2, "merlin": 3}   # encoders whose pretrained weights ship in a registry package
 
 
 def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
@@ -72,14 +49,17 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
         spec = {"name": parts[1], "options": opts, "spatial_dims": dims, "in_channels": 1,
                 "method": f"{parts[1]}-random"}
         return build_encoder(parts[1], spatial_dims=dims, in_channels=1, **opts), spec
-    if source == "litemedsam":
-        return build_encoder("litemedsam", in_channels=1), {"name": "litemedsam", "method": "litemedsam-pretrained",
-                                                             "spatial_dims": 2, "in_channels": 1}
+    if source in PACKAGED:
+        dims = PACKAGED[source]
+        enc = build_encoder(source, spatial_dims=dims, in_channels=1)
+        return enc, {"name": source, "options": {}, "method": f"{source}-pretrained", "spatial_dims": dims,
+                     "in_channels": 1}
     folder = Path(source)
     folder = folder / "encoder" if (folder / "encoder").is_dir() else folder
     if not (folder / "encoder.json").exists():
-        raise CheckpointError(f"{source}: no encoder.json", "pass a `mmfm pretrain` run directory, "
-                                                              "random:<encoder> or litemedsam")
+        raise CheckpointError(f"{source}: no encoder.json", "pass a `mmfm pretrain` run directory (or its "
+                                                              "encoder/ folder), random:<encoder>, litemedsam or "
+                                                              "merlin")
     spec = json.loads((folder / "encoder.json").read_text())
     enc = build_encoder(spec["name"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
                         **spec.get("options", {}))
@@ -89,6 +69,37 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     if missing or unexpected:
         raise CheckpointError(f"{folder}: encoder weights do not match '{spec['name']}' (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
+    return enc, spec
+
+
+def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
+    """The encoder named by ``encoder.weights`` (a pretrain run, an ``encoder/`` folder, ``litemedsam``,
+    ``merlin``), with its stored preprocessing contract applied to ``cfg.data`` where the user left a choice open
+    (channels, spacing, presets); a contradiction (a 3D encoder on 2D data, channels that differ) is an error."""
+    source = str(cfg.encoder["weights"])
+    enc, spec = load_encoder(source)
+    unused = {k: v for k, v in cfg.encoder.items() if k != "weights" and not (k == "name" and v == spec["name"])}
+    if unused:
+        print(f"[mmfm] encoder.weights={source} holds a {spec['name']} with the options it was trained with; "
+              f"not used from the config: {unused}", flush=True)
+    data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
+    dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
+    if not dataspec.is_mini(data):
+        if len(data.size) != dims:
+            raise ConfigError(f"the encoder from {source} is {dims}D but data.size {data.size} is "
+                              f"{len(data.size)}D", f"set data.size to {dims} numbers (e.g. "
+                                                    f"{c.get('input_size') or [64] * dims})")
+        if data.channels and data.channels != chans:
+            raise ConfigError(f"the encoder from {source} takes {chans} channel(s) but data.channels is "
+                              f"{data.channels}", f"set data.channels={chans} (grey is repeated, colour becomes "
+                                                  "luminance) or drop it")
+        data.channels = chans
+        if not data.spacing and c.get("spacing"):
+            data.spacing = list(c["spacing"])
+        if not data.presets and c.get("applied", "").startswith("by mmfm") and c.get("presets"):
+            data.presets = {m: p["name"] for m, p in c["presets"].items()}
+    print(f"[mmfm] starting from the pretrained encoder {spec.get('method', source)} ({dims}D, {chans} channel(s)"
+          f"{', pretrained on ' + str(c['data']) if c.get('data') else ''})", flush=True)
     return enc, spec
 
 
@@ -103,24 +114,9 @@ def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
     return f"{encoder['name']}-{name}"
 
 
-def pair_dataset(cfg: RunConfig, split: str = "train") -> PairDataset:
-    """Image-text pairs of a mini set: each image with its (generated) caption and its ``data.label`` class."""
-    d = mini_split(cfg, split)
-    label = d[cfg.data.label] if cfg.data.label in d else None
-    return PairDataset(d["image"], [str(c) for c in d["caption"]], label)
-
-
-def report_dataset(cfg: RunConfig, split: str = "train") -> ReportDataset:
-    root = Path(cfg.data.root) if cfg.data.root else None
-    return ReportDataset(report_rows(root, split, require=("findings", "impression")))
-
-
 def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if not cfg.objective.get("name"):
         raise ConfigError("no objective given", f"set objective.name to one of {OBJECTIVES.names()}")
-    if cfg.data.dataset != "mini":
-        raise ConfigError("pretraining reads the mini corpus in this version",
-                          "point data.root at a mini-format folder (slices2d/patches2d/crops3d .npz, reports.jsonl)")
     inputs = getattr(OBJECTIVES.get(cfg.objective["name"]), "inputs", ("image",))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,26 +126,25 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     seed_everything(cfg.train.seed)
     encoder, text_encoder, x = None, None, None
     if inputs == ("text",):
-        if cfg.data.set != "reports":
+        if dataspec.is_mini(cfg.data) and cfg.data.set != "reports":
             raise ConfigError(f"objective '{cfg.objective['name']}' trains the text tower on reports",
                               "set data.set=reports")
-        ds: Any = report_dataset(cfg)
+        ds: Any = dataspec.reports(cfg.data)
         text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
         objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": text_encoder}, "objective")
     else:
-        ds = pair_dataset(cfg) if "text" in inputs else unlabelled_mini(cfg)
+        ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(cfg.data)
         x = ds[0]["image"]
         encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
         context: dict[str, Any] = {"image_size": int(x.shape[-1])}
         if "text" in inputs:
             text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
             context["text_encoder"] = text_encoder
-            if ds.label is not None:
-                context["num_labels"] = int(ds.label.max()) + 1
+            if ds.labels is not None:
+                context["num_labels"] = int(ds.labels.max()) + 1
         objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context}, "objective")
-        card = json.loads(((Path(cfg.data.root) if cfg.data.root else mini_root()) / "card.json").read_text())
-        encoder.contract = {"presets": card.get("presets", {}), "input_size": list(x.shape[1:]),
-                            "in_channels": int(x.shape[0]), "data": f"mini/{cfg.data.set}"}
+        encoder.contract = {**dataspec.contract(cfg.data, ds), "input_size": list(x.shape[1:]),
+                            "in_channels": int(x.shape[0])}
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
@@ -159,7 +154,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     objective.eval()
     towers = method_name(cfg.text_encoder if encoder is None else cfg.encoder, cfg.objective)
     method = cfg.method or towers
-    common = {"objective": cfg.objective, "method": method, "pretrain_data": f"mini/{cfg.data.set}:train",
+    common = {"objective": cfg.objective, "method": method, "pretrain_data": f"{dataspec.name(cfg.data)}:train",
               "steps": cfg.train.max_steps, "seed": cfg.train.seed}
     saved: dict[str, str] = {}
     if encoder is not None:
@@ -174,7 +169,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if isinstance(getattr(objective, "model", None), DualEncoder):
         save_dual(objective.model, image_spec, text_spec, method, out / "dual")
         saved["dual"] = "dual/"
-    records = [ResultRecord("pretrain", f"mini/{cfg.data.set}", "train", method, k, float(v), cfg.train.seed)
+    records = [ResultRecord("pretrain", dataspec.name(cfg.data), "train", method, k, float(v), cfg.train.seed)
                for k, v in last.items() if k == "loss" or k.endswith("_loss")]
     write_results(out / "results.json", records)
     plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{method} pretraining loss")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmfm.data.catalog import get_entry, load_dataset
-from mmfm.data.datasets import ArrayDataset, SampleDataset
-from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root
-from mmfm.data.splits import group_split
+from mmfm.data import spec as dataspec
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
@@ -21,46 +17,9 @@ from mmfm.tasks import TASKS
 from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config, resume_key
 
 
-def _mini_split(cfg: DataConfig, split: str, task: str) -> tuple[ArrayDataset, list[str]]:
-    root = Path(cfg.root) if cfg.root else mini_root()
-    d = load_mini_arrays(root, cfg.set, split)
-    keep = np.ones(len(d["split"]), bool)
-    for key, value in cfg.options.items():
-        if key not in d:
-            raise ConfigError(f"data.options.{key}: mini/{cfg.set} has no field '{key}'", f"fields: {sorted(d)}")
-        keep &= d[key] == value
-    card = json.loads((root / "card.json").read_text())
-    if task == "classification":
-        if cfg.label not in d:
-            raise ConfigError(f"data.label '{cfg.label}' is not a label of mini/{cfg.set}",
-                              f"labels: {list(card['sets'][cfg.set]['labels'])}")
-        names = card["sets"][cfg.set]["labels"][cfg.label]
-        return ArrayDataset(d["image"][keep], d[cfg.label][keep]), names
-    if "mask" not in d:
-        raise ConfigError(f"mini/{cfg.set} has no masks", "use set slices2d or crops3d for segmentation")
-    return ArrayDataset(d["image"][keep], mask=d["mask"][keep]), []
-
-
-def _catalog_split(cfg: DataConfig, split: str, task: str) -> tuple[SampleDataset, list[str]]:
-    entry = get_entry(cfg.dataset)
-    if cfg.root is None:
-        raise ConfigError(f"data.root is required for {cfg.dataset}", f"how to get it: {entry.obtain}")
-    if entry.layout == "medmnist_npz":
-        samples = load_dataset(cfg.dataset, cfg.root, split=split, **cfg.options)
-    else:
-        allsamples = load_dataset(cfg.dataset, cfg.root, **cfg.options)
-        groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(allsamples.records)]
-        assign = group_split(groups, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=cfg.split_seed)
-        from mmfm.data.catalog.loaders import SampleList
-
-        samples = SampleList([r for r, s in zip(allsamples.records, assign) if s == split], allsamples._read,
-                             allsamples.class_names)
-    ds = SampleDataset(samples, cfg.modalities, cfg.size, cfg.label if task == "classification" else None)
-    return ds, samples.class_names if task == "classification" else []
-
-
-def build_split(cfg: DataConfig, split: str, task: str) -> tuple[Any, list[str]]:
-    return _mini_split(cfg, split, task) if cfg.dataset == "mini" else _catalog_split(cfg, split, task)
+def build_split(cfg: DataConfig, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
+    """(dataset, class names) of one split for ``task``: the one data spec (:mod:`mmfm.data.spec`)."""
+    return dataspec.labelled(cfg, split, task, train=train)
 
 
 def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -72,17 +31,6 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         n = max(1, int(round(fraction * len(idx))))
         keep.extend(rng.choice(idx, size=n, replace=False).tolist())
     return np.sort(np.asarray(keep))
-
-
-def preprocessing(cfg: DataConfig, train_ds: Any) -> dict[str, Any]:
-    """What a model trained on this data expects as input; stored in its checkpoint."""
-    if cfg.dataset == "mini":
-        root = Path(cfg.root) if cfg.root else mini_root()
-        card = json.loads((root / "card.json").read_text())
-        return {"presets": card.get("presets", {}), "applied": "when the mini corpus was built",
-                "shape": card["sets"][cfg.set]["shape"]}
-    return {"presets": {m: p.to_dict() for m, p in train_ds.presets.items()}, "modalities": train_ds.modalities,
-            "size": cfg.size, "applied": "by mmfm.data.datasets.SampleDataset"}
 
 
 def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -98,7 +46,8 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     info = state["run_info"]
     cfg = load_config(run_dir / "config.yaml")
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
-    model = TASKS.build_with(info["task"], task_opts, {"encoder": cfg.encoder, "num_classes": info["num_classes"],
+    encoder = info.get("encoder") or cfg.encoder       # the architecture; the checkpoint holds every weight
+    model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
                                                        **info["input"]}, "task")
     load_checkpoint(ckpt, model, restore_rng=False)
     return model.eval(), state
@@ -115,11 +64,18 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     if cfg.task.get("network") == "basicunet" and is_main():
         print("[mmfm] task.network=basicunet: a U-Net trained from scratch; the encoder section is not used",
               flush=True)
-    train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name)
+    encoder: Any = cfg.encoder
+    encoder_spec: dict[str, Any] = {"name": cfg.encoder.get("name"),
+                                    "options": {k: v for k, v in cfg.encoder.items() if k != "name"}}
+    if cfg.encoder.get("weights"):
+        from mmfm.workflows.pretrain import start_from
+
+        encoder, encoder_spec = start_from(cfg)   # may fill data.channels / spacing / presets from its contract
+    train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name, train=True)
     if cfg.data.label_fraction < 1.0:
-        if not isinstance(train_ds, ArrayDataset) or train_ds.label is None:
-            raise ConfigError("data.label_fraction < 1 needs a classification dataset held in memory")
-        train_ds = train_ds.subset(label_subset(train_ds.label.numpy(), cfg.data.label_fraction, cfg.train.seed))
+        if train_ds.labels is None:
+            raise ConfigError("data.label_fraction < 1 needs a classification dataset with labels")
+        train_ds = train_ds.subset(label_subset(train_ds.labels, cfg.data.label_fraction, cfg.train.seed))
     sample = train_ds[0]["image"]
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]
     num_classes = cfg.task.get("num_classes") or (len(names) if names else None)
@@ -131,20 +87,22 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         num_classes = int(max(int(train_ds[i][key].max()) for i in range(len(train_ds)))) + 1
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
-    model = TASKS.build_with(task_name, task_opts, {"encoder": cfg.encoder, "num_classes": num_classes,
+    model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,
                                                     "spatial_dims": spatial_dims, "in_channels": in_channels}, "task")
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
     run_info = {"config": key, "task": task_name, "num_classes": num_classes,
+                "encoder": {"name": encoder_spec.get("name"), **encoder_spec.get("options", {})},
                 "input": {"spatial_dims": spatial_dims, "in_channels": in_channels},
-                "preprocessing": preprocessing(cfg.data, train_ds)}
+                "preprocessing": dataspec.contract(cfg.data, train_ds)}
     Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
-    arch = "basicunet" if cfg.task.get("network") == "basicunet" else cfg.encoder.get("name", "encoder")
-    method = cfg.method or f"{arch}-scratch"
-    dataset = cfg.data.dataset + (f"/{cfg.data.set}" if cfg.data.dataset == "mini" else "")
+    arch = "basicunet" if cfg.task.get("network") == "basicunet" else encoder_spec.get("name") or "encoder"
+    start = "scratch" if not cfg.encoder.get("weights") else encoder_spec.get("method", "pretrained").split("-", 1)[-1]
+    method = cfg.method or f"{arch}-{start}"
+    dataset = dataspec.name(cfg.data)
     records = []
     for split in cfg.data.eval_splits:
         ds, _ = build_split(cfg.data, split, task_name)

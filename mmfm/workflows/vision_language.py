@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfm.data import spec as dataspec
+from mmfm.data.batches import image_batches
 from mmfm.data.datasets import SampleDataset
-from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_root, report_rows
+from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_root
 from mmfm.encoders import build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
@@ -27,7 +29,7 @@ from mmfm.tasks import TASKS
 from mmfm.tasks.text_decoder import Vocabulary
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
-from mmfm.workflows.pretrain import load_encoder, pair_dataset
+from mmfm.workflows.pretrain import load_encoder
 from mmfm.workflows.towers import load_dual, load_text_encoder
 
 FREQUENCY_BASELINE = "most-frequent-impression (no model)"
@@ -50,12 +52,6 @@ def _start(cfg: RunConfig) -> Path:
     return out
 
 
-def _need_mini(cfg: RunConfig, what: str) -> None:
-    if cfg.data.dataset != "mini":
-        raise ConfigError(f"{what} reads the mini corpus in this version",
-                          "point data.root at a mini-format folder")
-
-
 def _check_task_keys(cfg: RunConfig, valid: tuple[str, ...]) -> None:
     for key in cfg.task:
         if key not in valid:
@@ -66,26 +62,25 @@ def _check_task_keys(cfg: RunConfig, valid: tuple[str, ...]) -> None:
 def run_zeroshot(cfg: RunConfig) -> list[ResultRecord]:
     """task: {model: <vision-language run>, templates: [...], synonyms: {class: [...]}}; classes are the names of
     ``data.label`` in the data card; every split of ``data.eval_splits`` is classified without labels."""
-    _need_mini(cfg, "zero-shot classification")
     _check_task_keys(cfg, ("name", "model", "templates", "synonyms"))
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
     out = _start(cfg)
-    names = class_names(Path(cfg.data.root) if cfg.data.root else None, cfg.data.set, cfg.data.label)
+    names = dataspec.class_names(cfg.data)
     prompts = class_prompts(names, cfg.task.get("templates") or DEFAULT_TEMPLATES, cfg.task.get("synonyms"))
     records, notes = [], [f"prompts per class: {len(prompts[0])} (templates x names, averaged = prompt ensemble)",
                           f"classes: {names}"]
     for split in cfg.data.eval_splits:
-        ds = pair_dataset(cfg, split)
+        ds, _ = dataspec.labelled(cfg.data, split, "classification")
         if ds.label is None:
-            raise ConfigError(f"mini/{cfg.data.set} has no label '{cfg.data.label}'", "set data.label")
-        probs = zero_shot_probs(model, ds.image, prompts)
+            raise ConfigError(f"{dataspec.name(cfg.data)} has no label '{cfg.data.label}'", "set data.label")
+        probs = zero_shot_probs(model, ds, prompts)
         m = classification_metrics(probs, ds.label)
         present = torch.unique(ds.label)
         m["chance_accuracy"] = float(max((ds.label == c).float().mean() for c in present))  # majority class
         m["chance_balanced_accuracy"] = 1.0 / len(present)
         for k, v in m.items():
-            records.append(ResultRecord("zeroshot", f"mini/{cfg.data.set}:{cfg.data.label}", split, spec["method"],
-                                        k, float(v), _seed(spec, cfg)))
+            records.append(ResultRecord("zeroshot", f"{dataspec.name(cfg.data)}:{cfg.data.label}", split,
+                                        spec["method"], k, float(v), _seed(spec, cfg)))
     write_json_atomic(out / "prompts.json", dict(zip(names, prompts)))
     return _finish(cfg, "Zero-shot classification", records, notes)
 
@@ -95,35 +90,36 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
     """task: {model: <vision-language run>} retrieves between the images and captions of ``data.set``;
     task: {text_encoder: minilm | <report run> | hf:<folder>} with data.set=reports does section matching
     (impression given findings) on the IU reports."""
-    _need_mini(cfg, "retrieval")
     _check_task_keys(cfg, ("name", "model", "text_encoder", "max_length"))
     _start(cfg)
     records = []
-    if cfg.data.set == "reports":
+    if (cfg.data.set == "reports" and dataspec.is_mini(cfg.data)) or (
+            not dataspec.is_mini(cfg.data) and not cfg.task.get("model")):
         source = cfg.task.get("text_encoder") or cfg.text_encoder.get("name", "minilm")
         enc, spec = load_text_encoder(source)
         method = spec.get("method", source)
         for split in cfg.data.eval_splits:
-            rows = report_rows(Path(cfg.data.root) if cfg.data.root else None, split, ("findings", "impression"))
+            rows = dataspec.reports(cfg.data, split).rows
             m = section_matching(enc, [r["findings"] for r in rows], [r["impression"] for r in rows],
                                  max_length=int(cfg.task.get("max_length", 128)))
             m["queries"] = float(len(rows))
-            records += [ResultRecord("section_matching", "mini/reports", split, method, k, float(v),
+            records += [ResultRecord("section_matching", dataspec.name(cfg.data), split, method, k, float(v),
                                      _seed(spec, cfg)) for k, v in m.items()]
             base = frequency_baseline([r["findings"] for r in rows], [r["impression"] for r in rows])
-            records += [ResultRecord("section_matching", "mini/reports", split, FREQUENCY_BASELINE, k, float(v), 0)
-                        for k, v in base.items() if not k.startswith("chance_")]
+            records += [ResultRecord("section_matching", dataspec.name(cfg.data), split, FREQUENCY_BASELINE, k,
+                                     float(v), 0) for k, v in base.items() if not k.startswith("chance_")]
         notes = ["query: findings; gallery: impressions of the same split; identical impressions count as relevant",
                  f"{FREQUENCY_BASELINE}: no model, every query ranks the impressions by their frequency"]
         return _finish(cfg, "Radiology section matching", records, notes)
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
     for split in cfg.data.eval_splits:
-        ds = pair_dataset(cfg, split)
-        m = image_text_retrieval(model, ds.image, ds.texts)
-        records += [ResultRecord("retrieval", f"mini/{cfg.data.set}", split, spec["method"], k, float(v),
+        ds = dataspec.pairs(cfg.data, split)
+        m = image_text_retrieval(model, ds, ds.texts)
+        records += [ResultRecord("retrieval", dataspec.name(cfg.data), split, spec["method"], k, float(v),
                                  _seed(spec, cfg)) for k, v in m.items()]
-    notes = ["the mini captions are generated from labels (see the data card), so many texts are identical; an "
-             "identical text counts as relevant"]
+    notes = ["an identical text counts as relevant"]
+    if dataspec.is_mini(cfg.data):
+        notes.insert(0, "the mini captions are GENERATED from labels (see the data card), so many texts are identical")
     return _finish(cfg, "Image-text retrieval", records, notes)
 
 
@@ -146,9 +142,8 @@ def _train(cfg: RunConfig, model: torch.nn.Module, ds: Any, kind: str) -> None:
 def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     """Train an image encoder + text decoder on the image-text pairs of ``data.set`` (train split), then generate
     for every eval split. task: {dim, depth, heads, max_len, encoder_from, freeze_encoder}."""
-    _need_mini(cfg, "report generation")
     seed_everything(cfg.train.seed)
-    train = pair_dataset(cfg, cfg.data.train_split)
+    train = dataspec.pairs(cfg.data, cfg.data.train_split)
     x = train[0]["image"]
     opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
     model = TASKS.build_with("report_generation", opts, {"encoder": _image_encoder(cfg, x),
@@ -161,16 +156,20 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     records: list[ResultRecord] = []
     method = cfg.method or f"{cfg.encoder['name']}-decoder"
     for split in cfg.data.eval_splits:
-        ds = pair_dataset(cfg, split)
-        gen = [t for i in range(0, len(ds), 64) for t in model.generate(ds.image[i:i + 64])]
+        ds = dataspec.pairs(cfg.data, split)
+        gen = [t for x in image_batches(ds, 64) for t in model.generate(x)]
         with open(out / f"generated_{split}.jsonl", "w") as f:
             for g, r in zip(gen, ds.texts):
                 f.write(json.dumps({"generated": g, "reference": r}) + "\n")
-        records += [ResultRecord("report_generation", f"mini/{cfg.data.set}", split, method, k, float(v),
+        records += [ResultRecord("report_generation", dataspec.name(cfg.data), split, method, k, float(v),
                                  cfg.train.seed) for k, v in generation_metrics(gen, ds.texts).items()]
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "report generation")}
-    notes = ["references are the mini captions, generated from labels (see the data card), not radiologists' reports",
-             "CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)"]
+    notes = ["CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)"]
+    if dataspec.is_mini(cfg.data):
+        notes.insert(0, "references are the mini captions, GENERATED from labels (see the data card), not "
+                        "radiologists' reports")
+    else:
+        notes.insert(0, f"references: the reports/captions of {dataspec.name(cfg.data)} at data.root")
     return _finish(cfg, "Report generation", records, notes, plots)
 
 

@@ -230,3 +230,43 @@ def read_dicom_series(folder: str | Path, modality: str | None = None, series_ui
             "ids": _ids(first, items[0][0]), "assumed": assumed}
     return Image(array=np.stack(slices, axis=-1)[None].astype(np.float32), modality=_modality(first, modality),
                  affine=affine, meta=meta)
+
+
+def dicom_info(path: Path) -> dict[str, int]:
+    """Header only: a single-frame file is 2D, a multi-frame one 3D (frames on the last axis)."""
+    ds = _read(path, stop_before_pixels=True)
+    if "Rows" not in ds:
+        raise InputFileError(path, f"DICOM has no image (SOP class {ds.get('SOPClassUID', '?')})",
+                             "structured reports, RT structures and the like are not images")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    spp = int(ds.get("SamplesPerPixel") or 1)
+    return {"spatial_dims": 3 if frames > 1 else 2, "depth": frames, "channels": spp}
+
+
+def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Group DICOM files by SeriesInstanceUID from their headers; unreadable ones come back with the reason."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    bad: list[tuple[Path, str]] = []
+    for f in files:
+        try:
+            hdr = _read(f, stop_before_pixels=True)
+            if "Rows" not in hdr:
+                raise InputFileError(f, "DICOM without an image")
+            if int(hdr.get("NumberOfFrames") or 1) > 1:
+                groups[f"file:{f}"].append(f)       # a multi-frame file is a volume on its own
+                continue
+            groups[str(hdr.get("SeriesInstanceUID", "")) or f"file:{f}"].append(f)
+        except InputFileError as e:
+            bad.append((f, e.problem))
+    return dict(groups), bad
+
+
+def series_info(folder: Path, series_uid: str | None = None) -> dict[str, int]:
+    files = [f for f in sorted(Path(folder).rglob("*")) if f.is_file() and f.stat().st_size > 0 and is_dicom(f)]
+    groups, _ = dicom_series_groups(files)
+    if series_uid is not None:
+        files = groups.get(series_uid, [])
+    if not files:
+        raise InputFileError(folder, "no DICOM files of this series in the folder")
+    first = dicom_info(files[0])
+    return {"spatial_dims": 3, "depth": len(files), "channels": first["channels"]}

@@ -38,3 +38,17 @@ def read_raster(path: str | Path, modality: str = "XR", spacing: tuple[float, fl
     array = np.swapaxes(array, 1, 2)  # (C, cols, rows) = (C, I, J)
     affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
     return Image(array=np.ascontiguousarray(array), modality=modality, affine=affine)
+
+
+def raster_info(path: str | Path) -> dict[str, int]:
+    """Header only (Pillow opens lazily): a raster image is 2D with 1 (grey) or 3 (colour) channels."""
+    p = check_file(path)
+    try:
+        with PILImage.open(p) as im:
+            check_shape(p, im.size)
+            bands = len(im.getbands())
+            im.verify()  # checks the file structure (chunks, CRCs) without decoding every pixel
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
+        raise InputFileError(p, f"cannot decode image ({type(e).__name__}: {e})",
+                             "the file is truncated or corrupt; export it again") from None
+    return {"spatial_dims": 2, "depth": 1, "channels": 1 if bands in (1, 2) else 3}

@@ -20,14 +20,17 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def refit_batchnorm(encoder: nn.Module, images: torch.Tensor, batch_size: int = 64) -> bool:
+def refit_batchnorm(encoder: nn.Module, images: torch.Tensor | torch.utils.data.Dataset, batch_size: int = 64) -> bool:
     """Recompute every BatchNorm layer's running statistics over ``images`` (N, C, *s): the average of the
     per-batch statistics over the whole set; weights are untouched. False (nothing done) without BatchNorm."""
     if not has_batchnorm(encoder):
         return False
     was = encoder.training
     device = next(encoder.parameters()).device
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
+    from mmfm.data.batches import ImagesOnly, loader_workers
+
+    data = images if isinstance(images, torch.Tensor) else ImagesOnly(images)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=loader_workers(images))
     update_bn(loader, encoder, device=device)  # resets; momentum=None: the average over batches; train mode
     encoder.train(was)
     return True

@@ -1,0 +1,34 @@
+"""Images in batches from either a tensor held in memory or a dataset of ``{"image", ...}`` items (read by
+DataLoader workers when the dataset decodes files), so evaluation never needs a whole corpus in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class ImagesOnly(Dataset):
+    """The ``image`` of each item of a dataset (what ``update_bn`` and plain loaders expect)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.ds[i]["image"]
+
+
+def loader_workers(ds: object) -> int:
+    return min(4, max(1, (torch.get_num_threads() or 1) // 2)) if getattr(ds, "reads_files", False) else 0
+
+
+def image_batches(images: torch.Tensor | Dataset, batch_size: int = 64) -> Iterator[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        for i in range(0, len(images), batch_size):
+            yield images[i:i + batch_size]
+        return
+    yield from DataLoader(ImagesOnly(images), batch_size=batch_size, num_workers=loader_workers(images))

@@ -1,0 +1,145 @@
+"""The ``folder`` layout: a user's plain directory of images, with or without a ``labels.csv``.
+
+Any mix of DICOM (single files, multi-frame files and series folders, grouped by SeriesInstanceUID), NIfTI,
+MetaImage, NRRD, PNG/JPEG/TIFF and MRC, in nested sub-folders. Every image's header is checked while the folder is
+scanned; files that cannot be images are skipped with their reason (listed in the data card, never silently), and
+files that are not images at all (CSV, JSON, text, the ``.raw`` of a MetaImage) are counted and left alone.
+
+Without ``labels.csv`` the folder is an unlabelled pretraining set. With it (columns ``image,label`` and optionally a
+patient column) only the listed images are used, each with its class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
+from mmfm.data.io import image_format, image_info, read_image
+from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
+from mmfm.data.pseudonym import pseudonym
+from mmfm.data.sample import Ids, make_sample
+from mmfm.errors import InputFileError
+
+NOT_IMAGES = {".csv", ".json", ".jsonl", ".txt", ".md", ".yaml", ".yml", ".xml", ".raw", ".zraw", ".py", ".log",
+              ".pdf", ".html", ".gitignore"}
+
+
+def shown_name(path: Path, root: Path) -> str:
+    """How a file is named in logs and cards: its path inside the folder, except DICOM names (often built from
+    patient names or accession numbers), which become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1``."""
+    rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+    if os.environ.get("MMFM_KEEP_FILE_NAMES") == "1":
+        return rel
+    try:
+        dicom = path.is_dir() or (path.suffix.lower() in ("", ".dcm", ".dicom", ".ima") and is_dicom(path))
+    except OSError:
+        dicom = False
+    return pseudonym(rel, "file") if dicom else rel
+
+
+def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], int]:
+    """(images, skipped, other_files): every readable image under ``root`` as a record with its header facts,
+    every unreadable one with the reason, and how many other (non-image) files were left alone."""
+    images: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    others = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        dicoms: list[Path] = []
+        for name in sorted(filenames):
+            f = here / name
+            low = name.lower()
+            if name.startswith(".") or any(low.endswith(s) for s in NOT_IMAGES):
+                others += 1
+                continue
+            try:
+                fmt = image_format(f)
+            except InputFileError:
+                others += 1
+                continue
+            if fmt == "npz":
+                others += 1
+                continue
+            if fmt == "dicom":
+                dicoms.append(f)
+                continue
+            try:
+                images.append({"path": f, "format": fmt, **image_info(f)})
+            except InputFileError as e:
+                skipped.append({"file": shown_name(f, root), "reason": e.problem})
+        if dicoms:
+            groups, bad = dicom_series_groups(dicoms)
+            skipped += [{"file": shown_name(f, root), "reason": why} for f, why in bad]
+            for uid, files in groups.items():
+                try:
+                    if len(files) == 1:
+                        images.append({"path": files[0], "format": "dicom", **image_info(files[0])})
+                    else:
+                        images.append({"path": here, "series_uid": uid, "format": "dicom-series",
+                                       "spatial_dims": 3, "depth": len(files),
+                                       "channels": image_info(files[0])["channels"]})
+                except InputFileError as e:
+                    skipped.append({"file": shown_name(files[0], root), "reason": e.problem})
+    return images, skipped, others
+
+
+@LAYOUTS.register("folder")
+def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", label_column: str = "label",
+           patient_column: str = "", modality: str = "") -> SampleList:
+    """A plain directory of images (any supported format, nested), labelled by ``labels`` when that CSV exists.
+
+    ``modality``: for files that do not record it (NIfTI, PNG, ...); DICOM files keep their Modality tag.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "folder not found", "point data.root at the folder that holds your images")
+    table = root / labels
+    if table.exists():
+        rows = _rows(table)
+        if not rows:
+            raise InputFileError(table, "has no rows", "one row per image: image,label")
+        _need_columns(table, rows, [image_column, label_column, patient_column])
+        paths = _resolve_images(root, table, rows, image_column)
+        records, skipped = [], []
+        for p, (n, row) in zip(paths, rows):
+            try:
+                info = image_info(p)
+            except InputFileError as e:
+                skipped.append({"file": shown_name(p, root), "reason": f"line {n}: {e.problem}"})
+                continue
+            records.append({"path": p, "format": image_format(p), **info, "label": row[label_column],
+                            "patient": row.get(patient_column, "") if patient_column else ""})
+        others = 0
+    else:
+        records, skipped, others = scan_folder(root)
+    if not records:
+        why = (f"; {len(skipped)} file(s) could not be read, e.g. {skipped[0]['file']}: {skipped[0]['reason']}"
+               if skipped else "")
+        raise InputFileError(root, f"no readable image in this folder{why}",
+                             "mmfm reads DICOM, NIfTI, MetaImage (.mha/.mhd), NRRD, PNG/JPEG/TIFF and MRC, in any "
+                             "sub-folder")
+    classes = sorted({r["label"] for r in records}) if table.exists() else []
+    for r in records:
+        # the group that keeps related images in one split: the CSV's patient, else the image (all its slices)
+        r["patient"] = pseudonym(r.get("patient") or str(r["path"].relative_to(root)), "patient")
+        r["name"] = shown_name(r["path"], root)
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        if r["format"] == "dicom-series":
+            img = read_dicom_series(r["path"], modality=modality or None, series_uid=r["series_uid"])
+            sid = pseudonym(f"{r['path']}#{r['series_uid']}", "file")
+        else:
+            img = read_image(r["path"], modality=modality or None)
+            sid = file_id(r["path"])
+        labels_ = {"label": classes.index(r["label"])} if classes else {}
+        return make_sample({img.modality: img}, labels=labels_, ids=Ids(sample_id=sid, patient_id=r["patient"]))
+
+    out = SampleList(records, read, classes, [classes.index(r["label"]) for r in records] if classes else None)
+    out.scan = {"images": len(records), "skipped": skipped, "other_files": others,
+                "by_format": dict(Counter(r["format"] for r in records)),
+                "by_dims": dict(Counter(f"{r['spatial_dims']}D" for r in records))}
+    return out
