@@ -12,3 +12,17 @@ import logging as _logging
 # MONAI announces on every import that the optional GPU DICOM codec (nvImageCodec) is absent; mmfm decodes
 # DICOM with pydicom + pylibjpeg, so the message is noise on every CPU machine.
 _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)
+
+
+_API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate")
+
+
+def __getattr__(name: str):  # the public API (mmfm.api), imported on first use so `import mmfm` stays light
+    if name in _API:
+        from mmfm import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mmfm' has no attribute '{name}'")
+
+
+__all__ = list(_API)

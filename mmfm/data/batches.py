@@ -32,3 +32,18 @@ def image_batches(images: torch.Tensor | Dataset, batch_size: int = 64) -> Itera
             yield images[i:i + batch_size]
         return
     yield from DataLoader(ImagesOnly(images), batch_size=batch_size, num_workers=loader_workers(images))
+
+
+def first_item(ds: Dataset) -> dict:
+    """The first item of a map-style or streaming dataset."""
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        return next(iter(ds))
+    return ds[0]
+
+
+def iter_items(ds: Dataset) -> Iterator[dict]:
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        yield from ds
+    else:
+        for i in range(len(ds)):  # type: ignore[arg-type]
+            yield ds[i]

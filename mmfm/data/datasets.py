@@ -156,10 +156,10 @@ class SampleDataset(torch.utils.data.Dataset):
                 if not self.skip_unreadable:
                     raise
                 if j not in self.unreadable:
-                    self.unreadable[j] = e.problem
+                    self.unreadable[j] = e.what
                     import warnings
 
-                    warnings.warn(f"skipped an unreadable sample ({e.problem}); training goes on", stacklevel=2)
+                    warnings.warn(f"skipped an unreadable sample ({e.what}); training goes on", stacklevel=2)
         else:
             raise SampleError("no sample of this dataset can be read", "check the files with `mmfm data inspect`")
         if self.extras is not None:

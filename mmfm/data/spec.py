@@ -47,8 +47,26 @@ def is_mini(data: Any) -> bool:
     return data.dataset == "mini"
 
 
+def is_shards(data: Any) -> bool:
+    return data.dataset == "shards"
+
+
+def _shards(data: Any, split: str, **kw: Any) -> Any:
+    from mmfm.data.shards import ShardDataset
+
+    if data.root is None:
+        raise ConfigError("data.root is required for shards", "point it at a folder `mmfm data shard` wrote")
+    train = split == data.train_split
+    return ShardDataset(data.root, split, shuffle=train, seed=data.split_seed, split_ranks=train, **kw)
+
+
 def name(data: Any) -> str:
-    """How results name the data: ``mini/<set>`` or the catalog name (``folder`` for a user's directory)."""
+    """How results name the data: ``mini/<set>``, the catalog name (``folder`` for a user's directory), or
+    ``shards:<source>``."""
+    if is_shards(data):
+        from mmfm.data.shards import read_index
+
+        return f"shards:{read_index(data.root).get('source', '?')}"
     return f"mini/{data.set}" if is_mini(data) else data.dataset
 
 
@@ -153,6 +171,8 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
 # -- what each command needs -----------------------------------------------------------------------------------
 def unlabelled(data: Any, split: str = "train") -> ArrayDataset | SampleDataset:
     """Images with ``patient`` (int) and ``position`` (relative slice position) for MICLe/PCL."""
+    if is_shards(data):
+        return _shards(data, split, label=False)
     if not is_mini(data):
         return sample_dataset(data, split, extras=True, train=True)
     d = mini_arrays(data, split)
@@ -167,6 +187,9 @@ def unlabelled(data: Any, split: str = "train") -> ArrayDataset | SampleDataset:
 
 def labelled(data: Any, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
     """(dataset, class names): ``{"image", "label"}`` for classification, ``{"image", "mask"}`` for segmentation."""
+    if is_shards(data):
+        ds = _shards(data, split, label=task == "classification")
+        return ds, ds.class_names if task == "classification" else []
     if not is_mini(data):
         ds = sample_dataset(data, split, label=task == "classification", train=train)
         names = ds.samples.class_names if task == "classification" else []
@@ -188,6 +211,10 @@ def labelled(data: Any, split: str, task: str, train: bool = False) -> tuple[Any
 
 
 def class_names(data: Any) -> list[str]:
+    if is_shards(data):
+        from mmfm.data.shards import read_index
+
+        return list(read_index(data.root).get("class_names") or [])
     if is_mini(data):
         return mini_class_names(_mini_root(data), data.set, data.label)
     return all_samples(data).class_names
@@ -195,6 +222,8 @@ def class_names(data: Any) -> list[str]:
 
 def pairs(data: Any, split: str = "train") -> PairDataset | SampleDataset:
     """Image-text pairs: each image with its report or caption (and, for mini, its ``data.label`` class)."""
+    if is_shards(data):
+        return _shards(data, split, text=True)
     if not is_mini(data):
         ds = sample_dataset(data, split, text=True, train=split == data.train_split)
         texts = ds.texts
@@ -232,6 +261,11 @@ def reports(data: Any, split: str = "train") -> ReportDataset:
 
 def contract(data: Any, ds: Any) -> dict[str, Any]:
     """What a model trained on this data expects as input; stored with its weights."""
+    if is_shards(data):
+        from mmfm.data.shards import read_index
+
+        return {**read_index(data.root).get("preprocessing", {}), "applied": "when the shards were written",
+                "data": name(data)}
     if is_mini(data):
         card = mini_card(data)
         return {"presets": card.get("presets", {}), "applied": "when the mini corpus was built",

@@ -186,6 +186,29 @@ class Trainer:
         start = ((k * self.cfg.grad_accum + micro) * self.world + self.rank) * b
         return order[start:start + b].tolist()
 
+    def _stream(self, start: int) -> Any:
+        """Batches of a streaming dataset (shards), pass after pass; each rank reads its own shards, so ranks
+        never wait on each other for data. A resumed run replays the passes up to its step (same order)."""
+        cfg, epoch = self.cfg, 0
+        skip = start * cfg.grad_accum
+        while True:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            got = 0
+            loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.batch_size, drop_last=True,
+                                                 collate_fn=self.collate, num_workers=num_workers(cfg, self.dataset),
+                                                 pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                got += 1
+                if skip:
+                    skip -= 1
+                    continue
+                yield batch
+            if got == 0:
+                raise ConfigError(f"the stream gave this process no full batch of {cfg.batch_size}",
+                                  "lower train.batch_size or train.workers, or write more, smaller shards")
+            epoch += 1
+
     # -- loop -------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -219,10 +242,13 @@ class Trainer:
                    dynamic_ncols=True)
         model.train()
         t0, last = time.time(), {}
-        batches = iter(torch.utils.data.DataLoader(
-            _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
-            num_workers=num_workers(cfg, self.dataset), pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
+        if isinstance(self.dataset, torch.utils.data.IterableDataset):
+            batches = self._stream(start)
+        else:
+            batches = iter(torch.utils.data.DataLoader(
+                _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
+                num_workers=num_workers(cfg, self.dataset), pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
         for step in range(start, cfg.max_steps):
             factor = lr_factor(step, self.ocfg, cfg.max_steps)
             for group in opt.param_groups:

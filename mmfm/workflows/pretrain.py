@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmfm.data import spec as dataspec
+from mmfm.data.batches import first_item
 from mmfm.encoders import ENCODERS, Encoder, build_encoder
 from mmfm.encoders.dual import DualEncoder
 from mmfm.encoders.text import build_text_encoder
@@ -134,7 +135,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
         objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": text_encoder}, "objective")
     else:
         ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(cfg.data)
-        x = ds[0]["image"]
+        x = first_item(ds)["image"]
         encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
         context: dict[str, Any] = {"image_size": int(x.shape[-1])}
         if "text" in inputs:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mmfm.data import spec as dataspec
+from mmfm.data.batches import first_item, iter_items
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
@@ -76,15 +77,16 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         if train_ds.labels is None:
             raise ConfigError("data.label_fraction < 1 needs a classification dataset with labels")
         train_ds = train_ds.subset(label_subset(train_ds.labels, cfg.data.label_fraction, cfg.train.seed))
-    sample = train_ds[0]["image"]
+    first = first_item(train_ds)
+    sample = first["image"]
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]
     num_classes = cfg.task.get("num_classes") or (len(names) if names else None)
     if num_classes is None:
         key = "label" if task_name == "classification" else "mask"
-        if key not in train_ds[0]:
+        if key not in first:
             raise ConfigError(f"the training samples have no {key}s, which task '{task_name}' needs",
                               "use a labelled dataset (labels.csv, masks) or set task.num_classes")
-        num_classes = int(max(int(train_ds[i][key].max()) for i in range(len(train_ds)))) + 1
+        num_classes = int(max(int(item[key].max()) for item in iter_items(train_ds))) + 1
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
     model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,

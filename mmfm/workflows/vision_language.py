@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mmfm.data import spec as dataspec
-from mmfm.data.batches import image_batches
+from mmfm.data.batches import first_item, image_batches
 from mmfm.data.datasets import SampleDataset
 from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_root
 from mmfm.encoders import build_encoder
@@ -144,7 +144,7 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     for every eval split. task: {dim, depth, heads, max_len, encoder_from, freeze_encoder}."""
     seed_everything(cfg.train.seed)
     train = dataspec.pairs(cfg.data, cfg.data.train_split)
-    x = train[0]["image"]
+    x = first_item(train)["image"]
     opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
     model = TASKS.build_with("report_generation", opts, {"encoder": _image_encoder(cfg, x),
                                                          "vocab": Vocabulary.build(train.texts)}, "task")

@@ -40,6 +40,11 @@ def shown_name(path: Path, root: Path) -> str:
     return pseudonym(rel, "file") if dicom else rel
 
 
+def _reason(e: InputFileError, path: Path, root: Path) -> str:
+    """The problem, with the file's full path (a library may quote it) replaced by its shown name."""
+    return e.what.replace(str(path), shown_name(path, root))
+
+
 def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], int]:
     """(images, skipped, other_files): every readable image under ``root`` as a record with its header facts,
     every unreadable one with the reason, and how many other (non-image) files were left alone."""
@@ -70,20 +75,20 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
             try:
                 images.append({"path": f, "format": fmt, **image_info(f)})
             except InputFileError as e:
-                skipped.append({"file": shown_name(f, root), "reason": e.problem})
+                skipped.append({"file": shown_name(f, root), "reason": _reason(e, f, root)})
         if dicoms:
             groups, bad = dicom_series_groups(dicoms)
-            skipped += [{"file": shown_name(f, root), "reason": why} for f, why in bad]
+            skipped += [{"file": shown_name(f, root), "reason": why.replace(str(f), shown_name(f, root))}
+                        for f, why in bad]
             for uid, files in groups.items():
                 try:
                     if len(files) == 1:
                         images.append({"path": files[0], "format": "dicom", **image_info(files[0])})
                     else:
                         images.append({"path": here, "series_uid": uid, "format": "dicom-series",
-                                       "spatial_dims": 3, "depth": len(files),
-                                       "channels": image_info(files[0])["channels"]})
+                                       **image_info(files[0]), "spatial_dims": 3, "depth": len(files)})
                 except InputFileError as e:
-                    skipped.append({"file": shown_name(files[0], root), "reason": e.problem})
+                    skipped.append({"file": shown_name(files[0], root), "reason": _reason(e, files[0], root)})
     return images, skipped, others
 
 
@@ -109,7 +114,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
             try:
                 info = image_info(p)
             except InputFileError as e:
-                skipped.append({"file": shown_name(p, root), "reason": f"line {n}: {e.problem}"})
+                skipped.append({"file": shown_name(p, root), "reason": f"line {n}: {_reason(e, p, root)}"})
                 continue
             records.append({"path": p, "format": image_format(p), **info, "label": row[label_column],
                             "patient": row.get(patient_column, "") if patient_column else ""})
@@ -127,6 +132,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
         # the group that keeps related images in one split: the CSV's patient, else the image (all its slices)
         r["patient"] = pseudonym(r.get("patient") or str(r["path"].relative_to(root)), "patient")
         r["name"] = shown_name(r["path"], root)
+        r["modality"] = modality or r.get("modality", "unknown")
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
         if r["format"] == "dicom-series":

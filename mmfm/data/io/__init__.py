@@ -108,7 +108,9 @@ def image_info(path: str | Path, series_uid: str | None = None) -> dict[str, int
         shape = [int(s) for s in img.header.get_data_shape()]
         chans = shape[3] if len(shape) == 4 else 1
         spatial = shape[:3] if len(shape) >= 3 and shape[2] > 1 else shape[:2]
-        return {"spatial_dims": len(spatial), "depth": spatial[-1] if len(spatial) == 3 else 1, "channels": chans}
+        zooms = [round(float(z), 4) for z in img.header.get_zooms()[:len(spatial)]]
+        return {"spatial_dims": len(spatial), "depth": spatial[-1] if len(spatial) == 3 else 1, "channels": chans,
+                "spacing": zooms}
     if fmt in ("metaimage", "nrrd"):
         from mmfm.data.io.itk import itk_info
 

@@ -240,7 +240,14 @@ def dicom_info(path: Path) -> dict[str, int]:
                              "structured reports, RT structures and the like are not images")
     frames = int(ds.get("NumberOfFrames") or 1)
     spp = int(ds.get("SamplesPerPixel") or 1)
-    return {"spatial_dims": 3 if frames > 1 else 2, "depth": frames, "channels": spp}
+    out: dict[str, Any] = {"spatial_dims": 3 if frames > 1 else 2, "depth": frames, "channels": spp,
+                           "modality": str(ds.get("Modality") or "unknown")}
+    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    if ps is not None and len(ps) == 2:
+        out["spacing"] = [round(float(ps[1]), 4), round(float(ps[0]), 4)]
+        if frames > 1 and (ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")):
+            out["spacing"].append(round(float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")), 4))
+    return out
 
 
 def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
@@ -257,7 +264,7 @@ def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[
                 continue
             groups[str(hdr.get("SeriesInstanceUID", "")) or f"file:{f}"].append(f)
         except InputFileError as e:
-            bad.append((f, e.problem))
+            bad.append((f, e.what))
     return dict(groups), bad
 
 
@@ -269,4 +276,4 @@ def series_info(folder: Path, series_uid: str | None = None) -> dict[str, int]:
     if not files:
         raise InputFileError(folder, "no DICOM files of this series in the folder")
     first = dicom_info(files[0])
-    return {"spatial_dims": 3, "depth": len(files), "channels": first["channels"]}
+    return {**first, "spatial_dims": 3, "depth": len(files)}

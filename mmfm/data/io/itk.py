@@ -106,4 +106,5 @@ def itk_info(path: str | Path) -> dict[str, int]:
     reader = _header(p)
     size = reader.GetSize()
     return {"spatial_dims": len(size), "depth": int(size[-1]) if len(size) == 3 else 1,
-            "channels": int(reader.GetNumberOfComponents())}
+            "channels": int(reader.GetNumberOfComponents()),
+            "spacing": [round(float(v), 4) for v in reader.GetSpacing()]}

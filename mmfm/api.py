@@ -1,0 +1,134 @@
+"""The public Python API: what a notebook needs, as plain objects and torch modules.
+
+The CLI is a thin shell over these same functions::
+
+    import mmfm
+    img = mmfm.read_image("scan.nii.gz", modality="CT")           # mmfm.data.sample.Image (array, affine, ...)
+    enc = mmfm.create_encoder("vit_mini", spatial_dims=2, in_channels=1)   # torch module: x -> {"tokens", "pooled"}
+    ds = mmfm.load_dataset("my_images/", size=(64, 64))            # torch Dataset of {"image", ...}
+    run = mmfm.pretrain("configs/pretrain/simclr_2d.yaml", data={"dataset": "folder", "root": "my_images/"})
+    enc = mmfm.create_encoder(pretrained=run)                      # the pretrained encoder, ready to fine-tune
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmfm.errors import ConfigError
+
+__all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate"]
+
+KINDS = ("images", "classification", "segmentation", "pairs")
+
+
+def read_image(path: str | Path, modality: str | None = None) -> Any:
+    """One 2D or 3D image from any supported format (:func:`mmfm.data.io.read_image`)."""
+    from mmfm.data.io import read_image as _read
+
+    return _read(path, modality=modality)
+
+
+def create_encoder(name: str | None = None, pretrained: bool | str | Path = False, spatial_dims: int = 2,
+                   in_channels: int = 1, options: dict[str, Any] | None = None) -> Any:
+    """An image encoder (``torch.nn.Module``; ``encoder(x)`` -> ``{"tokens": (B, N, D), "pooled": (B, D)}``).
+
+    ``pretrained``: ``False`` (random init), ``True`` (the weights a registry package ships: ``litemedsam``,
+    ``merlin``), or a `mmfm pretrain` run folder / ``encoder/`` folder (then ``name`` may be omitted).
+    """
+    from mmfm.encoders import build_encoder
+    from mmfm.workflows.pretrain import PACKAGED, load_encoder
+
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        enc, spec = load_encoder(str(pretrained))
+        if name and name != spec["name"]:
+            raise ConfigError(f"{pretrained} holds a {spec['name']}, not a {name}", "omit name, or give another run")
+        return enc
+    if not name:
+        raise ConfigError("create_encoder needs a name", "e.g. create_encoder('vit_mini'); `mmfm` lists them in "
+                                                        "the README")
+    if pretrained:
+        if name not in PACKAGED:
+            raise ConfigError(f"no packaged pretrained weights for '{name}'",
+                              f"packaged: {sorted(PACKAGED)}; or pass pretrained=<a mmfm pretrain run folder>")
+        return load_encoder(name)[0]
+    from mmfm.encoders import ENCODERS
+
+    opts = dict(options or {})
+    if ENCODERS.accepts(name, "pretrained"):
+        opts.setdefault("pretrained", False)
+    return build_encoder(name, spatial_dims=spatial_dims, in_channels=in_channels, **opts)
+
+
+def load_dataset(root: str | Path | None = None, dataset: str = "folder", split: str = "train",
+                 kind: str = "images", size: tuple[int, ...] = (64, 64), label: str = "label", channels: int = 0,
+                 spacing: tuple[float, ...] = (), options: dict[str, Any] | None = None) -> Any:
+    """A torch ``Dataset`` of one split, as every command reads it (:mod:`mmfm.data.spec`).
+
+    ``kind``: ``images`` (unlabelled, with ``patient``/``position``), ``classification`` (``label``),
+    ``segmentation`` (``mask``) or ``pairs`` (``text``). Datasets read from files decode lazily.
+    """
+    from mmfm.data import spec
+
+    if kind not in KINDS:
+        raise ConfigError(f"kind='{kind}'", f"use one of {KINDS}")
+    data = config(overrides=None, data={"dataset": dataset, "root": None if root is None else str(root),
+                                        "size": list(size), "label": label, "channels": channels,
+                                        "spacing": list(spacing), "options": dict(options or {})}).data
+    if kind == "images":
+        return spec.unlabelled(data, split)
+    if kind == "pairs":
+        return spec.pairs(data, split)
+    return spec.labelled(data, split, kind)[0]
+
+
+def config(path: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Any:
+    """A validated :class:`~mmfm.workflows.config.RunConfig` from a YAML file, ``key=value`` overrides and/or
+    sections given as keyword arguments (``data={...}``, ``train={...}``, ``out=...``); unknown keys are errors."""
+    from mmfm.workflows.config import load_config
+
+    return load_config(path, overrides, base=sections or None)
+
+
+def _as_config(cfg: Any, overrides: list[str] | None, sections: dict[str, Any]) -> Any:
+    from mmfm.workflows.config import RunConfig, _merge, load_config
+
+    if isinstance(cfg, RunConfig):
+        if overrides or sections:
+            return load_config(None, overrides, base=_merge(cfg.to_dict(), sections))
+        return cfg
+    if isinstance(cfg, dict):
+        return load_config(None, overrides, base=_merge(cfg, sections))
+    from mmfm.workflows.config import load_config as _load
+
+    base = _load(cfg).to_dict() if cfg is not None else {}
+    return _load(None, overrides, base=_merge(base, sections))
+
+
+def pretrain(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """Run `mmfm pretrain`; returns the run folder (``encoder/``, ``results.json``, ...)."""
+    from mmfm.workflows.pretrain import run_pretrain
+
+    c = _as_config(cfg, overrides, sections)
+    run_pretrain(c)
+    return Path(c.out)
+
+
+def train(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """Run `mmfm train` (a supervised task, evaluated on the eval splits); returns the run folder."""
+    from mmfm.workflows.supervised import run_supervised
+
+    c = _as_config(cfg, overrides, sections)
+    run_supervised(c)
+    return Path(c.out)
+
+
+def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] | None = None,
+             protocols: tuple[str, ...] = ("linear", "knn"), fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+             seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
+    """Run `mmfm evaluate`; returns the summary (mean and sd over seeds per method, protocol and fraction)."""
+    from mmfm.workflows.evaluate import evaluate_encoders, summarise
+
+    d = config(data=data or {}).data
+    records = evaluate_encoders([str(e) for e in encoders], list(protocols), d, list(fractions), list(seeds), out)
+    return summarise(records)

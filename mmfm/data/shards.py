@@ -1,0 +1,220 @@
+"""WebDataset shards for corpora larger than memory: ``mmfm data shard`` writes them, every command streams them.
+
+A shard folder holds ``<split>/<split>-NNNNNN.tar`` (WebDataset: one ``<key>.image.npy`` [+ ``<key>.mask.npy``]
++ ``<key>.json`` per sample, written by ``webdataset.ShardWriter``), ``shards.json`` (the index: every shard with
+its sample count, bytes and SHA-256, the preprocessing the items went through, what the items carry) and the
+data card (``card.json``, ``card.md``) of the source. Items are stored preprocessed (preset, channels, spacing,
+size), so reading them costs no decoding of DICOM or NIfTI.
+
+Reading (:class:`ShardDataset`) streams: shards are split across DDP ranks and then across DataLoader workers
+(``webdataset.split_by_node`` / ``split_by_worker``), each shard is read by exactly one worker of one rank, so every
+sample is seen once per pass; shard order and a buffer of samples are shuffled per epoch from the seed. Only the
+shuffle buffer is in memory. A shard whose size differs from the index (truncated, replaced) is refused before
+training, naming it; ``mmfm data shard --verify`` checks every SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfm.errors import ConfigError, InputFileError
+
+INDEX = "shards.json"
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_shards(data: Any, out: str | Path, shard_size: int = 1000, progress: bool = True) -> dict[str, Any]:
+    """Preprocess every split of ``data`` (the one data spec) into WebDataset shards under ``out``."""
+    import webdataset as wds
+    from tqdm import tqdm
+
+    from mmfm.data import spec
+    from mmfm.data.card import card_markdown, user_card
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / INDEX).exists():
+        raise ConfigError(f"{out} exists and is not a shard folder mmfm wrote", "give a new or empty folder")
+    if shard_size < 1:
+        raise ConfigError(f"shard size {shard_size} must be at least 1")
+    every = spec.all_samples(data)
+    has_labels = every.labels is not None
+    has_text = bool(every.records) and "report" in every.records[0]
+    index: dict[str, Any] = {"format": "mmfm-webdataset-1", "source": spec.name(data), "splits": {},
+                             "carries": ["image", "patient", "position"] + (["label"] if has_labels else [])
+                             + (["text"] if has_text else []), "class_names": every.class_names}
+    for split in spec.SPLITS:
+        try:
+            ds = spec.sample_dataset(data, split, label=has_labels, text=has_text, extras=True)
+        except ConfigError:
+            index["splits"][split] = []
+            continue
+        index["preprocessing"] = ds.preprocessing()
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{split}-*.tar"):   # only mmfm's own shards (the index proves the folder is ours)
+            old.unlink()
+        with wds.ShardWriter(str(folder / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
+            for i in tqdm(range(len(ds)), desc=f"shard {split}", disable=not progress):
+                item = ds[i]
+                meta = {"patient": int(item["patient"]), "position": float(item["position"])}
+                if "label" in item:
+                    meta["label"] = int(item["label"])
+                if "text" in item:
+                    meta["text"] = item["text"]
+                sample = {"__key__": f"{split}{i:09d}", "image.npy": _npy(item["image"].numpy()),
+                          "json": json.dumps(meta).encode()}
+                if "mask" in item:
+                    sample["mask.npy"] = _npy(item["mask"].numpy())
+                sink.write(sample)
+        shards = []
+        for tar in sorted(folder.glob(f"{split}-*.tar")):
+            n = _count(tar)
+            shards.append({"file": f"{split}/{tar.name}", "samples": n, "bytes": tar.stat().st_size,
+                           "sha256": _sha256(tar)})
+        index["splits"][split] = shards
+    card = user_card(data)
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    (out / "card.md").write_text(card_markdown(card))
+    tmp = out / (INDEX + ".tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    tmp.replace(out / INDEX)   # the index is written last: a folder without it is not a finished shard set
+    return index
+
+
+def _count(tar: Path) -> int:
+    import tarfile
+
+    with tarfile.open(tar) as tf:
+        return sum(1 for m in tf.getmembers() if m.name.endswith(".json"))
+
+
+def read_index(root: str | Path) -> dict[str, Any]:
+    root = Path(root)
+    if not (root / INDEX).exists():
+        raise InputFileError(root, f"no {INDEX}: not a finished shard folder",
+                             "write shards with `mmfm data shard SRC OUT` (an interrupted run leaves no index)")
+    return json.loads((root / INDEX).read_text())
+
+
+def verify_shards(root: str | Path) -> list[str]:
+    """Every shard's SHA-256 against the index; returns the shards that differ."""
+    root = Path(root)
+    bad = []
+    for shards in read_index(root)["splits"].values():
+        for s in shards:
+            p = root / s["file"]
+            if not p.exists() or _sha256(p) != s["sha256"]:
+                bad.append(s["file"])
+    return bad
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """Stream one split of a shard folder: ``{"image", "mask"?, "label"?, "text"?, "patient", "position"}``."""
+
+    reads_files = True
+
+    def __init__(self, root: str | Path, split: str, shuffle: bool = True, seed: int = 0, buffer: int = 256,
+                 label: bool = True, text: bool = False, split_ranks: bool = True, keys: bool = False) -> None:
+        self.root, self.split, self.shuffle, self.seed, self.buffer = Path(root), split, shuffle, seed, buffer
+        self.index = read_index(self.root)
+        shards = self.index["splits"].get(split) or []
+        if not shards:
+            raise ConfigError(f"the shard folder {self.root} has no split '{split}'",
+                              f"splits: {[s for s, v in self.index['splits'].items() if v]}")
+        for s in shards:
+            p = self.root / s["file"]
+            if not p.exists():
+                raise InputFileError(p, "shard listed in shards.json is missing", "copy the shard folder again")
+            if p.stat().st_size != s["bytes"]:
+                raise InputFileError(p, f"shard holds {p.stat().st_size:,} bytes, the index says {s['bytes']:,} "
+                                        "(truncated or replaced)", "copy it again, or write the shards again")
+        self.shards, self.label, self.text, self.epoch = shards, label, text, 0
+        self.split_ranks, self.keys = split_ranks, keys   # evaluation on one rank reads every shard
+        self.class_names = list(self.index.get("class_names") or [])
+
+    def __len__(self) -> int:
+        return sum(s["samples"] for s in self.shards)
+
+    @property
+    def texts(self) -> list[str]:
+        raise ConfigError("this command needs every text of the split up front (a vocabulary, a gallery)",
+                          "run it on the source folder or catalog dataset; shards stream")
+
+    @property
+    def labels(self) -> None:
+        return None   # known only by streaming the split: label budgets need a folder or catalog dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _urls(self) -> list[str]:
+        urls = [str(self.root / s["file"]) for s in self.shards]
+        if self.shuffle:
+            random.Random(self.seed * 100_003 + self.epoch).shuffle(urls)
+        return urls
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        nodes = wds.split_by_node if self.split_ranks else (lambda src, group=None: src)
+        stream = wds.WebDataset(self._urls(), shardshuffle=False, nodesplitter=nodes,
+                                workersplitter=wds.split_by_worker, empty_check=False)
+        items = (self._decode(s) for s in self._guard(stream))
+        if not self.shuffle:
+            yield from items
+            return
+        info = torch.utils.data.get_worker_info()
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rng = random.Random(hash((self.seed, self.epoch, rank, info.id if info else 0)))
+        buf: list[dict[str, Any]] = []
+        for item in items:
+            buf.append(item)
+            if len(buf) >= self.buffer:
+                yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+    def _guard(self, stream: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield from stream
+        except Exception as e:  # tarfile / webdataset raise many types on a damaged shard
+            raise InputFileError(self.root, f"a shard of split '{self.split}' cannot be read ({type(e).__name__}: "
+                                            f"{str(e)[:200]})", "run `mmfm data shard --verify` on the folder; "
+                                                                "write the shards again") from None
+
+    def _decode(self, s: dict[str, Any]) -> dict[str, Any]:
+        meta = json.loads(s["json"])
+        out: dict[str, Any] = {"image": torch.from_numpy(np.load(io.BytesIO(s["image.npy"]), allow_pickle=False)),
+                               "patient": torch.as_tensor(meta["patient"]),
+                               "position": torch.as_tensor(meta["position"], dtype=torch.float32)}
+        if "mask.npy" in s:
+            out["mask"] = torch.from_numpy(np.load(io.BytesIO(s["mask.npy"]), allow_pickle=False)).long()
+        if self.label and "label" in meta:
+            out["label"] = torch.as_tensor(meta["label"])
+        if self.text and "text" in meta:
+            out["text"] = meta["text"]
+        if self.keys:
+            out["key"] = s["__key__"]
+        return out
