@@ -83,3 +83,20 @@ def write_labelled_folder(root: Path, n_per_class: int = 12, classes: int = 2, s
             lines.append(f"{name},class{c},p{c}_{i}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_nifti_seg_folder(root: Path, n: int = 4, shape: tuple[int, int, int] = (28, 24, 18), seed: int = 0,
+                           spacing: tuple[float, float, float] = (1.5, 1.5, 2.5)) -> Path:
+    """``imagesTr/`` + ``labelsTr/`` (nnU-Net / MSD style): a bright ball (label 1) in noise, per case."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
+    for i in range(n):
+        centre = np.array([rng.uniform(0.3, 0.7) * s for s in shape])
+        ball = (((grid - centre[:, None, None, None]) ** 2).sum(0) < (min(shape) * 0.25) ** 2).astype(np.uint8)
+        img = rng.normal(0, 20, shape) + 150 * ball
+        aff = np.diag([*spacing, 1.0])
+        nib.save(nib.Nifti1Image(img.astype(np.float32), aff), root / "imagesTr" / f"case{i:02d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(ball, aff), root / "labelsTr" / f"case{i:02d}.nii.gz")
+    return root

@@ -77,7 +77,8 @@ class SampleDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Sequence[dict[str, Any]], modalities: Sequence[str], size: Sequence[int],
                  label_key: str | None = "label", presets: dict[str, Preset] | None = None, channels: int = 0,
                  spacing: Sequence[float] = (), text: bool = False, extras: bool = False,
-                 cache: str | None = None, skip_unreadable: bool = False) -> None:
+                 cache: str | None = None, skip_unreadable: bool = False, patch: Sequence[int] = (),
+                 random_patches: bool = False) -> None:
         if len(samples) == 0:
             raise SampleError("the dataset split is empty", "check data.root and the split options")
         self.samples, self.label_key, self.channels = samples, label_key, int(channels)
@@ -87,6 +88,10 @@ class SampleDataset(torch.utils.data.Dataset):
         self.resize_img = Resize(tuple(self.size), mode="area" if len(self.size) == 2 else "trilinear")
         self.resize_mask = Resize(tuple(self.size), mode="nearest")
         self.skip_unreadable, self.unreadable = skip_unreadable, {}
+        # patch mode (3D done properly): whole volumes at data.spacing, padded to at least the patch; training
+        # items are random patches (half centred on the foreground when there are masks), evaluation items whole
+        # volumes for sliding-window inference
+        self.patch, self.random_patches = [int(v) for v in patch], random_patches
         self.extras = None
         if extras:
             recs = getattr(samples, "records", None) or [{} for _ in range(len(samples))]
@@ -111,7 +116,8 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def preprocessing(self) -> dict[str, Any]:
         return {"modalities": self.modalities, "presets": {m: p.to_dict() for m, p in self.user_presets.items()},
-                "size": self.size, "spacing": self.spacing, "channels": self.channels}
+                "size": self.size if not self.patch else "whole", "spacing": self.spacing,
+                "channels": self.channels, "patch": self.patch}
 
     # -- labels and texts without decoding images --------------------------------------------------------------
     @property
@@ -169,17 +175,41 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def _item(self, i: int) -> dict[str, Any]:
         key = self._cache_key(i)
-        if self.cache is not None and key is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return self._finish(i, hit, None)
-        s = self.samples[i]
-        arrays = {"image": self._image(s)}
-        if s.get("mask") is not None:
-            arrays["mask"] = self._mask(s)
-        if self.cache is not None and key is not None:
-            self.cache.put(key, arrays)
+        hit = self.cache.get(key) if self.cache is not None and key is not None else None
+        s = None
+        if hit is not None:
+            arrays = hit
+        else:
+            s = self.samples[i]
+            arrays = {"image": self._image(s)}
+            if s.get("mask") is not None:
+                arrays["mask"] = self._mask(s)
+            if self.cache is not None and key is not None:
+                self.cache.put(key, arrays)
+        if self.patch and self.random_patches:
+            arrays = self._crop(arrays)
         return self._finish(i, arrays, s)
+
+    def _crop(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A random ``patch`` of a (padded) volume: centred on foreground or background with equal odds when a
+        mask is there (MONAI ``RandCropByPosNegLabel``), anywhere otherwise (``RandSpatialCrop``)."""
+        from monai.transforms import RandCropByPosNegLabel, RandSpatialCrop
+
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())   # torch seeds each worker differently; MONAI does not
+        img = arrays["image"]
+        if "mask" in arrays and arrays["mask"].any():
+            t = RandCropByPosNegLabel(self.patch, pos=1.0, neg=1.0, num_samples=1, allow_smaller=False)
+            t.set_random_state(seed)
+            img_c = t(img, label=arrays["mask"], randomize=True)[0]
+            # the same crop for the mask: the centre chosen for the image is reused
+            mask_c = t(arrays["mask"], label=arrays["mask"], randomize=False)[0]
+            return {"image": np.asarray(img_c), "mask": np.asarray(mask_c)}
+        t2 = RandSpatialCrop(self.patch, random_size=False)
+        t2.set_random_state(seed)
+        out = {"image": np.asarray(t2(img))}
+        if "mask" in arrays:
+            out["mask"] = np.asarray(t2(arrays["mask"], randomize=False))
+        return out
 
     def _cache_key(self, i: int) -> str | None:
         recs = getattr(self.samples, "records", None)
@@ -232,18 +262,27 @@ class SampleDataset(torch.utils.data.Dataset):
         prepped = {m: Image(self.preset_for(m)(self._adapt(im.array)), m, im.affine, im.meta)
                    for m, im in images.items()}
         image = early_fuse(prepped, order)
-        if image.ndim - 1 != len(self.size):
+        if image.ndim - 1 != len(self.patch or self.size):
             raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
                               f"{len(self.size)}D", "set data.size to match the images (3 numbers for volumes), "
                                                     "or let mmfm slice volumes for a 2D encoder")
         if self.spacing:
             image = self._resample(image, next(iter(images.values())).affine, "bilinear")
+        if self.patch:
+            return self._pad(image)
         return np.asarray(self.resize_img(image), dtype=np.float32)
+
+    def _pad(self, arr: np.ndarray) -> np.ndarray:
+        from monai.transforms import SpatialPad
+
+        return np.asarray(SpatialPad(self.patch)(arr), dtype=arr.dtype)
 
     def _mask(self, s: dict[str, Any]) -> np.ndarray:
         mask = s["mask"]
         if self.spacing:
             mask = self._resample(mask, next(iter(self._select(s).values())).affine, "nearest")
+        if self.patch:
+            return self._pad(np.asarray(mask)).astype(np.int64)
         return np.asarray(self.resize_mask(mask)).astype(np.int64)
 
     def _adapt(self, arr: np.ndarray) -> np.ndarray:

@@ -119,7 +119,7 @@ def split_samples(data: Any, split: str) -> SampleList:
         groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(every.records)]
         assign = group_split(groups, SPLITS, seed=data.split_seed)
         samples = every.subset([i for i, a in enumerate(assign) if a == split])
-    if len(data.size) == 2 and len(samples) and _has_volumes(samples):
+    if len(data.patch or data.size) == 2 and len(samples) and _has_volumes(samples):
         samples = samples.slices(data.slice_stride)
         say(f"data.size is 2D: 3D volumes are used as 2D slices along their last axis (every "
             f"{data.slice_stride}{'st' if data.slice_stride == 1 else 'th'} slice; data.slice_stride), each slice "
@@ -164,7 +164,7 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
             "data.channels=3 to keep colour (grey is then repeated)")
     ds = SampleDataset(samples, data.modalities, data.size, data.label if label else None, presets(data),
                        channels=channels, spacing=data.spacing, text=text, extras=extras,
-                       cache=data.cache or None, skip_unreadable=train)
+                       cache=data.cache or None, skip_unreadable=train, patch=data.patch, random_patches=train)
     return ds
 
 

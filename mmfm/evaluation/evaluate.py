@@ -2,33 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.inferers import sliding_window_inference
 from torch.utils.data import DataLoader
 
-from mmfm.evaluation.metrics import classification_metrics, dice_per_class
+from mmfm.data.batches import loader_workers
+from mmfm.evaluation.metrics import classification_metrics
+from mmfm.evaluation.metrics.segmentation import dice_rows, reduce_rows
 
 
 @torch.no_grad()
 def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_size: int = 64,
-             class_names: list[str] | None = None) -> dict[str, float]:
-    """Metrics of ``model`` (a task module with ``predict``) on ``dataset``; keys name the metric."""
+             class_names: list[str] | None = None, roi_size: Sequence[int] = ()) -> dict[str, float]:
+    """Metrics of ``model`` (a task module with ``predict``) on ``dataset``; keys name the metric.
+
+    ``roi_size``: whole volumes of any size, one at a time, through MONAI's sliding-window inference with windows
+    of this size (25% overlap, Gaussian blending), as a model trained on patches is applied to a whole scan.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    preds, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        preds.append(model.predict(batch["image"].to(device)).cpu())
-        targets.append(batch["label" if task == "classification" else "mask"])
+    preds, targets, rows, whole = [], [], [], []
+    loader = DataLoader(dataset, batch_size=1 if roi_size else batch_size, shuffle=False,
+                        num_workers=loader_workers(dataset))
+    for batch in loader:
+        x = batch["image"].to(device)
+        if roi_size:
+            logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size=4, predictor=model.logits,
+                                              overlap=0.25, mode="gaussian")
+            p = logits.argmax(dim=1, keepdim=True).cpu()
+        else:
+            p = model.predict(x).cpu()
+        t = batch["label" if task == "classification" else "mask"]
+        if task == "classification":
+            preds.append(p)
+            targets.append(t)
+        else:  # per image, so volumes of different sizes never need to be stacked
+            rows.append(dice_rows(p, t, model.num_classes))
+            whole.append(dice_rows((p > 0).long(), (t > 0).long(), 2))
     model.train(was_training)
-    p, t = torch.cat(preds), torch.cat(targets)
     if task == "classification":
-        return classification_metrics(p, t)
-    dice = dice_per_class(p, t, model.num_classes)
+        return classification_metrics(torch.cat(preds), torch.cat(targets))
+    dice = reduce_rows(torch.cat(rows))
     names = class_names or [str(c) for c in range(model.num_classes)]
     out = {f"dice_{names[c]}": v for c, v in dice.items()}
     if model.num_classes > 2:  # the whole foreground as one structure (e.g. liver including tumour)
-        whole = dice_per_class((p > 0).long(), (t > 0).long(), 2)
-        out["dice_foreground"] = whole[1]
+        out["dice_foreground"] = reduce_rows(torch.cat(whole))[1]
     return out

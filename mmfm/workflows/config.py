@@ -30,6 +30,8 @@ class DataConfig:
     spacing: list[float] = field(default_factory=list)   # catalog/folder: resample to this voxel size (mm) first
     channels: int = 0                     # catalog/folder: bring every image to this many channels (0: as read)
     presets: dict[str, str] = field(default_factory=dict)  # modality -> preset name (`mmfm data presets`)
+    patch: list[int] = field(default_factory=list)  # train on random patches of this size (foreground-aware),
+    #                                     evaluate whole volumes by sliding window; data.size is then not used
     slice_stride: int = 1                 # 2D size on 3D volumes: use every n-th slice
     cache: str = ""                       # folder for preprocessed items (second epoch reads no DICOM/NIfTI)
     train_split: str = "train"

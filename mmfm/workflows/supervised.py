@@ -110,7 +110,9 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         ds, _ = build_split(cfg.data, split, task_name)
         if len(ds) == 0:
             continue
-        for metric, value in evaluate(model, ds, task_name, class_names=cfg.task.get("class_names")).items():
+        roi = cfg.data.patch if task_name == "segmentation" else ()
+        for metric, value in evaluate(model, ds, task_name, class_names=cfg.task.get("class_names"),
+                                      roi_size=roi).items():
             if metric != "classes_evaluated":
                 records.append(ResultRecord(task_name, dataset, split, method, metric, value, cfg.train.seed,
                                             cfg.data.label_fraction))

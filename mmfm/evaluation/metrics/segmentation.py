@@ -12,9 +12,17 @@ from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 
 
+def dice_rows(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, K-1) Dice of each image and foreground class; NaN where the ground truth lacks the class."""
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    return metric(one_hot(pred.long(), num_classes), one_hot(target.long(), num_classes))
+
+
+def reduce_rows(rows: torch.Tensor) -> dict[int, float]:
+    values = rows.nanmean(dim=0)  # MONAI's own reduction would turn an all-NaN class into 0
+    return {c + 1: float(v) for c, v in enumerate(values)}
+
+
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[int, float]:
     """pred, target: (B, 1, *spatial) label maps -> {class: mean Dice}."""
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    per_image = metric(one_hot(pred.long(), num_classes), one_hot(target.long(), num_classes))  # (B, K-1), NaN = empty
-    values = per_image.nanmean(dim=0)  # MONAI's own reduction would turn an all-NaN class into 0
-    return {c + 1: float(v) for c, v in enumerate(values)}
+    return reduce_rows(dice_rows(pred, target, num_classes))
