@@ -100,3 +100,23 @@ def write_nifti_seg_folder(root: Path, n: int = 4, shape: tuple[int, int, int] =
         nib.save(nib.Nifti1Image(img.astype(np.float32), aff), root / "imagesTr" / f"case{i:02d}_0000.nii.gz")
         nib.save(nib.Nifti1Image(ball, aff), root / "labelsTr" / f"case{i:02d}.nii.gz")
     return root
+
+
+REPORTS = [("FINDINGS: The lungs are clear. No effusion. IMPRESSION: No acute disease.", 0),
+           ("FINDINGS: Large right pleural effusion with basilar opacity. IMPRESSION: Right pleural effusion.", 1)]
+
+
+def write_mimic_style_pairs(root: Path, n: int = 16, size: int = 32, seed: int = 0) -> Path:
+    """MIMIC-CXR style: ``files/p<subject>/s<study>/<dicom_id>.png`` + ``captions.csv`` (image,text,patient,study);
+    the effusion reports go with images whose bright block sits low (so image and text agree)."""
+    rng = np.random.default_rng(seed)
+    lines = ["image,text,patient,study"]
+    for i in range(n):
+        text, cls = REPORTS[i % 2]
+        rel = f"files/p1{i:03d}/s5{i:03d}/img{i}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        x = blob((size, size), 2 * cls, rng)
+        Image.fromarray(np.clip(x * 60 + 60, 0, 255).astype(np.uint8)).save(root / rel)
+        lines.append(f'{rel},"{text}",p1{i:03d},s5{i:03d}')
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -95,7 +95,7 @@ class SampleDataset(torch.utils.data.Dataset):
         self.extras = None
         if extras:
             recs = getattr(samples, "records", None) or [{} for _ in range(len(samples))]
-            groups = [str(r.get("patient", i)) for i, r in enumerate(recs)]
+            groups = [str(r.get("patient") or r.get("case") or i) for i, r in enumerate(recs)]
             index = {g: n for n, g in enumerate(dict.fromkeys(groups))}
             self.extras = {"patient": [index[g] for g in groups],
                            "position": [float(r.get("position") or 0.0) for r in recs]}

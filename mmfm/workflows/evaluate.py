@@ -58,7 +58,7 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
         raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
     if not dataspec.is_mini(data):   # the data is brought to what the (first) encoder takes
         _, first = load_encoder(sources[0])
-        if len(data.size) != first["spatial_dims"]:
+        if len(data.patch or data.size) != first["spatial_dims"]:
             raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {data.size} is "
                               f"{len(data.size)}D", f"set data.size to {first['spatial_dims']} numbers")
         data.channels = data.channels or int(first["in_channels"])

@@ -86,10 +86,11 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
     data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
     dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
     if not dataspec.is_mini(data):
-        if len(data.size) != dims:
-            raise ConfigError(f"the encoder from {source} is {dims}D but data.size {data.size} is "
-                              f"{len(data.size)}D", f"set data.size to {dims} numbers (e.g. "
-                                                    f"{c.get('input_size') or [64] * dims})")
+        grid = data.patch or data.size
+        if len(grid) != dims:
+            what = "data.patch" if data.patch else "data.size"
+            raise ConfigError(f"the encoder from {source} is {dims}D but {what} {grid} is {len(grid)}D",
+                              f"set {what} to {dims} numbers (e.g. {c.get('input_size') or [64] * dims})")
         if data.channels and data.channels != chans:
             raise ConfigError(f"the encoder from {source} takes {chans} channel(s) but data.channels is "
                               f"{data.channels}", f"set data.channels={chans} (grey is repeated, colour becomes "

@@ -1,0 +1,175 @@
+"""End to end on the user's own data, one loader family at a time: pretrain -> exported encoder -> train from it ->
+evaluate, 2D and 3D, image-text pairs, shards, and the Python API of the README."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmfm.cli.main import main
+from mmfm.data import spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from userdata import (  # noqa: E402
+    write_labelled_folder,
+    write_mimic_style_pairs,
+    write_mixed_folder,
+    write_nifti_seg_folder,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["train.max_steps=2", "train.batch_size=4", "train.ckpt_every=2", "train.progress=false"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_scans():
+    spec._LOADED.clear()
+    yield
+    spec._LOADED.clear()
+
+
+def results(run: Path) -> list[dict]:
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    return json.loads((run / "results.json").read_text())
+
+
+def test_folder_2d_pretrain_finetune_evaluate(tmp_path, dicom_path):
+    mixed = tmp_path / "mixed"
+    write_mixed_folder(mixed, dicom_path("CT_small.dcm"))
+    lab = write_labelled_folder(tmp_path / "lab", n_per_class=8)
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "configs/pretrain/simclr_2d.yaml", "data.dataset=folder", f"data.root={mixed}",
+                 "data.size=[32,32]", "encoder.name=vit_micro", f"out={pre}", *FAST]) == 0
+    spec_json = json.loads((pre / "encoder" / "encoder.json").read_text())
+    assert spec_json["pretrain_data"] == "folder:train" and spec_json["contract"]["input_size"] == [32, 32]
+    ft = tmp_path / "ft"
+    assert main(["train", "configs/quickstart_classification.yaml", "data.dataset=folder", f"data.root={lab}",
+                 "data.size=[32,32]", f"encoder.weights={pre / 'encoder'}", f"out={ft}", *FAST]) == 0
+    recs = results(ft)
+    assert {r["method"] for r in recs} == {"vit_micro-simclr"} and {r["dataset"] for r in recs} == {"folder"}
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--encoder", str(pre), "random:vit_micro", "--dataset", "folder", "--data-root",
+                 str(lab), "--label", "label", "--fractions", "1.0", "--seeds", "0", "--out", str(ev),
+                 "data.size=[32,32]"]) == 0
+    assert {r["method"] for r in results(ev)} == {"vit_micro-simclr", "vit_micro-random"}
+
+
+@pytest.mark.parametrize("fmt", ["mha", "nii.gz"])
+def test_folder_3d_pretrain_finetune_evaluate(tmp_path, fmt):
+    lab = write_labelled_folder(tmp_path / "vols", n_per_class=6, size=16, dims=3, fmt=fmt)
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "configs/pretrain/mae_3d.yaml", "data.dataset=folder", f"data.root={lab}",
+                 "data.size=[16,16,16]", "encoder.name=vit_micro", "encoder.patch_size=4", f"out={pre}", *FAST]) == 0
+    assert main(["train", "configs/classification_3d.yaml", "data.dataset=folder", f"data.root={lab}",
+                 "data.size=[16,16,16]", f"encoder.weights={pre}", f"out={ft}", *FAST]) == 0
+    assert {r["method"] for r in results(ft)} == {"vit_micro-mae"}
+
+
+def test_msd_3d_segmentation_from_a_pretrained_encoder_with_patches_and_sliding_window(tmp_path):
+    root = write_nifti_seg_folder(tmp_path / "msd", n=6)
+    pre, seg = tmp_path / "pre", tmp_path / "seg"
+    common = ["data.dataset=MSD", f"data.root={root}", "data.options={modality: CT}", "data.spacing=[2,2,2]",
+              "data.patch=[16,16,16]", f"data.cache={tmp_path / 'cache'}"]
+    assert main(["pretrain", "configs/pretrain/simclr_3d.yaml", *common, "encoder.name=vit_micro", f"out={pre}",
+                 *FAST]) == 0
+    assert main(["train", "configs/segmentation_3d.yaml", *common, "task={name: segmentation, num_classes: 2}",
+                 f"encoder.weights={pre}", f"out={seg}", *FAST]) == 0
+    recs = results(seg)
+    assert {r["split"] for r in recs} == {"val", "test"} and all(0.0 <= r["value"] <= 1.0 for r in recs)
+    assert list((tmp_path / "cache").rglob("*.npz"))
+
+
+def test_image_text_csv_pairs_feed_clip_retrieval_zeroshot_and_report_generation(tmp_path):
+    pairs = write_mimic_style_pairs(tmp_path / "mimic", n=16)
+    lab = write_labelled_folder(tmp_path / "lab", n_per_class=6, size=32)
+    clip = tmp_path / "clip"
+    assert main(["pretrain", "configs/pretrain/clip_2d.yaml", "data.dataset=MIMIC-CXR", f"data.root={pairs}",
+                 "data.size=[32,32]", "encoder.name=vit_micro", f"out={clip}", *FAST]) == 0
+    assert (clip / "dual").is_dir()
+    rt = tmp_path / "rt"
+    assert main(["retrieve", "--model", str(clip), "--dataset", "MIMIC-CXR", "--data-root", str(pairs),
+                 "--out", str(rt), "data.size=[32,32]"]) == 0
+    recs = results(rt)
+    assert any(r["metric"] == "i2t_R@1" for r in recs) and {r["dataset"] for r in recs} == {"MIMIC-CXR"}
+    zs = tmp_path / "zs"
+    assert main(["zeroshot", "--model", str(clip), "--dataset", "folder", "--data-root", str(lab), "--label",
+                 "label", "--out", str(zs), "data.size=[32,32]"]) == 0
+    assert json.loads((zs / "prompts.json").read_text()).keys() == {"class0", "class1"}
+    rg = tmp_path / "rg"
+    assert main(["report-gen", "configs/report_generation_2d.yaml", "data.dataset=MIMIC-CXR",
+                 f"data.root={pairs}", "data.size=[32,32]", "encoder.name=vit_micro", f"out={rg}", *FAST]) == 0
+    gen = [json.loads(line) for line in (rg / "generated_test.jsonl").read_text().splitlines()]
+    assert gen and all("pleural" in g["reference"] or "lungs" in g["reference"] for g in gen)
+    assert "GENERATED" not in (rg / "report.md").read_text()      # real reports here, not mini's captions
+
+
+def test_report_sections_of_a_csv_feed_section_matching(tmp_path):
+    pairs = write_mimic_style_pairs(tmp_path / "mimic", n=16)
+    out = tmp_path / "sm"
+    assert main(["retrieve", "--text-encoder", "minilm", "--dataset", "MIMIC-CXR", "--data-root", str(pairs),
+                 "--splits", "train", "--out", str(out)]) == 0
+    recs = results(out)
+    assert any(r["task"] == "section_matching" and r["metric"] == "R@1" for r in recs)
+
+
+def test_medmnist_npz_pretrains(tmp_path):
+    p = tmp_path / "breastmnist.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, **{f"{s}_images": rng.integers(0, 255, (12, 28, 28), dtype=np.uint8) for s in ("train", "val", "test")},
+             **{f"{s}_labels": rng.integers(0, 2, (12, 1)) for s in ("train", "val", "test")})
+    out = tmp_path / "pre"
+    assert main(["pretrain", "configs/pretrain/simclr_2d.yaml", "data.dataset=MMR-BreastUltrasound",
+                 f"data.root={p}", "data.size=[28,28]", "encoder.name=vit_micro", f"out={out}", *FAST]) == 0
+    assert json.loads((out / "encoder" / "encoder.json").read_text())["pretrain_data"] == "MMR-BreastUltrasound:train"
+
+
+def test_shards_feed_pretraining_and_training(tmp_path):
+    lab = write_labelled_folder(tmp_path / "lab", n_per_class=10)
+    sh = tmp_path / "shards"
+    assert main(["data", "shard", str(lab), str(sh), "--shard-size", "4", "data.size=[24,24]"]) == 0
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "configs/pretrain/simclr_2d.yaml", "data.dataset=shards", f"data.root={sh}",
+                 "encoder.name=vit_micro", f"out={pre}", *FAST]) == 0
+    assert main(["train", "configs/quickstart_classification.yaml", "data.dataset=shards", f"data.root={sh}",
+                 f"encoder.weights={pre}", f"out={ft}", *FAST]) == 0
+    assert {r["dataset"] for r in results(ft)} == {"shards:folder"}
+
+
+def test_data_prepare_folder_writes_the_card_outside_the_data(tmp_path, dicom_path, capsys):
+    mixed = tmp_path / "mixed"
+    write_mixed_folder(mixed, dicom_path("CT_small.dcm"))
+    before = sorted(p.name for p in mixed.rglob("*"))
+    assert main(["data", "prepare", "folder", "--root", str(mixed), "--out", str(tmp_path / "card")]) == 0
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["samples"] == 8 and card["skipped"][0]["file"] == "broken.png"
+    assert sorted(p.name for p in mixed.rglob("*")) == before          # nothing written into the user's folder
+
+
+def test_bad_folder_input_is_one_line_with_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["pretrain", "configs/pretrain/simclr_2d.yaml", "data.dataset=folder",
+                 f"data.root={tmp_path / 'empty'}", f"out={tmp_path / 'o'}", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no readable image in this folder" in err and "Traceback" not in err
+    assert main(["evaluate", "--encoder", "random:vit_micro", "--dataset", "folder", "--data-root",
+                 str(tmp_path), "train.max_steps=3"]) == 2
+    assert "takes data options only" in capsys.readouterr().err
+
+
+def test_python_api_examples_in_the_readme_run(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks, "the README's Python API section has no example"
+    (tmp_path / "configs").symlink_to(ROOT / "configs")   # the examples run from the repository root
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), scope)     # noqa: S102  (the README's own examples)
+    assert scope["features"].shape == (1, scope["encoder"].out_dim)
+    assert (tmp_path / "runs" / "api" / "encoder" / "encoder.json").exists()
