@@ -15,7 +15,10 @@ class MMFMError(Exception):
     """Base class: ``problem`` says what is wrong, ``hint`` how to fix it."""
 
     def __init__(self, problem: str, hint: str = "") -> None:
-        self.problem = problem
+        if problem.startswith("Caught ") and "Original Traceback" in problem:
+            # re-raised by torch from a DataLoader worker as ``Type(traceback text)``: keep the original message
+            tail = problem.rsplit(f"{type(self).__module__}.{type(self).__name__}: ", 1)[-1].strip()
+            problem, _, hint = tail.partition("\n  hint: ")
         self.hint = hint
         super().__init__(f"{problem}" + (f"\n  hint: {hint}" if hint else ""))
 

@@ -6,19 +6,19 @@ that was skipped with the reason. File names are shown as :func:`mmfm.data.catal
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmfm.data import spec
-from mmfm.data.splits import group_split
 
 
 def user_card(data: Any) -> dict[str, Any]:
     every = spec.all_samples(data)
     recs = every.records
     groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(recs)]
-    assign = group_split(groups, spec.SPLITS, seed=data.split_seed)
+    assign = spec.assign_splits(data, every)
     names = every.class_names
     splits: dict[str, Any] = {}
     for s in spec.SPLITS:
@@ -40,7 +40,8 @@ def user_card(data: Any) -> dict[str, Any]:
             rng[f"{nd}D"] = {"min": sp.min(0).round(4).tolist(), "max": sp.max(0).round(4).tolist(), "n": len(sp)}
     scan = every.scan
     return {"name": spec.name(data), "dataset": data.dataset, "samples": len(recs), "classes": names,
-            "splits": splits, "split_rule": f"by patient (or by image), {spec.SPLITS}, seed {data.split_seed}",
+            "splits": splits, "split_rule": (f"from {Path(data.splits_file).name}" if data.splits_file else
+                                             f"by patient (or by image), {spec.SPLITS}, seed {data.split_seed}"),
             "spacing_mm": rng, "skipped": scan.get("skipped", []), "other_files": scan.get("other_files", 0),
             "no_spacing": sum(1 for r in recs if not r.get("spacing"))}
 
@@ -56,7 +57,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     for nd, r in card["spacing_mm"].items():
         lines.append(f"- {nd}: min {r['min']}, max {r['max']} ({r['n']} images)")
     if card["no_spacing"]:
-        lines.append(f"- {card['no_spacing']} image(s) record no spacing (PNG/JPEG/TIFF): 1 mm per pixel is assumed")
+        lines.append(f"- {card['no_spacing']} image(s) record no spacing (PNG/JPEG/TIFF, MRC without a voxel size): "
+                     "1 mm per voxel is assumed")
     lines += ["", f"## Skipped ({len(card['skipped'])})", ""]
     lines += [f"- {s['file']}: {s['reason']}" for s in card["skipped"]] or ["none"]
     lines += ["", f"{card['other_files']} other file(s) (not images: CSV, JSON, text, detached raw data) were left "

@@ -78,11 +78,20 @@ class SampleDataset(torch.utils.data.Dataset):
                  label_key: str | None = "label", presets: dict[str, Preset] | None = None, channels: int = 0,
                  spacing: Sequence[float] = (), text: bool = False, extras: bool = False,
                  cache: str | None = None, skip_unreadable: bool = False, patch: Sequence[int] = (),
-                 random_patches: bool = False) -> None:
+                 random_patches: bool = False, patches_per_volume: int = 1) -> None:
         if len(samples) == 0:
             raise SampleError("the dataset split is empty", "check data.root and the split options")
         self.samples, self.label_key, self.channels = samples, label_key, int(channels)
         self.modalities = list(modalities)
+        if not self.modalities:   # several modalities per sample: fuse what the first sample holds, in order
+            from mmfm.errors import InputFileError
+
+            try:
+                held = sorted(samples[0]["images"])
+            except InputFileError:
+                held = []
+            if len(held) > 1:
+                self.modalities = held
         self.user_presets = dict(presets or {})
         self.size, self.spacing, self.text = [int(v) for v in size], [float(v) for v in spacing], text
         self.resize_img = Resize(tuple(self.size), mode="area" if len(self.size) == 2 else "trilinear")
@@ -92,6 +101,7 @@ class SampleDataset(torch.utils.data.Dataset):
         # items are random patches (half centred on the foreground when there are masks), evaluation items whole
         # volumes for sliding-window inference
         self.patch, self.random_patches = [int(v) for v in patch], random_patches
+        self.repeat = max(1, int(patches_per_volume)) if (self.patch and random_patches) else 1
         self.extras = None
         if extras:
             recs = getattr(samples, "records", None) or [{} for _ in range(len(samples))]
@@ -123,7 +133,7 @@ class SampleDataset(torch.utils.data.Dataset):
     @property
     def labels(self) -> np.ndarray | None:
         lab = getattr(self.samples, "labels", None)
-        return None if lab is None or not self.label_key else np.asarray(lab, dtype=np.int64)
+        return None if lab is None or not self.label_key else np.tile(np.asarray(lab, dtype=np.int64), self.repeat)
 
     @property
     def label(self) -> torch.Tensor | None:
@@ -147,14 +157,15 @@ class SampleDataset(torch.utils.data.Dataset):
         return out
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) * self.repeat   # several random patches of each volume per pass
 
     # -- items -----------------------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> dict[str, Any]:
         from mmfm.errors import InputFileError
 
-        for attempt in range(len(self)):
-            j = (i + attempt) % len(self)
+        i = i % len(self.samples)
+        for attempt in range(len(self.samples)):
+            j = (i + attempt) % len(self.samples)
             try:
                 out = self._item(j)
                 break
@@ -263,9 +274,11 @@ class SampleDataset(torch.utils.data.Dataset):
                    for m, im in images.items()}
         image = early_fuse(prepped, order)
         if image.ndim - 1 != len(self.patch or self.size):
-            raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.size is "
-                              f"{len(self.size)}D", "set data.size to match the images (3 numbers for volumes), "
-                                                    "or let mmfm slice volumes for a 2D encoder")
+            what = "patch" if self.patch else "size"
+            raise SampleError(f"sample '{s['ids'].sample_id}' is {image.ndim - 1}D but data.{what} is "
+                              f"{len(self.patch or self.size)}D", f"set data.{what} to match the images (3 numbers "
+                                                                  "for volumes), or let mmfm slice volumes for a "
+                                                                  "2D encoder")
         if self.spacing:
             image = self._resample(image, next(iter(images.values())).affine, "bilinear")
         if self.patch:

@@ -99,6 +99,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("pathology", "pathology", "rgb", **_IMAGENET, description="8-bit RGB H&E/IHC, ImageNet mean/std"),
     Preset("oct", "OCT", "percentile", 0.5, 99.5, description="OCT B-scan, percentile scaling to [0, 1]"),
     Preset("rgb_unit", "pathology", "rgb", description="8-bit RGB divided by 255, no mean/std"),
+    Preset("unit", "unknown", "window", 0.0, 1.0,
+           description="values already scaled to [0, 1] (data exported after preprocessing): kept, clipped to [0, 1]"),
     Preset("percentile", "unknown", "percentile", 0.5, 99.5,
            description="any modality: clipped to its 0.5-99.5th percentiles and scaled to [0, 1] (for files that "
                        "do not record their modality; name a modality or preset to use its own)"),

@@ -36,9 +36,10 @@ _SAID: set[str] = set()
 
 def say(message: str) -> None:
     """Print a data decision once per process (on the main rank)."""
-    from mmfm.engine.distributed import is_main
+    import torch.distributed as dist
 
-    if message not in _SAID and is_main():
+    main_rank = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if message not in _SAID and main_rank:
         _SAID.add(message)
         print(f"[mmfm] {message}", flush=True)
 
@@ -116,15 +117,45 @@ def split_samples(data: Any, split: str) -> SampleList:
         samples = load_dataset(data.dataset, data.root, split=split, **data.options)
     else:
         every = all_samples(data)
-        groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(every.records)]
-        assign = group_split(groups, SPLITS, seed=data.split_seed)
-        samples = every.subset([i for i, a in enumerate(assign) if a == split])
-    if len(data.patch or data.size) == 2 and len(samples) and _has_volumes(samples):
+        if split == "all":
+            samples = every
+        else:
+            assign = assign_splits(data, every)
+            samples = every.subset([i for i, a in enumerate(assign) if a == split])
+    grid = data.patch or data.size
+    if len(grid) == 3 and samples.records and all("spatial_dims" in r for r in samples.records):
+        flat = [i for i, r in enumerate(samples.records) if r["spatial_dims"] == 2]
+        if flat:   # a 2D image cannot feed a 3D model: left out, and said (a folder may mix both)
+            say(f"{len(flat)} 2D image(s) of {data.dataset} are left out: data.{'patch' if data.patch else 'size'} "
+                "is 3D")
+            samples = samples.subset([i for i in range(len(samples)) if i not in set(flat)])
+    if len(grid) == 2 and len(samples) and _has_volumes(samples):
         samples = samples.slices(data.slice_stride)
         say(f"data.size is 2D: 3D volumes are used as 2D slices along their last axis (every "
             f"{data.slice_stride}{'st' if data.slice_stride == 1 else 'th'} slice; data.slice_stride), each slice "
             f"resized to {data.size}")
     return samples
+
+
+def assign_splits(data: Any, every: SampleList) -> list[str]:
+    """Each record's split: from ``data.splits_file`` when given (names of cases, or of files inside data.root;
+    a record it does not list is in no split), else 70/15/15 by patient (or image) with ``data.split_seed``."""
+    if data.splits_file:
+        path = Path(data.splits_file)
+        try:
+            listed = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"data.splits_file {path}: cannot read it ({type(e).__name__})",
+                              'write JSON like {"train": ["case01", ...], "val": [...], "test": [...]}') from None
+        where = {str(n): s for s, names in listed.items() for n in names}
+        keys = [str(r.get("case") or r.get("name") or "") for r in every.records]
+        missing = sorted(set(where) - set(keys))
+        if missing:
+            raise ConfigError(f"data.splits_file names {len(missing)} case(s) not in data.root, e.g. {missing[:3]}",
+                              f"names are case ids or paths inside data.root, e.g. {keys[:3]}")
+        return [where.get(k, "") for k in keys]
+    groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(every.records)]
+    return group_split(groups, SPLITS, seed=data.split_seed)
 
 
 def _has_volumes(samples: SampleList) -> bool:
@@ -164,11 +195,24 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
             "data.channels=3 to keep colour (grey is then repeated)")
     ds = SampleDataset(samples, data.modalities, data.size, data.label if label else None, presets(data),
                        channels=channels, spacing=data.spacing, text=text, extras=extras,
-                       cache=data.cache or None, skip_unreadable=train, patch=data.patch, random_patches=train)
+                       cache=data.cache or None, skip_unreadable=train, patch=data.patch, random_patches=train,
+                       patches_per_volume=data.patches_per_volume)
     return ds
 
 
 # -- what each command needs -----------------------------------------------------------------------------------
+def pretraining_split(data: Any) -> str:
+    """The split vision pretraining reads: ``all`` for a folder without labels and without a splits file (nothing
+    is held out for a later evaluation on it, so every image is used, said in the log), else ``data.train_split``."""
+    if data.dataset == "folder" and not data.splits_file and data.train_split == "train":
+        every = all_samples(data)
+        if every.labels is None:
+            say(f"pretraining on all {len(every)} images or volumes of the folder: it has no labels.csv, so no "
+                "validation or test images are held out (to hold some out, list the splits in data.splits_file)")
+            return "all"
+    return data.train_split
+
+
 def unlabelled(data: Any, split: str = "train") -> ArrayDataset | SampleDataset:
     """Images with ``patient`` (int) and ``position`` (relative slice position) for MICLe/PCL."""
     if is_shards(data):
@@ -242,8 +286,7 @@ def reports(data: Any, split: str = "train") -> ReportDataset:
         return ReportDataset(report_rows(Path(data.root) if data.root else None, split,
                                          require=("findings", "impression")))
     every = all_samples(data)
-    groups = [r.get("patient") or r.get("study") or str(i) for i, r in enumerate(every.records)]
-    assign = group_split(groups, SPLITS, seed=data.split_seed)
+    assign = assign_splits(data, every)
     rows = []
     for rec, a in zip(every.records, assign):
         if a != split:

@@ -32,10 +32,13 @@ class DataConfig:
     presets: dict[str, str] = field(default_factory=dict)  # modality -> preset name (`mmfm data presets`)
     patch: list[int] = field(default_factory=list)  # train on random patches of this size (foreground-aware),
     #                                     evaluate whole volumes by sliding window; data.size is then not used
+    patches_per_volume: int = 1           # data.patch: random patches drawn from each volume per pass
     slice_stride: int = 1                 # 2D size on 3D volumes: use every n-th slice
     cache: str = ""                       # folder for preprocessed items (second epoch reads no DICOM/NIfTI)
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    splits_file: str = ""                 # catalog/folder: JSON {"train": [names], "val": [...], "test": [...]}
+    #                                     naming cases (nifti_folders) or files inside data.root (folder)
     label_fraction: float = 1.0           # fraction of training labels used (stratified, seeded)
     split_seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # extra loader options

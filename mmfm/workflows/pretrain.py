@@ -135,7 +135,8 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
         text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
         objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": text_encoder}, "objective")
     else:
-        ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(cfg.data)
+        ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(
+            cfg.data, dataspec.pretraining_split(cfg.data))
         x = first_item(ds)["image"]
         encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
         context: dict[str, Any] = {"image_size": int(x.shape[-1])}

@@ -293,6 +293,7 @@ def test_card_of_a_user_folder_counts_and_lists_skips(tmp_path, dicom_path):
     card = user_card(data_cfg(root))
     assert card["samples"] == 8 and sum(s["n"] for s in card["splits"].values()) == 8
     assert card["skipped"][0]["file"] == "broken.png" and card["other_files"] == 3
-    assert card["spacing_mm"]["3D"]["max"] == [1.5, 1.5, 3.0]
+    assert card["spacing_mm"]["3D"]["max"] == [1.5, 1.5, 3.0]   # the series: 2.5 mm between slice positions
+    assert [0.6615, 0.6615, 2.5] in [r.get("spacing") for r in spec.all_samples(data_cfg(root)).records]
     md = card_markdown(card)
     assert "broken.png" in md and "| train |" in md

@@ -18,7 +18,7 @@ from typing import Any
 
 from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
 from mmfm.data.io import image_format, image_info, read_image
-from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
+from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series, series_step
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, make_sample
 from mmfm.errors import InputFileError
@@ -85,8 +85,12 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
                     if len(files) == 1:
                         images.append({"path": files[0], "format": "dicom", **image_info(files[0])})
                     else:
-                        images.append({"path": here, "series_uid": uid, "format": "dicom-series",
-                                       **image_info(files[0]), "spatial_dims": 3, "depth": len(files)})
+                        info = image_info(files[0])
+                        step = series_step(files)
+                        if "spacing" in info and (step or info.get("slice_spacing")):
+                            info["spacing"] = [*info["spacing"], round(step or info["slice_spacing"], 4)]
+                        images.append({"path": here, "series_uid": "" if uid.startswith("no-uid:") else uid,
+                                       "format": "dicom-series", **info, "spatial_dims": 3, "depth": len(files)})
                 except InputFileError as e:
                     skipped.append({"file": shown_name(files[0], root), "reason": _reason(e, files[0], root)})
     return images, skipped, others

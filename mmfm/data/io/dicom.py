@@ -40,13 +40,23 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _plain(v: Any) -> Any:
+    """A JSON-able value: numbers as numbers, anything else (a multi-valued string such as a convolution kernel
+    ``['Br38f', '3']``) as text."""
+    if isinstance(v, (int, float)):
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
 def safe_header(ds: pydicom.Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {"TransferSyntaxUID": str(getattr(ds.file_meta, "TransferSyntaxUID", ""))}
     for name in SAFE_FIELDS:
         if name in ds:
             v = ds.data_element(name).value
-            out[name] = [float(x) for x in v] if isinstance(v, pydicom.multival.MultiValue) else (
-                v if isinstance(v, (int, float)) else str(v))
+            out[name] = [_plain(x) for x in v] if isinstance(v, pydicom.multival.MultiValue) else _plain(v)
     return out
 
 
@@ -200,10 +210,11 @@ def read_dicom_series(folder: str | Path, modality: str | None = None, series_ui
     for f in files:
         hdr = _read(f, stop_before_pixels=True)
         by_series[str(hdr.get("SeriesInstanceUID", ""))].append((f, hdr))
-    if series_uid is None and len(by_series) > 1:
+    if (series_uid is None or series_uid not in by_series) and len(by_series) > 1:
         raise InputFileError(folder, f"holds {len(by_series)} series",
                              "put each series in its own folder, or pass series_uid")
-    items = by_series[series_uid] if series_uid else next(iter(by_series.values()))
+    items = by_series[series_uid] if series_uid is not None and series_uid in by_series else \
+        next(iter(by_series.values()))
     row_cos, col_cos, _ = _orientation(items[0][1])
     normal = np.cross(row_cos, col_cos)
     positions = [float(np.dot(normal, _orientation(h)[2])) for _, h in items]
@@ -245,8 +256,11 @@ def dicom_info(path: Path) -> dict[str, int]:
     ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     if ps is not None and len(ps) == 2:
         out["spacing"] = [round(float(ps[1]), 4), round(float(ps[0]), 4)]
-        if frames > 1 and (ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")):
-            out["spacing"].append(round(float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")), 4))
+        step = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+        if step:
+            out["slice_spacing"] = round(float(step), 4)
+            if frames > 1:
+                out["spacing"].append(out["slice_spacing"])
     return out
 
 
@@ -262,7 +276,11 @@ def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[
             if int(hdr.get("NumberOfFrames") or 1) > 1:
                 groups[f"file:{f}"].append(f)       # a multi-frame file is a volume on its own
                 continue
-            groups[str(hdr.get("SeriesInstanceUID", "")) or f"file:{f}"].append(f)
+            uid = str(hdr.get("SeriesInstanceUID", "") or "")
+            if not uid:  # anonymised files may lack it: slices of one geometry in one folder are one series
+                iop = tuple(round(float(v), 3) for v in (hdr.get("ImageOrientationPatient") or []))
+                uid = f"no-uid:{f.parent}:{hdr.get('Rows')}x{hdr.get('Columns')}:{iop}:{hdr.get('SeriesNumber')}"
+            groups[uid].append(f)
         except InputFileError as e:
             bad.append((f, e.what))
     return dict(groups), bad
@@ -271,9 +289,24 @@ def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[
 def series_info(folder: Path, series_uid: str | None = None) -> dict[str, int]:
     files = [f for f in sorted(Path(folder).rglob("*")) if f.is_file() and f.stat().st_size > 0 and is_dicom(f)]
     groups, _ = dicom_series_groups(files)
-    if series_uid is not None:
+    if series_uid == "":   # a series without SeriesInstanceUID (anonymised)
+        files = next((v for k, v in groups.items() if k.startswith("no-uid:")), [])
+    elif series_uid is not None:
         files = groups.get(series_uid, [])
     if not files:
         raise InputFileError(folder, "no DICOM files of this series in the folder")
     first = dicom_info(files[0])
     return {**first, "spatial_dims": 3, "depth": len(files)}
+
+
+def series_step(files: list[Path]) -> float | None:
+    """The slice spacing of a series from its headers: the median distance between neighbouring slice positions
+    along the slice normal (as :func:`read_dicom_series` stacks them), or None without positions."""
+    try:
+        hdrs = [_read(f, stop_before_pixels=True) for f in files]
+        row, col, _ = _orientation(hdrs[0])
+        normal = np.cross(row, col)
+        pos = np.sort([float(np.dot(normal, np.asarray(h.ImagePositionPatient, float))) for h in hdrs])
+    except (InputFileError, AttributeError, TypeError, ValueError):
+        return None
+    return float(np.median(np.diff(pos))) if len(pos) > 1 else None
