@@ -31,6 +31,9 @@ SOURCE = {  # results file -> the command that produces it
     "vqa_3d": "scripts/reproduce_report_tables.sh", "vlm": "scripts/reproduce_vlm_table.sh",
     "bench_mae": "benchmarks/mae_step.py --json docs/results/bench_mae.json",
     "bench_clip": "benchmarks/clip_step.py --json docs/results/bench_clip.json",
+    "real_3d": "scripts/real_3d_totalsegmentator.py",
+    "bench_memory": "benchmarks/folder_memory.py --json docs/results/bench_memory.json",
+    "vfm_folder": "scripts/reproduce_vfm_folder.sh",
 }
 
 
@@ -141,6 +144,30 @@ def _metric_table(name: str, cols: list[str]) -> str:
     return grid(recs, lambda r: (r["task"], r["method"]), cols, lambda r: r["metric"], ["task", "method"])
 
 
+def real_3d() -> str:
+    recs = [r for r in load("real_3d") if r["metric"].startswith("dice_")]
+    organs = ["dice_spleen", "dice_kidney_right", "dice_kidney_left", "dice_liver", "dice_foreground"]
+    pooled = grid(recs, lambda r: (r["method"],), organs, lambda r: r["metric"], ["fine-tuned from"])
+    held = grid(recs, lambda r: (r["dataset"].split("held out: ")[1].split(";")[0], r["method"]), organs,
+                lambda r: r["metric"], ["held-out scan", "fine-tuned from"])
+    seeds = sorted({r["seed"] for r in recs})
+    return (pooled + f"\n\nTest Dice against SILVER labels (TotalSegmentator's own reference outputs, not manual "
+            f"ground truth), mean ± sd over the held-out scans x seeds {seeds}. Per held-out scan:\n\n" + held)
+
+
+def vfm_folder() -> str:
+    """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
+    via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy"]
+    methods = {r["method"] for r in via_folder}
+    arrays = [dict(r, method=r["method"]) for r in load("vfm") if r["metric"] == "balanced_accuracy"
+              and r["method"] in methods]
+    rows = [dict(r, path="mini arrays") for r in arrays] + [dict(r, path="plain folder") for r in via_folder]
+    fr = sorted({r["label_fraction"] for r in rows})
+    return grid(rows, lambda r: (r["task"].split("/")[-1], r["method"], r["path"]), [f"{f:g}" for f in fr],
+                lambda r: f"{r['label_fraction']:g}", ["protocol", "method", "data path"]) + \
+        "\n\nColumns: fraction of the training labels; cells: test balanced accuracy, mean ± sd over seeds 0-2."
+
+
 TEXT_GEN = ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall", "CE_F1"]
 VQA = ["accuracy", "closed_accuracy", "open_exact_match", "open_token_f1"]
 GENERATORS: dict[str, Callable[[], str]] = {
@@ -157,6 +184,11 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "vqa-3d": lambda: _metric_table("vqa_3d", VQA),
     "bench-mae": lambda: grid(load("bench_mae"), lambda r: (r["method"],), sorted({r["metric"] for r in
                               load("bench_mae")}), lambda r: r["metric"], ["implementation"], 2),
+    "real-3d": real_3d,
+    "vfm-folder": vfm_folder,
+    "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
+                                 "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
+                                 lambda r: r["metric"], ["corpus"], 2),
     "bench-clip": lambda: grid(load("bench_clip"), lambda r: (r["task"], r["method"]), sorted(
         {r["metric"] for r in load("bench_clip")}), lambda r: r["metric"], ["part", "implementation"], 3),
 }
