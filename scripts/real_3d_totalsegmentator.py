@@ -2,8 +2,8 @@
 fine-tune 4-organ segmentation (spleen, right kidney, left kidney, liver) with random patches and sliding-window
 inference, and score Dice per organ against TotalSegmentator's reference label maps.
 
-    python scripts/real_3d_totalsegmentator.py [--out runs/real3d] [--seeds 0 1] [--pretrain-steps 200]
-                                               [--finetune-steps 200]
+    python scripts/real_3d_totalsegmentator.py [--out runs/real3d] [--seeds 0 1] [--pretrain-steps 250]
+                                               [--finetune-steps 250]
 
 Data (fetched from PyPI once, SHA-256 checked): the reference files in the source distribution of
 ``totalsegmentator`` 2.18.0 (example CT 122x101x30 at 3 mm, the DICOM CT series 512x512x20, the MR 117x91x20,
@@ -119,8 +119,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/real3d")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--pretrain-steps", type=int, default=200)
-    ap.add_argument("--finetune-steps", type=int, default=200)
+    ap.add_argument("--pretrain-steps", type=int, default=250)
+    ap.add_argument("--finetune-steps", type=int, default=250)
     a = ap.parse_args()
     out = (ROOT / a.out).resolve()
     ref = fetch_reference()
@@ -128,7 +128,7 @@ def main() -> None:
     # one intensity rule for CT and MR alike (0.5-99.5th percentiles per volume): DICOM CT would otherwise get
     # the CT window and the NIfTI volumes (no modality recorded) the percentile preset
     common = ["data.spacing=[3,3,3]", "data.patch=[32,32,32]", "data.presets={CT: percentile, MR: percentile}",
-              "data.patches_per_volume=16",
+              "data.patches_per_volume=16", f"data.cache={out / 'cache'}",
               "train.batch_size=4", "train.progress=false"]
     records = []
     mmfm("data", "prepare", "folder", "--root", str(out / "data" / "unlabelled_without_ct"), "--out",

@@ -120,3 +120,23 @@ def write_mimic_style_pairs(root: Path, n: int = 16, size: int = 32, seed: int =
         lines.append(f'{rel},"{text}",p1{i:03d},s5{i:03d}')
     (root / "captions.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_iu_xray(root: Path, n: int = 12, size: int = 32, seed: int = 0) -> Path:
+    """IU X-ray layout: ``ecgen-radiology/<n>.xml`` (report sections, MeSH, parentImage ids) + ``NLMCXR_png/``."""
+    rng = np.random.default_rng(seed)
+    (root / "ecgen-radiology").mkdir(parents=True, exist_ok=True)
+    (root / "NLMCXR_png").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        text, cls = REPORTS[i % 2]
+        findings, impression = (t.strip() for t in text.replace("FINDINGS:", "").split("IMPRESSION:"))
+        img_id = f"CXR{i}_IM-0001-1001"
+        (root / "ecgen-radiology" / f"{i}.xml").write_text(
+            f'<?xml version="1.0"?><eCitation><uId id="CXR{i}"/><MedlineCitation><Article><Abstract>'
+            f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+            f'<AbstractText Label="IMPRESSION">{impression}</AbstractText></Abstract></Article></MedlineCitation>'
+            f'<MeSH><major>{"normal" if cls == 0 else "Pleural Effusion/right"}</major></MeSH>'
+            f'<parentImage id="{img_id}"/></eCitation>')
+        x = blob((size, size), 2 * cls, rng)
+        Image.fromarray(np.clip(x * 60 + 60, 0, 255).astype(np.uint8)).save(root / "NLMCXR_png" / f"{img_id}.png")
+    return root

@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     zs = sub.add_parser("zeroshot", help="zero-shot classification with an image-text model and prompt ensembles",
-                        description="Classify the images of a mini set without labels: each class name of "
+                        description="Classify the images of a mini set (or of any labelled dataset or folder: "
+                                    "--dataset/--data-root) without using its labels: each class name of "
                                     "--label is put into prompt templates, the prompts' text embeddings are "
                                     "averaged per class, and each image goes to the most similar class. Writes "
                                     "results.json (accuracy, balanced accuracy, AUROC, chance levels), prompts.json "
@@ -341,13 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     zs.set_defaults(func=_cmd_zeroshot)
 
     rt = sub.add_parser("retrieve", help="image<->text retrieval, or report section matching, Recall@1/5/10",
-                        description="With --model: rank the captions of a mini set for each image and the images "
-                                    "for each caption (i2t_/t2i_ R@1, R@5, R@10, median rank, chance). With "
-                                    "--text-encoder (minilm, hf:<folder> or a report pretraining run): rank the "
-                                    "impressions of the IU X-ray reports for each report's findings. Writes "
-                                    "results.json and report.md under --out.")
+                        description="With --model: rank the captions or reports of a dataset (default: a mini set; "
+                                    "--dataset/--data-root for image-text pairs such as MIMIC-CXR or IU-Xray) for "
+                                    "each image and the images for each text (i2t_/t2i_ R@1, R@5, R@10, median "
+                                    "rank, chance). With --text-encoder (minilm, hf:<folder> or a report "
+                                    "pretraining run): rank the impressions of the reports (IU X-ray in mini, or "
+                                    "yours) for each report's findings. Writes results.json and report.md.")
     rt.add_argument("--model", help="a vision-language pretraining run")
-    rt.add_argument("--text-encoder", help="a text tower for section matching on the IU reports")
+    rt.add_argument("--text-encoder", help="a text tower for section matching on the reports")
     rt.add_argument("--set", default="patches2d", help="mini set for image-text retrieval")
     _evaluation_args(rt, "runs/retrieve", "config overrides, e.g. task.max_length=64")
     rt.set_defaults(func=_cmd_retrieve)

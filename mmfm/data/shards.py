@@ -15,7 +15,6 @@ training, naming it; ``mmfm data shard --verify`` checks every SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfm.data.sources.fetch import sha256
 from mmfm.errors import ConfigError, InputFileError
 
 INDEX = "shards.json"
@@ -35,14 +35,6 @@ def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
     return buf.getvalue()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_shards(data: Any, out: str | Path, shard_size: int = 1000, progress: bool = True) -> dict[str, Any]:
@@ -92,7 +84,7 @@ def write_shards(data: Any, out: str | Path, shard_size: int = 1000, progress: b
         for tar in sorted(folder.glob(f"{split}-*.tar")):
             n = _count(tar)
             shards.append({"file": f"{split}/{tar.name}", "samples": n, "bytes": tar.stat().st_size,
-                           "sha256": _sha256(tar)})
+                           "sha256": sha256(tar)})
         index["splits"][split] = shards
     card = user_card(data)
     (out / "card.json").write_text(json.dumps(card, indent=1))
@@ -125,7 +117,7 @@ def verify_shards(root: str | Path) -> list[str]:
     for shards in read_index(root)["splits"].values():
         for s in shards:
             p = root / s["file"]
-            if not p.exists() or _sha256(p) != s["sha256"]:
+            if not p.exists() or sha256(p) != s["sha256"]:
                 bad.append(s["file"])
     return bad
 

@@ -13,9 +13,11 @@ import pytest
 
 from mmfm.cli.main import main
 from mmfm.data import spec
+from mmfm.workflows.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from userdata import (  # noqa: E402
+    write_iu_xray,
     write_labelled_folder,
     write_mimic_style_pairs,
     write_mixed_folder,
@@ -106,6 +108,27 @@ def test_image_text_csv_pairs_feed_clip_retrieval_zeroshot_and_report_generation
     gen = [json.loads(line) for line in (rg / "generated_test.jsonl").read_text().splitlines()]
     assert gen and all("pleural" in g["reference"] or "lungs" in g["reference"] for g in gen)
     assert "GENERATED" not in (rg / "report.md").read_text()      # real reports here, not mini's captions
+
+
+def test_iu_xray_pairs_feed_medclip_with_labeller_soft_targets(tmp_path):
+    root = write_iu_xray(tmp_path / "iu", n=12)
+    data = load_config(None, ["data.dataset=IU-Xray", f"data.root={root}", "data.size=[32,32]"]).data
+    pairs = spec.pairs(data, "train")
+    assert any("effusion" in t.lower() for t in pairs.texts) and len(pairs.texts) == len(pairs)
+    out = tmp_path / "medclip"
+    assert main(["pretrain", "configs/pretrain/medclip_2d.yaml", "data.dataset=IU-Xray", f"data.root={root}",
+                 "data.size=[32,32]", "encoder.name=vit_micro", "objective.semantic=findings", f"out={out}",
+                 *FAST]) == 0
+    assert (out / "dual").is_dir() and results(out)[0]["dataset"] == "IU-Xray"
+
+
+def test_image_csv_family_trains_a_classifier(tmp_path):
+    root = write_labelled_folder(tmp_path / "mc", n_per_class=8)      # images + labels.csv, as MC-CXR is laid out
+    out = tmp_path / "cls"
+    assert main(["train", "configs/quickstart_classification.yaml", "data.dataset=MC-CXR", f"data.root={root}",
+                 "data.options={patient_column: patient}", "data.size=[24,24]", "encoder.name=vit_micro",
+                 f"out={out}", *FAST]) == 0
+    assert {r["dataset"] for r in results(out)} == {"MC-CXR"}
 
 
 def test_report_sections_of_a_csv_feed_section_matching(tmp_path):
