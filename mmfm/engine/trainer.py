@@ -231,7 +231,10 @@ class Trainer:
             start = int(state["step"])
             if is_main():
                 print(f"[mmfm] resuming {self.run_dir} from step {start}", flush=True)
-        ddp = (torch.nn.parallel.DistributedDataParallel(model) if self.world > 1 else model)
+        # an encoder's interface holds parameters that some objectives never use (a ViT's mask token outside
+        # MAE/SimMIM): DDP must not wait for their gradients
+        ddp = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if self.world > 1
+               else model)
         metrics_path = self.run_dir / "metrics.jsonl"
         if is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
