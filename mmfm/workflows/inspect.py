@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mmfm.data.io import image_format, read_image
+from mmfm.data.io.dicom import is_dicom
 from mmfm.data.io.checks import check_file
 from mmfm.data.io.npz import SPLITS, read_medmnist_npz
 from mmfm.data.io.reports import read_iu_xml, read_text_report
@@ -24,6 +25,12 @@ def inspect_path(path: str | Path, modality: str | None = None, show_names: bool
         rep = read_iu_xml(p)["report"] if p.suffix.lower() == ".xml" else read_text_report(p)
         return {"path": str(p), "format": "report", "characters": len(rep.text),
                 "sections": {k: len(v) for k, v in rep.sections.items()}}
+    if p.is_dir() and not any(f.is_file() and is_dicom(f) for f in p.iterdir()):
+        # a folder of images (not one DICOM series): what `data.dataset=folder` would read from it
+        from mmfm.data.catalog import load_dataset
+
+        found = load_dataset("folder", p)
+        return {"path": str(p), "format": "folder", **found.scan, "classes": found.class_names}
     fmt = image_format(p)
     if fmt == "npz":
         out: dict[str, Any] = {"path": str(p), "format": "medmnist-npz", "splits": {}}

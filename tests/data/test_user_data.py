@@ -297,3 +297,13 @@ def test_card_of_a_user_folder_counts_and_lists_skips(tmp_path, dicom_path):
     assert [0.6615, 0.6615, 2.5] in [r.get("spacing") for r in spec.all_samples(data_cfg(root)).records]
     md = card_markdown(card)
     assert "broken.png" in md and "| train |" in md
+
+
+def test_inspect_on_a_folder_says_what_the_folder_layout_reads(tmp_path, dicom_path):
+    from mmfm.workflows.inspect import inspect_path
+
+    root = tmp_path / "mixed"
+    write_mixed_folder(root, dicom_path("CT_small.dcm"))
+    info = inspect_path(root)
+    assert info["format"] == "folder" and info["images"] == 8 and info["skipped"][0]["file"] == "broken.png"
+    assert inspect_path(root / "dicom" / "series")["format"] == "dicom-series"   # a series folder stays one image
