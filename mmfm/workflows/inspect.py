@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from mmfm.data.io import image_format, read_image
-from mmfm.data.io.dicom import is_dicom
 from mmfm.data.io.checks import check_file
+from mmfm.data.io.dicom import is_dicom
 from mmfm.data.io.npz import SPLITS, read_medmnist_npz
 from mmfm.data.io.reports import read_iu_xml, read_text_report
 from mmfm.data.sample import Ids, make_sample
