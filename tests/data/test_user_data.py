@@ -307,3 +307,16 @@ def test_inspect_on_a_folder_says_what_the_folder_layout_reads(tmp_path, dicom_p
     info = inspect_path(root)
     assert info["format"] == "folder" and info["images"] == 8 and info["skipped"][0]["file"] == "broken.png"
     assert inspect_path(root / "dicom" / "series")["format"] == "dicom-series"   # a series folder stays one image
+
+
+def test_api_create_encoder_random_packaged_and_errors():
+    import mmfm
+
+    a = mmfm.create_encoder("vit_micro", spatial_dims=3, in_channels=2)
+    assert a.spatial_dims == 3 and a.in_channels == 2
+    with pytest.raises(ConfigError, match="no packaged pretrained weights for 'vit_micro'"):
+        mmfm.create_encoder("vit_micro", pretrained=True)
+    sam = mmfm.create_encoder("litemedsam", pretrained=True)
+    rand = mmfm.create_encoder("litemedsam")                 # pretrained=False means random, even for litemedsam
+    k = next(n for n, p in sam.state_dict().items() if p.ndim > 1)
+    assert not torch.equal(sam.state_dict()[k], rand.state_dict()[k])
