@@ -3,7 +3,7 @@ fine-tune 4-organ segmentation (spleen, right kidney, left kidney, liver) with r
 inference, and score Dice per organ against TotalSegmentator's reference label maps.
 
     python scripts/real_3d_totalsegmentator.py [--out runs/real3d] [--seeds 0 1] [--pretrain-steps 250]
-                                               [--finetune-steps 250]
+                                               [--finetune-steps 200]
 
 Data (fetched from PyPI once, SHA-256 checked): the reference files in the source distribution of
 ``totalsegmentator`` 2.18.0 (example CT 122x101x30 at 3 mm, the DICOM CT series 512x512x20, the MR 117x91x20,
@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/real3d")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--pretrain-steps", type=int, default=250)
-    ap.add_argument("--finetune-steps", type=int, default=250)
+    ap.add_argument("--finetune-steps", type=int, default=200)
     a = ap.parse_args()
     out = (ROOT / a.out).resolve()
     ref = fetch_reference()
@@ -140,7 +140,7 @@ def main() -> None:
                  f"data.root={out / 'data' / f'unlabelled_without_{held}'}", "encoder.name=vit_micro",
                  *common, f"train.max_steps={a.pretrain_steps}",
                  f"train.ckpt_every={a.pretrain_steps}", f"train.seed={seed}", f"out={pre}")
-            task = f"task={{name: segmentation, num_classes: 5, class_names: {NAMES}}}"
+            task = f"task={{name: segmentation, num_classes: 5, class_names: {NAMES}, decoder_channels: 16}}"
             for method, enc in (("pretrained", f"encoder.weights={pre}"), ("scratch", "encoder.name=vit_micro")):
                 run = out / f"seg_{method}_test_{held}_s{seed}"
                 mmfm("train", "configs/segmentation_3d.yaml", "data.dataset=MSD",
