@@ -142,10 +142,12 @@ class SampleDataset(torch.utils.data.Dataset):
 
     @property
     def texts(self) -> list[str]:
+        """The report or caption of every sample, from the loader's records (layouts with reports keep them
+        there; a layout without, such as a folder of images, has none: no image is decoded to find that out)."""
         recs = getattr(self.samples, "records", None)
-        if recs and all("report" in r for r in recs):
-            return [r["report"].text for r in recs]
-        return [self._report_text(self.samples[i]) for i in range(len(self))]
+        if recs is not None:
+            return [r["report"].text if r.get("report") is not None else "" for r in recs] * self.repeat
+        return [self._report_text(self.samples[i]) for i in range(len(self.samples))] * self.repeat
 
     def subset(self, idx: Sequence[int]) -> SampleDataset:
         import copy

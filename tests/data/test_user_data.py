@@ -320,3 +320,9 @@ def test_api_create_encoder_random_packaged_and_errors():
     rand = mmfm.create_encoder("litemedsam")                 # pretrained=False means random, even for litemedsam
     k = next(n for n, p in sam.state_dict().items() if p.ndim > 1)
     assert not torch.equal(sam.state_dict()[k], rand.state_dict()[k])
+
+
+def test_image_text_objectives_on_images_without_reports_say_so(tmp_path):
+    root = write_labelled_folder(tmp_path / "lab", n_per_class=3)
+    with pytest.raises(ConfigError, match="no report or caption text"):
+        spec.pairs(data_cfg(root, "data.size=[24,24]"), "train")
