@@ -61,6 +61,10 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
 def cell(values: list[float], digits: int = 3) -> str:
     if not values:
         return "-"
+    present = [v for v in values if not np.isnan(v)]   # NaN: the structure is absent from that test image
+    if not present:
+        return "absent"
+    values = present
     m, s, n = _stats(values)
     if n == 1 and float(m).is_integer() and abs(m) >= 1:
         return str(int(m))  # counts (support, median rank)
@@ -152,7 +156,8 @@ def real_3d() -> str:
                 lambda r: r["metric"], ["held-out scan", "fine-tuned from"])
     seeds = sorted({r["seed"] for r in recs})
     return (pooled + f"\n\nTest Dice against SILVER labels (TotalSegmentator's own reference outputs, not manual "
-            f"ground truth), mean ± sd over the held-out scans x seeds {seeds}. Per held-out scan:\n\n" + held)
+            f"ground truth), mean ± sd over the held-out scans x seeds {seeds} where the organ is in the held-out "
+            "scan (n says in how many; `absent`: in none). Per held-out scan:\n\n" + held)
 
 
 def vfm_folder() -> str:
