@@ -23,6 +23,10 @@ class ImagesOnly(Dataset):
 
 
 def loader_workers(ds: object) -> int:
+    """Worker processes for an evaluation pass: some for map-style datasets that decode files; none for a
+    stream (several workers would interleave its items in an order that depends on the batch size)."""
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        return 0
     return min(4, max(1, (torch.get_num_threads() or 1) // 2)) if getattr(ds, "reads_files", False) else 0
 
 
@@ -30,6 +34,10 @@ def image_batches(images: torch.Tensor | Dataset, batch_size: int = 64) -> Itera
     if isinstance(images, torch.Tensor):
         for i in range(0, len(images), batch_size):
             yield images[i:i + batch_size]
+        return
+    if isinstance(images, torch.utils.data.IterableDataset):
+        for batch in DataLoader(images, batch_size=batch_size, num_workers=0):
+            yield batch["image"]
         return
     yield from DataLoader(ImagesOnly(images), batch_size=batch_size, num_workers=loader_workers(images))
 

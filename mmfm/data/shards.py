@@ -142,21 +142,47 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if p.stat().st_size != s["bytes"]:
                 raise InputFileError(p, f"shard holds {p.stat().st_size:,} bytes, the index says {s['bytes']:,} "
                                         "(truncated or replaced)", "copy it again, or write the shards again")
-        self.shards, self.label, self.text, self.epoch = shards, label, text, 0
+        self.shards, self.with_label, self.text, self.epoch = shards, label, text, 0
         self.split_ranks, self.keys = split_ranks, keys   # evaluation on one rank reads every shard
+        self._cols: dict[str, list[Any]] | None = None
         self.class_names = list(self.index.get("class_names") or [])
 
     def __len__(self) -> int:
         return sum(s["samples"] for s in self.shards)
 
-    @property
-    def texts(self) -> list[str]:
-        raise ConfigError("this command needs every text of the split up front (a vocabulary, a gallery)",
-                          "run it on the source folder or catalog dataset; shards stream")
+    def _columns(self) -> dict[str, list[Any]]:
+        """Labels and texts of the split in stream order (one pass in this process, no shuffling), for commands
+        that need them up front (a vocabulary, a retrieval gallery, label budgets). Evaluation streams in one
+        process too (:func:`mmfm.data.batches.loader_workers`), so its order is this order."""
+        if getattr(self, "_cols", None) is None:
+            # every shard, in index order, in this process: the canonical order (a training stream's shuffled,
+            # rank-split order is not needed for a vocabulary, and would differ between ranks)
+            canonical = ShardDataset(self.root, self.split, shuffle=False, label=True, text=True, split_ranks=False)
+            cols: dict[str, list[Any]] = {"label": [], "text": []}
+            for item in canonical:
+                if "label" in item:
+                    cols["label"].append(int(item["label"]))
+                if "text" in item:
+                    cols["text"].append(item["text"])
+            self._cols = cols
+        return self._cols
 
     @property
-    def labels(self) -> None:
-        return None   # known only by streaming the split: label budgets need a folder or catalog dataset
+    def texts(self) -> list[str]:
+        texts = self._columns()["text"]
+        if not texts:
+            raise ConfigError(f"the shards of {self.root} carry no texts", "write them from image-text pairs")
+        return texts
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        lab = self._columns()["label"] if (self.with_label and not self.shuffle) else []   # order: eval only
+        return np.asarray(lab, dtype=np.int64) if lab else None
+
+    @property
+    def label(self) -> torch.Tensor | None:
+        lab = self.labels
+        return None if lab is None else torch.from_numpy(lab)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -203,7 +229,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
                                "position": torch.as_tensor(meta["position"], dtype=torch.float32)}
         if "mask.npy" in s:
             out["mask"] = torch.from_numpy(np.load(io.BytesIO(s["mask.npy"]), allow_pickle=False)).long()
-        if self.label and "label" in meta:
+        if self.with_label and "label" in meta:
             out["label"] = torch.as_tensor(meta["label"])
         if self.text and "text" in meta:
             out["text"] = meta["text"]

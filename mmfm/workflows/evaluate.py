@@ -56,7 +56,10 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
-    if not dataspec.is_mini(data):   # the data is brought to what the (first) encoder takes
+    if dataspec.is_shards(data) and "finetune" in protocols:
+        raise ConfigError("fine-tuning at a label budget needs random access to the training samples",
+                          "run --protocol finetune on the source folder or dataset; linear and knn stream shards")
+    if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # bring the data to what the encoder takes
         _, first = load_encoder(sources[0])
         if len(data.patch or data.size) != first["spatial_dims"]:
             raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {data.size} is "
@@ -83,12 +86,13 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
             feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
         for fraction in fractions:
             for seed in seeds:
-                idx = label_subset(splits["train"][0].labels, fraction, seed)
+                train_labels = feats["train"][1].numpy() if feats else splits["train"][0].labels
+                idx = label_subset(train_labels, fraction, seed)
                 results: dict[str, dict[str, float]] = {}
                 if "linear" in protocols:
                     # the head is chosen on validation labels at the same budget: at 1% of the training labels,
                     # 1% of the validation labels (stratified, at least one per class), never the full split
-                    vidx = label_subset(splits["val"][0].labels, fraction, seed + 7919)
+                    vidx = label_subset(feats["val"][1].numpy(), fraction, seed + 7919)
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     va = (feats["val"][0][vidx], feats["val"][1][vidx])
                     results["linear"] = linear_probe(tr, va, feats["test"], k, seed=seed)

@@ -85,7 +85,7 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
               f"not used from the config: {unused}", flush=True)
     data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
     dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
-    if not dataspec.is_mini(data):
+    if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # shards hold items already preprocessed
         grid = data.patch or data.size
         if len(grid) != dims:
             what = "data.patch" if data.patch else "data.size"

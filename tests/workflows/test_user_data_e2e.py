@@ -211,3 +211,35 @@ def test_folder_pretraining_runs_data_parallel_on_2_processes(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "encoder" / "encoder.safetensors").exists() and results(out)[0]["dataset"] == "folder"
+
+
+def test_shards_stream_through_evaluate_zeroshot_retrieve_and_report_generation(tmp_path):
+    pairs = write_mimic_style_pairs(tmp_path / "mimic", n=16)
+    lab = write_labelled_folder(tmp_path / "lab", n_per_class=10)
+    sh_pairs, sh_lab = tmp_path / "sh_pairs", tmp_path / "sh_lab"
+    assert main(["data", "shard", str(pairs), str(sh_pairs), "--dataset", "MIMIC-CXR", "--shard-size", "3",
+                 "data.size=[32,32]"]) == 0
+    assert main(["data", "shard", str(lab), str(sh_lab), "--shard-size", "4", "data.size=[32,32]"]) == 0
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--encoder", "random:resnet_small", "--dataset", "shards", "--data-root", str(sh_lab),
+                 "--fractions", "0.5", "1.0", "--seeds", "0", "--out", str(ev)]) == 0
+    direct = tmp_path / "ev_direct"
+    assert main(["evaluate", "--encoder", "random:resnet_small", "--dataset", "folder", "--data-root", str(lab),
+                 "--label", "label", "--fractions", "0.5", "1.0", "--seeds", "0", "--out", str(direct),
+                 "data.size=[32,32]"]) == 0
+    # the same images, labels, splits and label budgets: the same numbers, streamed or read from the folder
+    key = lambda r: (r["task"], r["metric"], r["label_fraction"])  # noqa: E731
+    assert {key(r): round(r["value"], 4) for r in results(ev)} == \
+        {key(r): round(r["value"], 4) for r in results(direct)}
+    clip = tmp_path / "clip"
+    assert main(["pretrain", "configs/pretrain/clip_2d.yaml", "data.dataset=shards", f"data.root={sh_pairs}",
+                 "encoder.name=vit_micro", f"out={clip}", *FAST]) == 0
+    assert main(["retrieve", "--model", str(clip), "--dataset", "shards", "--data-root", str(sh_pairs), "--out",
+                 str(tmp_path / "rt")]) == 0
+    assert main(["zeroshot", "--model", str(clip), "--dataset", "shards", "--data-root", str(sh_lab), "--out",
+                 str(tmp_path / "zs")]) == 0
+    rg = tmp_path / "rg"
+    assert main(["report-gen", "configs/report_generation_2d.yaml", "data.dataset=shards", f"data.root={sh_pairs}",
+                 "encoder.name=vit_micro", f"out={rg}", *FAST]) == 0
+    n_test = sum(s["samples"] for s in json.loads((sh_pairs / "shards.json").read_text())["splits"]["test"])
+    assert (rg / "generated_test.jsonl").read_text().count("\n") == n_test

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -27,10 +26,9 @@ def refit_batchnorm(encoder: nn.Module, images: torch.Tensor | torch.utils.data.
         return False
     was = encoder.training
     device = next(encoder.parameters()).device
-    from mmfm.data.batches import ImagesOnly, loader_workers
+    from mmfm.data.batches import image_batches
 
-    data = images if isinstance(images, torch.Tensor) else ImagesOnly(images)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=loader_workers(images))
-    update_bn(loader, encoder, device=device)  # resets; momentum=None: the average over batches; train mode
+    # resets; momentum=None: the average over batches; train mode
+    update_bn(image_batches(images, batch_size), encoder, device=device)
     encoder.train(was)
     return True
