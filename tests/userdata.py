@@ -140,3 +140,20 @@ def write_iu_xray(root: Path, n: int = 12, size: int = 32, seed: int = 0) -> Pat
         x = blob((size, size), 2 * cls, rng)
         Image.fromarray(np.clip(x * 60 + 60, 0, 255).astype(np.uint8)).save(root / "NLMCXR_png" / f"{img_id}.png")
     return root
+
+
+def write_ct_rate_style(root: Path, n: int = 12, shape: tuple[int, int, int] = (20, 20, 12), seed: int = 0) -> Path:
+    """CT-RATE style: ``dataset/train/<patient>/<study>/<volume>.nii.gz`` + ``captions.csv`` with the report
+    sections as columns (VolumeName, Findings_EN, Impressions_EN)."""
+    rng = np.random.default_rng(seed)
+    lines = ["VolumeName,Findings_EN,Impressions_EN"]
+    for i in range(n):
+        text, cls = REPORTS[i % 2]
+        findings, impression = (t.strip() for t in text.replace("FINDINGS:", "").split("IMPRESSION:"))
+        rel = f"dataset/train/p{i}/s{i}/vol{i}.nii.gz"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        x = blob(shape, 2 * cls, rng) * 200 - 500            # Hounsfield-like values
+        nib.save(nib.Nifti1Image(x.astype(np.float32), np.diag([1.5, 1.5, 3.0, 1.0])), root / rel)
+        lines.append(f'{rel},"{findings}","{impression}"')
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -19,6 +19,7 @@ from mmfm.workflows.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from userdata import (  # noqa: E402
+    write_ct_rate_style,
     write_iu_xray,
     write_labelled_folder,
     write_mimic_style_pairs,
@@ -131,6 +132,17 @@ def test_image_csv_family_trains_a_classifier(tmp_path):
                  "data.options={patient_column: patient}", "data.size=[24,24]", "encoder.name=vit_micro",
                  f"out={out}", *FAST]) == 0
     assert {r["dataset"] for r in results(out)} == {"MC-CXR"}
+
+
+def test_ct_rate_style_volume_report_pairs_pretrain_3d_clip_and_retrieve(tmp_path):
+    root = write_ct_rate_style(tmp_path / "ctrate", n=12)
+    out = tmp_path / "clip3d"
+    common = ["data.dataset=CT-RATE", f"data.root={root}", "data.size=[16,16,16]"]
+    assert main(["pretrain", "configs/pretrain/clip_3d.yaml", *common, f"out={out}", *FAST]) == 0
+    assert json.loads((out / "encoder" / "encoder.json").read_text())["spatial_dims"] == 3
+    assert main(["retrieve", "--model", str(out), "--dataset", "CT-RATE", "--data-root", str(root), "--splits",
+                 "train", "--out", str(tmp_path / "rt"), "data.size=[16,16,16]"]) == 0
+    assert any(r["metric"] == "t2i_R@1" for r in results(tmp_path / "rt"))
 
 
 def test_report_sections_of_a_csv_feed_section_matching(tmp_path):
