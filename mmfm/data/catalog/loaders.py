@@ -357,9 +357,9 @@ def iu_xray(root: Path, reports: str = "ecgen-radiology", image_dir: str = "NLMC
                 if not p.exists():
                     raise InputFileError(p, f"image of report {rep['uid']} is missing",
                                          "put NLMCXR_png next to the reports, or pass require_images=False")
-                records.append({"rep": rep, "path": p})
+                records.append({"rep": rep, "path": p, "report": rep["report"], "patient": rep["uid"]})
         else:
-            records.append({"rep": rep, "path": None})
+            records.append({"rep": rep, "path": None, "report": rep["report"], "patient": rep["uid"]})
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
         rep = r["rep"]
