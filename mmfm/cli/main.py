@@ -238,6 +238,30 @@ def _cmd_data_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(a: argparse.Namespace) -> int:
+    from mmfm.encoders import zoo
+
+    if a.action == "list":
+        rows = [zoo.manifest(n, checksum=False) for n in zoo.ZOO]
+        if a.json:
+            print(json.dumps(rows))
+            return 0
+        for m in rows:
+            state = f"v{m['version']}" if m["installed"] else f"not installed: {m['hint']}"
+            print(f"{m['name']:12s} {m['kind']:6s} {m['package']:28s} {state}")
+            print(f"{'':12s} {m['trained_for']}")
+        return 0
+    if not a.name:
+        raise MMFMError("mmfm zoo info needs a model name", f"one of {list(zoo.ZOO)}")
+    m = zoo.manifest(a.name)
+    if a.json:
+        print(json.dumps(m))
+        return 0
+    for k, v in m.items():
+        print(f"{k:12s} {v}")
+    return 0
+
+
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
     from mmfm.data.sources.mini import build_mini
 
@@ -371,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "answers_<split>.jsonl, results.json, report.md.")
     _config_args(vq, "configs/vqa_{2d,3d}.yaml")
     vq.set_defaults(func=lambda a: _run_config(a, "vqa"))
+
+    z = sub.add_parser("zoo", help="pretrained models shipped in registry packages (offline): list, info",
+                       description="`mmfm zoo list` shows every pretrained model whose weights ship inside a "
+                                   "registry package; `mmfm zoo info NAME` its manifest: package and version, "
+                                   "licence, weight files with SHA-256, preprocessing contract, what it was "
+                                   "trained on and for. Nothing is downloaded.")
+    z.add_argument("action", choices=["list", "info"], help="list | info")
+    z.add_argument("name", nargs="?", help="model name (info)")
+    z.add_argument("--json", action="store_true", help="one JSON document")
+    z.set_defaults(func=_cmd_zoo)
 
     d = sub.add_parser("data", help="datasets: list, info, inspect, prepare",
                        description="The dataset catalog (the review's Tables I-III), file inspection and the "

@@ -19,6 +19,7 @@ from mmfm.data.batches import first_item
 from mmfm.encoders import ENCODERS, Encoder, build_encoder
 from mmfm.encoders.dual import DualEncoder
 from mmfm.encoders.text import build_text_encoder
+from mmfm.encoders.zoo import ZOO
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import CheckpointError, ConfigError
@@ -36,7 +37,8 @@ def save_encoder(encoder: Encoder, spec: dict[str, Any], folder: Path) -> None:
     write_json_atomic(folder / "encoder.json", {**spec, "contract": dict(encoder.contract)})
 
 
-PACKAGED = {"litemedsam": 2, "merlin": 3}   # encoders whose pretrained weights ship in a registry package
+# image encoders whose pretrained weights ship in a registry package (the offline zoo): name -> spatial dims
+PACKAGED = {n: int(e.contract["spatial_dims"]) for n, e in ZOO.items() if e.kind == "image"}
 
 
 def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:

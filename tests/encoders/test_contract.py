@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -93,3 +95,16 @@ def test_merlin_pretrained():
         out = enc(torch.rand(1, 1, 64, 64, 32))
     assert out["tokens"].shape == (1, 8, 2048) and out["pooled"].shape == (1, 2048)
     assert enc.contract["spacing"] == [1.5, 1.5, 3.0]
+
+
+def test_zoo_lists_every_packaged_model_with_a_verified_manifest(capsys):
+    from mmfm.cli.main import main
+    from mmfm.encoders import zoo
+
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"litemedsam", "merlin", "minilm"}
+    m = zoo.manifest("litemedsam")
+    assert m["installed"] and m["files"][0]["matches_checked_release"] is True and m["licence"]
+    assert m["contract"]["input_size"] == [256, 256] and m["version"]
+    assert main(["zoo", "info", "no-such-model"]) == 2
