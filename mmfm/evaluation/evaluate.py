@@ -12,20 +12,25 @@ from torch.utils.data import DataLoader
 from mmfm.data.batches import loader_workers
 from mmfm.evaluation.metrics import classification_metrics
 from mmfm.evaluation.metrics.segmentation import dice_rows, reduce_rows
+from mmfm.evaluation.metrics.surface import surface_rows
 
 
 @torch.no_grad()
 def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_size: int = 64,
-             class_names: list[str] | None = None, roi_size: Sequence[int] = ()) -> dict[str, float]:
+             class_names: list[str] | None = None, roi_size: Sequence[int] = (),
+             spacing: Sequence[float] = (), tolerance_mm: float = 2.0) -> dict[str, float]:
     """Metrics of ``model`` (a task module with ``predict``) on ``dataset``; keys name the metric.
 
     ``roi_size``: whole volumes of any size, one at a time, through MONAI's sliding-window inference with windows
     of this size (25% overlap, Gaussian blending), as a model trained on patches is applied to a whole scan.
+    ``spacing``: the voxel size (mm) of the evaluated grid; with it, segmentation also reports ``hd95_<class>``
+    (mm) and ``nsd_<class>`` (normalised surface Dice at ``tolerance_mm``), policy in
+    :mod:`mmfm.evaluation.metrics.surface`.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    preds, targets, rows, whole = [], [], [], []
+    preds, targets, rows, whole, hds, nsds = [], [], [], [], [], []
     loader = DataLoader(dataset, batch_size=1 if roi_size else batch_size, shuffle=False,
                         num_workers=loader_workers(dataset))
     for batch in loader:
@@ -43,6 +48,10 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
         else:  # per image, so volumes of different sizes never need to be stacked
             rows.append(dice_rows(p, t, model.num_classes))
             whole.append(dice_rows((p > 0).long(), (t > 0).long(), 2))
+            if spacing:
+                hd, nsd = surface_rows(p, t, model.num_classes, spacing, tolerance_mm)
+                hds.append(hd)
+                nsds.append(nsd)
     model.train(was_training)
     if task == "classification":
         return classification_metrics(torch.cat(preds), torch.cat(targets))
@@ -51,4 +60,7 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     out = {f"dice_{names[c]}": v for c, v in dice.items()}
     if model.num_classes > 2:  # the whole foreground as one structure (e.g. liver including tumour)
         out["dice_foreground"] = reduce_rows(torch.cat(whole))[1]
+    if hds:
+        out.update({f"hd95_{names[c]}": v for c, v in reduce_rows(torch.cat(hds)).items()})
+        out.update({f"nsd_{names[c]}": v for c, v in reduce_rows(torch.cat(nsds)).items()})
     return out

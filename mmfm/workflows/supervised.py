@@ -111,8 +111,11 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         if len(ds) == 0:
             continue
         roi = cfg.data.patch if task_name == "segmentation" else ()
+        # boundary distances in mm need the evaluated grid's voxel size: known when volumes are resampled to
+        # data.spacing and evaluated whole (data.patch), not after a resize to data.size
+        spacing = cfg.data.spacing if (roi and cfg.data.spacing) else ()
         for metric, value in evaluate(model, ds, task_name, class_names=cfg.task.get("class_names"),
-                                      roi_size=roi).items():
+                                      roi_size=roi, spacing=spacing).items():
             if metric != "classes_evaluated":
                 records.append(ResultRecord(task_name, dataset, split, method, metric, value, cfg.train.seed,
                                             cfg.data.label_fraction))
