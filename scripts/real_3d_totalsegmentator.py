@@ -15,7 +15,8 @@ labels, not manual ground truth. Which scans share a patient is not documented; 
 Protocol: leave-one-scan-out over the three labelled scans (CT, DICOM CT, MR). For each held-out scan, the encoder
 is pretrained (SimCLR, vit_micro 3D, 32^3 patches at 6 mm, i.e. 19 cm of context) on a plain folder of every
 *other* volume (so no test voxel is seen, even unlabelled), then fine-tuned on the two other labelled scans; the
-same fine-tuning from random initialisation is the baseline. Results: ``OUT/results.json`` and ``docs/results/real_3d.json``.
+same fine-tuning from random initialisation is the baseline. Results: ``OUT/results.json`` and
+``docs/results/real_3d.json``.
 """
 
 from __future__ import annotations
