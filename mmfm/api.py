@@ -99,10 +99,8 @@ def _as_config(cfg: Any, overrides: list[str] | None, sections: dict[str, Any]) 
         return cfg
     if isinstance(cfg, dict):
         return load_config(None, overrides, base=_merge(cfg, sections))
-    from mmfm.workflows.config import load_config as _load
-
-    base = _load(cfg).to_dict() if cfg is not None else {}
-    return _load(None, overrides, base=_merge(base, sections))
+    base = load_config(cfg).to_dict() if cfg is not None else {}    # a YAML path; keyword sections override it
+    return load_config(None, overrides, base=_merge(base, sections))
 
 
 def pretrain(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from monai.transforms import Resize
 
 from mmfm.data.presets import Preset, default_preset
 from mmfm.data.sample import Image, early_fuse
-from mmfm.errors import SampleError
+from mmfm.errors import InputFileError, SampleError
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -84,8 +86,6 @@ class SampleDataset(torch.utils.data.Dataset):
         self.samples, self.label_key, self.channels = samples, label_key, int(channels)
         self.modalities = list(modalities)
         if not self.modalities:   # several modalities per sample: fuse what the first sample holds, in order
-            from mmfm.errors import InputFileError
-
             try:
                 held = sorted(samples[0]["images"])
             except InputFileError:
@@ -150,8 +150,6 @@ class SampleDataset(torch.utils.data.Dataset):
         return [self._report_text(self.samples[i]) for i in range(len(self.samples))] * self.repeat
 
     def subset(self, idx: Sequence[int]) -> SampleDataset:
-        import copy
-
         out = copy.copy(self)
         out.samples = self.samples.subset(idx) if hasattr(self.samples, "subset") else [self.samples[i] for i in idx]
         if self.extras is not None:
@@ -163,8 +161,6 @@ class SampleDataset(torch.utils.data.Dataset):
 
     # -- items -----------------------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from mmfm.errors import InputFileError
-
         i = i % len(self.samples)
         for attempt in range(len(self.samples)):
             j = (i + attempt) % len(self.samples)
@@ -176,14 +172,12 @@ class SampleDataset(torch.utils.data.Dataset):
                     raise
                 if j not in self.unreadable:
                     self.unreadable[j] = e.what
-                    import warnings
-
                     warnings.warn(f"skipped an unreadable sample ({e.what}); training goes on", stacklevel=2)
         else:
             raise SampleError("no sample of this dataset can be read", "check the files with `mmfm data inspect`")
-        if self.extras is not None:
-            out["patient"] = torch.as_tensor(self.extras["patient"][i])
-            out["position"] = torch.as_tensor(self.extras["position"][i], dtype=torch.float32)
+        if self.extras is not None:   # of the sample served (j: the next readable one when i was skipped)
+            out["patient"] = torch.as_tensor(self.extras["patient"][j])
+            out["position"] = torch.as_tensor(self.extras["position"][j], dtype=torch.float32)
         return out
 
     def _item(self, i: int) -> dict[str, Any]:
@@ -240,7 +234,7 @@ class SampleDataset(torch.utils.data.Dataset):
         if "mask" in arrays:
             out["mask"] = torch.as_tensor(np.asarray(arrays["mask"]), dtype=torch.int64)
         if self.label_key:
-            lab = self.labels
+            lab = getattr(self.samples, "labels", None)      # known without reading (i indexes the samples)
             if lab is not None:
                 out["label"] = torch.as_tensor(int(lab[i]))
             else:

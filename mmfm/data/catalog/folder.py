@@ -18,7 +18,7 @@ from typing import Any
 
 from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
 from mmfm.data.io import image_format, image_info, read_image
-from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series, series_step
+from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, make_sample
 from mmfm.errors import InputFileError
@@ -27,16 +27,18 @@ NOT_IMAGES = {".csv", ".json", ".jsonl", ".txt", ".md", ".yaml", ".yml", ".xml",
               ".pdf", ".html", ".gitignore"}
 
 
-def shown_name(path: Path, root: Path) -> str:
+def shown_name(path: Path, root: Path, dicom: bool | None = None) -> str:
     """How a file is named in logs and cards: its path inside the folder, except DICOM names (often built from
-    patient names or accession numbers), which become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1``."""
+    patient names or accession numbers), which become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1``.
+    ``dicom``: whether it is DICOM, when the caller knows (None: a folder, or a file with the DICOM preamble)."""
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
     if os.environ.get("MMFM_KEEP_FILE_NAMES") == "1":
         return rel
-    try:
-        dicom = path.is_dir() or (path.suffix.lower() in ("", ".dcm", ".dicom", ".ima") and is_dicom(path))
-    except OSError:
-        dicom = False
+    if dicom is None:
+        try:
+            dicom = path.is_dir() or is_dicom(path)
+        except OSError:
+            dicom = False
     return pseudonym(rel, "file") if dicom else rel
 
 
@@ -77,16 +79,17 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
             except InputFileError as e:
                 skipped.append({"file": shown_name(f, root), "reason": _reason(e, f, root)})
         if dicoms:
-            groups, bad = dicom_series_groups(dicoms)
-            skipped += [{"file": shown_name(f, root), "reason": why.replace(str(f), shown_name(f, root))}
-                        for f, why in bad]
+            groups, bad, steps = dicom_series_groups(dicoms)
+            for f, why in bad:
+                name = shown_name(f, root, dicom=True)
+                skipped.append({"file": name, "reason": why.replace(str(f), name)})
             for uid, files in groups.items():
                 try:
                     if len(files) == 1:
                         images.append({"path": files[0], "format": "dicom", **image_info(files[0])})
                     else:
                         info = image_info(files[0])
-                        step = series_step(files)
+                        step = steps[uid]
                         if "spacing" in info and (step or info.get("slice_spacing")):
                             info["spacing"] = [*info["spacing"], round(step or info["slice_spacing"], 4)]
                         images.append({"path": here, "series_uid": "" if uid.startswith("no-uid:") else uid,
@@ -135,7 +138,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
     for r in records:
         # the group that keeps related images in one split: the CSV's patient, else the image (all its slices)
         r["patient"] = pseudonym(r.get("patient") or str(r["path"].relative_to(root)), "patient")
-        r["name"] = shown_name(r["path"], root)
+        r["name"] = shown_name(r["path"], root, dicom=r["format"] in ("dicom", "dicom-series"))
         r["modality"] = modality or r.get("modality", "unknown")
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
             sid = pseudonym(f"{r['path']}#{r['series_uid']}", "file")
         else:
             img = read_image(r["path"], modality=modality or None)
-            sid = file_id(r["path"])
+            sid = file_id(r["path"], dicom=r["format"] == "dicom")
         labels_ = {"label": classes.index(r["label"])} if classes else {}
         return make_sample({img.modality: img}, labels=labels_, ids=Ids(sample_id=sid, patient_id=r["patient"]))
 

@@ -103,17 +103,19 @@ def slice_sample(sample: dict[str, Any], k: int) -> dict[str, Any]:
                        ids=replace(sample["ids"], slice_index=float(k)))
 
 
-def file_id(path: Path) -> str:
+def file_id(path: Path, dicom: bool | None = None) -> str:
     """A sample id from an image's file name; DICOM names (often built from patient names or accession numbers)
-    become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1`` says the user wants them."""
+    become keyed pseudonyms unless ``MMFM_KEEP_FILE_NAMES=1`` says the user wants them. ``dicom``: whether the
+    file is DICOM, when the caller knows (None: read its header to find out)."""
     from mmfm.data.io import image_format
 
     if os.environ.get("MMFM_KEEP_FILE_NAMES") == "1":
         return path.stem
-    try:
-        dicom = image_format(path) in ("dicom", "dicom-series")
-    except InputFileError:
-        dicom = False
+    if dicom is None:
+        try:
+            dicom = image_format(path) in ("dicom", "dicom-series")
+        except InputFileError:
+            dicom = False
     return pseudonym(str(path), "file") if dicom else path.stem
 
 

@@ -264,9 +264,13 @@ def dicom_info(path: Path) -> dict[str, int]:
     return out
 
 
-def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
-    """Group DICOM files by SeriesInstanceUID from their headers; unreadable ones come back with the reason."""
+def dicom_series_groups(files: list[Path]
+                        ) -> tuple[dict[str, list[Path]], list[tuple[Path, str]], dict[str, float | None]]:
+    """Group DICOM files by SeriesInstanceUID from their headers, in one pass over them: (groups, unreadable files
+    with the reason, each group's slice spacing: the median distance between neighbouring slice positions along the
+    slice normal, as :func:`read_dicom_series` stacks them; None without positions)."""
     groups: dict[str, list[Path]] = defaultdict(list)
+    positions: dict[str, list[float]] = defaultdict(list)
     bad: list[tuple[Path, str]] = []
     for f in files:
         try:
@@ -281,14 +285,21 @@ def dicom_series_groups(files: list[Path]) -> tuple[dict[str, list[Path]], list[
                 iop = tuple(round(float(v), 3) for v in (hdr.get("ImageOrientationPatient") or []))
                 uid = f"no-uid:{f.parent}:{hdr.get('Rows')}x{hdr.get('Columns')}:{iop}:{hdr.get('SeriesNumber')}"
             groups[uid].append(f)
+            if "ImagePositionPatient" in hdr:
+                row, col, origin = _orientation(hdr)
+                positions[uid].append(float(np.dot(np.cross(row, col), origin)))
         except InputFileError as e:
             bad.append((f, e.what))
-    return dict(groups), bad
+    steps: dict[str, float | None] = {}
+    for uid, members in groups.items():
+        pos = np.sort(positions.get(uid, []))
+        steps[uid] = float(np.median(np.diff(pos))) if len(pos) == len(members) and len(pos) > 1 else None
+    return dict(groups), bad, steps
 
 
 def series_info(folder: Path, series_uid: str | None = None) -> dict[str, int]:
     files = [f for f in sorted(Path(folder).rglob("*")) if f.is_file() and f.stat().st_size > 0 and is_dicom(f)]
-    groups, _ = dicom_series_groups(files)
+    groups, _, _ = dicom_series_groups(files)
     if series_uid == "":   # a series without SeriesInstanceUID (anonymised)
         files = next((v for k, v in groups.items() if k.startswith("no-uid:")), [])
     elif series_uid is not None:
@@ -298,15 +309,3 @@ def series_info(folder: Path, series_uid: str | None = None) -> dict[str, int]:
     first = dicom_info(files[0])
     return {**first, "spatial_dims": 3, "depth": len(files)}
 
-
-def series_step(files: list[Path]) -> float | None:
-    """The slice spacing of a series from its headers: the median distance between neighbouring slice positions
-    along the slice normal (as :func:`read_dicom_series` stacks them), or None without positions."""
-    try:
-        hdrs = [_read(f, stop_before_pixels=True) for f in files]
-        row, col, _ = _orientation(hdrs[0])
-        normal = np.cross(row, col)
-        pos = np.sort([float(np.dot(normal, np.asarray(h.ImagePositionPatient, float))) for h in hdrs])
-    except (InputFileError, AttributeError, TypeError, ValueError):
-        return None
-    return float(np.median(np.diff(pos))) if len(pos) > 1 else None
