@@ -262,6 +262,24 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(a: argparse.Namespace) -> int:
+    from mmfm.workflows.segment import segment
+
+    rec = segment(a.image, a.out, box=a.box, points=a.point or (), negative_points=a.negative_point or (),
+                  slice_index=a.slice, axis=a.axis, modality=a.modality, preset=a.preset, model=a.model,
+                  min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet)
+    if a.json:
+        print(json.dumps(rec))
+        return 0
+    where = (f", slices {rec['slices'][0]}..{rec['slices'][1]}" if rec.get("slices") else "")
+    n = rec.get("foreground_voxels", rec.get("foreground_pixels", 0))
+    print(f"wrote {a.out} ({n} foreground {'voxels' if 'foreground_voxels' in rec else 'pixels'}{where}) and its "
+          f"JSON; model {rec['model']['name']}, preset {rec['preset']}")
+    for direction, why in rec.get("stopped", {}).items():
+        print(f"  propagation {direction}: stopped at {why}" if "end" not in why else f"  {direction}: {why}")
+    return 0
+
+
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
     from mmfm.data.sources.mini import build_mini
 
@@ -395,6 +413,45 @@ def build_parser() -> argparse.ArgumentParser:
                                     "answers_<split>.jsonl, results.json, report.md.")
     _config_args(vq, "configs/vqa_{2d,3d}.yaml")
     vq.set_defaults(func=lambda a: _run_config(a, "vqa"))
+
+    sg = sub.add_parser(
+        "segment", help="promptable segmentation of one image or volume (LiteMedSAM): box/point prompts, 3D "
+                        "propagation from one slice", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment a structure from a box and/or points with LiteMedSAM (or a promptable model you "
+                    "trained).\n\n"
+                    "2D image: --box X0 Y0 X1 Y1 and --point X Y are pixel (column, row) positions.\n"
+                    "Volume: --slice K picks slice K along --axis (default 2, the third voxel axis k of the file as "
+                    "stored); the box and points are that slice's voxel (i, j) coordinates. The mask is "
+                    "propagated slice by slice in both directions (each slice prompted by the box around the "
+                    "previous mask) until it vanishes, the model's IoU estimate drops below --min-score, or the mean "
+                    "intensity inside it jumps by more than --max-change.\n"
+                    "Output: a NIfTI mask on the input's exact grid and affine (1 = structure), or a PNG of the "
+                    "input's size for PNG/JPEG/TIFF input (255 = structure), plus OUT's stem + .json with the "
+                    "prompt, the model and its SHA-256.",
+        epilog="examples:\n  mmfm segment chest.png --box 40 60 200 220 --out lung.png\n"
+               "  mmfm segment ct.nii.gz --slice 60 --box 30 25 110 90 --modality CT --out liver.nii.gz")
+    sg.add_argument("image", help="an image file or DICOM series folder (anything `mmfm data inspect` reads)")
+    sg.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt, pixels")
+    sg.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"),
+                    help="a point inside the structure (repeatable)")
+    sg.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
+                    help="a point outside the structure (repeatable)")
+    sg.add_argument("--slice", type=int, help="volumes: the prompted slice index along --axis")
+    sg.add_argument("--axis", type=int, default=2, help="volumes: the slicing axis 0 (i), 1 (j) or 2 (k, default)")
+    sg.add_argument("--modality", help="CT, MR, XR, ... when the file does not record it (sets the preset)")
+    sg.add_argument("--preset", help="intensity preset (e.g. ct_abdomen, ct_lung, percentile); default: the "
+                                     "modality's")
+    sg.add_argument("--model", default="litemedsam", help="litemedsam (default) or a promptable training run folder")
+    sg.add_argument("--min-score", type=float, default=0.5,
+                    help="volumes: stop propagating where the model's IoU estimate is below this (default 0.5)")
+    sg.add_argument("--max-change", type=float, default=0.15,
+                    help="volumes: stop where the mean intensity inside the mask (after the preset, 0..1) changes by "
+                         "more than this from the previous slice: the structure ended (default 0.15)")
+    sg.add_argument("--out", required=True, help="mask file: .nii.gz / .nii (volumes, DICOM, NIfTI) or .png")
+    sg.add_argument("--overwrite", action="store_true", help="replace an earlier output of mmfm segment")
+    sg.add_argument("--json", action="store_true", help="print the JSON record")
+    sg.add_argument("--quiet", action="store_true", help="no progress bar")
+    sg.set_defaults(func=_cmd_segment)
 
     z = sub.add_parser("zoo", help="pretrained models shipped in registry packages (offline): list, info",
                        description="`mmfm zoo list` shows every pretrained model whose weights ship inside a "

@@ -136,10 +136,17 @@ class _Builder:
             self.c3d[k].append(x)
 
 
-def _lits(b: _Builder, cache: Path) -> dict[str, Any]:
+def lits_files(cache: Path | None = None) -> tuple[Path, Path]:
+    """(CT, labels) of LiTS case 117 from its verified package (0 background, 1 liver, 2 tumour)."""
+    cache = cache or mmfm_home() / "sources"
     whl = fetch(SOURCES["lits"], cache)
     img_p = extract_member(whl, "liver_ct_segmentation_package/data/img_117.mrc", cache / "lits" / "img_117.mrc")
     lab_p = extract_member(whl, "liver_ct_segmentation_package/data/lab_117.mrc", cache / "lits" / "lab_117.mrc")
+    return img_p, lab_p
+
+
+def _lits(b: _Builder, cache: Path) -> dict[str, Any]:
+    img_p, lab_p = lits_files(cache)
     ct, _ = read_mrc_array(img_p)
     lab, _ = read_mrc_array(lab_p)
     ct = get_preset(PRESET_BY_MODALITY["CT"])(ct[None])[0]  # (z, y, x) in [0, 1]

