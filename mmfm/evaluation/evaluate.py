@@ -27,6 +27,8 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     (mm) and ``nsd_<class>`` (normalised surface Dice at ``tolerance_mm``), policy in
     :mod:`mmfm.evaluation.metrics.surface`.
     """
+    if task == "registration":
+        return evaluate_registration(model, dataset)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -39,6 +41,8 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
             logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size=4, predictor=model.logits,
                                               overlap=0.25, mode="gaussian")
             p = logits.argmax(dim=1, keepdim=True).cpu()
+        elif task == "promptable_segmentation":   # box prompts from the reference mask of every class
+            p = model.predict(x, batch["mask"].to(device)).cpu()
         else:
             p = model.predict(x).cpu()
         t = batch["label" if task == "classification" else "mask"]
@@ -63,4 +67,38 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     if hds:
         out.update({f"hd95_{names[c]}": v for c, v in reduce_rows(torch.cat(hds)).items()})
         out.update({f"nsd_{names[c]}": v for c, v in reduce_rows(torch.cat(nsds)).items()})
+    return out
+
+
+@torch.no_grad()
+def evaluate_registration(model: Any, dataset: torch.utils.data.Dataset) -> dict[str, float]:
+    """A learned registration model on consecutive pairs (sample n fixed, n+1 moving): Dice of the warped masks
+    (foreground classes, mean over pairs) before and after, and the Jacobian folding fraction of the field."""
+    import numpy as np
+
+    from mmfm.tasks.registration import folding_fraction, label_dice
+
+    was_training = model.training
+    model.eval()
+    items = [dataset[i] for i in range(len(dataset))]
+    before, after, folds = [], [], []
+    for fixed, moving in zip(items[:-1], items[1:]):
+        f, m = torch.as_tensor(fixed["image"])[None], torch.as_tensor(moving["image"])[None]
+        if f.shape != m.shape:
+            continue
+        ddf = model.ddf(f, m)
+        nd = ddf.shape[1]
+        folds.append(folding_fraction(ddf[0].movedim(0, -1).numpy(), np.eye(nd + 1)))
+        if "mask" in fixed:
+            fm = np.asarray(fixed["mask"])[0]
+            mm = torch.as_tensor(moving["mask"]).float()[None]
+            warped = model.warp_nn(mm, ddf)[0, 0].round().long().numpy()
+            d0, d1 = label_dice(fm, np.asarray(moving["mask"])[0]), label_dice(fm, warped)
+            if d0:
+                before.append(float(np.mean(list(d0.values()))))
+                after.append(float(np.mean(list(d1.values()))))
+    model.train(was_training)
+    out = {"folding_fraction": float(np.mean(folds)) if folds else float("nan"), "pairs": float(len(folds))}
+    if before:
+        out.update(dice_before=float(np.mean(before)), dice_after=float(np.mean(after)))
     return out

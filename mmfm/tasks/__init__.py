@@ -4,6 +4,6 @@ from mmfm.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from mmfm.tasks import classification, promptable, report_generation, segmentation, vqa  # noqa: E402,F401,I001
+from mmfm.tasks import classification, promptable, registration, report_generation, segmentation, vqa  # noqa: E402,F401,I001
 
 __all__ = ["TASKS"]

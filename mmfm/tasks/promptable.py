@@ -410,10 +410,14 @@ class PromptableTask(nn.Module):
         """Box-prompted prediction of every class in ``mask`` (boxes from the truth, no jitter) -> label map."""
         out = torch.zeros_like(mask)
         for n in range(image.shape[0]):
-            im = image[n].permute(2, 1, 0).cpu().numpy()       # (rows, columns, C)
-            for c in [int(v) for v in torch.unique(mask[n]) if int(v) > 0]:
+            classes = sorted((int(v) for v in torch.unique(mask[n]) if int(v) > 0),
+                             key=lambda c: -int((mask[n] == c).sum()))
+            if not classes:
+                continue
+            embedding, frame = embed_image(self.model, image[n].permute(2, 1, 0).cpu().numpy())   # rows = j
+            for c in classes:    # larger structures first: a lesion inside an organ is painted over it
                 box = box_of((mask[n, 0] == c).T.cpu().numpy())
-                pred, _ = predict_slice(self.model, im, box)
+                pred, _ = decode_prompt(self.model, embedding, frame, box)
                 out[n, 0][torch.from_numpy(pred.T).to(out.device)] = c
         return out
 

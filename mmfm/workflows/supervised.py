@@ -81,7 +81,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     sample = first["image"]
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]
     num_classes = cfg.task.get("num_classes") or (len(names) if names else None)
-    if num_classes is None:
+    if num_classes is None and "num_classes" in TASKS.options(task_name):
         key = "label" if task_name == "classification" else "mask"
         if key not in first:
             raise ConfigError(f"the training samples have no {key}s, which task '{task_name}' needs",
@@ -101,7 +101,9 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
-    arch = "basicunet" if cfg.task.get("network") == "basicunet" else encoder_spec.get("name") or "encoder"
+    network = {"registration": "voxelmorph"}.get(task_name) or cfg.task.get("network") or (
+        "litemedsam" if task_name == "promptable_segmentation" else None)
+    arch = network if network not in (None, "encoder") else encoder_spec.get("name") or "encoder"
     start = "scratch" if not cfg.encoder.get("weights") else encoder_spec.get("method", "pretrained").split("-", 1)[-1]
     method = cfg.method or f"{arch}-{start}"
     dataset = dataspec.name(cfg.data)
