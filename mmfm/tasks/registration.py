@@ -65,7 +65,6 @@ def apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def sample(image: torch.Tensor, voxels: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """image (C, *s) sampled at voxel coordinates (*t, nd) (index order i, j[, k]) -> (C, *t); zero outside."""
-    nd = voxels.shape[-1]
     size = torch.tensor(image.shape[1:], dtype=voxels.dtype, device=voxels.device)
     norm = 2 * voxels / (size - 1).clamp(min=1) - 1
     grid = norm.flip(-1)[None].to(image.dtype)                 # grid_sample wants (x, y[, z]) = reversed axes
