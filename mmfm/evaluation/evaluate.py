@@ -29,6 +29,8 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     """
     if task == "registration":
         return evaluate_registration(model, dataset)
+    if task == "detection":
+        return evaluate_detection(model, dataset, batch_size, class_names)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -102,3 +104,27 @@ def evaluate_registration(model: Any, dataset: torch.utils.data.Dataset) -> dict
     if before:
         out.update(dice_before=float(np.mean(before)), dice_after=float(np.mean(after)))
     return out
+
+
+@torch.no_grad()
+def evaluate_detection(model: Any, dataset: torch.utils.data.Dataset, batch_size: int = 16,
+                       class_names: list[str] | None = None) -> dict[str, float]:
+    """mAP at IoU 0.1 and 0.5 and FROC (sensitivity at 1/8 ... 8 false positives per image), policy in
+    :mod:`mmfm.evaluation.metrics.detection`."""
+    from mmfm.evaluation.metrics.detection import froc, mean_ap
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    preds, gts = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(dataset)):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        for p, g in zip(model.predict(batch["image"]), model.targets(batch)):
+            preds.append({k: v.cpu().numpy() for k, v in p.items()})
+            gts.append({k: v.cpu().numpy() for k, v in g.items()})
+    model.train(was_training)
+    names = [str(c) for c in model.classes]
+    if class_names and len(class_names) > max(model.classes):
+        names = [class_names[c] for c in model.classes]
+    return {**mean_ap(preds, gts, names), **froc(preds, gts), "images": float(len(gts)),
+            "objects": float(sum(len(g["boxes"]) for g in gts))}

@@ -4,6 +4,7 @@ from mmfm.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from mmfm.tasks import classification, promptable, registration, report_generation, segmentation, vqa  # noqa: E402,F401,I001
+from mmfm.tasks import (  # noqa: E402,F401,I001  (register)
+    classification, detection, promptable, registration, report_generation, segmentation, vqa)
 
 __all__ = ["TASKS"]

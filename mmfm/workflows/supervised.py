@@ -90,19 +90,24 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
     model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,
-                                                    "spatial_dims": spatial_dims, "in_channels": in_channels}, "task")
+                                                    "spatial_dims": spatial_dims, "in_channels": in_channels,
+                                                    "image_size": list(sample.shape[1:])}, "task")
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
     run_info = {"config": key, "task": task_name, "num_classes": num_classes,
                 "encoder": {"name": encoder_spec.get("name"), **encoder_spec.get("options", {})},
-                "input": {"spatial_dims": spatial_dims, "in_channels": in_channels},
+                "input": {"spatial_dims": spatial_dims, "in_channels": in_channels,
+                          "image_size": list(sample.shape[1:])},
                 "preprocessing": dataspec.contract(cfg.data, train_ds)}
     Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
-    network = {"registration": "voxelmorph"}.get(task_name) or cfg.task.get("network") or (
-        "litemedsam" if task_name == "promptable_segmentation" else None)
+    fixed_networks = {"registration": "voxelmorph", "detection": f"retinanet:{encoder_spec.get('name')}",
+                      "promptable_segmentation": "litemedsam"}
+    network = cfg.task.get("network") or fixed_networks.get(task_name)
+    if task_name in ("registration", "detection"):
+        network = fixed_networks[task_name]
     arch = network if network not in (None, "encoder") else encoder_spec.get("name") or "encoder"
     start = "scratch" if not cfg.encoder.get("weights") else encoder_spec.get("method", "pretrained").split("-", 1)[-1]
     method = cfg.method or f"{arch}-{start}"
