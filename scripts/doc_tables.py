@@ -34,6 +34,8 @@ SOURCE = {  # results file -> the command that produces it
     "real_3d": "scripts/real_3d_totalsegmentator.py",
     "bench_memory": "benchmarks/folder_memory.py --json docs/results/bench_memory.json",
     "vfm_folder": "scripts/reproduce_vfm_folder.sh",
+    "promptable_lits": "python scripts/real_promptable_lits.py",
+    "registration": "python scripts/real_registration.py",
 }
 
 
@@ -160,6 +162,42 @@ def real_3d() -> str:
             "scan (n says in how many; `absent`: in none). Per held-out scan:\n\n" + held)
 
 
+def load_doc(name: str) -> dict:
+    """A results file that is one JSON object (a script's own summary) rather than a list of records."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise Missing(f"_No results file `docs/results/{name}.json` yet: run `{SOURCE.get(name, '?')}`._")
+    return json.loads(path.read_text())
+
+
+def promptable_lits() -> str:
+    d = load_doc("promptable_lits")
+    lines = ["| prompt | structure | n | Dice mean ± sd | median [IQR] |", "|---|---|---|---|---|"]
+    for key, what, unit in (("liver_per_slice", "liver", "slices"), ("tumour_per_lesion", "tumour", "lesions")):
+        s = d[key]
+        lines.append(f"| box on every slice | {what} | {s['n']} {unit} | {s['mean']:.3f} ± {s['std']:.3f} | "
+                     f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}] |")
+    for name, p in d["propagation"].items():
+        lines.append(f"| one box on the {name.replace('-', ' ')} ({p['slice']}), propagated | liver (3D) | "
+                     f"slices {p['slices_reached'][0]}..{p['slices_reached'][1]} of {p['slices_with_liver']} | "
+                     f"{p['dice_3d']:.3f} | - |")
+    return "\n".join(lines) + (f"\n\nModel SHA-256 `{d['model_sha256'][:16]}...`, box margin "
+                               f"{d['box_margin_voxels']:g} voxels, preset {d['preset']}, {d['seconds_per_slice']} s "
+                               "per slice on this CPU.")
+
+
+def registration() -> str:
+    d = load_doc("registration")
+    a = ["| known transform (Colin27, other grid) | error mean (mm) | error max (mm) | seconds |", "|---|---|---|---|"]
+    a += [f"| {r['transform']} | {r['error_mm_mean']:.2f} | {r['error_mm_max']:.2f} | {r['seconds']:.0f} |"
+          for r in d["known_transforms"]]
+    b = ["| pair | mode | similarity | Dice before | Dice after | folding fraction | seconds |",
+         "|---|---|---|---|---|---|---|"]
+    b += [f"| {r['pair']} | {r['mode']} | {r['similarity']} | {r['dice_before']:.3f} | {r['dice_after']:.3f} | "
+          f"{r['folding_fraction']:.4f} | {r['seconds']:.0f} |" for r in d["pairs"]]
+    return "\n".join(a) + "\n\n" + "\n".join(b)
+
+
 def vfm_folder() -> str:
     """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
     via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy"]
@@ -190,6 +228,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-mae": lambda: grid(load("bench_mae"), lambda r: (r["method"],), sorted({r["metric"] for r in
                               load("bench_mae")}), lambda r: r["metric"], ["implementation"], 2),
     "real-3d": real_3d,
+    "promptable-lits": promptable_lits,
+    "registration": registration,
     "vfm-folder": vfm_folder,
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],

@@ -28,6 +28,13 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Intermediate feature maps (B, C_l, *grid_l), shallow to deep, for U-Net-like decoders (UNETR, Swin
+        UNETR). Hierarchical encoders halve the grid from one level to the next; a ViT gives its hidden states on
+        the one token grid. Encoders without intermediate features raise."""
+        raise ConfigError(f"the {type(self).__name__} exposes no intermediate features",
+                          "use task.decoder=token, or an encoder with a pyramid (vit_*, swin_*, resnet*)")
+
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
 

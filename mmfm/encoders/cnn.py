@@ -29,13 +29,20 @@ class ResNetEncoder(Encoder):
         del self.net.fc  # features only; a head belongs to a task or objective
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        tokens = self.pyramid(x)[-1].flatten(2).transpose(1, 2)   # (B, N, D) from the last stage
+        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the four stages (B, widths[l], *grid_l)."""
         n = self.net
         x = n.act(n.bn1(n.conv1(x)))
         if not n.no_max_pool:
             x = n.maxpool(x)
-        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))  # (B, D, *s)
-        tokens = x.flatten(2).transpose(1, 2)         # (B, N, D)
-        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+        out = []
+        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
+            x = layer(x)
+            out.append(x)
+        return out
 
 
 @ENCODERS.register("resnet10")

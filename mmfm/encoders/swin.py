@@ -25,12 +25,17 @@ class SwinEncoder(Encoder):
                                    spatial_dims=spatial_dims)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        last = self.pyramid(x)[-1]                          # (B, 16*E, *s/32)
+        tokens = last.flatten(2).transpose(1, 2)          # (B, N, 16*E)
+        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The patch embedding and the four stages: (B, E * 2^l, *s / 2^(l+1)), l = 0..4 (Swin UNETR's skips)."""
         if any(s % 32 for s in x.shape[2:]):
             raise ConfigError(f"a Swin encoder needs input sides that are multiples of 32, got {tuple(x.shape[2:])}",
                               "set data.size to multiples of 32 (e.g. [64, 64]) or use another encoder")
-        last = self.net(x, normalize=True)[-1]            # (B, 16*E, *s/32)
-        tokens = last.flatten(2).transpose(1, 2)          # (B, N, 16*E)
-        return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
+        return list(self.net(x, normalize=True))
 
 
 @ENCODERS.register("swin_tiny")

@@ -84,6 +84,23 @@ class ViTEncoder(Encoder):
         return {"tokens": t, "pooled": t.mean(dim=1)}
 
 
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden states after evenly spaced blocks on the token grid: log2(patch) levels (UNETR takes blocks 3, 6,
+        9, 12 of a patch-16 ViT), the last one normalised."""
+        t, grid = self.patch_embed(x)
+        t = t + self.pos_embed(grid)
+        levels = max(1, int(math.log2(self.patch_size)))
+        depth = len(self.blocks)
+        take = {round(depth * (n + 1) / levels) - 1 for n in range(levels)}
+        out = []
+        for n, blk in enumerate(self.blocks):
+            t = blk(t)
+            if n in take:
+                h = self.norm(t) if n == depth - 1 else t
+                out.append(h.transpose(1, 2).reshape(t.shape[0], t.shape[2], *grid))
+        return out
+
+
 def from_timm_state_dict(sd: dict[str, torch.Tensor], encoder: ViTEncoder) -> dict[str, torch.Tensor]:
     """A timm ``VisionTransformer`` state dict (e.g. ``vit_small_patch16_224``) in this encoder's layout.
 

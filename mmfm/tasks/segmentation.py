@@ -2,13 +2,22 @@
 
 Two networks, chosen by ``task.network``:
 
-* ``encoder`` (default): the configured registry encoder (``encoder.name``; ViT, Swin, ResNet, LiteMedSAM, ...)
-  with a light progressive-upsampling decoder over its tokens (SETR-PUP style) and one full-resolution skip
-  from the input, so that a pretrained encoder is what is being adapted.
+* ``encoder`` (default): the configured registry encoder (``encoder.name`` or ``encoder.weights``: ViT, Swin,
+  ResNet, LiteMedSAM, ...), so that a pretrained encoder is what is being adapted, with one of two decoders
+  (``task.decoder``):
+
+  - ``unetr`` (default where the encoder has intermediate features): a U-Net decoder over the encoder's
+    pyramid (:meth:`Encoder.pyramid`), built from MONAI's UNETR blocks. A ViT's hidden states (one grid) are
+    brought to grids 2x apart by transposed convolutions (``UnetrPrUpBlock``, as UNETR); a hierarchical encoder's
+    stages (Swin, ResNet) are used as they are (as Swin UNETR); each decoder step upsamples, concatenates the
+    skip and applies a residual block (``UnetResBlock``); the last skip is a convolution of the input image.
+  - ``token``: a light progressive-upsampling decoder over the last tokens (SETR-PUP style) with one
+    full-resolution skip from the input (any encoder whose tokens lie on a grid).
 * ``basicunet``: MONAI's BasicUNet trained from scratch, a whole network of its own; the ``encoder`` section is
   not used (said in the log).
 
-Reference: Zheng et al., SETR, CVPR 2021; Falk et al., U-Net, 2019 (MONAI BasicUNet).
+Reference: Hatamizadeh et al., UNETR, WACV 2022 and Swin UNETR, 2022; Zheng et al., SETR, CVPR 2021; Falk et al.,
+U-Net, 2019 (MONAI BasicUNet).
 """
 
 from __future__ import annotations
@@ -67,18 +76,67 @@ class TokenDecoder(nn.Module):
         return self.head(self.fuse(torch.cat([x, self.skip(image)], dim=1)))                 # (B, K, *s)
 
 
+class PyramidDecoder(nn.Module):
+    """An encoder's pyramid [(B, C_l, *g_l)] (shallow to deep) + the image (B, C, *s) -> logits (B, K, *s)."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, level_channels: Sequence[int], hierarchical: bool,
+                 num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetResBlock, UnetrPrUpBlock
+
+        def norm(c: int) -> tuple[str, dict[str, int]]:   # group norm works on a 1-voxel grid (instance does not)
+            return ("group", {"num_groups": min(8, c)})
+
+        n = len(level_channels)
+        chans = [width * 2 ** min(lv, 3) for lv in range(n)]
+        self.proj = nn.ModuleList()
+        for lv, (c_in, c_out) in enumerate(zip(level_channels, chans)):
+            ups = 0 if hierarchical else n - 1 - lv        # a ViT level is brought 2**ups up to its grid
+            if ups == 0:
+                self.proj.append(UnetrBasicBlock(spatial_dims, c_in, c_out, 3, 1, norm(c_out), res_block=True))
+            else:
+                self.proj.append(UnetrPrUpBlock(spatial_dims, c_in, c_out, num_layer=ups - 1, kernel_size=3, stride=1,
+                                                upsample_kernel_size=2, norm_name=norm(c_out), res_block=True))
+        self.up = nn.ModuleList([UnetResBlock(spatial_dims, chans[lv + 1] + chans[lv], chans[lv], 3, 1,
+                                              norm(chans[lv])) for lv in range(n - 1)])
+        self.image = UnetrBasicBlock(spatial_dims, in_channels, width // 2, 3, 1, norm(width // 2), res_block=True)
+        self.final = UnetResBlock(spatial_dims, chans[0] + width // 2, width, 3, 1, norm(width))
+        self.out = UnetOutBlock(spatial_dims, width, num_classes)
+
+    @staticmethod
+    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=like.shape[2:], mode="nearest") if x.shape[2:] != like.shape[2:] else x
+
+    def forward(self, levels: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        feats = [p(f) for p, f in zip(self.proj, levels)]
+        x = feats[-1]
+        for lv in range(len(feats) - 2, -1, -1):
+            x = self.up[lv](torch.cat([self._up(x, feats[lv]), feats[lv]], dim=1))
+        skip = self.image(image)
+        return self.out(self.final(torch.cat([self._up(x, skip), skip], dim=1)))
+
+
 class SegmentationTask(nn.Module):
     """forward(batch{"image": (B, C, *s), "mask": (B, 1, *s) int}) -> {"loss", "logits": (B, K, *s)}."""
 
     def __init__(self, spatial_dims: int, in_channels: int, num_classes: int,
                  features: Sequence[int] = (16, 16, 32, 64, 128, 16), encoder: Encoder | None = None,
-                 decoder_channels: int = 64) -> None:
+                 decoder_channels: int = 64, decoder: str = "token", image_size: Sequence[int] = ()) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.encoder = encoder
+        self.decoder = decoder if encoder is not None else "basicunet"
         if encoder is None:
             self.net: nn.Module = BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels,
                                             out_channels=num_classes, features=tuple(features))
+        elif decoder == "unetr":
+            probe = torch.zeros(1, in_channels, *(image_size or (64,) * spatial_dims))
+            with torch.no_grad():
+                levels = encoder.pyramid(probe)
+            grids = [tuple(f.shape[2:]) for f in levels]
+            hierarchical = len(set(grids)) == len(grids)
+            self.net = PyramidDecoder(spatial_dims, in_channels, [f.shape[1] for f in levels], hierarchical,
+                                      num_classes, width=max(8, decoder_channels // 4))
         else:
             self.net = TokenDecoder(spatial_dims, in_channels, encoder.out_dim, num_classes, decoder_channels)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -86,6 +144,8 @@ class SegmentationTask(nn.Module):
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             return self.net(image)
+        if self.decoder == "unetr":
+            return self.net(self.encoder.pyramid(image), image)
         return self.net(self.encoder(image)["tokens"], image)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -102,7 +162,12 @@ class SegmentationTask(nn.Module):
 def segmentation(num_classes: int, spatial_dims: int, in_channels: int,
                  encoder: dict[str, Any] | Encoder | None = None,
                  network: str = "encoder", features: Sequence[int] = (16, 16, 32, 64, 128, 16),
-                 decoder_channels: int = 64, freeze_encoder: bool = False) -> SegmentationTask:
+                 decoder_channels: int = 64, freeze_encoder: bool = False, decoder: str = "auto",
+                 image_size: Sequence[int] = ()) -> SegmentationTask:
+    """``decoder``: ``unetr`` (over the encoder's intermediate features), ``token`` (over its last tokens) or
+    ``auto`` (unetr where the encoder has a pyramid)."""
+    if decoder not in ("auto", "unetr", "token"):
+        raise ConfigError(f"task.decoder='{decoder}' is not a segmentation decoder", "use auto, unetr or token")
     if network not in NETWORKS:
         raise ConfigError(f"task.network='{network}' is not a segmentation network", f"use one of {NETWORKS}")
     if network == "basicunet":
@@ -113,4 +178,7 @@ def segmentation(num_classes: int, spatial_dims: int, in_channels: int,
     enc = encoder_from(encoder, spatial_dims, in_channels)
     if freeze_encoder:
         enc.requires_grad_(False)
-    return SegmentationTask(spatial_dims, in_channels, num_classes, encoder=enc, decoder_channels=decoder_channels)
+    if decoder == "auto":
+        decoder = "unetr" if type(enc).pyramid is not Encoder.pyramid else "token"
+    return SegmentationTask(spatial_dims, in_channels, num_classes, encoder=enc, decoder_channels=decoder_channels,
+                            decoder=decoder, image_size=image_size)
