@@ -36,6 +36,7 @@ SOURCE = {  # results file -> the command that produces it
     "vfm_folder": "scripts/reproduce_vfm_folder.sh",
     "promptable_lits": "python scripts/real_promptable_lits.py",
     "registration": "python scripts/real_registration.py",
+    "detection": "scripts/reproduce_detection.sh",
 }
 
 
@@ -230,6 +231,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "real-3d": real_3d,
     "promptable-lits": promptable_lits,
     "registration": registration,
+    "detection": lambda: grid([r for r in load("detection") if r["split"] == "test"], lambda r: (r["method"],),
+                              ["map@0.1", "map@0.5", "sensitivity@0.5fp", "sensitivity@1fp", "froc"],
+                              lambda r: r["metric"], ["encoder"]),
     "vfm-folder": vfm_folder,
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
