@@ -241,19 +241,38 @@ def _cmd_data_verify(a: argparse.Namespace) -> int:
 def _cmd_zoo(a: argparse.Namespace) -> int:
     from mmfm.encoders import zoo
 
+    if a.action == "add":
+        if not a.name:
+            raise MMFMError("mmfm zoo add needs a path", "mmfm zoo add PATH [--name NAME] [--architecture A]")
+        e = zoo.add_user(a.name, a.as_name, a.architecture)
+        print(json.dumps(e) if a.json else f"added '{e['name']}' ({e['format']}, {len(e['files'])} weight file(s), "
+              f"SHA-256 recorded){'' if e['usable'] else ': ' + e['note']}; use it as encoder.weights={e['name']}"
+              if e["kind"] == "image" else f"added '{e['name']}' ({e['format']}); use it as text_encoder.name="
+              f"hf:{e['path']}")
+        return 0
+    if a.action == "remove":
+        if not a.name:
+            raise MMFMError("mmfm zoo remove needs a name", "see mmfm zoo list")
+        zoo.remove_user(a.name)
+        print(f"forgot '{a.name}' (its files are left where they are)")
+        return 0
+    user = zoo.user_entries()
     if a.action == "list":
         rows = [zoo.manifest(n, checksum=False) for n in zoo.ZOO]
         if a.json:
-            print(json.dumps(rows))
+            print(json.dumps(rows + list(user.values())))
             return 0
         for m in rows:
             state = f"v{m['version']}" if m["installed"] else f"not installed: {m['hint']}"
             print(f"{m['name']:12s} {m['kind']:6s} {m['package']:28s} {state}")
             print(f"{'':12s} {m['trained_for']}")
+        for e in user.values():
+            print(f"{e['name']:12s} {e['kind']:6s} {'(yours) ' + e['format']:28s} "
+                  f"{'usable' if e['usable'] else 'recorded only'}")
         return 0
     if not a.name:
-        raise MMFMError("mmfm zoo info needs a model name", f"one of {list(zoo.ZOO)}")
-    m = zoo.manifest(a.name)
+        raise MMFMError("mmfm zoo info needs a model name", f"one of {list(zoo.ZOO) + list(user)}")
+    m = user[a.name] if a.name in user else zoo.manifest(a.name)
     if a.json:
         print(json.dumps(m))
         return 0
@@ -505,13 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     rg_.add_argument("--quiet", action="store_true", help="no progress bar")
     rg_.set_defaults(func=_cmd_register)
 
-    z = sub.add_parser("zoo", help="pretrained models shipped in registry packages (offline): list, info",
+    z = sub.add_parser("zoo", help="pretrained models shipped in registry packages (offline), and your own: list, "
+                                   "info, add, remove",
                        description="`mmfm zoo list` shows every pretrained model whose weights ship inside a "
                                    "registry package; `mmfm zoo info NAME` its manifest: package and version, "
                                    "licence, weight files with SHA-256, preprocessing contract, what it was "
-                                   "trained on and for. Nothing is downloaded.")
-    z.add_argument("action", choices=["list", "info"], help="list | info")
-    z.add_argument("name", nargs="?", help="model name (info)")
+                                   "trained on and for. Nothing is downloaded. `mmfm zoo add PATH` records your own "
+                                   "checkpoint (an mmfm pretrain run or encoder/ folder, a timm ViT, a Hugging Face "
+                                   "folder; open_clip folders and MONAI bundles are recorded with checksums only) in "
+                                   "$MMFM_HOME/zoo/user.json; encoder.weights=NAME then loads it.")
+    z.add_argument("action", choices=["list", "info", "add", "remove"],
+                   help="list | info NAME | add PATH (your own checkpoint) | remove NAME (forget, files kept)")
+    z.add_argument("name", nargs="?", help="model name (info, remove) or a checkpoint path (add)")
+    z.add_argument("--name", dest="as_name", help="add: the name to use it by (default: the file or folder name)")
+    z.add_argument("--architecture", help="add: the timm model name of a timm checkpoint (e.g. vit_small_patch16_224)")
     z.add_argument("--json", action="store_true", help="one JSON document")
     z.set_defaults(func=_cmd_zoo)
 

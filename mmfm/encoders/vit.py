@@ -148,6 +148,13 @@ def _vit(dim: int, depth: int, heads: int, spatial_dims: int, in_channels: int, 
                       mlp_ratio=mlp_ratio, max_grid=max_grid)
 
 
+@ENCODERS.register("vit")
+def vit(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 16, dim: int = 384, depth: int = 12,
+        heads: int = 6, mlp_ratio: float = 4.0, max_grid: int = 32) -> ViTEncoder:
+    """Any width, depth and heads (e.g. a timm checkpoint's, added with `mmfm zoo add`)."""
+    return _vit(dim, depth, heads, spatial_dims, in_channels, patch_size, mlp_ratio, max_grid)
+
+
 @ENCODERS.register("vit_micro")
 def vit_micro(spatial_dims: int = 2, in_channels: int = 1, patch_size: int = 4, mlp_ratio: float = 4.0,
               max_grid: int = 32) -> ViTEncoder:

@@ -100,3 +100,197 @@ def manifest(name: str, checksum: bool = True) -> dict[str, Any]:
     except (ImportError, importlib.metadata.PackageNotFoundError, OSError):
         out.update(installed=False, version=None, files=[], hint=e.install)
     return out
+
+
+# ---- your own checkpoints, added by path ---------------------------------------------------------------------
+# `mmfm zoo add PATH [--name N] [--architecture TIMM_NAME]` records a local checkpoint in $MMFM_HOME/zoo/user.json
+# (the path, its format, every weight file's size and SHA-256); `encoder.weights=N` then loads it. The file itself
+# is never copied, moved or deleted; `mmfm zoo remove N` forgets the entry only.
+
+USABLE = {"mmfm-encoder": "image", "mmfm-run": "image", "timm": "image", "huggingface": "text"}
+FORMATS = ("mmfm-encoder", "mmfm-run", "timm", "huggingface", "open_clip", "monai-bundle", "state-dict")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ts")
+
+
+def user_zoo_file() -> Path:
+    from mmfm.data.sources.fetch import mmfm_home
+
+    return mmfm_home() / "zoo" / "user.json"
+
+
+def user_entries() -> dict[str, dict[str, Any]]:
+    import json
+
+    f = user_zoo_file()
+    if not f.exists():
+        return {}
+    try:
+        return dict(json.loads(f.read_text()))
+    except ValueError:
+        from mmfm.errors import ConfigError
+
+        raise ConfigError(f"{f} is not valid JSON", "fix or delete it (it only lists paths; no weights live there)"
+                          ) from None
+
+
+def detect_format(path: Path) -> str:
+    """What kind of checkpoint ``path`` is (a folder or one weight file)."""
+    import json
+
+    if path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            return "unknown"
+        return "timm" if _looks_like_timm_vit(path) else "state-dict"
+    if (path / "encoder.json").exists() and (path / "encoder.safetensors").exists():
+        return "mmfm-encoder"
+    if (path / "encoder" / "encoder.json").exists():
+        return "mmfm-run"
+    if (path / "open_clip_config.json").exists():
+        return "open_clip"
+    if (path / "configs" / "metadata.json").exists() and (path / "models").is_dir():
+        return "monai-bundle"
+    if (path / "config.json").exists():
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+        except ValueError:
+            return "unknown"
+        return "timm" if "architecture" in cfg and "model_type" not in cfg else "huggingface"
+    return "unknown"
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of a weight file, never running pickled code (safetensors, or torch.load(weights_only=True))."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mmfm.errors import CheckpointError
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable as weights
+        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})",
+                              "use a safetensors file or a plain state dict (no pickled objects)") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd
+
+
+def _looks_like_timm_vit(path: Path) -> bool:
+    try:
+        keys = _state_dict(path).keys()
+    except Exception:  # noqa: BLE001 - unreadable: not timm
+        return False
+    return "patch_embed.proj.weight" in keys and any(k.startswith("blocks.0.") for k in keys)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def add_user(path: str | Path, name: str | None = None, architecture: str | None = None) -> dict[str, Any]:
+    """Record a local checkpoint; returns its entry. Refuses names of packaged models and unknown formats."""
+    import datetime
+    import json
+
+    from mmfm.data.sources.fetch import sha256
+    from mmfm.errors import ConfigError, InputFileError
+    from mmfm.evaluation.results import write_json_atomic
+
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise InputFileError(p, "no such file or folder", "give the checkpoint's path")
+    fmt = detect_format(p)
+    if fmt == "unknown":
+        raise InputFileError(p, "is not a checkpoint mmfm recognises",
+                             "add an mmfm pretrain run or encoder/ folder, a timm ViT (.safetensors/.pth, or a folder "
+                             "with config.json), a Hugging Face folder, an open_clip folder or a MONAI bundle")
+    name = name or p.stem.split(".")[0]
+    if name in ZOO or name.startswith("random:"):
+        raise ConfigError(f"'{name}' is the name of a packaged model", "choose another --name")
+    if fmt == "timm" and not architecture:
+        cfg_file = p / "config.json" if p.is_dir() else None
+        if cfg_file and cfg_file.exists():
+            architecture = json.loads(cfg_file.read_text()).get("architecture")
+        if not architecture:
+            raise ConfigError(f"{p.name}: a timm checkpoint does not record its architecture",
+                              "give --architecture, e.g. vit_small_patch16_224")
+    files = _weight_files(p)
+    if not files:
+        raise InputFileError(p, "holds no weight file (.safetensors, .pth, .pt, .bin, .ts)")
+    entry = {"name": name, "path": str(p), "format": fmt, "kind": USABLE.get(fmt, "image"),
+             "usable": fmt in USABLE, "architecture": architecture,
+             "files": [{"file": str(f.relative_to(p)) if p.is_dir() else f.name, "bytes": f.stat().st_size,
+                        "sha256": sha256(f)} for f in files],
+             "added": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if fmt not in USABLE:
+        entry["note"] = (f"recorded with its checksums; mmfm cannot build an encoder from a {fmt} checkpoint yet "
+                         "(use it with its own library, or export its image tower's state dict)")
+    entries = user_entries()
+    entries[name] = entry
+    write_json_atomic(user_zoo_file(), entries)
+    return entry
+
+
+def remove_user(name: str) -> None:
+    from mmfm.evaluation.results import write_json_atomic
+
+    entries = user_entries()
+    if name not in entries:
+        raise UnknownNameError("user zoo model", name, entries)
+    del entries[name]
+    write_json_atomic(user_zoo_file(), entries)
+
+
+def load_user_encoder(name: str, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
+    """(Encoder, spec) of a user zoo entry; the weight files must still have the SHA-256 they were added with."""
+    from mmfm.data.sources.fetch import sha256
+    from mmfm.errors import CheckpointError, ConfigError
+
+    e = user_entries()[name]
+    p = Path(e["path"])
+    for f in e["files"]:
+        fp = p / f["file"] if p.is_dir() else p
+        if not fp.exists() or sha256(fp) != f["sha256"]:
+            raise CheckpointError(f"zoo model '{name}': {f['file']} is missing or changed since it was added",
+                                  f"add it again (mmfm zoo add {p} --name {name}) if the change is intended")
+    if e["format"] in ("mmfm-encoder", "mmfm-run"):
+        from mmfm.workflows.pretrain import load_encoder
+
+        return load_encoder(str(p))
+    if e["format"] == "timm":
+        return _timm_vit(e, p, in_channels)
+    raise ConfigError(f"zoo model '{name}' is a {e['format']} checkpoint, which mmfm cannot use as an image encoder",
+                      e.get("note", ""))
+
+
+def _timm_vit(e: dict[str, Any], p: Path, in_channels: int) -> tuple[Any, dict[str, Any]]:
+    """A timm ViT checkpoint as mmfm's N-D ViT (blocks and norm as they are; the 2D patch kernel inflated)."""
+    import timm
+
+    from mmfm.encoders.vit import ViTEncoder, from_timm_state_dict
+    from mmfm.errors import ConfigError
+
+    try:
+        ref = timm.create_model(e["architecture"], pretrained=False, num_classes=0)
+    except Exception as err:  # noqa: BLE001 - timm raises RuntimeError/KeyError for unknown names
+        raise ConfigError(f"timm does not know the architecture '{e['architecture']}' ({err})",
+                          "give a timm ViT name, e.g. vit_small_patch16_224") from None
+    dim, depth = ref.embed_dim, len(ref.blocks)
+    heads, patch = ref.blocks[0].attn.num_heads, ref.patch_embed.patch_size[0]
+    side = ref.patch_embed.grid_size[0]
+    weights = [f for f in _weight_files(p) if f.suffix in (".safetensors", ".pth", ".pt", ".bin")]
+    sd = _state_dict(weights[0])
+    opts = {"patch_size": patch, "dim": dim, "depth": depth, "heads": heads, "max_grid": max(32, side)}
+    enc = ViTEncoder(2, in_channels, **opts)
+    missing, unexpected = enc.load_state_dict(from_timm_state_dict(sd, enc), strict=False)
+    if unexpected or [k for k in missing if not k.startswith("pos.")]:
+        raise ConfigError(f"{p.name} does not match timm's {e['architecture']} (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})", "check --architecture")
+    spec = {"name": "vit", "options": opts, "spatial_dims": 2, "in_channels": in_channels,
+            "method": f"{e['name']}-pretrained", "source": f"timm:{e['architecture']}"}
+    return enc, spec

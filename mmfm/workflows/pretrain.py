@@ -42,8 +42,8 @@ PACKAGED = {n: int(e.contract["spatial_dims"]) for n, e in ZOO.items() if e.kind
 
 
 def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
-    """An encoder from ``<pretrain run dir>`` (or its ``encoder/`` folder), ``random:<name>[:<2|3>D]`` or
-    ``litemedsam`` (the packaged pretrained weights)."""
+    """An encoder from ``<pretrain run dir>`` (or its ``encoder/`` folder), ``random:<name>[:<2|3>D]``,
+    ``litemedsam`` / ``merlin`` (the packaged pretrained weights) or a name added with `mmfm zoo add`."""
     if source.startswith("random:"):
         parts = source.split(":")
         dims = int(parts[2].rstrip("dD")) if len(parts) > 2 else 2
@@ -52,6 +52,10 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
         spec = {"name": parts[1], "options": opts, "spatial_dims": dims, "in_channels": 1,
                 "method": f"{parts[1]}-random"}
         return build_encoder(parts[1], spatial_dims=dims, in_channels=1, **opts), spec
+    from mmfm.encoders import zoo
+
+    if source in zoo.user_entries():   # a checkpoint added with `mmfm zoo add`
+        return zoo.load_user_encoder(source)
     if source in PACKAGED:
         dims = PACKAGED[source]
         enc = build_encoder(source, spatial_dims=dims, in_channels=1)
