@@ -123,10 +123,20 @@ class _StepBatches(torch.utils.data.Sampler):
         t = self.trainer
         for step in range(self.start, t.cfg.max_steps):
             for micro in range(t.cfg.grad_accum):
-                yield t.batch_indices(step, micro)
+                yield StepIndices(t.batch_indices(step, micro), t.cfg.seed, step)
 
     def __len__(self) -> int:
         return (self.trainer.cfg.max_steps - self.start) * self.trainer.cfg.grad_accum
+
+
+class StepIndices(list):
+    """A micro-batch's sample indices with the (seed, step) they are drawn for: a dataset with random per-sample
+    augmentation (``augmented_item``) seeds each item from (seed, step, index), so augmentations are as exact under
+    resume, and as independent of the number of DataLoader workers, as the data order."""
+
+    def __init__(self, indices: list[int], seed: int, step: int) -> None:
+        super().__init__(indices)
+        self.seed, self.step = seed, step
 
 
 class _Fetch(torch.utils.data.Dataset):
@@ -134,6 +144,8 @@ class _Fetch(torch.utils.data.Dataset):
         self.dataset, self.collate = dataset, collate
 
     def __getitem__(self, indices: list[int]) -> Any:
+        if isinstance(indices, StepIndices) and hasattr(self.dataset, "augmented_item"):
+            return self.collate([self.dataset.augmented_item(i, (indices.seed, indices.step, i)) for i in indices])
         return self.collate([self.dataset[i] for i in indices])
 
     def __len__(self) -> int:

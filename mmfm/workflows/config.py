@@ -34,6 +34,7 @@ class DataConfig:
     #                                     evaluate whole volumes by sliding window; data.size is then not used
     patches_per_volume: int = 1           # data.patch: random patches drawn from each volume per pass
     slice_stride: int = 1                 # 2D size on 3D volumes: use every n-th slice
+    augment: list[str] = field(default_factory=list)   # seeded training augmentation: flip, rot90, affine, ...
     cache: str = ""                       # folder for preprocessed items (second epoch reads no DICOM/NIfTI)
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])

@@ -78,6 +78,10 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         if train_ds.labels is None:
             raise ConfigError("data.label_fraction < 1 needs a classification dataset with labels")
         train_ds = train_ds.subset(label_subset(train_ds.labels, cfg.data.label_fraction, cfg.train.seed))
+    if cfg.data.augment:   # seeded per sample from (seed, step, index): exact under resume (mmfm/data/augment.py)
+        from mmfm.data.augment import Augmented
+
+        train_ds = Augmented(train_ds, cfg.data.augment)
     first = first_item(train_ds)
     sample = first["image"]
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]

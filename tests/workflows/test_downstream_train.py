@@ -39,6 +39,7 @@ def test_train_promptable_from_scratch_and_segment_with_the_run(mini_root, tmp_p
 def test_train_voxelmorph_on_mini_slices(mini_root, tmp_path):
     out = tmp_path / "reg"
     rc = main(["train", "configs/registration_2d.yaml", f"out={out}", "data.size=[32,32]", "train.max_steps=3",
+               "data.augment=[flip,intensity]",
                "train.batch_size=4", "train.progress=false"])
     assert rc == 0
     rows = {r["metric"]: r for r in json.loads((out / "results.json").read_text())}

@@ -1,0 +1,110 @@
+"""Seeded per-sample augmentation for supervised training (``data.augment``), 2D and 3D, image and mask together.
+
+Each training item is augmented with a random state seeded from (train.seed, step, index) (the trainer passes
+it), so a resumed run, or one with another number of DataLoader workers, sees exactly the same augmented batches.
+Evaluation items are never augmented. The transforms are MONAI's dictionary transforms (the mask follows every
+spatial change with nearest-neighbour interpolation; intensity changes touch the image only):
+
+=============  ====================================================================================
+``flip``       random flip along each spatial axis (p = 0.5 each)
+``rot90``      random multiple of 90 degrees in the first two axes (the slice plane)
+``affine``     small random rotation (up to 15 degrees per plane) and scaling (up to 10%), p = 0.5
+``intensity``  random intensity scaling and shift (up to 10%), p = 0.5
+``noise``      Gaussian noise (sd 0.02), p = 0.5
+=============  ====================================================================================
+
+(The contrastive views of pretraining are :mod:`mmfm.objectives.augment`; this is for labelled training.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfm.errors import ConfigError
+
+AUGMENTATIONS = ("flip", "rot90", "affine", "intensity", "noise")
+
+
+def _transforms(names: Sequence[str], spatial_dims: int, has_mask: bool) -> list[Any]:
+    from monai.transforms import (
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    keys = ["image", "mask"] if has_mask else ["image"]
+    modes = ["bilinear", "nearest"] if has_mask else ["bilinear"]
+    out: list[Any] = []
+    for name in names:
+        if name == "flip":
+            out += [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(spatial_dims)]
+        elif name == "rot90":
+            out.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+        elif name == "affine":
+            out.append(RandAffined(keys, prob=0.5, rotate_range=[np.deg2rad(15)] * (1 if spatial_dims == 2 else 3),
+                                   scale_range=[0.1] * spatial_dims, mode=modes, padding_mode="zeros"))
+        elif name == "intensity":
+            out += [RandScaleIntensityd("image", factors=0.1, prob=0.5), RandShiftIntensityd("image", offsets=0.1,
+                                                                                           prob=0.5)]
+        elif name == "noise":
+            out.append(RandGaussianNoised("image", prob=0.5, std=0.02))
+    return out
+
+
+def check_augmentations(names: Sequence[str]) -> list[str]:
+    import difflib
+
+    for name in names:
+        if name not in AUGMENTATIONS:
+            close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
+            raise ConfigError(f"data.augment: unknown augmentation '{name}'",
+                              (f"did you mean '{close[0]}'? " if close else "") + f"use any of {list(AUGMENTATIONS)}")
+    return list(names)
+
+
+class Augmented(torch.utils.data.Dataset):
+    """``dataset`` with :meth:`augmented_item` (the trainer's seeded path); ``dataset[i]`` stays plain."""
+
+    def __init__(self, dataset: Any, names: Sequence[str]) -> None:
+        self.dataset, self.names = dataset, check_augmentations(names)
+        self._built: dict[tuple[int, bool], Any] = {}
+
+    def __getattr__(self, name: str) -> Any:   # labels, texts, presets, ... of the wrapped dataset
+        if name in ("dataset", "names", "_built"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.dataset[i]
+
+    def augmented_item(self, i: int, key: tuple[int, int, int]) -> dict[str, Any]:
+        from monai.transforms import Compose
+
+        item = dict(self.dataset[i])
+        image = torch.as_tensor(item["image"])
+        has_mask = "mask" in item and item["mask"] is not None and torch.as_tensor(item["mask"]).ndim == image.ndim
+        nd = image.ndim - 1
+        if (nd, has_mask) not in self._built:
+            self._built[(nd, has_mask)] = Compose(_transforms(self.names, nd, has_mask))
+        t = self._built[(nd, has_mask)]
+        seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "little")
+        t.set_random_state(seed=seed)
+        data = {"image": image.float()}
+        if has_mask:
+            data["mask"] = torch.as_tensor(item["mask"]).float()
+        out = {k: v.as_tensor() if hasattr(v, "as_tensor") else torch.as_tensor(v) for k, v in t(data).items()}
+        item["image"] = out["image"].float().contiguous()     # plain tensors (MONAI returns MetaTensors)
+        if has_mask:
+            item["mask"] = out["mask"].round().to(torch.as_tensor(item["mask"]).dtype).contiguous()
+        return item
