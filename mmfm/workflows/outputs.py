@@ -29,18 +29,22 @@ def check_writable(path: Path, what: str = "--out") -> None:
                           "choose an output path in a folder you can write")
 
 
+def written_by(record: Path) -> str | None:
+    """The command a JSON record says wrote it (``written_by``), or None."""
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text()).get("written_by")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_ours(paths: list[Path], sidecar: Path, command: str, overwrite: bool) -> None:
     """Existing outputs may be replaced only when mmfm wrote them (``sidecar`` says so) and ``overwrite`` is set."""
     existing = [p for p in paths if p.exists()]
     if not existing:
         return
-    ours = False
-    if sidecar.is_file():
-        try:
-            ours = json.loads(sidecar.read_text()).get("written_by") == command
-        except (ValueError, OSError, AttributeError):
-            ours = False
-    if not ours:
+    if written_by(sidecar) != command:
         raise ConfigError(f"{existing[0]} exists and was not written by {command}; mmfm does not overwrite it",
                           "choose another --out")
     if not overwrite:

@@ -25,7 +25,7 @@ import numpy as np
 
 from mmfm.data.io import image_format, read_image
 from mmfm.errors import ConfigError, InputFileError
-from mmfm.workflows.outputs import Staged, check_writable
+from mmfm.workflows.outputs import Staged, check_writable, written_by
 
 COMMAND = "mmfm register"
 RECORD = "registration.json"
@@ -55,14 +55,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", "give a folder for the outputs")
     if out.is_dir() and any(out.iterdir()):
-        record = out / RECORD
-        ours = False
-        if record.is_file():
-            try:
-                ours = json.loads(record.read_text()).get("written_by") == COMMAND
-            except (ValueError, OSError, AttributeError):
-                ours = False
-        if not ours:
+        if written_by(out / RECORD) != COMMAND:
             raise ConfigError(f"--out {out} holds files that {COMMAND} did not write; mmfm does not overwrite them",
                               "choose a new or empty folder")
         if not overwrite:
