@@ -199,7 +199,6 @@ def add_user(path: str | Path, name: str | None = None, architecture: str | None
 
     from mmfm.data.sources.fetch import sha256
     from mmfm.errors import ConfigError, InputFileError
-    from mmfm.evaluation.results import write_json_atomic
 
     p = Path(path).expanduser().resolve()
     if not p.exists():
@@ -236,9 +235,18 @@ def add_user(path: str | Path, name: str | None = None, architecture: str | None
     return entry
 
 
-def remove_user(name: str) -> None:
-    from mmfm.evaluation.results import write_json_atomic
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON whole or not at all (encoders sit below evaluation, whose writer this mirrors)."""
+    import json
+    import os
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def remove_user(name: str) -> None:
     entries = user_entries()
     if name not in entries:
         raise UnknownNameError("user zoo model", name, entries)
@@ -246,10 +254,10 @@ def remove_user(name: str) -> None:
     write_json_atomic(user_zoo_file(), entries)
 
 
-def load_user_encoder(name: str, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
-    """(Encoder, spec) of a user zoo entry; the weight files must still have the SHA-256 they were added with."""
+def verify_user(name: str) -> dict[str, Any]:
+    """The entry of a user zoo model whose weight files still have the SHA-256 they were added with."""
     from mmfm.data.sources.fetch import sha256
-    from mmfm.errors import CheckpointError, ConfigError
+    from mmfm.errors import CheckpointError
 
     e = user_entries()[name]
     p = Path(e["path"])
@@ -258,10 +266,15 @@ def load_user_encoder(name: str, in_channels: int = 1) -> tuple[Any, dict[str, A
         if not fp.exists() or sha256(fp) != f["sha256"]:
             raise CheckpointError(f"zoo model '{name}': {f['file']} is missing or changed since it was added",
                                   f"add it again (mmfm zoo add {p} --name {name}) if the change is intended")
-    if e["format"] in ("mmfm-encoder", "mmfm-run"):
-        from mmfm.workflows.pretrain import load_encoder
+    return e
 
-        return load_encoder(str(p))
+
+def load_user_encoder(name: str, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
+    """(Encoder, spec) of a user zoo timm checkpoint (mmfm's own runs are loaded by the workflow that wrote them)."""
+    from mmfm.errors import ConfigError
+
+    e = verify_user(name)
+    p = Path(e["path"])
     if e["format"] == "timm":
         return _timm_vit(e, p, in_channels)
     raise ConfigError(f"zoo model '{name}' is a {e['format']} checkpoint, which mmfm cannot use as an image encoder",

@@ -54,7 +54,10 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
         return build_encoder(parts[1], spatial_dims=dims, in_channels=1, **opts), spec
     from mmfm.encoders import zoo
 
-    if source in zoo.user_entries():   # a checkpoint added with `mmfm zoo add`
+    if source in zoo.user_entries():   # a checkpoint added with `mmfm zoo add` (files checked against SHA-256)
+        entry = zoo.verify_user(source)
+        if entry["format"] in ("mmfm-encoder", "mmfm-run"):
+            return load_encoder(entry["path"])
         return zoo.load_user_encoder(source)
     if source in PACKAGED:
         dims = PACKAGED[source]
