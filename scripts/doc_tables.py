@@ -37,6 +37,7 @@ SOURCE = {  # results file -> the command that produces it
     "promptable_lits": "python scripts/real_promptable_lits.py",
     "registration": "python scripts/real_registration.py",
     "detection": "scripts/reproduce_detection.sh",
+    "segmentation": "scripts/reproduce_segmentation.sh",
 }
 
 
@@ -235,6 +236,10 @@ GENERATORS: dict[str, Callable[[], str]] = {
                               ["map@0.1", "map@0.5", "sensitivity@0.5fp", "sensitivity@1fp", "froc"],
                               lambda r: r["metric"], ["encoder"]),
     "vfm-folder": vfm_folder,
+    "segmentation": lambda: grid([r for r in load("segmentation") if r["split"] == "test"],
+                                 lambda r: (r["method"], f"{r['label_fraction']:g}"),
+                                 ["dice_liver", "dice_tumour", "dice_foreground"], lambda r: r["metric"],
+                                 ["method", "labelled fraction"]),
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
                                  lambda r: r["metric"], ["corpus"], 2),

@@ -121,7 +121,7 @@ def split_samples(data: Any, split: str) -> SampleList:
             samples = every
         else:
             assign = assign_splits(data, every)
-            samples = every.subset([i for i, a in enumerate(assign) if a == split])
+            samples = every.subset([i for i, a in enumerate(assign) if a in split.split("+")])  # a+b: union
     grid = data.patch or data.size
     if len(grid) == 3 and samples.records and all("spatial_dims" in r for r in samples.records):
         flat = [i for i, r in enumerate(samples.records) if r["spatial_dims"] == 2]

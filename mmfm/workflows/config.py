@@ -36,11 +36,11 @@ class DataConfig:
     slice_stride: int = 1                 # 2D size on 3D volumes: use every n-th slice
     augment: list[str] = field(default_factory=list)   # seeded training augmentation: flip, rot90, affine, ...
     cache: str = ""                       # folder for preprocessed items (second epoch reads no DICOM/NIfTI)
-    train_split: str = "train"
+    train_split: str = "train"            # "train+val": train on the union (then report test only)
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     splits_file: str = ""                 # catalog/folder: JSON {"train": [names], "val": [...], "test": [...]}
     #                                     naming cases (nifti_folders) or files inside data.root (folder)
-    label_fraction: float = 1.0           # fraction of training labels used (stratified, seeded)
+    label_fraction: float = 1.0           # fraction of training labels used (seeded; stratified by class)
     split_seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # extra loader options
 

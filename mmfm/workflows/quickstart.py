@@ -52,7 +52,8 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     write_results(out / "results.json", records)
     write_report(out / "report.md", "mmfm quickstart", records, plots, [
         "classification: tissue type of 32x32 patches (mini/patches2d), ResNet trained from scratch",
-        "segmentation: liver and tumour on LiTS axial slices (mini/slices2d), BasicUNet from scratch",
+        "segmentation: liver and tumour on LiTS axial slices (mini/slices2d), BasicUNet from scratch, trained on "
+        "the train and val slabs with augmentation, tested on the test slab (docs/downstream.md says why)",
         "pretraining: MAE on the unlabelled training patches; label efficiency: linear probe of the pretrained vs "
         "a randomly initialised encoder at 1%, 10% and 100% of the labels, 3 seeds (label_efficiency/report.md)",
         f"data card: {root / 'card.md'}"])

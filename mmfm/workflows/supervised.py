@@ -34,6 +34,19 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(keep))
 
 
+def labelled_subset(dataset: Any, task: str, fraction: float, seed: int) -> np.ndarray:
+    """Indices of the training samples kept at ``data.label_fraction``: stratified by class for classification,
+    a seeded random ``fraction`` of the images (at least one) for tasks labelled per voxel or per box."""
+    if task == "classification":
+        if dataset.labels is None:
+            raise ConfigError("data.label_fraction < 1 needs labels in the training set",
+                              "use a labelled dataset (labels.csv) or data.label_fraction=1")
+        return label_subset(dataset.labels, fraction, seed)
+    n = len(dataset)
+    keep = np.random.default_rng(seed).choice(n, size=max(1, int(round(fraction * n))), replace=False)
+    return np.sort(keep)
+
+
 def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """Rebuild a trained task from its run directory (config + safetensors checkpoint); return (model, state).
 
@@ -75,9 +88,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         encoder, encoder_spec = start_from(cfg)   # may fill data.channels / spacing / presets from its contract
     train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name, train=True)
     if cfg.data.label_fraction < 1.0:
-        if train_ds.labels is None:
-            raise ConfigError("data.label_fraction < 1 needs a classification dataset with labels")
-        train_ds = train_ds.subset(label_subset(train_ds.labels, cfg.data.label_fraction, cfg.train.seed))
+        train_ds = train_ds.subset(labelled_subset(train_ds, task_name, cfg.data.label_fraction, cfg.train.seed))
     if cfg.data.augment:   # seeded per sample from (seed, step, index): exact under resume (mmfm/data/augment.py)
         from mmfm.data.augment import Augmented
 

@@ -78,3 +78,39 @@ def test_text_prompted_run_segments_by_name_in_2d_and_3d(mini_root, tmp_path, ca
     capsys.readouterr()
     assert main(["segment", str(tmp_path / "x.png"), "--text", "liver", "--out", str(tmp_path / "l.png")]) == 2
     assert "takes no text prompt" in capsys.readouterr().err and not (tmp_path / "l.png").exists()
+
+
+@pytest.mark.realdata
+def test_segmentation_label_fraction_and_union_of_splits(mini_root, tmp_path):
+    """data.label_fraction keeps a seeded subset of the labelled slices; data.train_split=train+val trains on both
+    slabs (the quickstart's setting); the written report states how many slices were used."""
+    import numpy as np
+
+    from mmfm.data import spec
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.supervised import labelled_subset
+
+    cfg = load_config("configs/quickstart_segmentation.yaml", [f"data.root={mini_root}"])
+    union = spec.mini_arrays(cfg.data, "train+val")
+    parts = [spec.mini_arrays(cfg.data, s) for s in ("train", "val")]
+    assert len(union["split"]) == sum(len(p["split"]) for p in parts) > 0
+    assert set(union["split"]) == {"train", "val"}
+
+    class Items:
+        def __len__(self) -> int:
+            return 50
+
+    keep = labelled_subset(Items(), "segmentation", 0.1, seed=3)
+    assert len(keep) == 5 and len(set(keep.tolist())) == 5
+    assert np.array_equal(keep, labelled_subset(Items(), "segmentation", 0.1, seed=3))
+    assert not np.array_equal(keep, labelled_subset(Items(), "segmentation", 0.1, seed=4))
+    assert len(labelled_subset(Items(), "segmentation", 0.001, seed=0)) == 1   # at least one image
+
+    out = tmp_path / "seg"
+    assert main(["train", "configs/quickstart_segmentation.yaml", f"out={out}", f"data.root={mini_root}",
+                 "data.label_fraction=0.1", "train.max_steps=2", "train.progress=false",
+                 "data.size=[32,32]"]) == 0
+    n = len(union["split"])
+    assert f"- {round(0.1 * n)} training samples" in (out / "report.md").read_text()
+    recs = json.loads((out / "results.json").read_text())
+    assert {r["split"] for r in recs} == {"test"} and {r["label_fraction"] for r in recs} == {0.1}

@@ -18,7 +18,8 @@ def mini_root() -> Path:
 
 
 def load_mini_arrays(root: Path | None, name: str, split: str | None = None) -> dict[str, np.ndarray]:
-    """Arrays of one set (``slices2d``, ``patches2d``, ``crops3d``), optionally of one split."""
+    """Arrays of one set (``slices2d``, ``patches2d``, ``crops3d``), optionally of one split (``a+b``: the union
+    of splits ``a`` and ``b``)."""
     root = Path(root) if root else mini_root()
     path = root / f"{name}.npz"
     if not path.exists():
@@ -26,7 +27,7 @@ def load_mini_arrays(root: Path | None, name: str, split: str | None = None) -> 
     with np.load(path, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     if split is not None:
-        keep = data["split"] == split
+        keep = np.isin(data["split"], split.split("+"))
         data = {k: v[keep] for k, v in data.items()}
     return data
 
