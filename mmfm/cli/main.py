@@ -533,8 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "registry package; `mmfm zoo info NAME` its manifest: package and version, "
                                    "licence, weight files with SHA-256, preprocessing contract, what it was "
                                    "trained on and for. Nothing is downloaded. `mmfm zoo add PATH` records your own "
-                                   "checkpoint (an mmfm pretrain run or encoder/ folder, a timm ViT, a Hugging Face "
-                                   "folder; open_clip folders and MONAI bundles are recorded with checksums only) in "
+                                   "checkpoint (an mmfm pretrain run or encoder/ folder, a timm ViT, an open_clip "
+                                   "folder's image tower, a Hugging Face folder; MONAI bundles are recorded with "
+                                   "checksums only) in "
                                    "$MMFM_HOME/zoo/user.json; encoder.weights=NAME then loads it.")
     z.add_argument("action", choices=["list", "info", "add", "remove"],
                    help="list | info NAME | add PATH (your own checkpoint) | remove NAME (forget, files kept)")

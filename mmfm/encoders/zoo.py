@@ -107,7 +107,8 @@ def manifest(name: str, checksum: bool = True) -> dict[str, Any]:
 # (the path, its format, every weight file's size and SHA-256); `encoder.weights=N` then loads it. The file itself
 # is never copied, moved or deleted; `mmfm zoo remove N` forgets the entry only.
 
-USABLE = {"mmfm-encoder": "image", "mmfm-run": "image", "timm": "image", "huggingface": "text"}
+USABLE = {"mmfm-encoder": "image", "mmfm-run": "image", "timm": "image", "huggingface": "text",
+          "open_clip": "image"}
 FORMATS = ("mmfm-encoder", "mmfm-run", "timm", "huggingface", "open_clip", "monai-bundle", "state-dict")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ts")
 
@@ -277,8 +278,23 @@ def load_user_encoder(name: str, in_channels: int = 1) -> tuple[Any, dict[str, A
     p = Path(e["path"])
     if e["format"] == "timm":
         return _timm_vit(e, p, in_channels)
+    if e["format"] == "open_clip":
+        return _open_clip(e, p, in_channels)
     raise ConfigError(f"zoo model '{name}' is a {e['format']} checkpoint, which mmfm cannot use as an image encoder",
                       e.get("note", ""))
+
+
+def _open_clip(e: dict[str, Any], p: Path, in_channels: int) -> tuple[Any, dict[str, Any]]:
+    """The image tower of an open_clip folder (its text tower is not built: it may name a hub model)."""
+    from mmfm.encoders.open_clip_tower import load_tower
+
+    order = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+             "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin"]   # open_clip's own preference
+    files = sorted(_weight_files(p), key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name))
+    enc = load_tower(p, _state_dict(files[0]), in_channels)
+    spec = {"name": "open_clip_tower", "options": {"folder": str(p)}, "spatial_dims": 2,
+            "in_channels": in_channels, "method": f"{e['name']}-pretrained", "source": f"open_clip:{p.name}"}
+    return enc, spec
 
 
 def _timm_vit(e: dict[str, Any], p: Path, in_channels: int) -> tuple[Any, dict[str, Any]]:

@@ -83,3 +83,47 @@ def test_user_zoo_errors(home, capsys):
         zoo.add_user(home / "litemedsam.safetensors")
     assert main(["zoo", "remove", "ghost"]) == 2
     assert "unknown user zoo model" in capsys.readouterr().err
+
+
+def test_open_clip_folder_image_tower_is_loaded_and_matches_open_clip(home):
+    """An open_clip folder (open_clip_config.json + weights) becomes an mmfm encoder: the image tower only, with
+    open_clip's own weights; its tokens equal open_clip's (output_tokens) on the same normalised input."""
+    import open_clip
+
+    from mmfm.workflows.pretrain import load_encoder
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8,
+                                           "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 50, "width": 16, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    ref = open_clip.CLIP(**cfg).eval()
+    folder = home / "myclip"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    entry = zoo.add_user(folder, "myclip")
+    assert entry["format"] == "open_clip" and entry["usable"] and "note" not in entry
+    enc, spec = load_encoder("myclip")
+    assert spec["name"] == "open_clip_tower" and enc.out_dim == 32 and enc.spatial_dims == 2
+    x = torch.rand(2, 1, 40, 40)                          # grey, another size: repeated to RGB, resized
+    with torch.no_grad():
+        got = enc(x)
+        rgb = torch.nn.functional.interpolate(x.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear")
+        norm = (rgb - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / \
+            torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        ref.visual.output_tokens = True
+        _, tokens = ref.visual(norm)
+    assert got["tokens"].shape == (2, 16, 32)
+    torch.testing.assert_close(got["tokens"], tokens, rtol=1e-5, atol=1e-5)
+    levels = enc.pyramid(x)                                # patch 8: 3 levels on the 4x4 grid
+    assert [tuple(t.shape) for t in levels] == [(2, 32, 4, 4)] * 3
+    # the architecture alone (how a fine-tuned run is rebuilt) and a mismatching checkpoint
+    from mmfm.encoders.base import build_encoder
+
+    assert build_encoder("open_clip_tower", spatial_dims=2, in_channels=1, folder=str(folder)).out_dim == 32
+    cfg["vision_cfg"]["width"] = 64
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    from mmfm.encoders.open_clip_tower import load_tower
+
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_tower(folder, dict(ref.state_dict()))
