@@ -38,6 +38,7 @@ SOURCE = {  # results file -> the command that produces it
     "registration": "python scripts/real_registration.py",
     "detection": "scripts/reproduce_detection.sh",
     "segmentation": "scripts/reproduce_segmentation.sh",
+    "text_prompt": "python scripts/real_text_prompt.py",
 }
 
 
@@ -200,6 +201,18 @@ def registration() -> str:
     return "\n".join(a) + "\n\n" + "\n".join(b)
 
 
+def text_prompt() -> str:
+    recs = load("text_prompt")
+    names = ["spleen", "right kidney", "left kidney", "liver", "stomach", "liver tumour"]
+    dice = grid([r for r in recs if r["metric"].startswith("dice_")], lambda r: (r["method"],),
+                names + ["foreground"], lambda r: r["metric"][len("dice_"):], ["model and prompt"])
+    absent = grid([r for r in recs if r["metric"].startswith("predicted_when_absent_")], lambda r: (r["method"],),
+                  names, lambda r: r["metric"][len("predicted_when_absent_"):], ["model and prompt"])
+    return (dice + "\n\nCells: test Dice per class (slices where it is present), mean ± sample sd over seeds.\n\n"
+            + absent + "\n\nCells: fraction of test slices *without* the class on which the text-prompted model "
+            "predicted it anyway (lower is better).")
+
+
 def vfm_folder() -> str:
     """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
     via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy"]
@@ -236,6 +249,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
                               ["map@0.1", "map@0.5", "sensitivity@0.5fp", "sensitivity@1fp", "froc"],
                               lambda r: r["metric"], ["encoder"]),
     "vfm-folder": vfm_folder,
+    "text-prompt": text_prompt,
     "segmentation": lambda: grid([r for r in load("segmentation") if r["split"] == "test"],
                                  lambda r: (r["method"], f"{r['label_fraction']:g}"),
                                  ["dice_liver", "dice_tumour", "dice_foreground"], lambda r: r["metric"],

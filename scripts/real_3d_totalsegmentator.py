@@ -73,29 +73,36 @@ def lits_volume() -> Path:
     return extract_member(whl, "liver_ct_segmentation_package/data/img_117.mrc", cache / "lits" / "img_117.mrc")
 
 
-def build_data(ref: Path, out: Path) -> None:
-    """``labelled/`` (imagesTr + labelsTr, 4 organs) and one unlabelled folder per held-out scan."""
+def labelled_case(ref: Path, img: str, seg: str, organs: dict[int, str] = ORGANS
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, label map with ``organs`` renumbered 1.., affine) of one reference scan, on the grid mmfm reads."""
     from mmfm.data.io import read_image
 
+    im = read_image(ref / img)            # the DICOM series is written as NIfTI on the grid mmfm reads
+    s = nib.load(ref / seg)
+    labels = np.asarray(s.dataobj).astype(np.int16)
+    # dcm2niix flips the DICOM rows (LAS) where mmfm keeps the file's order (LPS -> RAS affine with j < 0):
+    # the same voxels in space; bring the label map to the image's axis order, then check the grids agree
+    t = ornt_transform(io_orientation(s.affine), io_orientation(im.affine))
+    labels = apply_orientation(labels, t)
+    affine = s.affine @ inv_ornt_aff(t, s.shape)
+    if labels.shape != im.spatial_shape or not np.allclose(affine, im.affine, atol=1e-2):
+        raise SystemExit(f"{seg} is not on the grid of {img} as mmfm reads it")
+    remapped = np.zeros(labels.shape, np.uint8)
+    for new, old in enumerate(organs, start=1):
+        remapped[labels == old] = new
+    return im.array[0].astype(np.float32), remapped, im.affine
+
+
+def build_data(ref: Path, out: Path) -> None:
+    """``labelled/`` (imagesTr + labelsTr, 4 organs) and one unlabelled folder per held-out scan."""
     lab = out / "labelled"
     (lab / "imagesTr").mkdir(parents=True, exist_ok=True)
     (lab / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case, (img, seg) in CASES.items():
-        im = read_image(ref / img)            # the DICOM series is written as NIfTI on the grid mmfm reads
-        s = nib.load(ref / seg)
-        labels = np.asarray(s.dataobj).astype(np.int16)
-        # dcm2niix flips the DICOM rows (LAS) where mmfm keeps the file's order (LPS -> RAS affine with j < 0):
-        # the same voxels in space; bring the label map to the image's axis order, then check the grids agree
-        t = ornt_transform(io_orientation(s.affine), io_orientation(im.affine))
-        labels = apply_orientation(labels, t)
-        affine = s.affine @ inv_ornt_aff(t, s.shape)
-        if labels.shape != im.spatial_shape or not np.allclose(affine, im.affine, atol=1e-2):
-            raise SystemExit(f"{seg} is not on the grid of {img} as mmfm reads it")
-        remapped = np.zeros(labels.shape, np.uint8)
-        for new, old in enumerate(ORGANS, start=1):
-            remapped[labels == old] = new
-        nib.save(nib.Nifti1Image(im.array[0].astype(np.float32), im.affine), lab / "imagesTr" / f"{case}.nii.gz")
-        nib.save(nib.Nifti1Image(remapped, im.affine), lab / "labelsTr" / f"{case}.nii.gz")
+        image, remapped, affine = labelled_case(ref, img, seg)
+        nib.save(nib.Nifti1Image(image, affine), lab / "imagesTr" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(remapped, affine), lab / "labelsTr" / f"{case}.nii.gz")
     volumes = {**{name: ref / name for name in PATIENT_OF}, "lits_img_117.mrc": lits_volume()}
     for held in CASES:
         folder = out / f"unlabelled_without_{held}"

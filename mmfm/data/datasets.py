@@ -58,6 +58,20 @@ class ArrayDataset(torch.utils.data.Dataset):
                             {k: v[sel].numpy() for k, v in self.extras.items()})
 
 
+VARIABLE_LENGTH = ("boxes", "box_labels")   # per-item tensors of different lengths: batched as lists
+
+
+def collate_samples(items: list[Any]) -> Any:
+    """torch's ``default_collate``, except that box annotations (a different number per image) stay lists."""
+    from torch.utils.data import default_collate
+
+    if items and isinstance(items[0], dict) and any(k in items[0] for k in VARIABLE_LENGTH):
+        out = default_collate([{k: v for k, v in it.items() if k not in VARIABLE_LENGTH} for it in items])
+        out.update({k: [it[k] for it in items] for k in VARIABLE_LENGTH if k in items[0]})
+        return out
+    return default_collate(items)
+
+
 class SampleDataset(torch.utils.data.Dataset):
     """Catalog samples -> tensors on a fixed grid: each modality through its own preset, then stacked as
     channels (early fusion of ``modalities``, review Fig. 3).
@@ -191,6 +205,8 @@ class SampleDataset(torch.utils.data.Dataset):
             arrays = {"image": self._image(s)}
             if s.get("mask") is not None:
                 arrays["mask"] = self._mask(s)
+            if s.get("boxes") is not None:
+                arrays["boxes"], arrays["box_labels"] = self._boxes(s)
             if self.cache is not None and key is not None:
                 self.cache.put(key, arrays)
         if self.patch and self.random_patches:
@@ -233,6 +249,9 @@ class SampleDataset(torch.utils.data.Dataset):
         out: dict[str, Any] = {"image": torch.as_tensor(np.asarray(arrays["image"]), dtype=torch.float32)}
         if "mask" in arrays:
             out["mask"] = torch.as_tensor(np.asarray(arrays["mask"]), dtype=torch.int64)
+        if "boxes" in arrays:    # variable length: batched as lists by collate_samples
+            out["boxes"] = torch.as_tensor(np.asarray(arrays["boxes"]), dtype=torch.float32)
+            out["box_labels"] = torch.as_tensor(np.asarray(arrays["box_labels"]), dtype=torch.int64)
         if self.label_key:
             lab = getattr(self.samples, "labels", None)      # known without reading (i indexes the samples)
             if lab is not None:
@@ -280,6 +299,16 @@ class SampleDataset(torch.utils.data.Dataset):
         if self.patch:
             return self._pad(image)
         return np.asarray(self.resize_img(image), dtype=np.float32)
+
+    def _boxes(self, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Box annotations (N, 2 * dims) in the original pixels -> on the resized grid (scaled per axis)."""
+        if self.patch or self.spacing:
+            raise SampleError("box annotations are scaled with data.size only",
+                              "leave data.patch and data.spacing empty for a dataset with boxes")
+        original = next(iter(self._select(s).values())).spatial_shape
+        scale = np.asarray(self.size, np.float32) / np.asarray(original, np.float32)
+        boxes = np.asarray(s["boxes"], np.float32).reshape(-1, 2 * len(self.size)) * np.tile(scale, 2)
+        return boxes, np.asarray(s["box_labels"], np.int64)
 
     def _pad(self, arr: np.ndarray) -> np.ndarray:
         from monai.transforms import SpatialPad

@@ -236,7 +236,7 @@ def labelled(data: Any, split: str, task: str, train: bool = False) -> tuple[Any
         return ds, ds.class_names if task == "classification" else []
     if not is_mini(data):
         ds = sample_dataset(data, split, label=task == "classification", train=train)
-        names = ds.samples.class_names if task == "classification" else []
+        names = ds.samples.class_names if task in ("classification", "detection") else []
         if task == "classification" and ds.labels is None and not names:
             raise ConfigError(f"{data.dataset} at data.root has no class labels",
                               "add a labels.csv (image,label) to the folder, or use `mmfm pretrain` for unlabelled "

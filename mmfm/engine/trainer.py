@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from mmfm.data.datasets import collate_samples
 from mmfm.engine.checkpoint import load_checkpoint, read_state, recover_interrupted_save, save_checkpoint
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
 from mmfm.engine.sync_batchnorm import convert_batchnorm
@@ -173,7 +173,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, dataset: Sequence[dict[str, Any]], train: TrainConfig,
                  optim: OptimConfig, run_dir: str | Path,
-                 collate: Callable[[list[Any]], Any] = default_collate, run_info: dict[str, Any] | None = None):
+                 collate: Callable[[list[Any]], Any] = collate_samples, run_info: dict[str, Any] | None = None):
         self.model, self.dataset, self.cfg, self.ocfg = model, dataset, train, optim
         self.run_dir, self.collate, self.run_info = Path(run_dir), collate, run_info or {}
         self.ckpt_dir = self.run_dir / "checkpoints" / "last"

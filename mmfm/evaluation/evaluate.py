@@ -10,6 +10,7 @@ from monai.inferers import sliding_window_inference
 from torch.utils.data import DataLoader
 
 from mmfm.data.batches import loader_workers
+from mmfm.data.datasets import collate_samples
 from mmfm.evaluation.metrics import classification_metrics
 from mmfm.evaluation.metrics.segmentation import dice_rows, reduce_rows
 from mmfm.evaluation.metrics.surface import surface_rows
@@ -117,7 +118,8 @@ def evaluate_detection(model: Any, dataset: torch.utils.data.Dataset, batch_size
     model.eval()
     device = next(model.parameters()).device
     preds, gts = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(dataset)):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(dataset),
+                            collate_fn=collate_samples):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         for p, g in zip(model.predict(batch["image"]), model.targets(batch)):
             preds.append({k: v.cpu().numpy() for k, v in p.items()})

@@ -15,9 +15,7 @@ nnDetection, MICCAI 2021 (MONAI's detection follows it).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +23,9 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from mmfm.data.io.coco import read_coco  # noqa: F401  (box annotations: the reader lives with the data)
 from mmfm.encoders import Encoder, encoder_from
-from mmfm.errors import ConfigError, InputFileError
+from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
 
 
@@ -44,41 +43,6 @@ def boxes_from_mask(mask: np.ndarray, classes: Sequence[int], min_voxels: int = 
             boxes.append([s.start for s in sl] + [s.stop for s in sl])
             labels.append(label)
     return (np.asarray(boxes, np.float32).reshape(-1, 2 * nd), np.asarray(labels, np.int64))
-
-
-def read_coco(path: str | Path) -> dict[str, dict[str, Any]]:
-    """A COCO-style JSON -> {image file name: {"boxes": (N, 4) (i0, j0, i1, j1), "labels": (N,), "size": (w, h)}}
-    plus ``"__categories__"``: the category names in label order. COCO boxes are [x, y, width, height] in pixels
-    (x = column = i)."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-        cats = sorted(doc["categories"], key=lambda c: c["id"])
-        images = {im["id"]: im for im in doc["images"]}
-        anns = doc["annotations"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputFileError(p, f"is not a COCO annotation file ({type(e).__name__}: {e})",
-                             "it needs 'images' (id, file_name), 'annotations' (image_id, bbox, category_id) and "
-                             "'categories' (id, name)") from None
-    index = {c["id"]: n for n, c in enumerate(cats)}
-    out: dict[str, dict[str, Any]] = {im["file_name"]: {"boxes": [], "labels": [],
-                                                        "size": (im.get("width"), im.get("height"))}
-                                      for im in images.values()}
-    for n, a in enumerate(anns):
-        if a.get("image_id") not in images or a.get("category_id") not in index:
-            raise InputFileError(p, f"annotation {n} points at an unknown image or category",
-                                 "every annotation needs an image_id and category_id listed in the file")
-        x, y, w, h = (float(v) for v in a["bbox"])
-        if w <= 0 or h <= 0:
-            raise InputFileError(p, f"annotation {n} has a box of zero area ({a['bbox']})", "fix or drop it")
-        rec = out[images[a["image_id"]]["file_name"]]
-        rec["boxes"].append([x, y, x + w, y + h])
-        rec["labels"].append(index[a["category_id"]])
-    for rec in out.values():
-        rec["boxes"] = np.asarray(rec["boxes"], np.float32).reshape(-1, 4)
-        rec["labels"] = np.asarray(rec["labels"], np.int64)
-    out["__categories__"] = [c["name"] for c in cats]   # type: ignore[assignment]
-    return out
 
 
 class EncoderFeatures(nn.Module):

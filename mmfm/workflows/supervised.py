@@ -59,7 +59,8 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     state = read_state(ckpt)
     info = state["run_info"]
     cfg = load_config(run_dir / "config.yaml")
-    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
+    task_opts = info.get("task_options") or {k: v for k, v in cfg.task.items()
+                                             if k not in ("name", "class_names", "num_classes")}
     encoder = info.get("encoder") or cfg.encoder       # the architecture; the checkpoint holds every weight
     model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
                                                        "class_names": info.get("class_names") or
@@ -104,6 +105,11 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
                               "use a labelled dataset (labels.csv, masks) or set task.num_classes")
         num_classes = int(max(int(item[key].max()) for item in iter_items(train_ds))) + 1
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
+    if task_name == "detection" and names:   # box annotations (COCO): every category is a class
+        if "classes" in cfg.task and is_main():
+            print(f"[mmfm] task.classes (mask values) is not used: the box annotations name {len(names) - 1} "
+                  f"categories ({', '.join(names[1:])})", flush=True)
+        task_opts["classes"] = list(range(1, len(names)))
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
     class_names = list(cfg.task.get("class_names") or names or [])
     model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,
@@ -114,6 +120,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
     run_info = {"config": key, "task": task_name, "num_classes": num_classes, "class_names": class_names,
+                "task_options": task_opts,
                 "encoder": {"name": encoder_spec.get("name"), **encoder_spec.get("options", {})},
                 "input": {"spatial_dims": spatial_dims, "in_channels": in_channels,
                           "image_size": list(sample.shape[1:])},

@@ -125,3 +125,70 @@ def test_train_detection_on_mini_tumours(mini_root, tmp_path):
     rows = {r["metric"]: r for r in json.loads((out / "results.json").read_text())}
     assert {"map@0.1", "map@0.5", "froc", "sensitivity@1fp", "objects"} <= set(rows)
     assert rows["objects"]["value"] > 0 and rows["froc"]["method"] == "retinanet:vit_micro-scratch"
+
+
+def _coco_folder(root, n=12):
+    """n grey PNGs (48 wide, 40 high) with one or two bright rectangles each, some with none, and their COCO JSON."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    (root / "imgs").mkdir(parents=True)
+    for i in range(n):
+        a = (rng.random((40, 48)) * 40).astype(np.uint8)
+        for _ in range(i % 3):      # 0, 1 or 2 boxes
+            x, y, w, h = int(rng.integers(0, 30)), int(rng.integers(0, 24)), 12, 10
+            a[y:y + h, x:x + w] = 250
+            anns.append({"id": len(anns), "image_id": i, "bbox": [x, y, w, h], "category_id": 5})
+        Image.fromarray(a).save(root / "imgs" / f"im{i:02d}.png")
+        images.append({"id": i, "file_name": f"im{i:02d}.png", "width": 48, "height": 40})
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                       "categories": [{"id": 5, "name": "lesion"}]}))
+    return anns
+
+
+def test_coco_boxes_dataset_scales_boxes_and_batches_them(tmp_path):
+    from mmfm.data.datasets import collate_samples
+    from mmfm.workflows.config import load_config
+    from mmfm.data import spec
+
+    anns = _coco_folder(tmp_path / "coco")
+    cfg = load_config("configs/detection_2d.yaml", ["data.dataset=coco_boxes", f"data.root={tmp_path / 'coco'}",
+                                                    "data.options={image_dir: imgs}", "data.size=[24,20]"])
+    ds, names = spec.labelled(cfg.data, "train", "detection", train=True)
+    assert names == ["background", "lesion"]
+    by_file = {}
+    for a in anns:
+        by_file.setdefault(a["image_id"], []).append(a["bbox"])
+    seen = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (1, 24, 20)
+        n = int(ds.samples.records[i]["case"][2:])
+        want = [[x * 0.5, y * 0.5, (x + w) * 0.5, (y + h) * 0.5] for x, y, w, h in by_file.get(n, [])]
+        assert item["boxes"].tolist() == want and item["box_labels"].tolist() == [0] * len(want)
+        seen += len(want)
+    assert seen > 0
+    batch = collate_samples([ds[i] for i in range(len(ds))])
+    assert batch["image"].shape[0] == len(ds) and isinstance(batch["boxes"], list)
+    assert [len(b) for b in batch["boxes"]] == [len(ds[i]["boxes"]) for i in range(len(ds))]
+
+
+@pytest.mark.realdata
+def test_train_detection_on_coco_boxes_from_the_cli(tmp_path, capsys):
+    from mmfm.cli.main import main
+    from mmfm.workflows.supervised import load_trained
+
+    _coco_folder(tmp_path / "coco", n=20)
+    out = tmp_path / "run"
+    rc = main(["train", "configs/detection_2d.yaml", "data.dataset=coco_boxes", f"data.root={tmp_path / 'coco'}",
+               "data.options={image_dir: imgs}", "data.size=[32,32]", "encoder.name=vit_micro",
+               "encoder.patch_size=4", "train.max_steps=2", "train.batch_size=4", "train.progress=false",
+               "data.eval_splits=[test]", f"out={out}"])
+    assert rc == 0
+    assert "box annotations name 1 categories (lesion)" in capsys.readouterr().out
+    rows = {r["metric"]: r["value"] for r in json.loads((out / "results.json").read_text())}
+    assert {"map@0.1", "map@0.5", "sensitivity@1fp"} <= set(rows)
+    assert rows["objects"] > 0 and 0.0 <= rows["froc"] <= 1.0
+    model, state = load_trained(out)
+    assert state["run_info"]["task_options"]["classes"] == [1] and model.classes == [1]

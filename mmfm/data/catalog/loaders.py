@@ -265,6 +265,42 @@ def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False
     return SampleList(records, read)
 
 
+@LAYOUTS.register("coco_boxes")
+def coco_boxes(root: Path, annotations: str = "annotations.json", image_dir: str = "",
+               modality: str = "unknown") -> SampleList:
+    """Images with box annotations in a COCO-style JSON (detection): ``annotations`` lists the images (file names
+    relative to ``root/image_dir``), the boxes ([x, y, width, height] in pixels) and the categories. Images
+    without boxes are kept (negatives). ``class_names`` = ["background", *categories], box labels 0..K-1."""
+    from mmfm.data.io.coco import read_coco
+
+    root = Path(root)
+    table = check_file(root / annotations)
+    ann = read_coco(table)
+    cats = ann.pop("__categories__")
+    records, missing = [], []
+    for name, rec in sorted(ann.items()):
+        path = root / image_dir / name
+        if not path.exists():
+            missing.append(name)
+        records.append({"path": path, "case": Path(name).name.split(".")[0], "boxes": rec["boxes"],
+                        "box_labels": rec["labels"]})
+    if missing:
+        raise InputFileError(table, f"{len(missing)} listed image(s) are missing, e.g. {missing[:3]}",
+                             "fix file_name (relative to the dataset root, or set data.options.image_dir)")
+
+    def read(r: dict[str, Any]) -> dict[str, Any]:
+        img = read_image(r["path"], modality=modality)
+        if img.spatial_dims != 2:
+            raise InputFileError(r["path"], "COCO boxes are 2D but this image is a volume",
+                                 "box annotations of volumes: give masks (boxes are made from their components)")
+        sample = make_sample({img.modality: img}, ids=Ids(sample_id=file_id(r["path"]),
+                                                          patient_id=pseudonym(r["case"], "patient")))
+        sample["boxes"], sample["box_labels"] = r["boxes"], r["box_labels"]
+        return sample
+
+    return SampleList(records, read, class_names=["background", *cats])
+
+
 @LAYOUTS.register("vqa_json")
 def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", image_dir: str = "imgs",
              question_key: str = "question", answer_key: str = "answer", modality: str = "XR",
