@@ -148,9 +148,9 @@ def _coco_folder(root, n=12):
 
 
 def test_coco_boxes_dataset_scales_boxes_and_batches_them(tmp_path):
+    from mmfm.data import spec
     from mmfm.data.datasets import collate_samples
     from mmfm.workflows.config import load_config
-    from mmfm.data import spec
 
     anns = _coco_folder(tmp_path / "coco")
     cfg = load_config("configs/detection_2d.yaml", ["data.dataset=coco_boxes", f"data.root={tmp_path / 'coco'}",
