@@ -30,6 +30,7 @@ from mmfm.data.splits import group_split
 from mmfm.errors import ConfigError
 
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
+DEFAULT_SIZE = (64, 64)                 # files without data.size: 2D, volumes sliced
 _LOADED: dict[str, SampleList] = {}     # one scan of a folder per process, whatever the number of splits
 _SAID: set[str] = set()
 
@@ -76,15 +77,38 @@ def _mini_root(data: Any) -> Path:
     return Path(data.root) if data.root else mini_root()
 
 
+def grid_size(data: Any) -> list[int]:
+    """The grid items are resized to: ``data.size``, or 64x64 when it is not set (files; volumes are then sliced).
+    mini is used at its stored size unless ``data.size`` is set (:func:`mini_arrays`)."""
+    return [int(v) for v in data.size] or list(DEFAULT_SIZE)
+
+
 def mini_arrays(data: Any, split: str) -> dict[str, np.ndarray]:
-    """Arrays of one split of mini set ``data.set``, restricted to ``data.options`` (field == value)."""
+    """Arrays of one split of mini set ``data.set``, restricted to ``data.options`` (field == value), resized to
+    ``data.size`` when it is set (images: area interpolation, masks: nearest, MONAI ``Resize`` as for files)."""
     d = load_mini_arrays(_mini_root(data), data.set, split)
     keep = np.ones(len(d["split"]), bool)
     for key, value in data.options.items():
         if key not in d:
             raise ConfigError(f"data.options.{key}: mini/{data.set} has no field '{key}'", f"fields: {sorted(d)}")
         keep &= d[key] == value
-    return {k: v[keep] for k, v in d.items()}
+    d = {k: v[keep] for k, v in d.items()}
+    size = [int(v) for v in data.size]
+    if size and "image" in d and list(d["image"].shape[2:]) != size:
+        if len(size) != d["image"].ndim - 2:
+            raise ConfigError(f"data.size {size} is {len(size)}D but mini/{data.set} is {d['image'].ndim - 2}D",
+                              f"set data.size to {d['image'].ndim - 2} numbers, or leave it unset (stored size "
+                              f"{list(d['image'].shape[2:])})")
+        from monai.transforms import Resize
+
+        flat = lambda a: a.reshape(-1, *a.shape[2:])   # noqa: E731  (N, C, *s) -> (N*C, *s): Resize is per channel
+        n, c = d["image"].shape[:2]
+        img = Resize(size, mode="area" if len(size) == 2 else "trilinear")(flat(d["image"].astype(np.float32)))
+        d["image"] = np.asarray(img, np.float32).reshape(n, c, *size)
+        if "mask" in d:
+            m = Resize(size, mode="nearest")(flat(d["mask"]).astype(np.float32))
+            d["mask"] = np.asarray(m).astype(d["mask"].dtype).reshape(n, -1, *size)
+    return d
 
 
 def mini_card(data: Any) -> dict[str, Any]:
@@ -122,7 +146,7 @@ def split_samples(data: Any, split: str) -> SampleList:
         else:
             assign = assign_splits(data, every)
             samples = every.subset([i for i, a in enumerate(assign) if a in split.split("+")])  # a+b: union
-    grid = data.patch or data.size
+    grid = data.patch or grid_size(data)
     if len(grid) == 3 and samples.records and all("spatial_dims" in r for r in samples.records):
         flat = [i for i, r in enumerate(samples.records) if r["spatial_dims"] == 2]
         if flat:   # a 2D image cannot feed a 3D model: left out, and said (a folder may mix both)
@@ -133,7 +157,7 @@ def split_samples(data: Any, split: str) -> SampleList:
         samples = samples.slices(data.slice_stride)
         say(f"data.size is 2D: 3D volumes are used as 2D slices along their last axis (every "
             f"{data.slice_stride}{'st' if data.slice_stride == 1 else 'th'} slice; data.slice_stride), each slice "
-            f"resized to {data.size}")
+            f"resized to {grid_size(data)}")
     return samples
 
 
@@ -193,7 +217,7 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
         channels = 1
         say(f"the images hold {sorted(counts)} channels: all are brought to 1 (colour -> luminance); set "
             "data.channels=3 to keep colour (grey is then repeated)")
-    ds = SampleDataset(samples, data.modalities, data.size, data.label if label else None, presets(data),
+    ds = SampleDataset(samples, data.modalities, grid_size(data), data.label if label else None, presets(data),
                        channels=channels, spacing=data.spacing, text=text, extras=extras,
                        cache=data.cache or None, skip_unreadable=train, patch=data.patch, random_patches=train,
                        patches_per_volume=data.patches_per_volume)
@@ -311,8 +335,9 @@ def contract(data: Any, ds: Any) -> dict[str, Any]:
                 "data": name(data)}
     if is_mini(data):
         card = mini_card(data)
+        shape = list(card["sets"][data.set]["shape"])
         return {"presets": card.get("presets", {}), "applied": "when the mini corpus was built",
-                "shape": card["sets"][data.set]["shape"], "data": name(data)}
+                "shape": shape[:1] + [int(v) for v in data.size] if data.size else shape, "data": name(data)}
     return {"presets": {m: p.to_dict() for m, p in presets(data).items()}, "modalities": list(data.modalities),
-            "size": list(data.size), "spacing": list(data.spacing), "channels": data.channels,
+            "size": grid_size(data), "spacing": list(data.spacing), "channels": data.channels,
             "applied": "by mmfm.data.datasets.SampleDataset", "data": name(data)}

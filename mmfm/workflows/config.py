@@ -26,7 +26,8 @@ class DataConfig:
     set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
     modalities: list[str] = field(default_factory=list)  # catalog datasets: early-fused modalities ([]: as read)
-    size: list[int] = field(default_factory=lambda: [64, 64])      # catalog/folder: resize grid (2 or 3 numbers)
+    size: list[int] = field(default_factory=list)  # resize grid (2 or 3 numbers); []: 64x64 for files (volumes
+    #                                     sliced), mini at its stored size (slices2d 128, patches2d 32, crops3d 32^3)
     spacing: list[float] = field(default_factory=list)   # catalog/folder: resample to this voxel size (mm) first
     channels: int = 0                     # catalog/folder: bring every image to this many channels (0: as read)
     presets: dict[str, str] = field(default_factory=dict)  # modality -> preset name (`mmfm data presets`)

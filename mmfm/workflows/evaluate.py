@@ -61,9 +61,10 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                           "run --protocol finetune on the source folder or dataset; linear and knn stream shards")
     if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # bring the data to what the encoder takes
         _, first = load_encoder(sources[0])
-        if len(data.patch or data.size) != first["spatial_dims"]:
-            raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {data.size} is "
-                              f"{len(data.size)}D", f"set data.size to {first['spatial_dims']} numbers")
+        grid = data.patch or dataspec.grid_size(data)
+        if len(grid) != first["spatial_dims"]:
+            raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {grid} is "
+                              f"{len(grid)}D", f"set data.size to {first['spatial_dims']} numbers")
         data.channels = data.channels or int(first["in_channels"])
     splits = {s: build_split(data, s, "classification") for s in ("train", "val", "test")}
     splits = {s: (_cap(ds, max_per_split), names) for s, (ds, names) in splits.items()}

@@ -95,7 +95,7 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
     data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
     dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
     if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # shards hold items already preprocessed
-        grid = data.patch or data.size
+        grid = data.patch or dataspec.grid_size(data)
         if len(grid) != dims:
             what = "data.patch" if data.patch else "data.size"
             raise ConfigError(f"the encoder from {source} is {dims}D but {what} {grid} is {len(grid)}D",

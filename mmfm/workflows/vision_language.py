@@ -5,6 +5,7 @@ it generates text, the generated texts as JSONL, into ``cfg.out``; ``status.json
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from mmfm.data import spec as dataspec
 from mmfm.data.batches import first_item, image_batches
 from mmfm.data.datasets import SampleDataset
-from mmfm.data.sources.mini_reader import class_names, load_mini_arrays, mini_root
+from mmfm.data.sources.mini_reader import class_names, mini_root
 from mmfm.encoders import build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
@@ -183,7 +184,7 @@ def mini_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
     is-it-CT and tumour present in the crop (closed; balanced between yes and no on CT crops)."""
     root = Path(cfg.data.root) if cfg.data.root else mini_root()
     name = cfg.data.set if cfg.data.set in ("slices2d", "crops3d") else "slices2d"
-    d = load_mini_arrays(root, name, split)
+    d = dataspec.mini_arrays(dataclasses.replace(cfg.data, set=name, options={}), split)   # resized to data.size
     words = {"CT": "ct", "MR": "mri", "XR": "x-ray", "US": "ultrasound", "fundus": "fundus photograph",
              "pathology": "pathology slide"}
     if name == "slices2d":
@@ -231,7 +232,7 @@ def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
         samples = load_dataset(cfg.data.dataset, cfg.data.root, file=files.get(split, f"{split}.json"), **opts)
     if len(samples) == 0:
         raise ConfigError(f"{cfg.data.dataset}: no questions in split '{split}'", "check data.root and the JSON files")
-    ds = SampleDataset(samples, cfg.data.modalities, cfg.data.size, label_key=None)
+    ds = SampleDataset(samples, cfg.data.modalities, dataspec.grid_size(cfg.data), label_key=None)
     ds.samples = [samples[i] for i in range(len(samples))]        # read each file once: images and texts
     texts = [s["texts"] for s in ds.samples]
     return {"image": np.stack([ds[i]["image"].numpy() for i in range(len(ds))]),

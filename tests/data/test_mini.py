@@ -64,3 +64,22 @@ def test_mini_through_the_catalog(mini_root):
     assert s["mask"].shape == (1, 128, 128) and s["texts"]["caption"]
     r = load_dataset("mini", mini_root, set="reports", split="test")
     assert len(r) == 396 and r[0]["report"].text
+
+
+def test_data_size_resizes_mini_and_unset_keeps_the_stored_size(mini_root):
+    """data.size is honoured for mini too (it used to be ignored silently); unset, mini keeps its stored size."""
+    from mmfm.data import spec
+    from mmfm.errors import ConfigError
+    from mmfm.workflows.config import load_config
+
+    base = [f"data.root={mini_root}", "data.set=slices2d", "data.options={patient_id: lits-117}"]
+    stored = spec.mini_arrays(load_config(None, base).data, "train")
+    assert stored["image"].shape[2:] == (128, 128)
+    small = spec.mini_arrays(load_config(None, [*base, "data.size=[32,40]"]).data, "train")
+    assert small["image"].shape == (len(stored["image"]), 1, 32, 40) and small["mask"].shape[2:] == (32, 40)
+    assert set(np.unique(small["mask"])) <= set(np.unique(stored["mask"]))           # nearest: no new labels
+    assert abs(float(small["image"].mean()) - float(stored["image"].mean())) < 0.01     # area: the mean is kept
+    cfg = load_config(None, [*base, "data.size=[32,40]"]).data
+    assert spec.contract(cfg, None)["shape"] == [1, 32, 40]
+    with pytest.raises(ConfigError, match="is 3D but mini/slices2d is 2D"):
+        spec.mini_arrays(load_config(None, [*base, "data.size=[8,8,8]"]).data, "train")
