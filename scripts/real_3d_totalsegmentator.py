@@ -160,8 +160,13 @@ def main() -> None:
                 for r in json.loads((run / "results.json").read_text()):
                     r["dataset"] = f"totalsegmentator-reference (held out: {held}; silver labels)"
                     records.append(r)
+    publish(records, out, "real_3d")
+
+
+def publish(records: list[dict], out: Path, name: str) -> None:
+    """Write the records to OUT/results.json and docs/results/<name>.json, then regenerate the doc tables."""
     (out / "results.json").write_text(json.dumps(records, indent=1))
-    dst = ROOT / "docs" / "results" / "real_3d.json"
+    dst = ROOT / "docs" / "results" / f"{name}.json"
     dst.write_text(json.dumps(records, indent=1))
     print(f"{len(records)} records -> {dst.relative_to(ROOT)}")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "doc_tables.py"), "write"], check=True)

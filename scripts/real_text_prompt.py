@@ -35,7 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from real_3d_totalsegmentator import fetch_reference, labelled_case  # noqa: E402
+from real_3d_totalsegmentator import fetch_reference, labelled_case, publish  # noqa: E402
 
 CLASSES = ["background", "spleen", "right kidney", "left kidney", "liver", "stomach", "liver tumour"]
 TS_ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}   # TS v2 ids -> 1..5
@@ -167,11 +167,7 @@ def main() -> None:
                 add(absent_rate(run, out / "data"), f"vit_mini-{prompt}-prompt", seed)
     if not a.no_litemedsam:
         add(litemedsam_rows(out / "data"), "litemedsam-box-prompt (as shipped)", 0)
-    (out / "results.json").write_text(json.dumps(records, indent=1))
-    dst = ROOT / "docs" / "results" / "text_prompt.json"
-    dst.write_text(json.dumps(records, indent=1))
-    print(f"{len(records)} records -> {dst.relative_to(ROOT)}")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "doc_tables.py"), "write"], check=True)
+    publish(records, out, "text_prompt")
 
 
 if __name__ == "__main__":
