@@ -9,7 +9,7 @@ such folders often names a Hugging Face model that would be fetched from the hub
 Preprocessing contract: the tower's own input size and normalisation (``preprocess_cfg`` mean/std, CLIP's by
 default) applied inside ``forward``; a 1-channel input is repeated to RGB. Outputs follow mmfm's encoder
 interface: ``tokens`` = the last hidden states of the patch tokens after the final norm (B, N, width),
-``pooled`` = their mean; ``pyramid`` = hidden states after evenly spaced blocks on the patch grid (as mmfm's ViT),
+``pooled`` = their mean (the projection into the joint image-text space is not kept); ``pyramid`` = hidden states after evenly spaced blocks on the patch grid (as mmfm's ViT),
 so UNETR-style decoders work on it. 2D only: open_clip towers are 2D. ResNet (RN50-style) towers are refused.
 """
 
@@ -47,6 +47,12 @@ class OpenCLIPImageTower(Encoder):
         if vision.get("timm_model_name"):
             vision["timm_model_pretrained"] = False          # never fetch timm weights; ours come from the folder
         self.tower = _build_vision_tower(model_cfg["embed_dim"], vision, model_cfg.get("quick_gelu", False))
+        # the projection into the joint image-text space is not part of mmfm's encoder outputs (tokens, pooled):
+        # dropped, so no parameter is left without a gradient (its weights are skipped at load, PROJECTION_KEYS)
+        if hasattr(self.tower, "trunk"):
+            self.tower.head = torch.nn.Identity()
+        else:
+            self.tower.proj = None
         size = vision.get("image_size", 224)
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         pre = config.get("preprocess_cfg") or {}
@@ -73,8 +79,8 @@ class OpenCLIPImageTower(Encoder):
         if x.ndim != 4:
             raise ConfigError(f"an open_clip image tower takes 2D images (B, C, H, W), got {tuple(x.shape)}",
                               "use it with 2D data (volumes: slice them with a 2D data.size)")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != 3:   # grey (or any other channel count, averaged to grey) repeated to RGB
+            x = x.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
         if x.shape[-2:] != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std
@@ -112,6 +118,7 @@ def load_tower(folder: Path, state: dict[str, torch.Tensor], in_channels: int = 
     """The image tower of an open_clip folder with the ``visual.*`` tensors of ``state`` loaded strictly."""
     enc = OpenCLIPImageTower(read_config(folder), in_channels)
     visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    visual = {k: v for k, v in visual.items() if k != "proj" and not k.startswith("head.")}   # see __init__
     if not visual:
         raise CheckpointError(f"{folder.name}: the weights hold no 'visual.*' tensors (no open_clip image tower)",
                               "add the folder's full open_clip checkpoint (open_clip_model.safetensors or "

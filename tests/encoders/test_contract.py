@@ -10,13 +10,23 @@ import torch
 from mmfm.encoders import ENCODERS, build_encoder
 from mmfm.errors import ConfigError
 
-TWO_D_ONLY = {"litemedsam"}
+TWO_D_ONLY = {"litemedsam", "open_clip_tower"}
+
+
+def _options(name: str, tmp_path) -> dict:
+    """Builder options an encoder cannot do without: open_clip_tower needs an open_clip folder (a tiny one)."""
+    if name != "open_clip_tower":
+        return {}
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
+                                           "head_width": 16}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    return {"folder": str(tmp_path)}
 SLOW = {"merlin"}  # 117 M parameters: covered by test_merlin_pretrained (slow)
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_encoder_contract(name, spatial_dims):
+def test_encoder_contract(name, spatial_dims, tmp_path):
     if name in SLOW:
         pytest.skip("covered by a slow test")
     if name in TWO_D_ONLY and spatial_dims == 3:
@@ -24,7 +34,7 @@ def test_encoder_contract(name, spatial_dims):
             build_encoder(name, spatial_dims=3, in_channels=2)
         return
     torch.manual_seed(0)
-    enc = build_encoder(name, spatial_dims=spatial_dims, in_channels=2)
+    enc = build_encoder(name, spatial_dims=spatial_dims, in_channels=2, **_options(name, tmp_path))
     assert (enc.spatial_dims, enc.in_channels) == (spatial_dims, 2)
     x = torch.randn(2, 2, *([32] * spatial_dims))
     out = enc(x)
