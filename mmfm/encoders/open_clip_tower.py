@@ -9,7 +9,8 @@ such folders often names a Hugging Face model that would be fetched from the hub
 Preprocessing contract: the tower's own input size and normalisation (``preprocess_cfg`` mean/std, CLIP's by
 default) applied inside ``forward``; a 1-channel input is repeated to RGB. Outputs follow mmfm's encoder
 interface: ``tokens`` = the last hidden states of the patch tokens after the final norm (B, N, width),
-``pooled`` = their mean (the projection into the joint image-text space is not kept); ``pyramid`` = hidden states after evenly spaced blocks on the patch grid (as mmfm's ViT),
+``pooled`` = their mean (the projection into the joint image-text space is not kept); ``pyramid`` = hidden
+states after evenly spaced blocks on the patch grid (as mmfm's ViT),
 so UNETR-style decoders work on it. 2D only: open_clip towers are 2D. ResNet (RN50-style) towers are refused.
 """
 
