@@ -35,8 +35,22 @@ class Encoder(nn.Module):
         raise ConfigError(f"the {type(self).__name__} exposes no intermediate features",
                           "use task.decoder=token, or an encoder with a pyramid (vit_*, swin_*, resnet*)")
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """Recompute each block's activations in the backward pass instead of keeping them (``train.
+        grad_checkpointing``: far less activation memory for large models and 3D, about one more forward of
+        compute). Returns whether this encoder supports it; those that do override this."""
+        return False
+
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
+
+
+def enable_grad_checkpointing(model: nn.Module) -> list[str]:
+    """Switch on gradient checkpointing in every encoder (image or text) inside ``model`` that supports it;
+    return the names of the modules that took it."""
+    return [name or type(model).__name__ for name, m in model.named_modules()
+            if callable(getattr(m, "set_grad_checkpointing", None)) and hasattr(m, "out_dim")
+            and m.set_grad_checkpointing(True)]
 
 
 def build_encoder(name: str, **kwargs: Any) -> Encoder:

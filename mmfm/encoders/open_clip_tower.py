@@ -93,6 +93,10 @@ class OpenCLIPImageTower(Encoder):
                                                intermediates_only=True, output_fmt="NCHW")
         return out["image_intermediates"]
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        self.tower.set_grad_checkpointing(enable)   # open_clip's own (both its ViT and its timm trunks have it)
+        return True
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         last = self._intermediates(self._prepare(x), [self.depth - 1])[0]      # (B, D, h, w)
         tokens = last.flatten(2).transpose(1, 2)                                # (B, N, D)

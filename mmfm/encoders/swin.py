@@ -30,6 +30,12 @@ class SwinEncoder(Encoder):
         return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
 
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        for m in self.net.modules():          # MONAI's Swin blocks check this flag in forward
+            if hasattr(m, "use_checkpoint"):
+                m.use_checkpoint = enable
+        return True
+
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The patch embedding and the four stages: (B, E * 2^l, *s / 2^(l+1)), l = 0..4 (Swin UNETR's skips)."""
         if any(s % 32 for s in x.shape[2:]):

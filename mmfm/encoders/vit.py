@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mmfm.encoders.base import ENCODERS, Encoder
 from mmfm.encoders.pos_embed import factored_pos_embed
@@ -61,6 +62,16 @@ class ViTEncoder(Encoder):
         self.mask_token = nn.Parameter(torch.zeros(dim))
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        self.grad_checkpointing = enable
+        return True
+
+    def _block(self, blk: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, t, use_reentrant=False)
+        return blk(t)
 
     def pos_embed(self, grid: tuple[int, ...]) -> torch.Tensor:
         """Factored position embedding for a 2D (y, x) or 3D (z, y, x) grid. Shape: (N, D)."""
@@ -79,7 +90,7 @@ class ViTEncoder(Encoder):
         if visible is not None:
             t = torch.gather(t, 1, visible[..., None].expand(-1, -1, t.shape[-1]))  # (B, N_vis, D)
         for blk in self.blocks:
-            t = blk(t)
+            t = self._block(blk, t)                                     # (B, N, D)
         t = self.norm(t)
         return {"tokens": t, "pooled": t.mean(dim=1)}
 
@@ -94,7 +105,7 @@ class ViTEncoder(Encoder):
         take = {round(depth * (n + 1) / levels) - 1 for n in range(levels)}
         out = []
         for n, blk in enumerate(self.blocks):
-            t = blk(t)
+            t = self._block(blk, t)
             if n in take:
                 h = self.norm(t) if n == depth - 1 else t
                 out.append(h.transpose(1, 2).reshape(t.shape[0], t.shape[2], *grid))

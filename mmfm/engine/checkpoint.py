@@ -24,8 +24,7 @@ from torch import nn
 from mmfm.errors import CheckpointError
 
 
-def _optim_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
+def _optim_to_flat(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
@@ -60,18 +59,21 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically. RNG states are stored as uint8 tensors."""
+                    state: dict[str, Any] | None = None, model_state: dict[str, torch.Tensor] | None = None,
+                    optim_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically. RNG states are stored as uint8 tensors. ``model_state`` and
+    ``optim_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()`` when the caller gathered them
+    (a sharded model, :func:`mmfm.engine.fsdp.full_state`)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    sd, aliases = _dedupe(model.state_dict())
+    sd, aliases = _dedupe(model.state_dict() if model_state is None else model_state)
     save_file(sd, str(tmp / "model.safetensors"))
     meta = dict(state or {})
     meta["aliases"] = aliases
     if optimizer is not None:
-        tensors, ometa = _optim_to_flat(optimizer)
+        tensors, ometa = _optim_to_flat(optimizer.state_dict() if optim_state is None else optim_state)
         tensors["__rng_torch__"] = torch.get_rng_state()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -108,9 +110,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: corrupt state.json ({e})", "the checkpoint is damaged; use an older one") from None
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    restore_rng: bool = True) -> dict[str, Any]:
-    """Load weights (strictly: every key and shape must match) and, if given, the optimizer; return the state."""
+def read_checkpoint(path: str | Path, model: nn.Module, with_optimizer: bool = True
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None, list[torch.Tensor]]:
+    """(state, model state dict, optimizer state dict or None, [torch RNG, cuda RNGs...]) of a checkpoint, its
+    weights checked against ``model`` (every key and shape must match)."""
     path = Path(path)
     state = read_state(path)
     try:
@@ -130,18 +133,32 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         raise CheckpointError(
             f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"shape mismatch {wrong[:3]})", "was it trained with another encoder or config? check state.json")
+    if not with_optimizer:
+        return state, sd, None, []
+    try:
+        tensors = load_file(str(path / "optimizer.safetensors"))
+    except (SafetensorError, FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"{path}/optimizer.safetensors: corrupt or missing ({e})") from None
+    rng = [tensors.pop("__rng_torch__")] if "__rng_torch__" in tensors else []
+    rng += [tensors.pop(k) for k in sorted([k for k in tensors if k.startswith("__rng_cuda")],
+                                           key=lambda k: int(k[10:-2]))]
+    return state, sd, _optim_from_flat(tensors, state["optimizer"]), rng
+
+
+def restore_rng(rng: list[torch.Tensor]) -> None:
+    if rng:
+        torch.set_rng_state(rng[0])
+    if rng[1:] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng[1:torch.cuda.device_count() + 1])
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng_state: bool = True) -> dict[str, Any]:
+    """Load weights (strictly: every key and shape must match) and, if given, the optimizer; return the state."""
+    state, sd, osd, rng = read_checkpoint(path, model, optimizer is not None)
     model.load_state_dict(sd)
     if optimizer is not None:
-        try:
-            tensors = load_file(str(path / "optimizer.safetensors"))
-        except (SafetensorError, FileNotFoundError, OSError) as e:
-            raise CheckpointError(f"{path}/optimizer.safetensors: corrupt or missing ({e})") from None
-        rng = tensors.pop("__rng_torch__", None)
-        cuda_rng = [tensors.pop(k) for k in sorted([k for k in tensors if k.startswith("__rng_cuda")],
-                                                   key=lambda k: int(k[10:-2]))]
-        optimizer.load_state_dict(_optim_from_flat(tensors, state["optimizer"]))
-        if restore_rng and rng is not None:
-            torch.set_rng_state(rng)
-        if restore_rng and cuda_rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_rng[:torch.cuda.device_count()])
+        optimizer.load_state_dict(osd)
+        if restore_rng_state:
+            restore_rng(rng)
     return state

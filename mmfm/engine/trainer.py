@@ -3,7 +3,9 @@
 The model is any ``nn.Module`` whose ``forward(batch: dict) -> dict`` returns named losses with ``loss`` the sum
 to minimise (``*_loss`` keys are logged). The loop owns the optimiser, a warm-up + cosine schedule (a pure
 function of the step, so resuming needs no scheduler state), gradient accumulation, mixed precision where the
-hardware has it, seeds, a progress bar, JSONL metrics, checkpoints, resume, and DDP under ``torchrun``.
+hardware has it (``mmfm.engine.precision``), seeds, a progress bar, JSONL metrics, checkpoints, resume, DDP or
+FSDP under ``torchrun`` (``mmfm.engine.fsdp``), and the speed options: ``torch.compile``, channels-last memory for
+CNNs, gradient checkpointing in the encoders, and a fused AdamW where torch has one for the device.
 
 Data order is a pure function of (seed, epoch): a resumed run sees exactly the batches it would have seen.
 """
@@ -27,8 +29,17 @@ from torch import nn
 from tqdm import tqdm
 
 from mmfm.data.datasets import collate_samples
-from mmfm.engine.checkpoint import load_checkpoint, read_state, recover_interrupted_save, save_checkpoint
+from mmfm.encoders.base import enable_grad_checkpointing
+from mmfm.engine.checkpoint import (
+    load_checkpoint,
+    read_checkpoint,
+    read_state,
+    recover_interrupted_save,
+    restore_rng,
+    save_checkpoint,
+)
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
+from mmfm.engine.precision import PRECISIONS, autocast, grad_scaler, resolve_precision
 from mmfm.engine.sync_batchnorm import convert_batchnorm
 from mmfm.errors import CheckpointError, ConfigError, MMFMError
 
@@ -53,13 +64,19 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     seed: int = 0
-    precision: str = "auto"        # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
+    precision: str = "auto"        # auto (bf16 where the device computes it natively, fp16 on older GPUs, else
+                                   # fp32; see mmfm.engine.precision) | fp32 | bf16 | fp16
     workers: int = -1              # DataLoader worker processes per rank; -1 auto: up to 4 for datasets that read
                                    # files, 0 for in-memory arrays (workers would only add copying)
     ckpt_every: int = 50
     log_every: int = 10
     progress: bool = True
     tensorboard: bool = False
+    compile: bool = False          # torch.compile the model (the first steps wait for the compiler)
+    channels_last: bool = False    # channels-last memory for 2D/3D convolution weights (faster CNNs on CPU/GPU)
+    grad_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~1 more forward
+    strategy: str = "ddp"          # with several torchrun processes: ddp (replicas) | fsdp (sharded parameters,
+                                   # gradients and optimiser state, for models that do not fit one device)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,7 +97,7 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+STRATEGIES = ("ddp", "fsdp")
 
 
 def _device() -> torch.device:
@@ -96,6 +113,9 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"train.precision='{cfg.precision}' is not a precision mmfm knows",
                           f"use one of {', '.join(PRECISIONS)}")
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"train.strategy='{cfg.strategy}' is not a strategy mmfm knows",
+                          f"use one of {', '.join(STRATEGIES)}")
     for name in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")
@@ -152,10 +172,30 @@ class _Fetch(torch.utils.data.Dataset):
         return len(self.dataset)
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Convolution weights (4D, 5D) in channels-last order; a convolution then also returns channels-last
+    activations, which oneDNN and cuDNN run faster (no layout conversions around each convolution)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
+
+
+def make_optimizer(model: nn.Module, ocfg: OptimConfig, device: torch.device, sharded: bool = False
+                   ) -> torch.optim.AdamW:
+    """AdamW, no weight decay on biases and norms; torch's fused kernel where it has one for the device (one
+    kernel for all parameters instead of a loop over them; the same update up to rounding)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": ocfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if not sharded and device.type in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(groups, lr=ocfg.lr, fused=True)
+        except RuntimeError:  # a dtype or device the fused kernel does not take
+            pass
+    return torch.optim.AdamW(groups, lr=ocfg.lr)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -225,13 +265,22 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        precision = resolve_precision(cfg.precision, self.device)
+        self.run_info["precision"] = precision.as_dict()
         model = self.model.to(self.device)
+        if cfg.grad_checkpointing and not enable_grad_checkpointing(model):
+            raise ConfigError("train.grad_checkpointing=true, but no encoder in this model supports it",
+                              "the ViT, Swin, open_clip and transformers text encoders do; drop the option")
+        if cfg.channels_last:
+            to_channels_last(model)
         if self.world > 1:  # batch statistics over the global batch, as a single process would compute them
             model = convert_batchnorm(model)
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.ocfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.ocfg.lr)
+        sharded = self.world > 1 and cfg.strategy == "fsdp"
+        if sharded:
+            from mmfm.engine.fsdp import shard
+            shard(model)
+        opt = make_optimizer(model, self.ocfg, self.device, sharded)
+        scaler = grad_scaler(precision, self.device)
         start = 0
         recover_interrupted_save(self.ckpt_dir)
         if self.ckpt_dir.exists():
@@ -239,14 +288,17 @@ class Trainer:
             if state.get("run_info", {}).get("config") != self.run_info.get("config"):
                 raise CheckpointError(f"{self.run_dir} holds a run with another configuration",
                                       "use a new output folder (--out) or delete the old run")
-            state = load_checkpoint(self.ckpt_dir, model, opt)
+            state = self._resume(model, opt, sharded)
+            if scaler is not None and "grad_scaler" in state:
+                scaler.load_state_dict(state["grad_scaler"])
             start = int(state["step"])
             if is_main():
                 print(f"[mmfm] resuming {self.run_dir} from step {start}", flush=True)
         # an encoder's interface holds parameters that some objectives never use (a ViT's mask token outside
         # MAE/SimMIM): DDP must not wait for their gradients
-        ddp = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if self.world > 1
-               else model)
+        ddp = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+               if self.world > 1 and not sharded else model)
+        run = torch.compile(ddp) if cfg.compile else ddp
         metrics_path = self.run_dir / "metrics.jsonl"
         if is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -271,10 +323,13 @@ class Trainer:
             sums: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
                 batch = to_device(next(batches), self.device)
-                sync = nullcontext() if (self.world == 1 or micro == cfg.grad_accum - 1) else ddp.no_sync()
+                last_micro = micro == cfg.grad_accum - 1
+                if sharded:
+                    model.set_requires_gradient_sync(last_micro)
+                sync = nullcontext() if (ddp is model or last_micro) else ddp.no_sync()
                 with sync:
-                    with _autocast(cfg.precision, self.device):
-                        out = ddp(batch)
+                    with autocast(precision, self.device):
+                        out = run(batch)
                     terms = {k: v for k, v in out.items() if k == "loss" or k.endswith("_loss")}
                     values = all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]))
                     if not bool(torch.isfinite(values).all()):  # every rank sees it: none is left waiting
@@ -283,12 +338,19 @@ class Trainer:
                             + (" on at least one process" if self.world > 1 else ""),
                             "lower optim.lr (or set optim.grad_clip=1.0), and check the inputs for extreme "
                             "values; the last checkpoint is kept, re-run to resume from it")
-                    (out["loss"] / cfg.grad_accum).backward()
+                    loss = out["loss"] / cfg.grad_accum
+                    (loss if scaler is None else scaler.scale(loss)).backward()
                 for k, v in zip(terms, values.tolist()):
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
+            if scaler is not None:
+                scaler.unscale_(opt)
             if self.ocfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.ocfg.grad_clip)
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:  # skips the step if fp16 gradients overflowed, and adapts the scale
+                scaler.step(opt)
+                scaler.update()
             opt.zero_grad(set_to_none=True)
             done = step + 1
             last = {"step": done, "lr": self.ocfg.lr * factor, **sums}
@@ -302,9 +364,8 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss']:.4f}")
             if done % cfg.ckpt_every == 0 or done == cfg.max_steps:
-                if is_main():
-                    save_checkpoint(self.ckpt_dir, model, opt, {"step": done, "run_info": self.run_info})
-                barrier()
+                self._save(model, opt, sharded, {"step": done, "run_info": self.run_info,
+                                                 **({"grad_scaler": scaler.state_dict()} if scaler else {})})
             if done == crash_at:
                 os._exit(137)
         del batches  # stop the loader's workers
@@ -312,6 +373,24 @@ class Trainer:
         if writer:
             writer.close()
         return last
+
+    def _resume(self, model: nn.Module, opt: torch.optim.Optimizer, sharded: bool) -> dict[str, Any]:
+        if not sharded:
+            return load_checkpoint(self.ckpt_dir, model, opt)
+        from mmfm.engine.fsdp import load_full_state
+        state, sd, osd, rng = read_checkpoint(self.ckpt_dir, model)
+        load_full_state(model, opt, sd, osd)
+        restore_rng(rng)
+        return state
+
+    def _save(self, model: nn.Module, opt: torch.optim.Optimizer, sharded: bool, state: dict[str, Any]) -> None:
+        full: tuple[Any, Any] = (None, None)
+        if sharded:  # every rank takes part in gathering the full state; rank 0 writes it
+            from mmfm.engine.fsdp import full_state
+            full = full_state(model, opt)
+        if is_main():
+            save_checkpoint(self.ckpt_dir, model, opt, state, model_state=full[0], optim_state=full[1])
+        barrier()
 
     @staticmethod
     def _truncate_metrics(path: Path, step: int) -> None:

@@ -65,7 +65,7 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
                                                        "class_names": info.get("class_names") or
                                                        cfg.task.get("class_names") or [], **info["input"]}, "task")
-    load_checkpoint(ckpt, model, restore_rng=False)
+    load_checkpoint(ckpt, model, restore_rng_state=False)
     return model.eval(), state
 
 

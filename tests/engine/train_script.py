@@ -1,6 +1,7 @@
 """A tiny training run used by the resume and DDP tests (run as a subprocess, also under torchrun).
 
-usage: python train_script.py OUT BATCH_SIZE [--dropout] [--bn] [--accum N] [--nan-on-rank R --nan-at-step S]
+usage: python train_script.py OUT BATCH_SIZE [--dropout] [--bn] [--blocks] [--accum N] [--steps N]
+                              [--nan-on-rank R --nan-at-step S] [--fsdp] [--compile] [--precision P]
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from mmfm.errors import MMFMError
 
 
 class Net(nn.Module):
-    def __init__(self, dropout: bool, bn: bool = False, nan_step: int = -1) -> None:
+    def __init__(self, dropout: bool, bn: bool = False, nan_step: int = -1, blocks: bool = False) -> None:
         super().__init__()
+        # --blocks: a ModuleList of residual blocks (FSDP shards each one) and a parameter no step uses
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(2)] if blocks
+                                    else [])
+        self.unused = nn.Parameter(torch.zeros(3)) if blocks else None
         # no bias before BN (it gets no gradient, and AdamW would turn round-off into steps)
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 32, bias=not bn),
                                   nn.BatchNorm1d(32) if bn else nn.Identity(),
@@ -30,7 +35,10 @@ class Net(nn.Module):
         self.calls += 1
         if self.calls == self.nan_step:  # a diverging loss on this process only
             batch = {**batch, "image": batch["image"] * float("nan")}
-        logits = self.body(batch["image"])
+        h = self.body[:-1](batch["image"])
+        for blk in self.blocks:
+            h = h + blk(h)
+        logits = self.body[-1](h)
         ce = nn.functional.cross_entropy(logits, batch["label"])
         return {"loss": ce, "ce_loss": ce}
 
@@ -42,11 +50,13 @@ def main() -> None:
     nan_step = -1
     if "--nan-on-rank" in sys.argv and os.environ.get("RANK", "0") == sys.argv[sys.argv.index("--nan-on-rank") + 1]:
         nan_step = int(sys.argv[sys.argv.index("--nan-at-step") + 1])
-    model = Net("--dropout" in sys.argv, "--bn" in sys.argv, nan_step)
+    model = Net("--dropout" in sys.argv, "--bn" in sys.argv, nan_step, "--blocks" in sys.argv)
     data = phantoms(64, spatial_dims=2, size=16, seed=0)
     ds = ArrayDataset(data["image"], data["label"])
-    train = TrainConfig(max_steps=12, batch_size=bs, grad_accum=accum, seed=1, ckpt_every=4, log_every=1,
-                        progress=False)
+    opt = {a[2:]: sys.argv[sys.argv.index(a) + 1] for a in ("--precision", "--steps") if a in sys.argv}
+    train = TrainConfig(max_steps=int(opt.get("steps", 12)), batch_size=bs, grad_accum=accum, seed=1, ckpt_every=4,
+                        log_every=1, progress=False, precision=opt.get("precision", "auto"),
+                        strategy="fsdp" if "--fsdp" in sys.argv else "ddp", compile="--compile" in sys.argv)
     try:
         Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}}).fit()
     except MMFMError as e:  # as the CLI does

@@ -67,6 +67,13 @@ class HFTextEncoder(TextEncoder):
         self.mask_id = int(tok.mask_token_id if tok.mask_token_id is not None else self.pad_id)
         self.special_ids = tuple(int(i) for i in tok.all_special_ids)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        if enable:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_disable()
+        return True
+
     def backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
