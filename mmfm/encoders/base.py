@@ -87,3 +87,14 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor
         return weight.sum(dim=1, keepdim=True)
     reps = -(-in_channels // c)
     return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels] * (c / in_channels)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Convolution weights (4D, 5D) in channels-last order; a convolution then also returns channels-last
+    activations, which oneDNN and cuDNN run faster (no layout conversions around each convolution)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return model

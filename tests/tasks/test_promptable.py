@@ -69,7 +69,9 @@ def test_propagation_fills_the_structure_and_stops_where_it_ends(monkeypatch):
         m[y0:y1 + 1, x0:x1 + 1] = image[y0:y1 + 1, x0:x1 + 1] > 0.5
         return m, 0.9 if m.any() else 0.1
 
-    monkeypatch.setattr(P, "predict_slice", oracle)
+    monkeypatch.setattr(P, "predict_slice", oracle)                   # the prompted slice
+    monkeypatch.setattr(P, "embed_images", lambda model, images: [(im, None) for im in images])  # the others
+    monkeypatch.setattr(P, "decode_prompt", lambda model, image, frame, box: oracle(model, image, box))
     model = type("M", (), {"input_size": 256})()
     start = 9
     box = P.box_of(truth[:, :, start].T)
@@ -80,6 +82,9 @@ def test_propagation_fills_the_structure_and_stops_where_it_ends(monkeypatch):
     # along another axis: the same volume sliced along j
     res_j = P.propagate(model, np.moveaxis(vol, 1, 2), start, box, axis=1, margin=256 / 40)
     assert np.array_equal(res_j.mask, np.moveaxis(truth, 1, 2))
+    # slices embedded 4 at a time: the same masks and stops
+    res_4 = P.propagate(model, vol, start, box, margin=256 / 40, batch=4)
+    assert np.array_equal(res_4.mask, truth) and res_4.stopped == res.stopped
 
 
 def test_simulated_prompts_lie_around_and_inside_the_mask():
@@ -167,3 +172,28 @@ def test_text_prompted_model_segments_each_class_by_its_name():
     with pytest.raises(Exception, match="class_names"):
         P.promptable_segmentation(num_classes=3, spatial_dims=2, in_channels=1, network="encoder",
                                   encoder={"name": "vit_micro"}, prompt="text", class_names=["a"])
+
+
+def test_fused_attention_and_inference_folding_keep_litemedsam_outputs():
+    """LiteMedSAM's attention runs through torch's fused SDPA (encoder and decoder) and ``for_inference`` folds
+    BatchNorm into the convolutions and goes channels-last: the logits must equal those of the package's own
+    explicit-softmax attention with BatchNorm in place."""
+    import copy
+
+    torch.manual_seed(0)
+    fused = P.litemedsam_model().eval()
+    plain = copy.deepcopy(fused)
+    swapped = 0
+    for m in plain.modules():
+        if type(m).__name__ == "FusedAttention":
+            m.__class__ = type(m).__mro__[1]                  # back to the vendored class
+            swapped += 1
+    assert swapped == 10 + 7                                   # TinyViT windows + SAM decoder attentions
+    x, box = torch.rand(1, 3, 256, 256), torch.tensor([[60.0, 50.0, 170.0, 180.0]])
+    with torch.no_grad():
+        ref, ref_iou = plain(x, box)
+        got, _ = fused(x, box)
+        fast, fast_iou = P.for_inference(fused)(x, box)
+    assert torch.allclose(got, ref, atol=1e-3) and torch.allclose(fast, ref, atol=1e-3)
+    assert ((fast > 0) == (ref > 0)).float().mean() > 0.9999 and torch.allclose(fast_iou, ref_iou, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.image_encoder.modules())
