@@ -27,6 +27,14 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import (
+    best_precision,
+    matmul_peak,
+    precision_context,
+    print_ratio,
+    register_fused_attention_flops,
+    sync,
+)
 from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,33 +87,43 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--img", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", choices=["best", "fp32", "bf16"], default="best",
+                    help="both sides; best: bf16 autocast where native, else fp32")
     ap.add_argument("--json", help="also write the numbers as result records (for scripts/doc_tables.py)")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    precision = best_precision(device) if args.precision == "best" else args.precision
     records: list = []
     from open_clip.loss import ClipLoss as OpenClipLoss
 
+    from mmfm.engine.trainer import OptimConfig, make_optimizer
     from mmfm.objectives.losses import ClipLoss
 
     dual, oc, images, tok = build(args.batch, args.img)
+    dual, oc, images = dual.to(device), oc.to(device), images.to(device)
+    tok = {k: v.to(device) for k, v in tok.items()}
     mm_loss, oc_loss = ClipLoss(), OpenClipLoss()
-    mm_opt = torch.optim.AdamW(dual.parameters(), lr=1e-5)
-    oc_opt = torch.optim.AdamW(oc.parameters(), lr=1e-5)
+    mm_opt = make_optimizer(dual, OptimConfig(lr=1e-5, weight_decay=0.0), device)   # mmfm's engine: fused AdamW
+    oc_opt = torch.optim.AdamW(oc.parameters(), lr=1e-5, weight_decay=0.0)        # open_clip's main.py: AdamW
     dual.train(), oc.train()
     for m in (dual.text.model, oc.text.transformer):
         m.eval()  # dropout off in both text towers, so the two first losses can be compared exactly
 
     def mmfm_step() -> float:
-        v = dual.image_features(images)["global"]
-        t = dual.text_features(tok)["global"]
-        loss = mm_loss(v, t, dual.logit_scale)
+        with precision_context(precision, device):
+            v = dual.image_features(images)["global"]
+            t = dual.text_features(tok)["global"]
+            loss = mm_loss(v, t, dual.logit_scale)
         mm_opt.zero_grad(set_to_none=True)
         loss.backward()
         mm_opt.step()
         return float(loss.detach())
 
     def open_clip_step() -> float:
-        img_f, txt_f, scale = oc(images, tok["input_ids"])
-        loss = oc_loss(img_f, txt_f, scale)
+        with precision_context(precision, device):
+            img_f, txt_f, scale = oc(images, tok["input_ids"])
+            loss = oc_loss(img_f.float(), txt_f.float(), scale.float())
         oc_opt.zero_grad(set_to_none=True)
         loss.backward()
         oc_opt.step()
@@ -115,19 +133,31 @@ def main() -> None:
     times: dict[str, list[float]] = {"mmfm": [], "open_clip": []}
     for i in range(args.steps + 1):
         for name, fn in (("mmfm", mmfm_step), ("open_clip", open_clip_step))[:: 1 if i % 2 else -1]:
+            sync(device)
             t0 = time.perf_counter()
             fn()
+            sync(device)
             if i:  # round 0 is warm-up
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"batch {args.batch}, image {args.img}x{args.img}, text {tuple(tok['input_ids'].shape)}, "
-          f"{args.steps} timed steps each, torch threads {torch.get_num_threads()}")
+          f"{args.steps} timed steps each, torch threads {torch.get_num_threads()}, {device.type}, {precision}")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    register_fused_attention_flops()
+    with FlopCounterMode(display=False) as fc:
+        mmfm_step()
+    flops, peak = fc.get_total_flops(), matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     for k in med:
-        print(f"  {k:10s} {args.batch / med[k]:8.2f} samples/s  (median step {med[k] * 1000:.0f} ms)")
+        print(f"  {k:10s} {args.batch / med[k]:8.2f} samples/s  (median step {med[k] * 1000:.0f} ms, "
+              f"{flops / med[k] / 1e9:.1f} GFLOP/s = MFU {flops / med[k] / peak:.1%} of the {precision} matmul peak "
+              f"{peak / 1e9:.0f} GFLOP/s)")
+        records.append(ResultRecordFor(f"step MFU ({device.type}, {precision})", k, flops / med[k] / peak))
     print(f"throughput ratio mmfm / open_clip: {med['open_clip'] / med['mmfm']:.3f}")
     print(f"first-step loss: mmfm {first[0]:.6f}, open_clip {first[1]:.6f} (difference {abs(first[0] - first[1]):.2e})")
-    assert F.mse_loss(torch.tensor(first[0]), torch.tensor(first[1])) < 1e-8, "the two do not compute the same loss"
-    records += _records("step (same towers)", med, args.batch)
+    tol = 1e-8 if precision == "fp32" else 1e-3          # bf16: the same loss up to bf16 rounding
+    assert F.mse_loss(torch.tensor(first[0]), torch.tensor(first[1])) < tol, "the two do not compute the same loss"
+    records += _records(f"step (same towers, {device.type}, {precision})", med, args.batch)
     for n in (256, 2048):
         records += loss_only(n)
     records += projections(dual, images, tok)
@@ -136,6 +166,15 @@ def main() -> None:
 
         write_results(args.json, records)
         print(f"wrote {args.json}")
+    setting = f"vit_mini + MiniLM, batch {args.batch}, {args.img}x{args.img}, {device.type}, {precision}"
+    print_ratio(med["open_clip"] / med["mmfm"], f"mmfm CLIP objective + DualEncoder, fused AdamW, {setting}",
+                f"open_clip CustomTextCLIP + ClipLoss with the same towers and weights, AdamW, {setting}")
+
+
+def ResultRecordFor(part: str, name: str, value: float):  # noqa: N802 - a record constructor
+    from mmfm.evaluation.results import ResultRecord
+
+    return ResultRecord(part, "clip", "bench", name, "MFU", value, 0)
 
 
 def _records(part: str, med: dict[str, float], n: int) -> list:

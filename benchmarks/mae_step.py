@@ -7,7 +7,15 @@ process (alternating rounds). On CPU, peak memory is measured for each implement
 process; on a GPU it is ``torch.cuda.max_memory_allocated`` in the same process.
 
     .venv/bin/python benchmarks/mae_step.py [--batch 32] [--img 128] [--patch 8] [--steps 10] [--device cpu]
+                                            [--size mini|vit_b] [--precision best|fp32|bf16]
                                             [--json docs/results/bench_mae.json]
+
+``--precision best`` (default) runs both sides in the best precision of the device (bf16 autocast where it is
+native, else fp32; mmfm's ``train.precision=auto`` rule); the ratio line is mmfm over MONAI at that precision. The
+peak is the measured matmul peak *of that precision*, and both peaks are printed. ``--size vit_b``: ViT-B/16
+(768 wide, 12 deep, 12 heads, MLP 3072; decoder 512 x 8, 16 heads) on 224 x 224, MAE's own configuration.
+mmfm's step uses its engine's optimiser (fused AdamW where torch has one), MONAI's a plain ``torch.optim.AdamW``
+as its tutorials do.
 
 Implementations: ``mmfm`` (timm blocks, fused scaled-dot-product attention), ``monai`` (MaskedAutoEncoderViT as
 shipped: attention by einsum) and ``monai+flash`` (the same network with MONAI's ``use_flash_attention`` switched
@@ -17,8 +25,8 @@ forward and twice that backward, is torch's own ``sdpa_flop_count``), so every i
 Before timing, the loss check runs both libraries' losses on the same MONAI predictions and masks: mmfm's
 ``masked_reconstruction_loss`` must equal the masked MSE the MONAI step uses (``loss_gap``, exact up to fp).
 
-Configuration (both): 2D, 1 channel, ViT dim 192, depth 6, 3 heads, MLP 768, qkv bias; decoder dim 128, depth 2,
-4 heads, MLP 512; mask ratio 0.75; MSE on masked patches; AdamW.
+Configuration (both, ``--size mini``): 2D, 1 channel, ViT dim 192, depth 6, 3 heads, MLP 768, qkv bias; decoder
+dim 128, depth 2, 4 heads, MLP 512; mask ratio 0.75; MSE on masked patches; AdamW.
 """
 
 from __future__ import annotations
@@ -33,35 +41,18 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import best_precision, peaks, precision_context, print_ratio, register_fused_attention_flops, sync
 from monai.networks.nets import MaskedAutoEncoderViT
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfm.encoders.vit import ViTEncoder
+from mmfm.engine.trainer import OptimConfig, make_optimizer
 from mmfm.evaluation.results import ResultRecord, write_results
 from mmfm.objectives.losses import masked_reconstruction_loss
 from mmfm.objectives.masked import MAE
 from mmfm.objectives.masking import patchify
 
-
-def _register_fused_attention_flops() -> None:
-    """Count the fused CPU attention kernels (FlopCounterMode gives them 0 otherwise)."""
-    from torch.utils import flop_counter as fcm
-
-    aten = torch.ops.aten
-    for op, fn in ((getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None), "fwd"),
-                   (getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None), "bwd")):
-        if op is None or op in fcm.flop_registry or op.default in fcm.flop_registry:
-            continue
-        if fn == "fwd":
-            def formula(q, k, v, *args, out_shape=None, **kw):
-                return fcm.sdpa_flop_count(q, k, v)
-        else:
-            def formula(grad_out, q, k, v, *args, out_shape=None, **kw):
-                return fcm.sdpa_backward_flop_count(grad_out, q, k, v)
-        fcm.register_flop_formula(op)(formula)
-
-
-_register_fused_attention_flops()
+register_fused_attention_flops()
 
 
 def rss_mb() -> float:
@@ -72,7 +63,7 @@ def rss_mb() -> float:
 def child_peak_memory(name: str, args) -> float:
     """Run ``--only name`` in a fresh process; it prints its step-time peak RSS above its pre-step RSS."""
     cmd = [sys.executable, __file__, "--only", name, "--batch", str(args.batch), "--img", str(args.img),
-           "--patch", str(args.patch), "--device", "cpu"]
+           "--patch", str(args.patch), "--device", "cpu", "--size", args.size, "--precision", args.precision]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -89,13 +80,22 @@ def only(name: str, args) -> None:
     print(max(0.0, peak - base))
 
 
+SIZES = {  # encoder (dim, depth, heads, mlp), decoder (dim, depth, heads, mlp)
+    "mini": ((192, 6, 3, 768), (128, 2, 4, 512)),
+    "vit_b": ((768, 12, 12, 3072), (512, 8, 16, 2048)),
+}
+
+
 def mmfm_step_fn(args, device):
-    enc = ViTEncoder(2, 1, args.patch, dim=192, depth=6, heads=3, max_grid=args.img // args.patch)
-    model = MAE(enc, mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, norm_pix=False).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    (dim, depth, heads, _), (ddim, ddepth, dheads, _) = SIZES[args.size]
+    enc = ViTEncoder(2, 1, args.patch, dim=dim, depth=depth, heads=heads, max_grid=args.img // args.patch)
+    model = MAE(enc, mask_ratio=0.75, decoder_dim=ddim, decoder_depth=ddepth, decoder_heads=dheads,
+                norm_pix=False).to(device)
+    opt = make_optimizer(model, OptimConfig(lr=1e-4, weight_decay=0.05), device)
 
     def step(x):
-        loss = model({"image": x})["loss"]
+        with precision_context(args.precision, device):
+            loss = model({"image": x})["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,9 +105,11 @@ def mmfm_step_fn(args, device):
 def monai_model(args, device, flash: bool = False):
     from monai.networks.blocks.selfattention import SABlock
 
-    model = MaskedAutoEncoderViT(1, args.img, args.patch, hidden_size=192, mlp_dim=768, num_layers=6, num_heads=3,
-                                 masking_ratio=0.75, decoder_hidden_size=128, decoder_mlp_dim=512,
-                                 decoder_num_layers=2, decoder_num_heads=4, spatial_dims=2, qkv_bias=True).to(device)
+    (dim, depth, heads, mlp), (ddim, ddepth, dheads, dmlp) = SIZES[args.size]
+    model = MaskedAutoEncoderViT(1, args.img, args.patch, hidden_size=dim, mlp_dim=mlp, num_layers=depth,
+                                 num_heads=heads, masking_ratio=0.75, decoder_hidden_size=ddim, decoder_mlp_dim=dmlp,
+                                 decoder_num_layers=ddepth, decoder_num_heads=dheads, spatial_dims=2,
+                                 qkv_bias=True).to(device)
     if flash:  # MaskedAutoEncoderViT does not pass the option through; its attention blocks have it
         for m in model.modules():
             if isinstance(m, SABlock):
@@ -125,8 +127,9 @@ def monai_step_fn(args, device, flash: bool = False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(x):
-        pred, mask = model(x)                                   # (B, N, p*p), (B, N) 1 = masked
-        loss = monai_loss(pred, x, mask, args.patch)
+        with precision_context(args.precision, device):
+            pred, mask = model(x)                               # (B, N, p*p), (B, N) 1 = masked
+            loss = monai_loss(pred.float(), x, mask, args.patch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -146,11 +149,6 @@ def loss_gap(args, device) -> float:
         return abs(float(ours) - float(monai_loss(pred, x, mask, args.patch)))
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(step, x, steps, device):
     for _ in range(3):
         step(x)
@@ -168,18 +166,6 @@ def measure(step, x, steps, device):
     return dt, peak, fc.get_total_flops()
 
 
-def matmul_peak(device, n=2048, reps=10):
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
@@ -188,9 +174,13 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", choices=list(SIZES), default="mini")
+    ap.add_argument("--precision", choices=["best", "fp32", "bf16"], default="best")
     ap.add_argument("--only", choices=list(STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the numbers as result records (for scripts/doc_tables.py)")
     args = ap.parse_args()
+    if args.precision == "best":
+        args.precision = best_precision(torch.device(args.device))
     if args.only:
         return only(args.only, args)
     device = torch.device(args.device)
@@ -207,10 +197,13 @@ def main():
     med = {k: sorted(v, key=lambda r: r[0])[len(v) // 2] for k, v in res.items()}
     if device.type == "cpu":
         med = {k: (dt, child_peak_memory(k, args), fl) for k, (dt, _, fl) in med.items()}
-    peak = matmul_peak(device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"image {args.img}^2, patch {args.patch}; loss check: |mmfm - MONAI| = {gap:.2e}")
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    peak_of = peaks(device)
+    peak = peak_of[args.precision]
+    setting = f"{args.size} 2D {args.img}^2 b{args.batch} p{args.patch} {args.precision} {device.type}"
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {setting}; "
+          f"loss check: |mmfm - MONAI| = {gap:.2e}")
+    print(f"matmul peak: fp32 {peak_of['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peak_of['bf16'] / 1e9:.1f} GFLOP/s "
+          f"(fractions below are of the {args.precision} peak)")
     records = []
     for name, (dt, mem, flops) in med.items():
         ratio = med[name][0] / med["mmfm"][0]
@@ -220,11 +213,15 @@ def main():
         for metric, v in (("img/s", args.batch / dt), ("GFLOP per step", flops / 1e9),
                           ("fraction of matmul peak", flops / dt / peak), ("peak MiB", mem),
                           ("mmfm speed-up over it", ratio)):
-            records.append(ResultRecord("mae_step", f"2D {args.img}^2 b{args.batch} p{args.patch} {device.type}",
-                                        "bench", name, metric, float(v), 0))
+            records.append(ResultRecord("mae_step", setting, "bench", name, metric, float(v), 0))
+    for name, v in peak_of.items():
+        records.append(ResultRecord("mae_step", setting, "bench", "machine", f"{name} matmul GFLOP/s", v / 1e9, 0))
     if args.json:
         write_results(args.json, records)
         print(f"wrote {args.json}")
+    print_ratio(med["monai"][0] / med["mmfm"][0],
+                f"mmfm MAE (timm blocks, SDPA, fused AdamW), {args.precision}, {setting}",
+                f"MONAI MaskedAutoEncoderViT as shipped (einsum attention, AdamW), {args.precision}, {setting}")
 
 
 if __name__ == "__main__":
