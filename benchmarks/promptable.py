@@ -128,7 +128,7 @@ def main() -> None:
     records = []
     for name in models:
         for metric, v in (("s per 2D prompt", med[name]), ("liver Dice", float(np.mean(dices[name]))),
-                          ("speed-up of mmfm", med[name] / med["mmfm"])):
+                          ("mmfm speed-up over it", med[name] / med["mmfm"])):
             records.append(ResultRecord("litemedsam inference", setting, "bench", name, metric, v, 0))
     for metric, v in (("max per-slice Dice difference", gap), ("s per second prompt", second),
                       ("GFLOP per prompt", flops / 1e9), ("fraction of fp32 peak", flops / med["mmfm"] / peak["fp32"]),

@@ -39,6 +39,11 @@ SOURCE = {  # results file -> the command that produces it
     "detection": "scripts/reproduce_detection.sh",
     "segmentation": "scripts/reproduce_segmentation.sh",
     "text_prompt": "python scripts/real_text_prompt.py",
+    "bench_mae_vit_b": "benchmarks/mae_step.py --size vit_b --img 224 --patch 16 --batch 8 --steps 3 --rounds 2 "
+                       "--json docs/results/bench_mae_vit_b.json",
+    "bench_promptable": "benchmarks/promptable.py --json docs/results/bench_promptable.json",
+    "bench_data": "benchmarks/data_pipeline.py --json docs/results/bench_data.json",
+    "bench_quickstart": "benchmarks/quickstart_time.py --json docs/results/bench_quickstart.json",
 }
 
 
@@ -213,6 +218,64 @@ def text_prompt() -> str:
             "predicted it anyway (lower is better).")
 
 
+def _value(name: str, method: str, metric: str, task: str | None = None) -> float | None:
+    try:
+        recs = load(name)
+    except Missing:
+        return None
+    vals = [r["value"] for r in recs if r["method"] == method and r["metric"] == metric
+            and (task is None or r["task"].startswith(task))]
+    return vals[0] if vals else None
+
+
+def speed_targets() -> str:
+    """Issue 11's targets beside the measured numbers of the benchmark results (this machine's)."""
+    def f(v: float | None, fmt: str = "{:.2f}") -> str:
+        return "not measured" if v is None else fmt.format(v)
+
+    rows = [
+        ("MAE step, mmfm / MONAI as shipped (best precision here)", ">= 2.0", f(_value("bench_mae", "monai",
+                                                                                         "mmfm speed-up over it"))),
+        ("MAE step, mmfm / MONAI with flash attention", "-", f(_value("bench_mae", "monai+flash",
+                                                                       "mmfm speed-up over it"))),
+        ("MAE step, fraction of the matmul peak of its precision", ">= 0.50",
+         f(_value("bench_mae", "mmfm", "fraction of matmul peak"))),
+        ("MAE step ViT-B/16, mmfm / MONAI", ">= 2.0", f(_value("bench_mae_vit_b", "monai", "mmfm speed-up over it"))),
+        ("MAE step ViT-B/16, fraction of the matmul peak", ">= 0.50",
+         f(_value("bench_mae_vit_b", "mmfm", "fraction of matmul peak"))),
+        ("CLIP step, mmfm / open_clip (same towers)", ">= 1.5", f(_value("bench_clip", "open_clip",
+                                                                           "time / fastest", "step"))),
+        ("CLIP loss alone, mmfm / open_clip (batch 2048)", "-", f(_value("bench_clip", "open_clip", "time / fastest",
+                                                                          "loss (batch 2048"))),
+        ("LiteMedSAM s per 2D box prompt", "<= 0.3", f(_value("bench_promptable", "mmfm", "s per 2D prompt"))),
+        ("LiteMedSAM speed-up over the package as shipped", "-", f(_value("bench_promptable", "shipped",
+                                                                           "mmfm speed-up over it"))),
+        ("LiteMedSAM max per-slice Dice change", "<= 0.005", f(_value("bench_promptable", "mmfm",
+                                                                       "max per-slice Dice difference"), "{:.5f}")),
+        ("LiteMedSAM s per second prompt (embedding reused)", "<= 0.05",
+         f(_value("bench_promptable", "mmfm", "s per second prompt"), "{:.3f}")),
+        ("LiteMedSAM s per 100 propagated slices", "< 40", f(_value("bench_promptable", "mmfm",
+                                                                     "s per 100 propagated slices"), "{:.0f}")),
+        ("Step on files / in memory, first epoch", "<= 1.10", f(_value("bench_data", "files", "time / in-memory"))),
+        ("Step on files / in memory, data.cache filled", "<= 1.10", f(_value("bench_data", "files, cached",
+                                                                            "time / in-memory"))),
+        ("mmfm quickstart, minutes", "< 15", f(_value("bench_quickstart", "mmfm", "minutes"), "{:.1f}")),
+        ("matmul peak here, fp32 GFLOP/s", "-", f(_value("bench_mae", "machine", "fp32 matmul GFLOP/s"), "{:.0f}")),
+        ("matmul peak here, bf16 GFLOP/s", "-", f(_value("bench_mae", "machine", "bf16 matmul GFLOP/s"), "{:.1f}")),
+    ]
+    gflop, peak = _value("bench_promptable", "mmfm", "GFLOP per prompt"), _value("bench_mae", "machine",
+                                                                                 "fp32 matmul GFLOP/s")
+    monai_frac = _value("bench_mae", "monai", "fraction of matmul peak")
+    rows += [
+        ("LiteMedSAM s per prompt at 100% of the fp32 peak (a floor)", "-",
+         f(gflop / peak if gflop and peak else None)),
+        ("MAE: mmfm's fraction of the peak a 2.0x speed-up over MONAI needs", "-",
+         f(2 * monai_frac if monai_frac else None)),
+    ]
+    lines = ["| what | target | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
 def vfm_folder() -> str:
     """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
     via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy"]
@@ -257,6 +320,13 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
                                  lambda r: r["metric"], ["corpus"], 2),
+    "bench-mae-vit-b": lambda: grid(load("bench_mae_vit_b"), lambda r: (r["method"],), sorted(
+        {r["metric"] for r in load("bench_mae_vit_b")}), lambda r: r["metric"], ["implementation"], 2),
+    "bench-promptable": lambda: grid(load("bench_promptable"), lambda r: (r["method"],), sorted(
+        {r["metric"] for r in load("bench_promptable")}), lambda r: r["metric"], ["implementation"], 3),
+    "bench-data": lambda: grid(load("bench_data"), lambda r: (r["method"],), sorted(
+        {r["metric"] for r in load("bench_data")}), lambda r: r["metric"], ["data"], 2),
+    "speed-targets": speed_targets,
     "bench-clip": lambda: grid(load("bench_clip"), lambda r: (r["task"], r["method"]), sorted(
         {r["metric"] for r in load("bench_clip")}), lambda r: r["metric"], ["part", "implementation"], 3),
 }

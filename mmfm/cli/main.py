@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Prepare the built-in 'mini' corpus if needed, train a tissue classifier on 2D "
                                    "patches and a liver/tumour segmenter on LiTS slices, pretrain a ViT with MAE on "
                                    "the unlabelled patches, compare it with random initialisation by linear probe "
-                                   "at 1%%, 10%% and 100%% of the labels (3 seeds), and write results.json, "
+                                   "at 1%, 10% and 100% of the labels (3 seeds), and write results.json, "
                                    "report.md and plots under --out.")
     q.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     q.add_argument("overrides", nargs="*", help="config overrides for both runs, e.g. train.max_steps=20")

@@ -6,10 +6,32 @@ Reference: Liu et al., Swin Transformer, ICCV 2021; Hatamizadeh et al., Swin UNE
 from __future__ import annotations
 
 import torch
-from monai.networks.nets.swin_unetr import SwinTransformer
+import torch.nn.functional as F
+from monai.networks.nets.swin_unetr import SwinTransformer, WindowAttention
 
 from mmfm.encoders.base import ENCODERS, Encoder
 from mmfm.errors import ConfigError
+
+
+class FusedWindowAttention(WindowAttention):
+    """MONAI's window attention through torch's fused scaled-dot-product attention in training too (MONAI takes
+    its SDPA branch only without gradients): the relative-position bias plus the shifted-window mask as the
+    additive attention mask, as MONAI's own branch builds it. Same weights, same result."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index[:n, :n].reshape(-1)]
+        bias = bias.reshape(n, n, -1).permute(2, 0, 1)                                   # (h, n, n)
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = bias.view(1, 1, self.num_heads, n, n) + mask.reshape(1, nw, 1, n, n)
+            bias = bias.expand(b // nw, nw, self.num_heads, n, n).reshape(b, self.num_heads, n, n)
+        else:
+            bias = bias.unsqueeze(0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 
 class SwinEncoder(Encoder):
@@ -23,6 +45,9 @@ class SwinEncoder(Encoder):
         self.net = SwinTransformer(in_chans=in_channels, embed_dim=embed_dim, window_size=(window_size,) * spatial_dims,
                                    patch_size=(2,) * spatial_dims, depths=depths, num_heads=heads,
                                    spatial_dims=spatial_dims)
+        for m in self.net.modules():
+            if type(m) is WindowAttention:
+                m.__class__ = FusedWindowAttention
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         last = self.pyramid(x)[-1]                          # (B, 16*E, *s/32)

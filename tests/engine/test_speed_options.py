@@ -133,3 +133,28 @@ def test_fused_adamw_is_used_on_cpu_and_steps_like_plain_adamw():
             m(x).square().mean().backward()
             o.step()
     assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_swin_fused_window_attention_matches_monai_in_training(dims):
+    """Swin's attention runs through SDPA with gradients too; outputs and gradients equal MONAI's own."""
+    import copy
+
+    from monai.networks.nets.swin_unetr import WindowAttention
+
+    from mmfm.encoders.swin import FusedWindowAttention, swin_small
+
+    torch.manual_seed(0)
+    enc = swin_small(dims, 1)                          # 2 blocks a stage: the second one shifts (mask path)
+    ref = copy.deepcopy(enc)
+    fused = [m for m in enc.modules() if isinstance(m, FusedWindowAttention)]
+    assert fused and all(type(m) is FusedWindowAttention for m in fused)
+    for m in ref.modules():
+        if type(m) is FusedWindowAttention:
+            m.__class__ = WindowAttention
+    x = torch.randn(2, 1, *([32] * dims))
+    out, expect = enc(x)["tokens"], ref(x)["tokens"]
+    assert torch.allclose(out, expect, atol=1e-5)
+    out.square().sum().backward(), expect.square().sum().backward()
+    g = dict(ref.named_parameters())
+    assert all(torch.allclose(p.grad, g[n].grad, atol=1e-4) for n, p in enc.named_parameters() if p.grad is not None)
