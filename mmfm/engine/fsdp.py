@@ -5,6 +5,9 @@ just before it runs and freed after, so an encoder that does not fit one device 
 sharding is every entry of every ``nn.ModuleList`` (transformer blocks, decoder layers, MONAI stages), then the
 root for what is left. Gradients are averaged over processes as under DDP, so a step is the same step.
 
+The trainer shards a copy of the model and, when training ends, gathers the weights back into the caller's own
+(unsharded) module, so the workflows that evaluate and save it afterwards see an ordinary model.
+
 Checkpoints stay the ordinary single-file kind (``mmfm.engine.checkpoint``): the full state is gathered to rank 0
 to be written, and every rank reads the full file and keeps its shard when resuming, so a run may move between
 DDP, FSDP and one process.
@@ -37,6 +40,12 @@ def shard(model: nn.Module) -> nn.Module:
                     fully_shard(block)
     fully_shard(model)
     return model
+
+
+def gather_into(sharded: nn.Module, plain: nn.Module) -> None:
+    """Copy the full weights of ``sharded`` into the unsharded module ``plain`` on every rank (collective)."""
+    sd = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    plain.load_state_dict({k: v.detach().cpu() for k, v in sd.items()})
 
 
 def _param_names(model: nn.Module, opt: torch.optim.Optimizer) -> list[str]:

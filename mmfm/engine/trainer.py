@@ -12,6 +12,7 @@ Data order is a pure function of (seed, epoch): a resumed run sees exactly the b
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -256,7 +257,9 @@ class Trainer:
         seed_everything(cfg.seed)
         precision = resolve_precision(cfg.precision, self.device)
         self.run_info["precision"] = precision.as_dict()
-        model = self.model.to(self.device)
+        sharded = self.world > 1 and cfg.strategy == "fsdp"
+        # FSDP shards a copy (on the device); the caller's module stays whole and gets the weights at the end
+        model = (copy.deepcopy(self.model) if sharded else self.model).to(self.device)
         if cfg.grad_checkpointing and not enable_grad_checkpointing(model):
             raise ConfigError("train.grad_checkpointing=true, but no encoder in this model supports it",
                               "the ViT, Swin, open_clip and transformers text encoders do; drop the option")
@@ -264,7 +267,6 @@ class Trainer:
             to_channels_last(model)
         if self.world > 1:  # batch statistics over the global batch, as a single process would compute them
             model = convert_batchnorm(model)
-        sharded = self.world > 1 and cfg.strategy == "fsdp"
         if sharded:
             from mmfm.engine.fsdp import shard
             shard(model)
@@ -359,6 +361,9 @@ class Trainer:
                 os._exit(137)
         del batches  # stop the loader's workers
         bar.close()
+        if sharded:
+            from mmfm.engine.fsdp import gather_into
+            gather_into(model, self.model)
         if writer:
             writer.close()
         return last

@@ -75,6 +75,9 @@ def test_two_process_fsdp_matches_single_process_and_resumes_after_a_kill(tmp_pa
     bad = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), atol=1e-5)]
     assert not bad, bad
     assert _losses(tmp_path / "single") == pytest.approx(_losses(tmp_path / "fsdp"), abs=1e-5)
+    from safetensors.torch import load_file
+    final = load_file(str(tmp_path / "fsdp" / "final.safetensors"))  # the weights are back in the caller's model
+    assert all(torch.equal(final[k], b[k]) for k in b)
 
 
 def test_compiled_training_gives_the_eager_weights(tmp_path):

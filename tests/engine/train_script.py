@@ -59,6 +59,10 @@ def main() -> None:
                         strategy="fsdp" if "--fsdp" in sys.argv else "ddp", compile="--compile" in sys.argv)
     try:
         Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}}).fit()
+        if os.environ.get("RANK", "0") == "0":  # the caller's own module after training (FSDP gathers into it)
+            from safetensors.torch import save_file
+            final = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(final, os.path.join(out, "final.safetensors"))
     except MMFMError as e:  # as the CLI does
         print(f"mmfm: error: {e}", file=sys.stderr)
         sys.exit(2)
