@@ -5,7 +5,6 @@ the closing ``ratio:`` line."""
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -58,12 +57,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
 
 def peaks(device: torch.device) -> dict[str, float]:
     return {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
-
-
-def precision_context(precision: str, device: torch.device) -> AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def best_precision(device: torch.device) -> str:

@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from _common import (
     best_precision,
     matmul_peak,
-    precision_context,
     print_ratio,
     register_fused_attention_flops,
     sync,
 )
 from torch import nn
+
+from mmfm.engine.precision import autocast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,7 +112,7 @@ def main() -> None:
         m.eval()  # dropout off in both text towers, so the two first losses can be compared exactly
 
     def mmfm_step() -> float:
-        with precision_context(precision, device):
+        with autocast(precision, device):
             v = dual.image_features(images)["global"]
             t = dual.text_features(tok)["global"]
             loss = mm_loss(v, t, dual.logit_scale)
@@ -121,7 +122,7 @@ def main() -> None:
         return float(loss.detach())
 
     def open_clip_step() -> float:
-        with precision_context(precision, device):
+        with autocast(precision, device):
             img_f, txt_f, scale = oc(images, tok["input_ids"])
             loss = oc_loss(img_f.float(), txt_f.float(), scale.float())
         oc_opt.zero_grad(set_to_none=True)

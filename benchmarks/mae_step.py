@@ -41,11 +41,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import best_precision, peaks, precision_context, print_ratio, register_fused_attention_flops, sync
+from _common import best_precision, peaks, print_ratio, register_fused_attention_flops, sync
 from monai.networks.nets import MaskedAutoEncoderViT
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfm.encoders.vit import ViTEncoder
+from mmfm.engine.precision import autocast
 from mmfm.engine.trainer import OptimConfig, make_optimizer
 from mmfm.evaluation.results import ResultRecord, write_results
 from mmfm.objectives.losses import masked_reconstruction_loss
@@ -94,7 +95,7 @@ def mmfm_step_fn(args, device):
     opt = make_optimizer(model, OptimConfig(lr=1e-4, weight_decay=0.05), device)
 
     def step(x):
-        with precision_context(args.precision, device):
+        with autocast(args.precision, device):
             loss = model({"image": x})["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,7 +128,7 @@ def monai_step_fn(args, device, flash: bool = False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(x):
-        with precision_context(args.precision, device):
+        with autocast(args.precision, device):
             pred, mask = model(x)                               # (B, N, p*p), (B, N) 1 = masked
             loss = monai_loss(pred.float(), x, mask, args.patch)
         opt.zero_grad(set_to_none=True)

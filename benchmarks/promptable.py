@@ -24,11 +24,12 @@ import time
 
 import numpy as np
 import torch
-from _common import best_precision, peaks, precision_context, print_ratio, register_fused_attention_flops
+from _common import best_precision, peaks, print_ratio, register_fused_attention_flops
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfm.data.io import read_image
 from mmfm.data.presets import get_preset
+from mmfm.engine.precision import autocast
 from mmfm.evaluation.results import ResultRecord, write_results
 from mmfm.tasks.promptable import (
     box_of,
@@ -81,7 +82,7 @@ def main() -> None:
         image, ref = vol[:, :, k].T, liver_all[:, :, k].T                                  # rows = j
         for name in (list(models) if n % 2 else list(models)[::-1]):                      # alternate the order
             t = time.perf_counter()
-            with precision_context(precision if name == "mmfm" else "fp32", device):
+            with autocast(precision if name == "mmfm" else "fp32", device):
                 mask, _ = predict_slice(models[name], image, box_of(ref, 2))
             times[name].append(time.perf_counter() - t)
             dices[name].append(dice(mask, ref))

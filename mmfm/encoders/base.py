@@ -48,9 +48,19 @@ ENCODERS: Registry[Encoder] = Registry("encoder")
 def enable_grad_checkpointing(model: nn.Module) -> list[str]:
     """Switch on gradient checkpointing in every encoder (image or text) inside ``model`` that supports it;
     return the names of the modules that took it."""
+    from mmfm.encoders.text.base import TextEncoder
+
     return [name or type(model).__name__ for name, m in model.named_modules()
-            if callable(getattr(m, "set_grad_checkpointing", None)) and hasattr(m, "out_dim")
+            if isinstance(m, (Encoder, TextEncoder)) and callable(getattr(m, "set_grad_checkpointing", None))
             and m.set_grad_checkpointing(True)]
+
+
+def swap_class(root: nn.Module, old: type, new: type) -> None:
+    """Give every module of exactly class ``old`` inside ``root`` the subclass ``new`` (same parameters and
+    buffers, another ``forward``): how mmfm puts fused attention into a library's modules without copying them."""
+    for m in root.modules():
+        if type(m) is old:
+            m.__class__ = new
 
 
 def build_encoder(name: str, **kwargs: Any) -> Encoder:

@@ -15,7 +15,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from mmfm.encoders.base import ENCODERS, Encoder, adapt_input_channels
+from mmfm.encoders.base import ENCODERS, Encoder, adapt_input_channels, swap_class
 from mmfm.errors import CheckpointError, ConfigError
 
 INPUT_SIZE = 256
@@ -61,10 +61,7 @@ def tinyvit(in_channels: int = 3) -> torch.nn.Module:
         new = torch.nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                               bias=conv.bias is not None)
         net.patch_embed.seq[0].c = new
-    fused = _fused_attention_class(tiny_vit_sam.Attention)
-    for m in net.modules():
-        if type(m) is tiny_vit_sam.Attention:
-            m.__class__ = fused
+    swap_class(net, tiny_vit_sam.Attention, _fused_attention_class(tiny_vit_sam.Attention))
     return net
 
 

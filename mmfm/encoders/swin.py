@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import SwinTransformer, WindowAttention
 
-from mmfm.encoders.base import ENCODERS, Encoder
+from mmfm.encoders.base import ENCODERS, Encoder, swap_class
 from mmfm.errors import ConfigError
 
 
@@ -45,9 +45,7 @@ class SwinEncoder(Encoder):
         self.net = SwinTransformer(in_chans=in_channels, embed_dim=embed_dim, window_size=(window_size,) * spatial_dims,
                                    patch_size=(2,) * spatial_dims, depths=depths, num_heads=heads,
                                    spatial_dims=spatial_dims)
-        for m in self.net.modules():
-            if type(m) is WindowAttention:
-                m.__class__ = FusedWindowAttention
+        swap_class(self.net, WindowAttention, FusedWindowAttention)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         last = self.pyramid(x)[-1]                          # (B, 16*E, *s/32)

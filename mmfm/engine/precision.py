@@ -71,8 +71,8 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     return Precision("auto", "fp32", f"no native bf16 on this {device.type} (bf16 would be emulated, slower)")
 
 
-def autocast(precision: Precision | str, device: torch.device) -> AbstractContextManager:
-    used = precision.used if isinstance(precision, Precision) else precision
+def autocast(used: str, device: torch.device) -> AbstractContextManager:
+    """The autocast context of a resolved precision (``Precision.used``: fp32 | bf16 | fp16)."""
     if used == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if used == "fp16":

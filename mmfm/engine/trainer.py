@@ -319,7 +319,7 @@ class Trainer:
                     model.set_requires_gradient_sync(last_micro)
                 sync = nullcontext() if (ddp is model or last_micro) else ddp.no_sync()
                 with sync:
-                    with autocast(precision, self.device):
+                    with autocast(precision.used, self.device):
                         out = run(batch)
                     terms = {k: v for k, v in out.items() if k == "loss" or k.endswith("_loss")}
                     values = all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]))

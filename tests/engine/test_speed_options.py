@@ -29,7 +29,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
     assert prec.resolve_precision("auto", cpu).used == "bf16"
     assert prec.resolve_precision("fp32", cpu).used == "fp32"           # what the user asks for wins
     assert prec.resolve_precision("fp16", cpu).used == "fp16"
-    with prec.autocast(prec.resolve_precision("bf16", cpu), cpu):
+    with prec.autocast(prec.resolve_precision("bf16", cpu).used, cpu):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     assert prec.grad_scaler(prec.resolve_precision("fp16", cpu), cpu) is not None
     assert prec.grad_scaler(prec.resolve_precision("bf16", cpu), cpu) is None
