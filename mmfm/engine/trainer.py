@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,13 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~1 more forward
     strategy: str = "ddp"          # with several torchrun processes: ddp (replicas) | fsdp (sharded parameters,
                                    # gradients and optimiser state, for models that do not fit one device)
+    peft: str = ""                 # parameter-efficient tuning of the pretrained parts (mmfm.engine.adapters):
+                                   # lora | dora | loha | lokr; "" trains every parameter
+    peft_rank: int = 8
+    peft_alpha: float = 16.0
+    peft_dropout: float = 0.0
+    peft_targets: list[str] = field(default_factory=list)  # layer names (qkv, fc1, re:<regex>); []: all linear
+    peft_modules: list[str] = field(default_factory=list)  # modules to adapt; []: every encoder (+ model.adaptable)
 
 
 def seed_everything(seed: int) -> None:
@@ -120,8 +127,22 @@ def check_train_config(cfg: TrainConfig) -> None:
     for name in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")
+    if cfg.peft:
+        from mmfm.engine.adapters import check_spec
+
+        check_spec(peft_spec(cfg))
+    elif cfg.peft_targets or cfg.peft_modules:
+        raise ConfigError("train.peft_targets/peft_modules are set but train.peft is empty",
+                          "set train.peft=lora (or dora, loha, lokr), or drop those options")
     if cfg.workers < -1:
         raise ConfigError(f"train.workers={cfg.workers} must be -1 (auto), 0 or more")
+
+
+def peft_spec(cfg: TrainConfig) -> Any:
+    from mmfm.engine.adapters import PeftSpec
+
+    return PeftSpec(cfg.peft, cfg.peft_rank, cfg.peft_alpha, cfg.peft_dropout, tuple(cfg.peft_targets),
+                    tuple(cfg.peft_modules))
 
 
 def num_workers(cfg: TrainConfig, dataset: Any) -> int:
@@ -258,6 +279,18 @@ class Trainer:
         precision = resolve_precision(cfg.precision, self.device)
         self.run_info["precision"] = precision.as_dict()
         sharded = self.world > 1 and cfg.strategy == "fsdp"
+        if cfg.peft:  # before the copy FSDP shards and before resuming: the checkpoint holds the adapters
+            from mmfm.engine.adapters import add_adapters, has_adapters
+
+            if has_adapters(self.model):
+                raise ConfigError("train.peft is set, but the model already has adapters",
+                                  "merge them first (mmfm.engine.adapters.merge_adapters) or drop train.peft")
+            self.run_info["peft"] = add_adapters(self.model, peft_spec(cfg))
+            if is_main():
+                p = self.run_info["peft"]
+                print(f"[mmfm] {cfg.peft} adapters on {p['layers']} layers of {', '.join(p['parts']) or 'the model'}"
+                      f": {p['trainable']:,} of {p['total']:,} parameters train ({100 * p['fraction']:.2f}%)",
+                      flush=True)
         # FSDP shards a copy (on the device); the caller's module stays whole and gets the weights at the end
         model = (copy.deepcopy(self.model) if sharded else self.model).to(self.device)
         if cfg.grad_checkpointing and not enable_grad_checkpointing(model):
@@ -364,6 +397,12 @@ class Trainer:
         if sharded:
             from mmfm.engine.fsdp import gather_into
             gather_into(model, self.model)
+        if cfg.peft:  # the adapter on its own, then merged: what follows (evaluation, export) sees a plain model
+            from mmfm.engine.adapters import merge_adapters, save_adapter
+
+            if is_main():
+                save_adapter(self.model, self.run_info["peft"], self.run_dir / "adapter")
+            merge_adapters(self.model)
         if writer:
             writer.close()
         return last

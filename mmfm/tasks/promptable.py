@@ -80,7 +80,10 @@ class PromptableSegmenter(nn.Module):
     """image (B, 3, S, S) in [0, 1] + prompts -> mask logits (B, 1, S, S) and the decoder's IoU estimate (B, 1).
 
     ``image_encoder(x)`` returns the embedding map (B, D, *grid) the prompt encoder's grid expects.
+    ``adaptable``: the pretrained parts that ``train.peft`` puts adapters on (the prompt encoder is tiny).
     """
+
+    adaptable = ("image_encoder", "mask_decoder")
 
     def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
                  input_size: int = INPUT_SIZE, name: str = "sam-style") -> None:

@@ -65,7 +65,14 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
                                                        "class_names": info.get("class_names") or
                                                        cfg.task.get("class_names") or [], **info["input"]}, "task")
-    load_checkpoint(ckpt, model, restore_rng_state=False)
+    if info.get("peft"):  # trained with adapters: the checkpoint holds them unmerged (for resuming)
+        from mmfm.engine.adapters import PeftSpec, add_adapters, merge_adapters
+
+        add_adapters(model, PeftSpec.from_dict(info["peft"]))
+        load_checkpoint(ckpt, model, restore_rng_state=False)
+        merge_adapters(model)
+    else:
+        load_checkpoint(ckpt, model, restore_rng_state=False)
     return model.eval(), state
 
 
