@@ -47,6 +47,23 @@ class DataConfig:
 
 
 @dataclass
+class FederateConfig:
+    """`mmfm federate`: one dataset split into sites, trained with Flower (mmfm/engine/federated.py)."""
+
+    sites: str = "modality"               # iid | modality | patient | <mini field or labels.csv column>
+    num_sites: int = 2                    # iid and patient: how many sites
+    rounds: int = 5
+    local_steps: int = 20                 # optimiser steps per site per round (train.max_steps is not used)
+    strategy: str = "fedavg"              # fedavg | fedprox
+    proximal_mu: float = 0.01             # fedprox
+    min_sites: int = 1                    # a round goes on with at least this many sites (the others dropped out)
+    address: str = "127.0.0.1:8080"       # server/client mode: where the server listens (loopback by default)
+    round_timeout: float = 600.0          # server/client mode: seconds before a silent site counts as failed
+    wait_s: float = 600.0                 # server: how long to wait for every site before the first round
+    drop: dict[str, int] = field(default_factory=dict)  # simulation: site -> round from which it fails
+
+
+@dataclass
 class RunConfig:
     task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
     objective: dict[str, Any] = field(default_factory=dict)   # pretraining: {name: mae, ...} (mmfm pretrain)
@@ -55,6 +72,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    federate: FederateConfig = field(default_factory=FederateConfig)
     out: str = "runs/run"
     method: str = ""                      # label for results.json (default: encoder name + "-scratch")
 
@@ -158,6 +176,6 @@ def dump_config(cfg: RunConfig, path: Path) -> None:
 def resume_key(cfg: RunConfig) -> dict[str, Any]:
     """The part of a config that must match for a run to resume from a checkpoint (not the output folder,
     not display options)."""
-    key = {k: v for k, v in cfg.to_dict().items() if k != "out"}
+    key = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "federate")}  # federate: not a Trainer run
     key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
     return key

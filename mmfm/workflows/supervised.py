@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,23 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return model.eval(), state
 
 
-def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
-    """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
+@dataclass
+class Prepared:
+    """A supervised run before training: the model, its training data and what a checkpoint records."""
+
+    model: Any
+    train_ds: Any
+    run_info: dict[str, Any]
+    task: str
+    num_classes: int | None
+    encoder_spec: dict[str, Any]
+
+
+def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None) -> Prepared:
+    """Build the task model for ``cfg`` and its training set (``train_ds``/``names``: a given one, e.g. one
+    federated site's share; default ``data.train_split`` with label fraction and augmentation applied)."""
     from mmfm.engine.distributed import is_main
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     task_name = cfg.task["name"]
     TASKS.get(task_name)
     if cfg.task.get("network") == "basicunet" and is_main():
@@ -94,13 +106,16 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         from mmfm.workflows.pretrain import start_from
 
         encoder, encoder_spec = start_from(cfg)   # may fill data.channels / spacing / presets from its contract
-    train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name, train=True)
-    if cfg.data.label_fraction < 1.0:
-        train_ds = train_ds.subset(labelled_subset(train_ds, task_name, cfg.data.label_fraction, cfg.train.seed))
-    if cfg.data.augment:   # seeded per sample from (seed, step, index): exact under resume (mmfm/data/augment.py)
-        from mmfm.data.augment import Augmented
+    if train_ds is None:
+        train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name, train=True)
+        if cfg.data.label_fraction < 1.0:
+            train_ds = train_ds.subset(labelled_subset(train_ds, task_name, cfg.data.label_fraction,
+                                                       cfg.train.seed))
+        if cfg.data.augment:   # seeded per sample from (seed, step, index): exact under resume (data/augment.py)
+            from mmfm.data.augment import Augmented
 
-        train_ds = Augmented(train_ds, cfg.data.augment)
+            train_ds = Augmented(train_ds, cfg.data.augment)
+    names = names or []
     first = first_item(train_ds)
     sample = first["image"]
     spatial_dims, in_channels = sample.ndim - 1, sample.shape[0]
@@ -123,30 +138,34 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
                                                     "spatial_dims": spatial_dims, "in_channels": in_channels,
                                                     "image_size": list(sample.shape[1:]),
                                                     "class_names": class_names}, "task")
-    if is_main():
-        dump_config(cfg, out / "config.yaml")
-    key = resume_key(cfg)
-    run_info = {"config": key, "task": task_name, "num_classes": num_classes, "class_names": class_names,
-                "task_options": task_opts,
+    run_info = {"config": resume_key(cfg), "task": task_name, "num_classes": num_classes,
+                "class_names": class_names, "task_options": task_opts,
                 "encoder": {"name": encoder_spec.get("name"), **encoder_spec.get("options", {})},
                 "input": {"spatial_dims": spatial_dims, "in_channels": in_channels,
                           "image_size": list(sample.shape[1:])},
                 "preprocessing": dataspec.contract(cfg.data, train_ds)}
-    Trainer(model, train_ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
-    if not is_main():
-        return []
-    fixed_networks = {"registration": "voxelmorph", "detection": f"retinanet:{encoder_spec.get('name')}",
+    return Prepared(model, train_ds, run_info, task_name, num_classes, encoder_spec)
+
+
+def method_name(cfg: RunConfig, prep: Prepared) -> str:
+    fixed_networks = {"registration": "voxelmorph", "detection": f"retinanet:{prep.encoder_spec.get('name')}",
                       "promptable_segmentation": "litemedsam"}
-    network = cfg.task.get("network") or fixed_networks.get(task_name)
-    if task_name in ("registration", "detection"):
-        network = fixed_networks[task_name]
-    arch = network if network not in (None, "encoder") else encoder_spec.get("name") or "encoder"
-    start = "scratch" if not cfg.encoder.get("weights") else encoder_spec.get("method", "pretrained").split("-", 1)[-1]
-    method = cfg.method or f"{arch}-{start}"
-    dataset = dataspec.name(cfg.data)
+    network = cfg.task.get("network") or fixed_networks.get(prep.task)
+    if prep.task in ("registration", "detection"):
+        network = fixed_networks[prep.task]
+    arch = network if network not in (None, "encoder") else prep.encoder_spec.get("name") or "encoder"
+    start = ("scratch" if not cfg.encoder.get("weights")
+             else prep.encoder_spec.get("method", "pretrained").split("-", 1)[-1])
+    return cfg.method or f"{arch}-{start}"
+
+
+def evaluate_splits(model: Any, cfg: RunConfig, task_name: str, method: str,
+                    datasets: dict[str, Any] | None = None, dataset_name: str | None = None) -> list[ResultRecord]:
+    """Records of ``model`` on each of ``data.eval_splits`` (or the given ``datasets``: split -> dataset)."""
+    dataset = dataset_name or dataspec.name(cfg.data)
     records = []
     for split in cfg.data.eval_splits:
-        ds, _ = build_split(cfg.data, split, task_name)
+        ds = datasets[split] if datasets is not None else build_split(cfg.data, split, task_name)[0]
         if len(ds) == 0:
             continue
         roi = cfg.data.patch if task_name == "segmentation" else ()
@@ -158,9 +177,25 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
             if metric != "classes_evaluated":
                 records.append(ResultRecord(task_name, dataset, split, method, metric, value, cfg.train.seed,
                                             cfg.data.label_fraction))
+    return records
+
+
+def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
+    """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
+    from mmfm.engine.distributed import is_main
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg)
+    if is_main():
+        dump_config(cfg, out / "config.yaml")
+    Trainer(prep.model, prep.train_ds, cfg.train, cfg.optim, out, run_info=prep.run_info).fit()
+    if not is_main():
+        return []
+    records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep))
     write_results(out / "results.json", records)
-    plot = plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{task_name} training loss")
-    write_report(out / "report.md", f"{task_name} on {dataset}", records, {"training loss": plot},
-                 [f"{len(train_ds)} training samples, {num_classes} classes, {cfg.train.max_steps} steps"])
+    plot = plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{prep.task} training loss")
+    write_report(out / "report.md", f"{prep.task} on {dataspec.name(cfg.data)}", records, {"training loss": plot},
+                 [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"])
     write_json_atomic(out / "status.json", {"status": "complete", "results": "results.json"})
     return records

@@ -1,0 +1,280 @@
+"""Federated training through Flower: each site trains the shared model on its own data, the server aggregates.
+
+Flower does the protocol, the strategies (FedAvg, FedProx) and the fault handling (a client that fails or
+disconnects mid-round is a failure the strategy accepts; the round aggregates the others). mmfm supplies the
+client (a local round is an ordinary :class:`~mmfm.engine.trainer.Trainer` run of any mmfm model, so precision,
+gradient clipping and the divergence check hold there too) and two ways to run:
+
+* :func:`simulate`: Flower's ``Server`` round loop in this process, clients called in turn through an in-process
+  proxy (no Ray: on a 2-core machine one process is fastest; Flower's Ray simulation adds nothing here);
+* :func:`serve` / :func:`connect`: the server and each site as separate processes over gRPC (``mmfm federate
+  server`` / ``mmfm federate client --site S``), e.g. over loopback or a hospital network.
+
+What is exchanged is the model's floating-point state (parameters and BatchNorm statistics) in a fixed key order;
+integer counters stay local. With FedProx, the local loss gets ``mu/2 * ||w - w_global||^2`` (Li et al. 2020).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flwr
+import numpy as np
+import torch
+from flwr.common import DisconnectRes, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import Server, SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg, FedProx
+from torch import nn
+
+from mmfm.errors import ConfigError
+
+STRATEGIES = ("fedavg", "fedprox")
+
+
+def shared_keys(model: nn.Module) -> list[str]:
+    return [k for k, v in model.state_dict().items() if torch.is_floating_point(v)]
+
+
+def get_arrays(model: nn.Module) -> list[np.ndarray]:
+    sd = model.state_dict()
+    return [sd[k].detach().cpu().float().numpy().copy() for k in shared_keys(model)]
+
+
+def set_arrays(model: nn.Module, arrays: list[np.ndarray]) -> None:
+    keys = shared_keys(model)
+    if len(keys) != len(arrays):
+        raise ConfigError(f"the server sent {len(arrays)} tensors, this site's model has {len(keys)}",
+                          "every site and the server must use the same configuration (task, encoder, data.size)")
+    sd = model.state_dict()
+    new = {}
+    for k, a in zip(keys, arrays):
+        if tuple(a.shape) != tuple(sd[k].shape):
+            raise ConfigError(f"tensor {k}: the server's shape {tuple(a.shape)} differs from this site's "
+                              f"{tuple(sd[k].shape)}", "use the same configuration at every site and the server")
+        new[k] = torch.from_numpy(np.asarray(a)).to(sd[k].dtype)
+    model.load_state_dict(new, strict=False)
+
+
+class Proximal(nn.Module):
+    """FedProx's local objective: the wrapped model's loss + ``mu/2 * ||w - w_global||^2`` over trained
+    parameters (``prox_loss`` logged)."""
+
+    def __init__(self, model: nn.Module, mu: float) -> None:
+        super().__init__()
+        self.model, self.mu = model, mu
+        self.anchor = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = dict(self.model(batch))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        prox = 0.5 * self.mu * sum(((p - a.to(p.device)) ** 2).sum() for p, a in zip(params, self.anchor))
+        out["prox_loss"] = prox.detach() if torch.is_tensor(prox) else torch.tensor(float(prox))
+        out["loss"] = out["loss"] + prox
+        return out
+
+
+class SiteClient(flwr.client.NumPyClient):
+    """One site: trains the global model ``local_steps`` steps on ``train_ds`` per round and evaluates it with
+    ``evaluate_fn(model) -> {metric: value}`` on the site's own held-out data."""
+
+    def __init__(self, name: str, model: nn.Module, train_ds: Any, train_cfg: Any, optim_cfg: Any,
+                 local_steps: int, evaluate_fn: Callable[[nn.Module], dict[str, float]], n_eval: int,
+                 run_info: dict[str, Any] | None = None) -> None:
+        self.name, self.model, self.train_ds = name, model, train_ds
+        self.train_cfg, self.optim_cfg, self.local_steps = train_cfg, optim_cfg, local_steps
+        self.evaluate_fn, self.n_eval, self.run_info = evaluate_fn, n_eval, run_info or {}
+        self.rounds = 0
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return get_arrays(self.model)
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+        from dataclasses import replace
+
+        from mmfm.engine.trainer import Trainer
+
+        set_arrays(self.model, parameters)
+        rnd = int(config.get("server_round", self.rounds + 1))
+        self.rounds = rnd
+        if os.environ.get("MMFM_TEST_SITE_EXIT_ROUND") == str(rnd):  # tests: this site's process dies mid-round
+            os._exit(137)
+        mu = float(config.get("proximal_mu", 0.0))
+        local = Proximal(self.model, mu) if mu > 0 else self.model
+        cfg = replace(self.train_cfg, max_steps=self.local_steps, ckpt_every=self.local_steps,
+                      log_every=self.local_steps, progress=False, seed=self.train_cfg.seed * 1009 + rnd)
+        with tempfile.TemporaryDirectory(prefix="mmfm-site-") as work:   # a round's checkpoint is not kept
+            last = Trainer(local, self.train_ds, cfg, self.optim_cfg, work,
+                           run_info={**self.run_info, "config": {"site": self.name, "round": rnd}}).fit()
+        return get_arrays(self.model), len(self.train_ds), {"site": self.name, "loss": float(last.get("loss", 0))}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict]:
+        set_arrays(self.model, parameters)
+        self.model.eval()
+        metrics = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}
+        self.model.train()
+        return 0.0, max(self.n_eval, 1), {"site": self.name, **metrics}
+
+
+class Recorder:
+    """Per-round, per-site metrics the strategy reports (Flower's aggregation hooks), and the overall
+    example-weighted mean."""
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def _entry(self) -> dict[str, Any]:
+        return {"round": len(self.rounds), "fit": {}, "evaluate": {}, "overall": {}}
+
+    def fit_metrics(self, results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        with self.lock:
+            entry = self._entry()
+            entry["round"] = len(self.rounds) + 1
+            entry["fit"] = {m["site"]: {"examples": n, "loss": m.get("loss")} for n, m in results}
+            self.rounds.append(entry)
+        return {"sites_trained": len(results)}
+
+    def evaluate_metrics(self, results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        with self.lock:
+            if not self.rounds:
+                self.rounds.append(self._entry())
+            entry = self.rounds[-1]
+            entry["evaluate"] = {m["site"]: {"examples": n, **{k: v for k, v in m.items() if k != "site"}}
+                                 for n, m in results}
+            total = sum(n for n, _ in results)
+            keys = set.intersection(*[set(m) - {"site"} for _, m in results]) if results else set()
+            entry["overall"] = {k: sum(n * float(m[k]) for n, m in results) / max(total, 1) for k in sorted(keys)}
+            return dict(entry["overall"])
+
+
+def make_strategy(name: str, recorder: Recorder, min_sites: int, mu: float = 0.0,
+                  initial: list[np.ndarray] | None = None, fraction_fit: float = 1.0) -> Any:
+    if name not in STRATEGIES:
+        raise ConfigError(f"federate.strategy='{name}' is not a strategy mmfm knows",
+                          f"use one of {', '.join(STRATEGIES)}")
+    kw = dict(fraction_fit=fraction_fit, fraction_evaluate=1.0, min_fit_clients=min_sites,
+              min_evaluate_clients=min_sites, min_available_clients=min_sites, accept_failures=True,
+              fit_metrics_aggregation_fn=recorder.fit_metrics,
+              evaluate_metrics_aggregation_fn=recorder.evaluate_metrics,
+              on_fit_config_fn=lambda rnd: {"server_round": rnd},
+              initial_parameters=ndarrays_to_parameters(initial) if initial is not None else None)
+    return (_Keeping(FedProx) if name == "fedprox" else _Keeping(FedAvg))(
+        **kw, **({"proximal_mu": mu} if name == "fedprox" else {}))
+
+
+def _Keeping(base: type) -> type:  # noqa: N802  (a class factory)
+    """``base`` strategy that also keeps the last aggregated model (Flower's server loop does not return it)."""
+
+    class Keeping(base):  # type: ignore[misc, valid-type]
+        last: list[np.ndarray] | None = None
+
+        def initialize_parameters(self, client_manager):  # noqa: ANN001, ANN201
+            params = super().initialize_parameters(client_manager)
+            if params is not None:
+                self.last = parameters_to_ndarrays(params)
+            return params
+
+        def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001, ANN201
+            params, metrics = super().aggregate_fit(server_round, results, failures)
+            if params is not None:
+                self.last = parameters_to_ndarrays(params)
+            return params, metrics
+
+        def global_arrays(self) -> list[np.ndarray]:
+            if self.last is None:
+                raise ConfigError("the federation ended without a global model (no site ever trained)",
+                                  "check that the sites reached the server (federate.address) and did not fail")
+            return self.last
+
+    Keeping.__name__ = base.__name__
+    return Keeping
+
+
+class _InProcessProxy(ClientProxy):
+    """A Flower ``ClientProxy`` that calls a client in this process; ``fail_at`` makes it fail from that round on
+    (a site that drops out mid-federation, for tests and the dropout evidence)."""
+
+    def __init__(self, cid: str, client: Any, fail_at: int | None) -> None:
+        super().__init__(cid)
+        self.client, self.fail_at, self.round = client, fail_at, 0
+
+    def _check(self) -> None:
+        if self.fail_at is not None and self.round >= self.fail_at:
+            raise ConnectionError(f"site {self.cid} dropped out (federate.drop)")
+
+    def get_properties(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
+        return self.client.get_properties(ins)
+
+    def get_parameters(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
+        return self.client.get_parameters(ins)
+
+    def fit(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
+        self.round = int(group_id or 0)
+        self._check()
+        return self.client.fit(ins)
+
+    def evaluate(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
+        self._check()
+        return self.client.evaluate(ins)
+
+    def reconnect(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
+        return DisconnectRes(reason="")
+
+
+def simulate(clients: dict[str, SiteClient], strategy: Any, rounds: int,
+             drop: dict[str, int] | None = None) -> Any:
+    """Flower's server loop with every site in this process; ``drop``: site -> round from which it fails."""
+    drop = drop or {}
+    unknown = sorted(set(drop) - set(clients))
+    if unknown:
+        raise ConfigError(f"federate.drop names sites {unknown} that do not exist", f"sites: {sorted(clients)}")
+    manager = SimpleClientManager()
+    for name, client in clients.items():
+        manager.register(_InProcessProxy(name, client.to_client(), drop.get(name)))
+    server = Server(client_manager=manager, strategy=strategy)
+    history, _ = server.fit(num_rounds=rounds, timeout=None)
+    return history
+
+
+class _WaitForAll(SimpleClientManager):
+    """Starts the first round only once ``expected`` sites are connected (or ``wait_s`` passed); later rounds go
+    on with whoever is still connected (at least the strategy's minimum)."""
+
+    def __init__(self, expected: int, wait_s: float) -> None:
+        super().__init__()
+        self.expected, self.wait_s, self.waited = expected, wait_s, False
+
+    def sample(self, num_clients, min_num_clients=None, criterion=None):  # noqa: ANN001, ANN201
+        if not self.waited:   # the strategy sized the first round before the sites had connected: every site
+            self.waited = True
+            self.wait_for(self.expected, timeout=int(self.wait_s))
+            num_clients = max(num_clients, self.num_available())
+        return super().sample(min(num_clients, max(self.num_available(), 1)), min_num_clients, criterion)
+
+
+def serve(address: str, strategy: Any, rounds: int, expected_sites: int, round_timeout: float,
+          wait_s: float = 600) -> Any:
+    """The server as its own process (gRPC): waits for ``expected_sites``, runs ``rounds``, returns the history."""
+    return flwr.server.start_server(server_address=address, strategy=strategy,
+                                    client_manager=_WaitForAll(expected_sites, wait_s),
+                                    config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout))
+
+
+def connect(address: str, client: SiteClient, retries: int = 30) -> None:
+    """Run one site until the server ends the federation (retries while the server is not up yet)."""
+    for attempt in range(retries):
+        try:
+            flwr.client.start_client(server_address=address, client=client.to_client(), max_retries=1,
+                                     max_wait_time=5)
+            return
+        except Exception as e:  # the server is not listening yet: gRPC raises its own error types
+            if attempt == retries - 1 or "UNAVAILABLE" not in repr(e).upper():
+                raise ConfigError(f"cannot reach the federation server at {address} ({type(e).__name__})",
+                                  "start `mmfm federate server CONFIG` first and check federate.address") from None
+            time.sleep(1.0)

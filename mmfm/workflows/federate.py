@@ -1,0 +1,187 @@
+"""`mmfm federate`: train one task across sites with Flower, in one process (``simulate``) or as a server and one
+process per site (``server`` / ``client --site S``), and report every site's metrics and the overall ones.
+
+The sites come from one configuration: ``federate.sites`` splits every split of ``data`` the same way
+(:mod:`mmfm.data.sites`), so the server and each client agree on who is who without exchanging data. A client only
+ever reads its own site's samples. The global model is written like any `mmfm train` run (``checkpoints/last``
+with its run_info), so `mmfm segment`, ``load_trained`` and the evaluation commands take it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mmfm.data import spec as dataspec
+from mmfm.data.sites import BUILTIN, assign_sites, site_indices, site_values
+from mmfm.engine.checkpoint import save_checkpoint
+from mmfm.engine.distributed import is_main
+from mmfm.errors import ConfigError
+from mmfm.evaluation.evaluate import evaluate
+from mmfm.evaluation.report import write_report
+from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
+from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare
+
+
+def _sites_of_split(cfg: RunConfig, split: str, ds: Any) -> dict[str, Any]:
+    by = cfg.federate.sites
+    arrays = dataspec.mini_arrays(cfg.data, split) if dataspec.is_mini(cfg.data) else None
+    values = None if by == "iid" else site_values(ds, arrays, by)
+    seed = cfg.data.split_seed * 7919 + len(split)
+    return site_indices(assign_sites(len(ds), values, by, cfg.federate.num_sites, seed))
+
+
+def site_datasets(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """site -> {"train": dataset, <eval split>: dataset}, and the class names."""
+    task = cfg.task["name"]
+    if dataspec.is_shards(cfg.data):
+        raise ConfigError("mmfm federate needs an indexable dataset, not a shard stream",
+                          "point data at the folder or catalog dataset the shards were written from")
+    train, names = build_split(cfg.data, cfg.data.train_split, task, train=True)
+    sites: dict[str, dict[str, Any]] = {}
+    for site, idx in _sites_of_split(cfg, cfg.data.train_split, train).items():
+        ds = train.subset(idx)
+        if cfg.data.label_fraction < 1.0:
+            ds = ds.subset(labelled_subset(ds, task, cfg.data.label_fraction, cfg.train.seed))
+        if cfg.data.augment:
+            from mmfm.data.augment import Augmented
+
+            ds = Augmented(ds, cfg.data.augment)
+        sites[site] = {"train": ds}
+    if len(sites) < 2 and cfg.federate.sites not in ("iid", "patient"):
+        raise ConfigError(f"federate.sites='{cfg.federate.sites}' gives {len(sites)} site(s) on this data",
+                          f"use a field that differs between samples, or one of {', '.join(BUILTIN)}")
+    for split in cfg.data.eval_splits:
+        ds, _ = build_split(cfg.data, split, task)
+        for site, idx in _sites_of_split(cfg, split, ds).items():
+            if site in sites:   # a site with no training samples does not take part
+                sites[site][split] = ds.subset(idx)
+    return sites, names
+
+
+def _evaluator(cfg: RunConfig, sets: dict[str, Any]) -> Any:
+    task = cfg.task["name"]
+
+    def run(model: Any) -> dict[str, float]:
+        out = {}
+        for split, ds in sets.items():
+            if split == "train" or len(ds) == 0:
+                continue
+            for metric, value in evaluate(model, ds, task, class_names=cfg.task.get("class_names")).items():
+                if metric != "classes_evaluated":
+                    out[f"{split}/{metric}"] = float(value)
+        return out
+    return run
+
+
+def _client(cfg: RunConfig, site: str, sets: dict[str, Any], names: list[str], num_classes: int | None) -> Any:
+    from mmfm.engine.federated import SiteClient
+
+    fixed = replace(cfg, task={**cfg.task, **({"num_classes": num_classes} if num_classes else {})})
+    prep = prepare(fixed, train_ds=sets["train"], names=names)   # same seed everywhere: the same initial model
+    n_eval = sum(len(ds) for k, ds in sets.items() if k != "train")
+    return SiteClient(site, prep.model, sets["train"], cfg.train, cfg.optim, cfg.federate.local_steps,
+                      _evaluator(cfg, sets), n_eval, prep.run_info)
+
+
+def _check(cfg: RunConfig) -> None:
+    f = cfg.federate
+    if f.rounds < 1 or f.local_steps < 1 or f.min_sites < 1:
+        raise ConfigError("federate.rounds, federate.local_steps and federate.min_sites must be at least 1")
+    if cfg.train.peft and is_main():
+        print("[mmfm] train.peft with federate: each round trains and merges a fresh adapter at every site",
+              flush=True)
+
+
+def _finish(cfg: RunConfig, prep: Any, recorder: Any, history: Any, sites: list[str], mode: str
+            ) -> list[ResultRecord]:
+    """Write the global model, results.json (each site and overall), federation.json and the report."""
+    out = Path(cfg.out)
+    f = cfg.federate
+    info = {**prep.run_info, "federation": {"mode": mode, "strategy": f.strategy, "rounds": f.rounds,
+                                            "local_steps": f.local_steps, "sites_by": f.sites, "sites": sites}}
+    save_checkpoint(out / "checkpoints" / "last", prep.model, None, {"step": f.rounds * f.local_steps,
+                                                                     "run_info": info})
+    method = f"{method_name(cfg, prep)}-{f.strategy}"
+    dataset = dataspec.name(cfg.data)
+    records: list[ResultRecord] = []
+    last = next((r for r in reversed(recorder.rounds) if r["evaluate"]), {"evaluate": {}, "overall": {}})
+    for where, metrics in [*[(f"{dataset}@{s}", m) for s, m in sorted(last["evaluate"].items())],
+                           (dataset, last["overall"])]:
+        for key, value in metrics.items():
+            if "/" not in key:
+                continue
+            split, metric = key.split("/", 1)
+            records.append(ResultRecord(prep.task, where, split, method, metric, float(value), cfg.train.seed,
+                                        cfg.data.label_fraction))
+    write_results(out / "results.json", records)
+    failures = [{"round": r["round"], "trained": sorted(r["fit"]), "missing": sorted(set(sites) - set(r["fit"]))}
+                for r in recorder.rounds]
+    write_json_atomic(out / "federation.json", {"sites": sites, "rounds": recorder.rounds, "participation": failures,
+                                                 **info["federation"]})
+    notes = [f"{mode}: {len(sites)} sites ({', '.join(sites)}) by {f.sites}, {f.strategy}, {f.rounds} rounds x "
+             f"{f.local_steps} local steps"]
+    notes += [f"round {x['round']}: {len(x['trained'])} site(s) trained" + (f", missing {x['missing']}"
+                                                                             if x["missing"] else "")
+              for x in failures]
+    write_report(out / "report.md", f"federated {prep.task} on {dataset}", records, {}, notes)
+    write_json_atomic(out / "status.json", {"status": "complete", "results": "results.json"})
+    return records
+
+
+def run_simulation(cfg: RunConfig) -> list[ResultRecord]:
+    """All sites in this process, through Flower's server loop."""
+    from mmfm.engine.federated import Recorder, get_arrays, make_strategy, set_arrays, simulate
+
+    _check(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    sets, names = site_datasets(cfg)
+    prep = prepare(cfg)
+    clients = {s: _client(cfg, s, v, names, prep.num_classes) for s, v in sets.items()}
+    recorder = Recorder()
+    strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
+                             get_arrays(prep.model))
+    history = simulate(clients, strategy, cfg.federate.rounds, cfg.federate.drop)
+    set_arrays(prep.model, strategy.global_arrays())
+    return _finish(cfg, prep, recorder, history, sorted(sets), "simulation")
+
+
+def run_server(cfg: RunConfig) -> list[ResultRecord]:
+    """The federation's server: waits for every site, runs the rounds, writes the run directory."""
+    from mmfm.engine.federated import Recorder, get_arrays, make_strategy, serve, set_arrays
+
+    _check(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    sets, names = site_datasets(cfg)   # the site names (the server reads no site's samples for training)
+    prep = prepare(cfg)
+    recorder = Recorder()
+    strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
+                             get_arrays(prep.model))
+    print(f"[mmfm] federation server on {cfg.federate.address}: waiting for {len(sets)} sites ({', '.join(sets)})",
+          flush=True)
+    history = serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
+                    cfg.federate.wait_s)
+    set_arrays(prep.model, strategy.global_arrays())
+    return _finish(cfg, prep, recorder, history, sorted(sets), "server")
+
+
+def run_client(cfg: RunConfig, site: str) -> None:
+    """One site: trains on its own share of the data whenever the server asks, until the federation ends."""
+    from mmfm.engine.federated import connect
+
+    _check(cfg)
+    sets, names = site_datasets(cfg)
+    if site not in sets:
+        raise ConfigError(f"there is no site '{site}' in this configuration",
+                          f"sites by {cfg.federate.sites}: {', '.join(sorted(sets))}")
+    prep = prepare(cfg)
+    client = _client(cfg, site, sets[site], names, prep.num_classes)
+    print(f"[mmfm] site {site}: {len(sets[site]['train'])} training samples, connecting to {cfg.federate.address}",
+          flush=True)
+    connect(cfg.federate.address, client)
