@@ -119,7 +119,7 @@ def _finish(cfg: RunConfig, prep: Any, recorder: Any, history: Any, sites: list[
     write_results(out / "results.json", records)
     failures = [{"round": r["round"], "trained": sorted(r["fit"]), "missing": sorted(set(sites) - set(r["fit"]))}
                 for r in recorder.rounds]
-    write_json_atomic(out / "federation.json", {"sites": sites, "rounds": recorder.rounds, "participation": failures,
+    write_json_atomic(out / "federation.json", {"sites": sites, "history": recorder.rounds, "participation": failures,
                                                  **info["federation"]})
     notes = [f"{mode}: {len(sites)} sites ({', '.join(sites)}) by {f.sites}, {f.strategy}, {f.rounds} rounds x "
              f"{f.local_steps} local steps"]
