@@ -108,3 +108,50 @@ class Augmented(torch.utils.data.Dataset):
         if has_mask:
             item["mask"] = out["mask"].round().to(torch.as_tensor(item["mask"]).dtype).contiguous()
         return item
+
+
+class ModalityDropout(torch.utils.data.Dataset):
+    """Training items with whole modalities removed (M3AE's modality dropout, review Sec. VI): each modality of a
+    multi-modal item is zeroed with probability ``p`` and marked absent in ``item["present"]``; at least one is kept.
+    Seeded per (seed, step, index) like :class:`Augmented`, so exact under resume; ``dataset[i]`` stays whole."""
+
+    def __init__(self, dataset: Any, p: float) -> None:
+        if not 0.0 < p < 1.0:
+            raise ConfigError(f"data.modality_dropout={p} must be in (0, 1)")
+        self.dataset, self.p = dataset, p
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "p"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.dataset[i]
+
+    def augmented_item(self, i: int, key: tuple[int, int, int]) -> dict[str, Any]:
+        inner = getattr(self.dataset, "augmented_item", None)
+        item = dict(inner(i, key) if inner is not None else self.dataset[i])
+        if "present" not in item:
+            raise ConfigError("data.modality_dropout needs samples with several modalities (data.modalities)",
+                              "list two or more modalities in data.modalities, or drop the option")
+        present = torch.as_tensor(item["present"]).clone()
+        image = torch.as_tensor(item["image"]).clone()
+        m = len(present)
+        if image.shape[0] % m:
+            raise ConfigError(f"{image.shape[0]} channels do not split evenly over {m} modalities",
+                              "bring every modality to the same channel count (data.channels)")
+        seed = int.from_bytes(hashlib.sha256(repr(("modality", *key)).encode()).digest()[:4], "little")
+        g = torch.Generator().manual_seed(seed)
+        drop = (torch.rand(m, generator=g) < self.p) & present.bool()
+        if bool(drop.sum() >= present.sum()):   # keep at least one present modality
+            keep = torch.nonzero(present.bool()).flatten()
+            drop[keep[torch.randint(len(keep), (1,), generator=g)]] = False
+        per = image.shape[0] // m
+        for k in torch.nonzero(drop).flatten().tolist():
+            image[k * per:(k + 1) * per] = 0
+            present[k] = 0
+        item["image"], item["present"] = image, present
+        return item

@@ -94,11 +94,14 @@ class SampleDataset(torch.utils.data.Dataset):
                  label_key: str | None = "label", presets: dict[str, Preset] | None = None, channels: int = 0,
                  spacing: Sequence[float] = (), text: bool = False, extras: bool = False,
                  cache: str | None = None, skip_unreadable: bool = False, patch: Sequence[int] = (),
-                 random_patches: bool = False, patches_per_volume: int = 1) -> None:
+                 random_patches: bool = False, patches_per_volume: int = 1, missing: str = "error",
+                 drop: Sequence[str] = ()) -> None:
         if len(samples) == 0:
             raise SampleError("the dataset split is empty", "check data.root and the split options")
         self.samples, self.label_key, self.channels = samples, label_key, int(channels)
         self.modalities = list(modalities)
+        if not self.modalities:   # the loader's list of modalities (multimodal_csv), else the first sample's
+            self.modalities = list(getattr(samples, "scan", {}).get("modalities", []))
         if not self.modalities:   # several modalities per sample: fuse what the first sample holds, in order
             try:
                 held = sorted(samples[0]["images"])
@@ -106,6 +109,15 @@ class SampleDataset(torch.utils.data.Dataset):
                 held = []
             if len(held) > 1:
                 self.modalities = held
+        if missing not in ("error", "zero"):
+            raise SampleError(f"data.missing_modalities='{missing}' is not a policy", "use error or zero")
+        unknown = sorted(set(drop) - set(self.modalities))
+        if unknown:
+            raise SampleError(f"data.drop_modalities names {unknown}, which are not among the fused modalities "
+                              f"{self.modalities}", "name modalities of data.modalities")
+        # missing="zero": a sample without some modality gets zeros in its channels and item["present"] says which
+        # modalities are there (late fusion ignores absent ones); drop: modalities removed from every sample
+        self.missing, self.drop = missing, set(drop)
         self.user_presets = dict(presets or {})
         self.size, self.spacing, self.text = [int(v) for v in size], [float(v) for v in spacing], text
         self.resize_img = Resize(tuple(self.size), mode="area" if len(self.size) == 2 else "trilinear")
@@ -203,6 +215,9 @@ class SampleDataset(torch.utils.data.Dataset):
         else:
             s = self.samples[i]
             arrays = {"image": self._image(s)}
+            if len(self.modalities) > 1:
+                held = self._select(s)
+                arrays["present"] = np.asarray([m in held for m in self.modalities], np.float32)
             if s.get("mask") is not None:
                 arrays["mask"] = self._mask(s)
             if s.get("boxes") is not None:
@@ -243,10 +258,13 @@ class SampleDataset(torch.utils.data.Dataset):
         if path is None:
             return None
         st = Path(path).stat()
-        return f"{path}|{r.get('series_uid')}|{r.get('slice')}|{st.st_size}|{st.st_mtime_ns}"
+        dropped = f"|drop={sorted(self.drop)}" if self.drop else ""
+        return f"{path}|{r.get('series_uid')}|{r.get('slice')}|{st.st_size}|{st.st_mtime_ns}{dropped}"
 
     def _finish(self, i: int, arrays: dict[str, np.ndarray], s: dict[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"image": torch.as_tensor(np.asarray(arrays["image"]), dtype=torch.float32)}
+        if "present" in arrays:
+            out["present"] = torch.as_tensor(np.asarray(arrays["present"]), dtype=torch.float32)
         if "mask" in arrays:
             out["mask"] = torch.as_tensor(np.asarray(arrays["mask"]), dtype=torch.int64)
         if "boxes" in arrays:    # variable length: batched as lists by collate_samples
@@ -275,9 +293,17 @@ class SampleDataset(torch.utils.data.Dataset):
         rep = s.get("report")
         return rep.text if rep is not None else ""
 
+    def holds_any(self, i: int) -> bool:
+        """Whether sample ``i`` keeps at least one modality after ``drop`` (from the records where they list the
+        sample's files, else by reading it)."""
+        recs = getattr(self.samples, "records", None)
+        held = set(recs[i]["paths"]) if recs is not None and "paths" in recs[i] else set(self.samples[i]["images"])
+        return bool(held - self.drop)
+
     def _select(self, s: dict[str, Any]) -> dict[str, Image]:
         if self.modalities:
-            return {m: s["images"][m] for m in self.modalities if m in s["images"]} or s["images"]
+            held = {m: s["images"][m] for m in self.modalities if m in s["images"] and m not in self.drop}
+            return held if (held or self.drop) else s["images"]
         return s["images"]
 
     def _image(self, s: dict[str, Any]) -> np.ndarray:
@@ -287,6 +313,14 @@ class SampleDataset(torch.utils.data.Dataset):
             order = list(images)
         prepped = {m: Image(self.preset_for(m)(self._adapt(im.array)), m, im.affine, im.meta)
                    for m, im in images.items()}
+        absent = [m for m in order if m not in prepped]
+        if absent and (self.missing == "zero" or set(absent) <= self.drop):
+            if not prepped:
+                raise SampleError(f"sample '{s['ids'].sample_id}' has none of the modalities {order} left",
+                                  "keep at least one modality (data.drop_modalities)")
+            ref = next(iter(prepped.values()))
+            for m in absent:   # zeros where the modality is missing; item["present"] records it
+                prepped[m] = Image(np.zeros_like(ref.array), m, ref.affine, ref.meta)
         image = early_fuse(prepped, order)
         if image.ndim - 1 != len(self.patch or self.size):
             what = "patch" if self.patch else "size"

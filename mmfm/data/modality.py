@@ -30,7 +30,15 @@ _ALIASES = {
 
 
 def canonical_modality(name: str) -> str:
-    """Return the canonical modality for a name or a DICOM Modality code; raise on unknown names."""
+    """Return the canonical modality for a name or a DICOM Modality code; raise on unknown names.
+
+    ``"<modality>:<channel>"`` (``MR:T1``, ``MR:FLAIR``, ``PT:SUV``) names one of several channels of a modality in
+    a multi-modal sample; the part before ``:`` is canonicalised, the channel name kept as given."""
+    if ":" in name:
+        base, channel = name.split(":", 1)
+        if not channel.strip():
+            raise UnknownNameError("modality channel", name, ["MR:T1", "MR:T2", "MR:FLAIR"])
+        return f"{canonical_modality(base)}:{channel.strip()}"
     if name in MODALITIES:
         return name
     key = name.strip().upper()

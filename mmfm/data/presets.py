@@ -119,7 +119,7 @@ def get_preset(name: str) -> Preset:
 
 def default_preset(modality: str) -> Preset:
     """The documented default preset for a modality (``CT`` -> ``ct_abdomen``, ...)."""
-    canon = canonical_modality(modality)
+    canon = canonical_modality(modality).split(":")[0]   # MR:T1 -> MR's preset (data.presets can name MR:T1)
     if canon == "unknown":
         raise ConfigError("the modality of these images is unknown: their file format does not record it",
                           "say which it is (data.options.modality=CT in a config, --modality CT on the command "

@@ -138,8 +138,10 @@ def early_fuse(images: dict[str, Image], order: list[str]) -> np.ndarray:
     missing = [m for m in order if m not in images]
     if missing:
         raise SampleError(f"missing modalities {missing} for early fusion (have {sorted(images)})",
-                          "supply every modality listed in data.modalities for every sample, or set "
-                          f"data.modalities to the ones each sample has, e.g. {sorted(images)}")
+                          "supply every modality listed in data.modalities for every sample, set "
+                          f"data.modalities to the ones each sample has (e.g. {sorted(images)}), or set "
+                          "data.missing_modalities=zero to fill absent ones with zeros (train with "
+                          "data.modality_dropout so the model expects that)")
     return np.concatenate([images[m].array for m in order], axis=0)
 
 

@@ -30,7 +30,7 @@ def _sample_field(s: dict[str, Any], key: str) -> Any:
         return sorted(s.get("images") or {"unknown": None})[0]
     if key in ("patient", "patient_id"):
         return getattr(ids, "patient_id", "") or getattr(ids, "sample_id", "")
-    labels = s.get("labels") or {}
+    labels = {**(s.get("row") or {}), **(s.get("labels") or {})}
     if key in labels:
         return labels[key]
     if ids is not None and hasattr(ids, key):

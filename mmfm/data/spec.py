@@ -207,7 +207,8 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
     if len(samples) == 0:
         raise ConfigError(f"{data.dataset}: split '{split}' is empty ({len(all_samples(data))} samples in all)",
                           "add data, or evaluate on fewer splits (data.eval_splits)")
-    if not data.presets.get("unknown") and not data.options.get("modality"):
+    named = data.options.get("modality") or data.options.get("modality_columns")
+    if not data.presets.get("unknown") and not named:
         say("images whose format does not record the modality (NIfTI, MetaImage, NRRD, PNG, ...) get the preset "
             "'percentile' (0.5-99.5th percentiles -> [0, 1]); set data.options.modality=CT (or data.presets."
             "unknown=<preset>) to use a modality's own")
@@ -220,7 +221,8 @@ def sample_dataset(data: Any, split: str, *, label: bool = False, text: bool = F
     ds = SampleDataset(samples, data.modalities, grid_size(data), data.label if label else None, presets(data),
                        channels=channels, spacing=data.spacing, text=text, extras=extras,
                        cache=data.cache or None, skip_unreadable=train, patch=data.patch, random_patches=train,
-                       patches_per_volume=data.patches_per_volume)
+                       patches_per_volume=data.patches_per_volume, missing=data.missing_modalities,
+                       drop=data.drop_modalities)
     return ds
 
 

@@ -46,6 +46,8 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
             p = logits.argmax(dim=1, keepdim=True).cpu()
         elif task == "promptable_segmentation":   # box prompts from the reference mask of every class
             p = model.predict(x, batch["mask"].to(device)).cpu()
+        elif "present" in batch and getattr(model, "takes_presence", False):   # late fusion: the modalities held
+            p = model.predict(x, batch["present"].to(device)).cpu()
         else:
             p = model.predict(x).cpu()
         t = batch["label" if task == "classification" else "mask"]

@@ -22,17 +22,23 @@ class ClassificationTask(nn.Module):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
 
-    def logits(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(image)["pooled"])  # (B, K)
+    @property
+    def takes_presence(self) -> bool:
+        """Whether the encoder uses which modalities are present (late fusion); early fusion sees zeros."""
+        return bool(getattr(self.encoder, "takes_presence", False))
+
+    def logits(self, image: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.encoder(image, present) if (present is not None and self.takes_presence) else self.encoder(image)
+        return self.head(feats["pooled"])  # (B, K)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = self.logits(batch["image"])
+        logits = self.logits(batch["image"], batch.get("present"))
         return {"loss": F.cross_entropy(logits, batch["label"]), "logits": logits}
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, K)."""
-        return self.logits(image).softmax(dim=-1)
+    def predict(self, image: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities (B, K); ``present`` (B, M): the modalities each sample has (late fusion)."""
+        return self.logits(image, present).softmax(dim=-1)
 
 
 @TASKS.register("classification")

@@ -26,6 +26,12 @@ class DataConfig:
     set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
     modalities: list[str] = field(default_factory=list)  # catalog datasets: early-fused modalities ([]: as read)
+    missing_modalities: str = "error"     # a sample lacking one of data.modalities: error | zero (zeros, and
+    #                                     item["present"] says which are there: any-subset inference)
+    modality_dropout: float = 0.0         # training: each modality of a sample removed with this probability
+    #                                     (M3AE-style; at least one kept), so the model copes with missing ones
+    drop_modalities: list[str] = field(default_factory=list)  # remove these modalities from every sample
+    eval_missing: bool = False            # also evaluate with each modality removed in turn (split "test-noMR")
     size: list[int] = field(default_factory=list)  # resize grid (2 or 3 numbers); []: 64x64 for files (volumes
     #                                     sliced), mini at its stored size (slices2d 128, patches2d 32, crops3d 32^3)
     spacing: list[float] = field(default_factory=list)   # catalog/folder: resample to this voxel size (mm) first

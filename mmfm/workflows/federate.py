@@ -22,7 +22,7 @@ from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.workflows.config import RunConfig, dump_config
-from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare
+from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare, training_view
 
 
 def _sites_of_split(cfg: RunConfig, split: str, ds: Any) -> dict[str, Any]:
@@ -45,11 +45,7 @@ def site_datasets(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]
         ds = train.subset(idx)
         if cfg.data.label_fraction < 1.0:
             ds = ds.subset(labelled_subset(ds, task, cfg.data.label_fraction, cfg.train.seed))
-        if cfg.data.augment:
-            from mmfm.data.augment import Augmented
-
-            ds = Augmented(ds, cfg.data.augment)
-        sites[site] = {"train": ds}
+        sites[site] = {"train": training_view(ds, cfg)}
     if len(sites) < 2 and cfg.federate.sites not in ("iid", "patient"):
         raise ConfigError(f"federate.sites='{cfg.federate.sites}' gives {len(sites)} site(s) on this data",
                           f"use a field that differs between samples, or one of {', '.join(BUILTIN)}")

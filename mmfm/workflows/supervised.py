@@ -77,6 +77,20 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return model.eval(), state
 
 
+def training_view(ds: Any, cfg: RunConfig) -> Any:
+    """The training set as the trainer reads it: seeded augmentation, then modality dropout (both seeded per
+    (seed, step, index): exact under resume, mmfm/data/augment.py)."""
+    if cfg.data.augment:
+        from mmfm.data.augment import Augmented
+
+        ds = Augmented(ds, cfg.data.augment)
+    if cfg.data.modality_dropout:
+        from mmfm.data.augment import ModalityDropout
+
+        ds = ModalityDropout(ds, cfg.data.modality_dropout)
+    return ds
+
+
 @dataclass
 class Prepared:
     """A supervised run before training: the model, its training data and what a checkpoint records."""
@@ -111,10 +125,7 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
         if cfg.data.label_fraction < 1.0:
             train_ds = train_ds.subset(labelled_subset(train_ds, task_name, cfg.data.label_fraction,
                                                        cfg.train.seed))
-        if cfg.data.augment:   # seeded per sample from (seed, step, index): exact under resume (data/augment.py)
-            from mmfm.data.augment import Augmented
-
-            train_ds = Augmented(train_ds, cfg.data.augment)
+        train_ds = training_view(train_ds, cfg)
     names = names or []
     first = first_item(train_ds)
     sample = first["image"]
@@ -180,6 +191,28 @@ def evaluate_splits(model: Any, cfg: RunConfig, task_name: str, method: str,
     return records
 
 
+def evaluate_without_each_modality(prep: Prepared, cfg: RunConfig) -> list[ResultRecord]:
+    """``data.eval_missing``: the eval splits again with each modality removed in turn (zeros in its channels,
+    absent for late fusion); the split is named ``<split>-no<modality>``."""
+    from dataclasses import replace
+
+    mods = list(getattr(prep.train_ds, "modalities", []) or [])
+    if len(mods) < 2:
+        raise ConfigError("data.eval_missing needs samples with several modalities",
+                          "list two or more modalities in data.modalities (a catalog or folder dataset)")
+    records = []
+    for m in mods:
+        data = replace(cfg.data, drop_modalities=[m], missing_modalities="zero", cache="")
+        sets = {}
+        for split in cfg.data.eval_splits:   # samples that hold nothing but the removed modality are left out
+            ds = build_split(data, split, prep.task)[0]
+            sets[split] = ds.subset([i for i in range(len(ds)) if ds.holds_any(i)])
+        for r in evaluate_splits(prep.model, replace(cfg, data=data), prep.task, method_name(cfg, prep),
+                                 datasets=sets, dataset_name=dataspec.name(cfg.data)):
+            records.append(replace(r, split=f"{r.split}-no{m}"))
+    return records
+
+
 def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
     from mmfm.engine.distributed import is_main
@@ -193,6 +226,8 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     if not is_main():
         return []
     records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep))
+    if cfg.data.eval_missing:
+        records += evaluate_without_each_modality(prep, cfg)
     write_results(out / "results.json", records)
     plot = plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{prep.task} training loss")
     write_report(out / "report.md", f"{prep.task} on {dataspec.name(cfg.data)}", records, {"training loss": plot},

@@ -23,6 +23,7 @@ from mmfm.data.io.checks import check_file
 from mmfm.data.io.nifti import label_nifti
 from mmfm.data.io.npz import read_medmnist_npz
 from mmfm.data.io.reports import clean_text, parse_iu_xml, split_sections
+from mmfm.data.modality import canonical_modality
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, Image, Report, make_sample
 from mmfm.errors import InputFileError
@@ -171,22 +172,54 @@ def medmnist_npz(root: Path, split: str = "train", modality: str = "XR") -> Samp
 
 @LAYOUTS.register("image_csv")
 def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image", label_column: str = "label",
-              patient_column: str = "", image_dir: str = "", modality: str = "XR") -> SampleList:
-    """Images plus a CSV of labels (one row per image)."""
+              patient_column: str = "", image_dir: str = "", modality: str = "XR",
+              modality_columns: dict[str, str] | None = None) -> SampleList:
+    """Images plus a CSV of labels (one row per image). ``modality_columns`` ({modality: column}, e.g. ``{CT: ct,
+    PT: pet}`` or ``{"MR:T1": t1, "MR:T2": t2}``): one multi-modal sample per row, an image per column on one grid;
+    an empty cell is a missing modality (``data.missing_modalities=zero`` to use such rows). The row's other
+    columns are kept with the sample (``federate.sites=<column>``)."""
     root = Path(root)
     rows = _rows(root / table)
-    _need_columns(root / table, rows, [image_column, label_column, patient_column])
-    paths = _resolve_images(root, root / table, rows, image_column, image_dir)
-    records = [{"path": p, "label": row[label_column], "patient": row.get(patient_column, "") if patient_column else ""}
-               for p, (_, row) in zip(paths, rows)]
+    columns = dict(modality_columns or {})
+    for m in columns:
+        canonical_modality(m)
+    _need_columns(root / table, rows, [*(columns.values() or [image_column]), label_column, patient_column])
+    if columns:
+        per_mod = {m: [(n, r) for n, r in rows if (r.get(c) or "").strip()] for m, c in columns.items()}
+        empty = [n for n, r in rows if not any((r.get(c) or "").strip() for c in columns.values())]
+        if empty:
+            raise InputFileError(root / table, f"row(s) {empty[:3]} name no image in any of {list(columns.values())}",
+                                 "give each row at least one image, or remove it")
+        found = {m: dict(zip([n for n, _ in rs], _resolve_images(root, root / table, rs, columns[m], image_dir)))
+                 for m, rs in per_mod.items()}
+        paths_of = [{m: found[m][n] for m in columns if n in found[m]} for n, _ in rows]
+    else:
+        paths_of = [{"": p} for p in _resolve_images(root, root / table, rows, image_column, image_dir)]
+    used = set(columns.values()) | {image_column, label_column, patient_column}
+    records = [{"path": next(iter(ps.values())), "paths": ps, "label": row[label_column],
+                "patient": row.get(patient_column, "") if patient_column else "",
+                "row": {k: v for k, v in row.items() if k not in used}}
+               for ps, (_, row) in zip(paths_of, rows)]
     classes = sorted({r["label"] for r in records})
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
-        img = read_image(r["path"], modality=modality)
-        return make_sample({img.modality: img}, labels={"label": classes.index(r["label"])},
-                           ids=Ids(sample_id=file_id(r["path"]), patient_id=pseudonym(r["patient"], "patient")))
+        if "" in r["paths"]:
+            img = read_image(r["path"], modality=modality)
+            images = {img.modality: img}
+        else:   # the column's modality names the image, whatever its header says (two MR sequences stay two)
+            images = {}
+            for m, p in r["paths"].items():
+                im = read_image(p, modality=m.split(":")[0])
+                images[m] = Image(im.array, m, im.affine, im.meta)
+        sample = make_sample(images, labels={"label": classes.index(r["label"])},
+                             ids=Ids(sample_id=file_id(r["path"]), patient_id=pseudonym(r["patient"], "patient")))
+        sample["row"] = r["row"]
+        return sample
 
-    return SampleList(records, read, classes, [classes.index(r["label"]) for r in records])
+    out = SampleList(records, read, classes, [classes.index(r["label"]) for r in records])
+    if columns:   # every sample's fused modalities, whatever the first one holds
+        out.scan["modalities"] = list(columns)
+    return out
 
 
 @LAYOUTS.register("image_text_csv")
