@@ -32,6 +32,7 @@ EPILOG = """examples:
   mmfm vqa configs/vqa_2d.yaml                            closed- and free-text visual question answering
   torchrun --nproc_per_node 2 -m mmfm.cli.main train CONFIG      data-parallel training (DDP)
   mmfm federate simulate configs/federated_classification.yaml  sites trained with Flower (FedAvg/FedProx)
+  mmfm continual configs/continual_mini.yaml              tasks in sequence, forgetting with/without experts
 """
 
 
@@ -81,6 +82,20 @@ def _cmd_federate(a: argparse.Namespace) -> int:
         raise MMFMError(f"--site is for `mmfm federate client`, not '{a.mode}'")
     records = (run_simulation if a.mode == "simulate" else run_server)(cfg)
     _print_records(records, cfg.out)
+    return 0
+
+
+def _cmd_continual(a: argparse.Namespace) -> int:
+    import json as _json
+
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.continual import run_continual
+
+    cfg = load_config(a.config, a.overrides)
+    run_continual(cfg)
+    summary = _json.loads((Path(cfg.out) / "continual.json").read_text())
+    print(f"mean forgetting {summary['mean_forgetting']:.4f}, final mean metric {summary['final_mean']:.4f}")
+    print(f"run directory: {cfg.out}   continual.json, results.json, report.md")
     return 0
 
 
@@ -429,6 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--site", help="client: the site this process is")
     fe.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. federate.rounds=3")
     fe.set_defaults(func=_cmd_federate)
+
+    co = sub.add_parser(
+        "continual", help="learn tasks one after another (MoE experts + gate, sequential, replay); forgetting",
+        description="Learn continual.tasks in order on one encoder with continual.method: moe (the first task "
+                    "trains the encoder, then frozen; a LoRA expert and a head per later task; a prototype gate "
+                    "routes each input to an expert), sequential (fine-tune on) or replay (a buffer of earlier "
+                    "tasks' samples replayed each step). After each task every earlier task is evaluated. Writes "
+                    "continual.json (metric matrix, forgetting, routing accuracy), results.json, report.md with "
+                    "the forgetting curves, and one resumable training folder per task.")
+    co.add_argument("config", help="YAML config with a continual: section (configs/continual_mini.yaml)")
+    co.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. continual.method=replay")
+    co.set_defaults(func=_cmd_continual)
 
     ev = sub.add_parser("evaluate", help="linear probe, k-NN and fine-tuning of encoders at several label fractions",
                         description="Evaluate one or more encoders (a pretrain run directory, random:<encoder>[:3D] "

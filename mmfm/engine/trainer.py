@@ -78,7 +78,7 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~1 more forward
     strategy: str = "ddp"          # with several torchrun processes: ddp (replicas) | fsdp (sharded parameters,
                                    # gradients and optimiser state, for models that do not fit one device)
-    peft: str = ""                 # parameter-efficient tuning of the pretrained parts (mmfm.engine.adapters):
+    peft: str = ""                 # parameter-efficient tuning of the pretrained parts (mmfm.encoders.adapters):
                                    # lora | dora | loha | lokr; "" trains every parameter
     peft_rank: int = 8
     peft_alpha: float = 16.0
@@ -128,7 +128,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")
     if cfg.peft:
-        from mmfm.engine.adapters import check_spec
+        from mmfm.encoders.adapters import check_spec
 
         check_spec(peft_spec(cfg))
     elif cfg.peft_targets or cfg.peft_modules:
@@ -139,7 +139,7 @@ def check_train_config(cfg: TrainConfig) -> None:
 
 
 def peft_spec(cfg: TrainConfig) -> Any:
-    from mmfm.engine.adapters import PeftSpec
+    from mmfm.encoders.adapters import PeftSpec
 
     return PeftSpec(cfg.peft, cfg.peft_rank, cfg.peft_alpha, cfg.peft_dropout, tuple(cfg.peft_targets),
                     tuple(cfg.peft_modules))
@@ -280,11 +280,11 @@ class Trainer:
         self.run_info["precision"] = precision.as_dict()
         sharded = self.world > 1 and cfg.strategy == "fsdp"
         if cfg.peft:  # before the copy FSDP shards and before resuming: the checkpoint holds the adapters
-            from mmfm.engine.adapters import add_adapters, has_adapters
+            from mmfm.encoders.adapters import add_adapters, has_adapters
 
             if has_adapters(self.model):
                 raise ConfigError("train.peft is set, but the model already has adapters",
-                                  "merge them first (mmfm.engine.adapters.merge_adapters) or drop train.peft")
+                                  "merge them first (mmfm.encoders.adapters.merge_adapters) or drop train.peft")
             self.run_info["peft"] = add_adapters(self.model, peft_spec(cfg))
             if is_main():
                 p = self.run_info["peft"]
@@ -398,7 +398,7 @@ class Trainer:
             from mmfm.engine.fsdp import gather_into
             gather_into(model, self.model)
         if cfg.peft:  # the adapter on its own, then merged: what follows (evaluation, export) sees a plain model
-            from mmfm.engine.adapters import merge_adapters, save_adapter
+            from mmfm.encoders.adapters import merge_adapters, save_adapter
 
             if is_main():
                 save_adapter(self.model, self.run_info["peft"], self.run_dir / "adapter")

@@ -70,6 +70,19 @@ class FederateConfig:
 
 
 @dataclass
+class ContinualConfig:
+    """`mmfm continual`: tasks learned one after another on one encoder (mmfm/workflows/continual.py)."""
+
+    method: str = "moe"                   # moe (experts + gate) | sequential (fine-tune on) | replay
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # {name, task: {...}, data: {...}, metric}
+    steps_per_task: int = 200
+    expert_rank: int = 8                  # moe: LoRA rank of each task's expert
+    gate_prototypes: int = 8              # moe: prototypes per task in the gate
+    replay_per_task: int = 64             # replay: samples kept from each earlier task
+    replay_batch: int = 16                # replay: samples of each earlier task per step
+
+
+@dataclass
 class RunConfig:
     task: dict[str, Any] = field(default_factory=lambda: {"name": "classification"})
     objective: dict[str, Any] = field(default_factory=dict)   # pretraining: {name: mae, ...} (mmfm pretrain)
@@ -79,6 +92,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     federate: FederateConfig = field(default_factory=FederateConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     out: str = "runs/run"
     method: str = ""                      # label for results.json (default: encoder name + "-scratch")
 
@@ -182,6 +196,7 @@ def dump_config(cfg: RunConfig, path: Path) -> None:
 def resume_key(cfg: RunConfig) -> dict[str, Any]:
     """The part of a config that must match for a run to resume from a checkpoint (not the output folder,
     not display options)."""
-    key = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "federate")}  # federate: not a Trainer run
+    # federate, continual: sections of their own commands, which key their Trainer runs themselves
+    key = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "federate", "continual")}
     key["train"] = {k: v for k, v in key["train"].items() if k not in ("progress", "tensorboard")}
     return key

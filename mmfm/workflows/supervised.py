@@ -67,7 +67,7 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
                                                        "class_names": info.get("class_names") or
                                                        cfg.task.get("class_names") or [], **info["input"]}, "task")
     if info.get("peft"):  # trained with adapters: the checkpoint holds them unmerged (for resuming)
-        from mmfm.engine.adapters import PeftSpec, add_adapters, merge_adapters
+        from mmfm.encoders.adapters import PeftSpec, add_adapters, merge_adapters
 
         add_adapters(model, PeftSpec.from_dict(info["peft"]))
         load_checkpoint(ckpt, model, restore_rng_state=False)
@@ -103,9 +103,10 @@ class Prepared:
     encoder_spec: dict[str, Any]
 
 
-def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None) -> Prepared:
+def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None, encoder: Any = None) -> Prepared:
     """Build the task model for ``cfg`` and its training set (``train_ds``/``names``: a given one, e.g. one
-    federated site's share; default ``data.train_split`` with label fraction and augmentation applied)."""
+    federated site's share; default ``data.train_split`` with label fraction and augmentation applied).
+    ``encoder``: an encoder module to use instead of building ``cfg.encoder`` (tasks sharing one encoder)."""
     from mmfm.engine.distributed import is_main
 
     task_name = cfg.task["name"]
@@ -113,10 +114,11 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
     if cfg.task.get("network") == "basicunet" and is_main():
         print("[mmfm] task.network=basicunet: a U-Net trained from scratch; the encoder section is not used",
               flush=True)
-    encoder: Any = cfg.encoder
+    given = encoder
+    encoder = cfg.encoder
     encoder_spec: dict[str, Any] = {"name": cfg.encoder.get("name"),
                                     "options": {k: v for k, v in cfg.encoder.items() if k != "name"}}
-    if cfg.encoder.get("weights"):
+    if cfg.encoder.get("weights") and given is None:
         from mmfm.workflows.pretrain import start_from
 
         encoder, encoder_spec = start_from(cfg)   # may fill data.channels / spacing / presets from its contract
@@ -144,6 +146,8 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
                   f"categories ({', '.join(names[1:])})", flush=True)
         task_opts["classes"] = list(range(1, len(names)))
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
+    if given is not None:
+        encoder = given
     class_names = list(cfg.task.get("class_names") or names or [])
     model = TASKS.build_with(task_name, task_opts, {"encoder": encoder, "num_classes": num_classes,
                                                     "spatial_dims": spatial_dims, "in_channels": in_channels,

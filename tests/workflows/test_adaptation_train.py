@@ -25,7 +25,7 @@ def test_train_with_lora_writes_the_adapter_and_reloads_merged(mini_root, tmp_pa
     assert state["run_info"]["peft"]["fraction"] == info["fraction"]
 
     from mmfm.data import spec
-    from mmfm.engine.adapters import has_adapters
+    from mmfm.encoders.adapters import has_adapters
     from mmfm.evaluation.evaluate import evaluate
     from mmfm.workflows.config import load_config
     from mmfm.workflows.supervised import load_trained

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmfm.engine.adapters import (
+from mmfm.encoders.adapters import (
     PeftSpec,
     add_adapters,
     has_adapters,

@@ -94,12 +94,27 @@ def pretrained_parts(model: nn.Module, names: tuple[str, ...] = ()) -> list[str]
     return chosen
 
 
+def _layers(part: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of every module that can take an adapter: plain layers, and layers that already have one
+    (another expert of a mixture), seen as their base layer; never a part of an adapter."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    tuned = [n for n, m in part.named_modules() if isinstance(m, BaseTunerLayer)]
+    out = []
+    for n, m in part.named_modules():
+        if any(n.startswith(t + ".") for t in tuned):
+            continue
+        out.append((n, m.get_base_layer() if isinstance(m, BaseTunerLayer) else m))
+    return out
+
+
 def _default_layers(part: nn.Module) -> list[str]:
     mha_owned = {id(m.out_proj) for m in part.modules() if isinstance(m, nn.MultiheadAttention)}
-    linear = [n for n, m in part.named_modules() if isinstance(m, nn.Linear) and id(m) not in mha_owned]
+    layers = _layers(part)
+    linear = [n for n, m in layers if isinstance(m, nn.Linear) and id(m) not in mha_owned]
     if linear:
         return linear
-    return [n for n, m in part.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    return [n for n, m in layers if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
 
 
 def _matches(name: str, target: str) -> bool:
@@ -116,7 +131,7 @@ def target_layers(model: nn.Module, spec: PeftSpec) -> list[str]:
         prefix = part + "." if part else ""
         sub = modules[part]
         names = _default_layers(sub) if not spec.targets else [
-            n for n, m in sub.named_modules() if n and any(_matches(n, t) for t in spec.targets)]
+            n for n, _ in _layers(sub) if n and any(_matches(n, t) for t in spec.targets)]
         layers.extend(prefix + n for n in names if n)
     if not layers:
         raise ConfigError(f"train.peft_targets={list(spec.targets)} matches no layer in the adapted modules",
@@ -137,13 +152,14 @@ def _config(spec: PeftSpec, layers: list[str]) -> Any:
     return peft.LoKrConfig(r=spec.rank, alpha=spec.alpha, module_dropout=spec.dropout, target_modules=pattern)
 
 
-def is_adapter_param(name: str) -> bool:
-    return f".{ADAPTER_NAME}" in name and any(k in name for k in ("lora_", "hada_", "lokr_"))
+def is_adapter_param(name: str, adapter: str = ADAPTER_NAME) -> bool:
+    return f".{adapter}." in name + "." and any(k in name for k in ("lora_", "hada_", "lokr_"))
 
 
-def add_adapters(model: nn.Module, spec: PeftSpec) -> dict[str, Any]:
-    """Put ``spec``'s adapters into ``model`` in place; freeze the adapted parts' own weights, leave everything
-    else as trainable as it was. Returns what was done: layers, trainable and total parameter counts, fraction."""
+def add_adapters(model: nn.Module, spec: PeftSpec, adapter: str = ADAPTER_NAME) -> dict[str, Any]:
+    """Put ``spec``'s adapters into ``model`` in place; freeze the adapted parts' own weights (and any other
+    adapter), leave everything else as trainable as it was. Returns what was done: layers, trainable and total
+    parameter counts, fraction. ``adapter``: its name (several coexist: the experts of a mixture)."""
     import peft
 
     check_spec(spec)
@@ -151,13 +167,13 @@ def add_adapters(model: nn.Module, spec: PeftSpec) -> dict[str, Any]:
     layers = target_layers(model, spec)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
     try:
-        peft.inject_adapter_in_model(_config(spec, layers), model, adapter_name=ADAPTER_NAME)
+        peft.inject_adapter_in_model(_config(spec, layers), model, adapter_name=adapter)
     except (ValueError, TypeError) as e:  # a layer type the method has no adapter for
         raise ConfigError(f"peft cannot put {spec.method} adapters on these layers ({e})",
                           "choose other layers with train.peft_targets, or train.peft=lora") from None
     for name, p in model.named_parameters():
         in_part = any(part == "" or name.startswith(part + ".") for part in parts)
-        if is_adapter_param(name):
+        if is_adapter_param(name, adapter):
             p.requires_grad_(True)
         elif in_part:
             p.requires_grad_(False)
@@ -226,6 +242,18 @@ def merge_adapters(model: nn.Module) -> int:
             setattr(parent, child, m.get_base_layer())
             merged += 1
     return merged
+
+
+def use_adapter(model: nn.Module, adapter: str | None) -> None:
+    """Make ``adapter`` the active one in every adapted layer (``None``: none, the base layers alone). Only the
+    active adapter's weights are trainable afterwards (peft's rule)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for m in model.modules():
+        if isinstance(m, BaseTunerLayer):
+            m.enable_adapters(adapter is not None)
+            if adapter is not None:
+                m.set_adapter(adapter)
 
 
 def has_adapters(model: nn.Module) -> bool:
