@@ -291,6 +291,9 @@ class Trainer:
                 print(f"[mmfm] {cfg.peft} adapters on {p['layers']} layers of {', '.join(p['parts']) or 'the model'}"
                       f": {p['trainable']:,} of {p['total']:,} parameters train ({100 * p['fraction']:.2f}%)",
                       flush=True)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        self.run_info["parameters"] = {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
         # FSDP shards a copy (on the device); the caller's module stays whole and gets the weights at the end
         model = (copy.deepcopy(self.model) if sharded else self.model).to(self.device)
         if cfg.grad_checkpointing and not enable_grad_checkpointing(model):
