@@ -44,6 +44,12 @@ SOURCE = {  # results file -> the command that produces it
     "bench_promptable": "benchmarks/promptable.py --json docs/results/bench_promptable.json",
     "bench_data": "benchmarks/data_pipeline.py --json docs/results/bench_data.json",
     "bench_quickstart": "benchmarks/quickstart_time.py --json docs/results/bench_quickstart.json",
+    "adapt_peft": "python scripts/reproduce_adaptation.py peft",
+    "adapt_peft_sam": "python scripts/reproduce_adaptation.py peft_sam",
+    "adapt_federated": "python scripts/reproduce_adaptation.py federated",
+    "adapt_continual": "python scripts/reproduce_adaptation.py continual",
+    "adapt_federated_kill": "python scripts/reproduce_adaptation.py federated_kill",
+    "adapt_missing": "python scripts/reproduce_adaptation.py missing",
 }
 
 
@@ -291,6 +297,33 @@ def vfm_folder() -> str:
 
 TEXT_GEN = ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall", "CE_F1"]
 VQA = ["accuracy", "closed_accuracy", "open_exact_match", "open_token_f1"]
+def adapt_continual() -> str:
+    recs = load("adapt_continual")
+    final = [r for r in recs if r["split"] == "final"]
+    summary = grid(final, lambda r: (r["method"],), ["final_mean", "mean_forgetting", "routing_accuracy"],
+                   lambda r: r["metric"], ["method"])
+    curves = [r for r in recs if r["split"].startswith("after:")]
+    order = list(dict.fromkeys(r["split"] for r in curves))
+    tasks = list(dict.fromkeys(r["dataset"] for r in curves))
+    matrix = grid(curves, lambda r: (r["method"], f"{tasks.index(r['dataset']) + 1}. {r['dataset']} "
+                                                  f"({r['metric']})"), order, lambda r: r["split"],
+                  ["method", "task (metric)"])
+    return (summary + "\n\n`final_mean`: every task's metric after the last task; `mean_forgetting`: best earlier "
+            "value minus the final one, averaged over all but the last task (0 = nothing forgotten); "
+            "`routing_accuracy`: how often the gate sent a task's test input to that task's expert (after the last "
+            "task, mean over tasks); `continual-moe-oracle`: each task through its own expert.\n\nEach task (rows) "
+            "after learning each task in turn (columns):\n\n" + matrix)
+
+
+def adapt_federated() -> str:
+    recs = [r for r in load("adapt_federated") if r["split"] == "test" and r["metric"] == "balanced_accuracy"]
+    where = ["mini/patches2d", "mini/patches2d@CT", "mini/patches2d@MR"]
+    return grid(recs, lambda r: (r["method"],), where, lambda r: r["dataset"], ["training"]) + (
+        "\n\nTest balanced accuracy on all test patches and on each site's own (CT: LiTS liver/tumour/background; "
+        "MR: brain grey/white matter), mean ± sd over seeds. `federated-modality-*`: one site per modality "
+        "(non-IID: disjoint classes); `federated-iid-*`: the same data split at random into 2 sites.")
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "label-efficiency": label_efficiency,
     "label-efficiency-litemedsam": label_efficiency_litemedsam,
@@ -327,6 +360,23 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-data": lambda: grid(load("bench_data"), lambda r: (r["method"],), sorted(
         {r["metric"] for r in load("bench_data")}), lambda r: r["metric"], ["data"], 2),
     "speed-targets": speed_targets,
+    "adapt-peft": lambda: grid([r for r in load("adapt_peft") if r["metric"] in
+                                ("balanced_accuracy", "auroc", "trainable_fraction")], lambda r: (r["method"],),
+                               ["balanced_accuracy", "auroc", "trainable_fraction"], lambda r: r["metric"],
+                               ["method"], 4),
+    "adapt-peft-sam": lambda: grid([r for r in load("adapt_peft_sam") if r["metric"] in
+                                    ("dice_liver", "dice_tumour", "trainable_fraction")], lambda r: (r["method"],),
+                                   ["dice_liver", "dice_tumour", "trainable_fraction"], lambda r: r["metric"],
+                                   ["method"], 4),
+    "adapt-federated": adapt_federated,
+    "adapt-continual": adapt_continual,
+    "adapt-federated-kill": lambda: grid([r for r in load("adapt_federated_kill") if r["task"] == "federation"
+                                          or r["metric"] == "balanced_accuracy"], lambda r: (r["dataset"],),
+                                         [f"round {k}" for k in range(1, 7)] + ["test"], lambda r: r["split"],
+                                         ["sites trained per round / test balanced accuracy"], 3),
+    "adapt-missing": lambda: grid([r for r in load("adapt_missing") if r["metric"] == "balanced_accuracy"
+                                   and r["split"] != "train"], lambda r: (r["method"],),
+                                  ["test", "test-noCT", "test-noPT"], lambda r: r["split"], ["fusion, dropout"]),
     "bench-clip": lambda: grid(load("bench_clip"), lambda r: (r["task"], r["method"]), sorted(
         {r["metric"] for r in load("bench_clip")}), lambda r: r["metric"], ["part", "implementation"], 3),
 }

@@ -3,6 +3,7 @@
     python scripts/reproduce_adaptation.py peft          # LoRA vs full fine-tuning vs linear probe, mini tissue
     python scripts/reproduce_adaptation.py peft_sam      # the same on LiTS with LiteMedSAM (box prompts)
     python scripts/reproduce_adaptation.py federated     # federated vs centralised vs single site, IID/non-IID
+    python scripts/reproduce_adaptation.py federated_kill  # server + 2 client processes, one killed mid-round
     python scripts/reproduce_adaptation.py continual     # forgetting: moe vs sequential vs replay
     python scripts/reproduce_adaptation.py missing       # each modality removed, with/without modality dropout
     python scripts/reproduce_adaptation.py all           # everything (about an hour on 2 CPU cores)
@@ -84,8 +85,8 @@ def peft() -> None:
 def peft_sam() -> None:
     """LiteMedSAM on mini's LiTS slices with box prompts: as shipped (no update), mask decoder only (MedSAM's
     recipe; the image encoder frozen), LoRA on the image encoder and mask decoder, everything fine-tuned."""
-    base = ["train", "configs/promptable_segmentation.yaml", "train.max_steps=30", "train.batch_size=4",
-            "data.eval_splits=[test]", "train.ckpt_every=30"]
+    base = ["train", "configs/promptable_segmentation.yaml", "train.max_steps=12", "train.batch_size=2",
+            "data.eval_splits=[test]", "train.ckpt_every=12", "optim.warmup_steps=2"]
     methods = {"as_shipped": ["optim.lr=0", "train.max_steps=1"],
                "decoder_only": ["optim.lr=0.0001"],
                "lora": ["train.peft=lora", "train.peft_rank=8", "optim.lr=0.0003"],
@@ -103,8 +104,8 @@ def peft_sam() -> None:
 def federated() -> None:
     """Tissue classification on mini, sites by modality (CT site: LiTS; MR site: brain; non-IID: different
     classes) or split IID; federated (FedAvg, FedProx) vs centralised vs each site alone, the same number of
-    optimiser steps per site (10 rounds x 20 local steps = 200; centralised: 400 = both sites' total); the centralised and single-site
-    models are evaluated on every site's test data too."""
+    optimiser steps per site (10 rounds x 20 local steps = 200; centralised: 400 = both sites' total); the
+    centralised and single-site models are evaluated on every site's test data too."""
     cfg = "configs/federated_classification.yaml"
     common = ["encoder.name=resnet_tiny", "train.batch_size=32", "data.eval_splits=[test]"]
     recs = []
@@ -123,6 +124,45 @@ def federated() -> None:
                       f"data.options={{modality: {site}}}", f"method=single-site-{site}")
             recs += sites_of(out, seed)
     save("adapt_federated", recs)
+
+
+def federated_kill() -> None:
+    """`mmfm federate server` and two `client` processes over loopback; the MR client is killed (SIGKILL) while
+    it trains in round 3 of 6. The federation must finish with CT alone; federation.json says who trained when."""
+    import signal
+    import socket
+    import time
+
+    out = RUNS / "federated" / "killed-client"
+    if not (out / "status.json").exists():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        args = ["configs/federated_classification.yaml", "encoder.name=resnet_tiny", "train.batch_size=32",
+                "data.eval_splits=[test]", "federate.rounds=6", f"federate.address=127.0.0.1:{port}", f"out={out}"]
+        server = subprocess.Popen([MMFM, "federate", "server", *args], cwd=ROOT)
+        time.sleep(2)
+        ct = subprocess.Popen([MMFM, "federate", "client", "--site", "CT", *args], cwd=ROOT)
+        mr = subprocess.Popen([MMFM, "federate", "client", "--site", "MR", *args], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        trains = 0
+        for line in mr.stdout:   # Flower logs every message the client receives
+            if "Received: train message" in line:
+                trains += 1
+                if trains == 3:
+                    time.sleep(0.5)
+                    mr.send_signal(signal.SIGKILL)
+                    break
+        mr.wait()
+        assert server.wait(timeout=1800) == 0 and ct.wait(timeout=300) == 0
+    fed = json.loads((out / "federation.json").read_text())
+    recs = []
+    for p in fed["participation"]:
+        recs.append({"task": "federation", "dataset": "mini/patches2d", "split": f"round {p['round']}",
+                     "method": "killed-client", "metric": "sites_trained", "value": len(p["trained"]), "seed": 0,
+                     "label_fraction": 1.0})
+    recs += [{**r, "method": "killed-client"} for r in json.loads((out / "results.json").read_text())]
+    save("adapt_federated_kill", recs)
 
 
 def sites_of(out: Path, seed: int) -> list[dict]:
@@ -191,7 +231,8 @@ def missing() -> None:
     save("adapt_missing", recs)
 
 
-PARTS = {"peft": peft, "peft_sam": peft_sam, "federated": federated, "continual": continual, "missing": missing}
+PARTS = {"peft": peft, "peft_sam": peft_sam, "federated": federated, "federated_kill": federated_kill,
+         "continual": continual, "missing": missing}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in (*PARTS, "all"):
