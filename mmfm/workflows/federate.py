@@ -9,7 +9,7 @@ with its run_info), so `mmfm segment`, ``load_trained`` and the evaluation comma
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
-from mmfm.workflows.config import RunConfig, dump_config
+from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare, training_view
 
 
@@ -39,6 +39,8 @@ def site_datasets(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]
     if dataspec.is_shards(cfg.data):
         raise ConfigError("mmfm federate needs an indexable dataset, not a shard stream",
                           "point data at the folder or catalog dataset the shards were written from")
+    if _pretraining(cfg):
+        return _pretraining_sites(cfg), []
     train, names = build_split(cfg.data, cfg.data.train_split, task, train=True)
     sites: dict[str, dict[str, Any]] = {}
     for site, idx in _sites_of_split(cfg, cfg.data.train_split, train).items():
@@ -55,6 +57,58 @@ def site_datasets(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]
             if site in sites:   # a site with no training samples does not take part
                 sites[site][split] = ds.subset(idx)
     return sites, names
+
+
+def _pretraining(cfg: RunConfig) -> bool:
+    """A config with an objective federates pretraining (self-supervised on images; the sites' data unlabelled)."""
+    if not cfg.objective.get("name"):
+        return False
+    from mmfm.objectives import OBJECTIVES
+
+    if getattr(OBJECTIVES.get(cfg.objective["name"]), "inputs", ("image",)) != ("image",):
+        raise ConfigError(f"mmfm federate pretrains with objectives on images; '{cfg.objective['name']}' needs text",
+                          "use an image objective (mae, simclr, moco, ...) or a supervised task")
+    return True
+
+
+def _pretraining_sites(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Each site's unlabelled training images, and its share of the validation images (to report the objective's
+    loss on held-out data)."""
+    train_split = dataspec.pretraining_split(cfg.data)
+    train = dataspec.unlabelled(cfg.data, train_split)
+    sites = {site: {"train": train.subset(idx)} for site, idx in _sites_of_split(cfg, train_split, train).items()}
+    if train_split == "train" and "val" in cfg.data.eval_splits:
+        val = dataspec.unlabelled(cfg.data, "val")
+        for site, idx in _sites_of_split(cfg, "val", val).items():
+            if site in sites:
+                sites[site]["val"] = val.subset(idx)
+    return sites
+
+
+def _loss_evaluator(sets: dict[str, Any], batch_size: int) -> Any:
+    """Mean objective loss on each held-out split, with fixed random masks/views (seed 0): comparable rounds."""
+    import torch
+
+    from mmfm.data.datasets import collate_samples
+
+    def run(model: Any) -> dict[str, float]:
+        out = {}
+        for split, ds in sets.items():
+            if split == "train" or len(ds) == 0:
+                continue
+            state = torch.get_rng_state()
+            torch.manual_seed(0)
+            losses = []
+            with torch.no_grad():
+                for start in range(0, min(len(ds), 8 * batch_size), batch_size):
+                    batch = collate_samples([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+                    if len(batch["image"]) > 1:   # contrastive objectives need two samples
+                        losses.append(float(model(batch)["loss"]))
+            torch.set_rng_state(state)
+            if losses:
+                out[f"{split}/loss"] = sum(losses) / len(losses)
+        return out
+    return run
 
 
 def _evaluator(cfg: RunConfig, sets: dict[str, Any]) -> Any:
@@ -75,9 +129,15 @@ def _evaluator(cfg: RunConfig, sets: dict[str, Any]) -> Any:
 def _client(cfg: RunConfig, site: str, sets: dict[str, Any], names: list[str], num_classes: int | None) -> Any:
     from mmfm.engine.federated import SiteClient
 
+    n_eval = sum(len(ds) for k, ds in sets.items() if k != "train")
+    if _pretraining(cfg):
+        from mmfm.workflows.pretrain import build_image_objective
+
+        objective = build_image_objective(cfg, sets["train"])[0]   # same seed everywhere: the same initial model
+        return SiteClient(site, objective, sets["train"], cfg.train, cfg.optim, cfg.federate.local_steps,
+                          _loss_evaluator(sets, cfg.train.batch_size), n_eval, {"kind": "pretrain"})
     fixed = replace(cfg, task={**cfg.task, **({"num_classes": num_classes} if num_classes else {})})
     prep = prepare(fixed, train_ds=sets["train"], names=names)   # same seed everywhere: the same initial model
-    n_eval = sum(len(ds) for k, ds in sets.items() if k != "train")
     return SiteClient(site, prep.model, sets["train"], cfg.train, cfg.optim, cfg.federate.local_steps,
                       _evaluator(cfg, sets), n_eval, prep.run_info)
 
@@ -91,7 +151,33 @@ def _check(cfg: RunConfig) -> None:
               flush=True)
 
 
-def _finish(cfg: RunConfig, prep: Any, recorder: Any, history: Any, sites: list[str], mode: str
+@dataclass
+class _Global:
+    """The server's copy of the model: what it aggregates into and writes at the end."""
+
+    model: Any
+    task: str
+    run_info: dict[str, Any]
+    num_classes: int | None
+    method: str
+    encoder: Any = None     # pretraining: the image encoder, exported to encoder/
+    x: Any = None           # pretraining: a sample image (the encoder's input shape)
+
+
+def _global(cfg: RunConfig) -> _Global:
+    if _pretraining(cfg):
+        from mmfm.workflows.pretrain import build_image_objective
+        from mmfm.workflows.pretrain import method_name as objective_method
+
+        ds = dataspec.unlabelled(cfg.data, dataspec.pretraining_split(cfg.data))
+        objective, encoder, _, x = build_image_objective(cfg, ds)
+        return _Global(objective, "pretrain", {"config": resume_key(cfg), "kind": "pretrain"}, None,
+                       cfg.method or objective_method(cfg.encoder, cfg.objective), encoder, x)
+    prep = _global(cfg)
+    return _Global(prep.model, prep.task, prep.run_info, prep.num_classes, method_name(cfg, prep))
+
+
+def _finish(cfg: RunConfig, prep: _Global, recorder: Any, history: Any, sites: list[str], mode: str
             ) -> list[ResultRecord]:
     """Write the global model, results.json (each site and overall), federation.json and the report."""
     out = Path(cfg.out)
@@ -100,7 +186,11 @@ def _finish(cfg: RunConfig, prep: Any, recorder: Any, history: Any, sites: list[
                                             "local_steps": f.local_steps, "sites_by": f.sites, "sites": sites}}
     save_checkpoint(out / "checkpoints" / "last", prep.model, None, {"step": f.rounds * f.local_steps,
                                                                      "run_info": info})
-    method = f"{method_name(cfg, prep)}-{f.strategy}"
+    method = f"{prep.method}-{f.strategy}"
+    if prep.encoder is not None:   # federated pretraining: the encoder, as `mmfm pretrain` exports it
+        from mmfm.workflows.pretrain import encoder_record, save_encoder
+
+        save_encoder(prep.encoder, encoder_record(cfg, prep.x, method), out / "encoder")
     dataset = dataspec.name(cfg.data)
     records: list[ResultRecord] = []
     last = next((r for r in reversed(recorder.rounds) if r["evaluate"]), {"evaluate": {}, "overall": {}})
@@ -136,7 +226,7 @@ def run_simulation(cfg: RunConfig) -> list[ResultRecord]:
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     sets, names = site_datasets(cfg)
-    prep = prepare(cfg)
+    prep = _global(cfg)
     clients = {s: _client(cfg, s, v, names, prep.num_classes) for s, v in sets.items()}
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
@@ -155,7 +245,7 @@ def run_server(cfg: RunConfig) -> list[ResultRecord]:
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     sets, names = site_datasets(cfg)   # the site names (the server reads no site's samples for training)
-    prep = prepare(cfg)
+    prep = _global(cfg)
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
                              get_arrays(prep.model))
@@ -176,7 +266,7 @@ def run_client(cfg: RunConfig, site: str) -> None:
     if site not in sets:
         raise ConfigError(f"there is no site '{site}' in this configuration",
                           f"sites by {cfg.federate.sites}: {', '.join(sorted(sets))}")
-    prep = prepare(cfg)
+    prep = _global(cfg)
     client = _client(cfg, site, sets[site], names, prep.num_classes)
     print(f"[mmfm] site {site}: {len(sets[site]['train'])} training samples, connecting to {cfg.federate.address}",
           flush=True)

@@ -125,6 +125,37 @@ def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
     return f"{encoder['name']}-{name}"
 
 
+def build_image_objective(cfg: RunConfig, ds: Any) -> tuple[Any, Encoder, Any, Any]:
+    """(objective, image encoder, text encoder or None, first image) of an objective on images (or pairs) of
+    ``ds``; the encoder carries the preprocessing contract of ``cfg.data``."""
+    inputs = getattr(OBJECTIVES.get(cfg.objective["name"]), "inputs", ("image",))
+    obj_opts = {k: v for k, v in cfg.objective.items() if k != "name"}
+    enc_opts = {k: v for k, v in cfg.encoder.items() if k != "name"}
+    txt_opts = {k: v for k, v in cfg.text_encoder.items() if k != "name"}
+    seed_everything(cfg.train.seed)
+    text_encoder = None
+    x = first_item(ds)["image"]
+    encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
+    context: dict[str, Any] = {"image_size": int(x.shape[-1])}
+    if "text" in inputs:
+        text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
+        context["text_encoder"] = text_encoder
+        if ds.labels is not None:
+            context["num_labels"] = int(ds.labels.max()) + 1
+    objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context}, "objective")
+    encoder.contract = {**dataspec.contract(cfg.data, ds), "input_size": list(x.shape[1:]),
+                        "in_channels": int(x.shape[0])}
+    return objective, encoder, text_encoder, x
+
+
+def encoder_record(cfg: RunConfig, x: Any, method: str) -> dict[str, Any]:
+    """What encoder.json records of a pretrained image encoder."""
+    return {"name": cfg.encoder["name"], "options": {k: v for k, v in cfg.encoder.items() if k != "name"},
+            "spatial_dims": x.ndim - 1, "in_channels": int(x.shape[0]), "objective": cfg.objective,
+            "method": method, "pretrain_data": f"{dataspec.name(cfg.data)}:train", "steps": cfg.train.max_steps,
+            "seed": cfg.train.seed}
+
+
 def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if not cfg.objective.get("name"):
         raise ConfigError("no objective given", f"set objective.name to one of {OBJECTIVES.names()}")
@@ -132,7 +163,6 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     obj_opts = {k: v for k, v in cfg.objective.items() if k != "name"}
-    enc_opts = {k: v for k, v in cfg.encoder.items() if k != "name"}
     txt_opts = {k: v for k, v in cfg.text_encoder.items() if k != "name"}
     seed_everything(cfg.train.seed)
     encoder, text_encoder, x = None, None, None
@@ -146,17 +176,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     else:
         ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(
             cfg.data, dataspec.pretraining_split(cfg.data))
-        x = first_item(ds)["image"]
-        encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
-        context: dict[str, Any] = {"image_size": int(x.shape[-1])}
-        if "text" in inputs:
-            text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
-            context["text_encoder"] = text_encoder
-            if ds.labels is not None:
-                context["num_labels"] = int(ds.labels.max()) + 1
-        objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context}, "objective")
-        encoder.contract = {**dataspec.contract(cfg.data, ds), "input_size": list(x.shape[1:]),
-                            "in_channels": int(x.shape[0])}
+        objective, encoder, text_encoder, x = build_image_objective(cfg, ds)
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
@@ -170,8 +190,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
               "steps": cfg.train.max_steps, "seed": cfg.train.seed}
     saved: dict[str, str] = {}
     if encoder is not None:
-        image_spec = {"name": cfg.encoder["name"], "options": enc_opts, "spatial_dims": x.ndim - 1,
-                      "in_channels": int(x.shape[0]), **common}
+        image_spec = encoder_record(cfg, x, method)
         save_encoder(encoder, image_spec, out / "encoder")
         saved["encoder"] = "encoder/"
     if text_encoder is not None:

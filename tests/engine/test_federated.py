@@ -178,3 +178,27 @@ def test_server_and_two_client_processes_over_loopback_survive_a_client_killed_m
     assert fed["mode"] == "server"
     assert fed["history"][0]["evaluate"].keys() == {"CT", "MR"}   # per-site metrics while both were there
     assert json.loads((out / "status.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.realdata
+def test_federated_pretraining_exports_an_encoder_that_train_starts_from(mini_root, tmp_path):
+    from mmfm.cli.main import main
+
+    out = tmp_path / "fedmae"
+    assert main(["federate", "simulate", "configs/pretrain/mae_2d.yaml", f"data.root={mini_root}",
+                 "encoder.name=vit_micro", "federate.rounds=2", "federate.local_steps=2", "train.batch_size=16",
+                 "train.progress=false", f"out={out}"]) == 0
+    spec = json.loads((out / "encoder" / "encoder.json").read_text())
+    assert spec["method"] == "vit_micro-mae-fedavg" and spec["objective"]["name"] == "mae"
+    recs = json.loads((out / "results.json").read_text())
+    assert {r["dataset"] for r in recs} == {"mini/patches2d", "mini/patches2d@CT", "mini/patches2d@MR"}
+    assert all(r["metric"] == "loss" and r["split"] == "val" and r["value"] > 0 for r in recs)
+    assert main(["train", "configs/quickstart_classification.yaml", f"data.root={mini_root}",
+                 f"encoder.weights={out}", "train.max_steps=2", "train.batch_size=8", "train.progress=false",
+                 "data.eval_splits=[test]", f"out={tmp_path / 'down'}"]) == 0
+    with pytest.raises(ConfigError, match="needs text"):
+        from mmfm.workflows.config import load_config
+        from mmfm.workflows.federate import run_simulation
+
+        run_simulation(load_config("configs/pretrain/clip_2d.yaml", [f"data.root={mini_root}",
+                                                                      f"out={tmp_path / 'clip'}"]))
