@@ -71,7 +71,7 @@ def peft() -> None:
     frozen (linear probe). Same steps and data; learning rates as each method is usually run."""
     enc = pretrained_vit()
     base = ["train", "configs/quickstart_classification.yaml", "encoder.name=vit_mini", "encoder.patch_size=4",
-            f"encoder.weights={enc}", "train.max_steps=300", "train.batch_size=64", "data.eval_splits=[test]"]
+            f"encoder.weights={enc}", "train.max_steps=200", "train.batch_size=64", "data.eval_splits=[test]"]
     methods = {"full": ["optim.lr=0.0003"], "lora": ["train.peft=lora", "train.peft_rank=8", "optim.lr=0.003"],
                "linear_probe": ["task.freeze_encoder=true", "optim.lr=0.003"]}
     recs = []

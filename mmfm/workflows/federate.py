@@ -236,11 +236,18 @@ def run_simulation(cfg: RunConfig) -> list[ResultRecord]:
     return _finish(cfg, prep, recorder, history, sorted(sets), "simulation")
 
 
+def _no_simulated_drops(cfg: RunConfig) -> None:
+    if cfg.federate.drop:
+        raise ConfigError("federate.drop simulates sites dropping out in `mmfm federate simulate` only",
+                          "drop the option; with separate processes a site drops out by stopping")
+
+
 def run_server(cfg: RunConfig) -> list[ResultRecord]:
     """The federation's server: waits for every site, runs the rounds, writes the run directory."""
     from mmfm.engine.federated import Recorder, get_arrays, make_strategy, serve, set_arrays
 
     _check(cfg)
+    _no_simulated_drops(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -262,6 +269,7 @@ def run_client(cfg: RunConfig, site: str) -> None:
     from mmfm.engine.federated import connect
 
     _check(cfg)
+    _no_simulated_drops(cfg)
     sets, names = site_datasets(cfg)
     if site not in sets:
         raise ConfigError(f"there is no site '{site}' in this configuration",
