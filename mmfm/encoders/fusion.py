@@ -3,7 +3,8 @@
 Early fusion stacks the modalities as input channels of one encoder (``data.modalities``, the default). Late
 fusion gives each modality its own encoder (same architecture, own weights) and averages their pooled features
 over the modalities *present* in each sample, so any subset of modalities gives a valid feature (any-subset
-inference; with ``data.missing_modalities=zero`` the data layer says which are present in ``item["present"]``).
+inference; with ``data.missing_modalities=zero`` the data layer says which are present in ``item["present"]``;
+without it, a modality whose channels are all zero counts as absent, which is how mmfm fills a missing one).
 """
 
 from __future__ import annotations
@@ -33,15 +34,32 @@ class LateFusionEncoder(Encoder):
         self.branches, self.groups = nn.ModuleList(branches), list(groups)
         self.out_dim, self.spatial_dims, self.in_channels = dims.pop(), branches[0].spatial_dims, sum(groups)
 
+    def _weights(self, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """(B, M) weight of each modality: ``present``, else whether its channels hold anything (mmfm fills a
+        missing modality with zeros); a sample with none is averaged over all."""
+        if present is None:
+            present = torch.stack([c.flatten(1).abs().sum(1) > 0 for c in torch.split(x, self.groups, dim=1)], 1)
+        w = present.to(x.dtype)
+        return torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+
+    @staticmethod
+    def _mean(feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """feats (B, M, ...) averaged over M with weights w (B, M)."""
+        shape = (*w.shape, *([1] * (feats.ndim - 2)))
+        return (feats * w.reshape(shape)).sum(1) / w.sum(1).reshape(-1, *([1] * (feats.ndim - 2)))
+
     def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if x.shape[1] != self.in_channels:
             raise ConfigError(f"late fusion expects {self.in_channels} channels {self.groups}, got {x.shape[1]}")
         feats = torch.stack([b(c)["pooled"] for b, c in zip(self.branches, torch.split(x, self.groups, dim=1))], 1)
-        w = torch.ones(feats.shape[:2], device=x.device, dtype=feats.dtype) if present is None else \
-            present.to(feats.dtype)
-        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))   # none marked present: use all
-        pooled = (feats * w[..., None]).sum(1) / w.sum(1, keepdim=True)
-        return {"pooled": pooled, "tokens": feats}
+        return {"pooled": self._mean(feats, self._weights(x, present)), "tokens": feats}
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each level averaged over the modalities present (segmentation with U-Net-like decoders); the branches
+        must have pyramids."""
+        levels = [b.pyramid(c) for b, c in zip(self.branches, torch.split(x, self.groups, dim=1))]
+        w = self._weights(x, None)
+        return [self._mean(torch.stack([lv[i] for lv in levels], 1), w) for i in range(len(levels[0]))]
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         return any([b.set_grad_checkpointing(enable) for b in self.branches])

@@ -68,12 +68,13 @@ class Proximal(nn.Module):
     def __init__(self, model: nn.Module, mu: float) -> None:
         super().__init__()
         self.model, self.mu = model, mu
-        self.anchor = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+        # by name: parameters added later (train.peft's adapters, which start at zero update) have no anchor
+        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = dict(self.model(batch))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        prox = 0.5 * self.mu * sum(((p - a.to(p.device)) ** 2).sum() for p, a in zip(params, self.anchor))
+        prox = 0.5 * self.mu * sum(((p - self.anchor[n].to(p.device)) ** 2).sum()
+                                   for n, p in self.model.named_parameters() if p.requires_grad and n in self.anchor)
         out["prox_loss"] = prox.detach() if torch.is_tensor(prox) else torch.tensor(float(prox))
         out["loss"] = out["loss"] + prox
         return out

@@ -131,8 +131,11 @@ class SegmentationTask(nn.Module):
                                             out_channels=num_classes, features=tuple(features))
         elif decoder == "unetr":
             probe = torch.zeros(1, in_channels, *(image_size or (64,) * spatial_dims))
+            was = encoder.training
+            encoder.eval()   # a batch of one: BatchNorm must not need batch statistics
             with torch.no_grad():
                 levels = encoder.pyramid(probe)
+            encoder.train(was)
             grids = [tuple(f.shape[2:]) for f in levels]
             hierarchical = len(set(grids)) == len(grids)
             self.net = PyramidDecoder(spatial_dims, in_channels, [f.shape[1] for f in levels], hierarchical,

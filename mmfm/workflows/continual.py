@@ -42,6 +42,9 @@ def _task_configs(cfg: RunConfig) -> list[tuple[str, RunConfig, str]]:
     c = cfg.continual
     if c.method not in METHODS:
         raise ConfigError(f"continual.method='{c.method}' is not a method mmfm knows", f"use one of {METHODS}")
+    if c.method == "moe" and cfg.train.peft:
+        raise ConfigError("continual.method=moe brings its own adapters (one expert per task)",
+                          "drop train.peft (set continual.expert_rank instead), or use sequential/replay with it")
     if len(c.tasks) < 2:
         raise ConfigError("continual.tasks lists fewer than 2 tasks", "list the tasks in the order to learn them")
     out = []

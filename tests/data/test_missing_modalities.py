@@ -83,6 +83,11 @@ def test_late_fusion_uses_only_the_modalities_present():
     assert torch.allclose(enc(x2, ct_only)["pooled"], out, atol=1e-6)
     both = enc(x)["pooled"]
     assert torch.allclose(both, 0.5 * (alone + enc.branches[1](x[:, 1:])["pooled"]), atol=1e-6)
+    zeroed = x.clone()
+    zeroed[:, 1] = 0                                         # how mmfm fills a missing modality: seen as absent
+    assert torch.allclose(enc(zeroed)["pooled"], alone, atol=1e-6)
+    pyr, ref = enc.pyramid(zeroed), enc.branches[0].pyramid(x[:, :1])   # segmentation decoders: the same rule
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(pyr, ref))
     with pytest.raises(ConfigError, match="do not split evenly"):
         build_encoder("late_fusion", spatial_dims=2, in_channels=3, modalities=2)
     enc.train()
