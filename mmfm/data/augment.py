@@ -70,15 +70,14 @@ def check_augmentations(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-class Augmented(torch.utils.data.Dataset):
-    """``dataset`` with :meth:`augmented_item` (the trainer's seeded path); ``dataset[i]`` stays plain."""
+class TrainingView(torch.utils.data.Dataset):
+    """A wrapped dataset whose :meth:`augmented_item` (the trainer's seeded path) changes items; ``dataset[i]``
+    and every attribute (labels, texts, presets, ...) stay the wrapped dataset's."""
 
-    def __init__(self, dataset: Any, names: Sequence[str]) -> None:
-        self.dataset, self.names = dataset, check_augmentations(names)
-        self._built: dict[tuple[int, bool], Any] = {}
+    _own: tuple[str, ...] = ("dataset",)
 
-    def __getattr__(self, name: str) -> Any:   # labels, texts, presets, ... of the wrapped dataset
-        if name in ("dataset", "names", "_built"):
+    def __getattr__(self, name: str) -> Any:
+        if name in self._own:
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -87,6 +86,21 @@ class Augmented(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.dataset[i]
+
+
+def item_seed(key: tuple) -> int:
+    """A 32-bit seed from (seed, step, index, ...): the same item gets the same draw in any process."""
+    return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "little")
+
+
+class Augmented(TrainingView):
+    """``dataset`` with seeded MONAI augmentation in :meth:`augmented_item`."""
+
+    _own = ("dataset", "names", "_built")
+
+    def __init__(self, dataset: Any, names: Sequence[str]) -> None:
+        self.dataset, self.names = dataset, check_augmentations(names)
+        self._built: dict[tuple[int, bool], Any] = {}
 
     def augmented_item(self, i: int, key: tuple[int, int, int]) -> dict[str, Any]:
         from monai.transforms import Compose
@@ -98,8 +112,7 @@ class Augmented(torch.utils.data.Dataset):
         if (nd, has_mask) not in self._built:
             self._built[(nd, has_mask)] = Compose(_transforms(self.names, nd, has_mask))
         t = self._built[(nd, has_mask)]
-        seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "little")
-        t.set_random_state(seed=seed)
+        t.set_random_state(seed=item_seed(key))
         data = {"image": image.float()}
         if has_mask:
             data["mask"] = torch.as_tensor(item["mask"]).float()
@@ -110,26 +123,17 @@ class Augmented(torch.utils.data.Dataset):
         return item
 
 
-class ModalityDropout(torch.utils.data.Dataset):
+class ModalityDropout(TrainingView):
     """Training items with whole modalities removed (M3AE's modality dropout, review Sec. VI): each modality of a
     multi-modal item is zeroed with probability ``p`` and marked absent in ``item["present"]``; at least one is kept.
     Seeded per (seed, step, index) like :class:`Augmented`, so exact under resume; ``dataset[i]`` stays whole."""
+
+    _own = ("dataset", "p")
 
     def __init__(self, dataset: Any, p: float) -> None:
         if not 0.0 < p < 1.0:
             raise ConfigError(f"data.modality_dropout={p} must be in (0, 1)")
         self.dataset, self.p = dataset, p
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "p"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.dataset[i]
 
     def augmented_item(self, i: int, key: tuple[int, int, int]) -> dict[str, Any]:
         inner = getattr(self.dataset, "augmented_item", None)
@@ -143,8 +147,7 @@ class ModalityDropout(torch.utils.data.Dataset):
         if image.shape[0] % m:
             raise ConfigError(f"{image.shape[0]} channels do not split evenly over {m} modalities",
                               "bring every modality to the same channel count (data.channels)")
-        seed = int.from_bytes(hashlib.sha256(repr(("modality", *key)).encode()).digest()[:4], "little")
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(item_seed(("modality", *key)))
         drop = (torch.rand(m, generator=g) < self.p) & present.bool()
         if bool(drop.sum() >= present.sum()):   # keep at least one present modality
             keep = torch.nonzero(present.bool()).flatten()
