@@ -202,3 +202,21 @@ def test_federated_pretraining_exports_an_encoder_that_train_starts_from(mini_ro
 
         run_simulation(load_config("configs/pretrain/clip_2d.yaml", [f"data.root={mini_root}",
                                                                       f"out={tmp_path / 'clip'}"]))
+
+
+def test_sites_from_a_column_of_the_users_labels_csv(tmp_path):
+    """A user's multi-modal folder with a `site` column: each row goes to its site, in every split."""
+    from mmfm.data.synthetic import write_petct_phantoms
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.federate import site_datasets
+
+    root = write_petct_phantoms(tmp_path / "petct", n=60, sites=3)
+    cfg = load_config(None, ["data.dataset=multimodal_csv", f"data.root={root}",
+                             "data.options={modality_columns: {CT: ct, PT: pet}}", "data.size=[32,32]",
+                             "data.eval_splits=[test]", "federate.sites=site"])
+    sets, names = site_datasets(cfg)
+    assert sorted(sets) == ["site0", "site1", "site2"] and len(names) == 3
+    rows = {ln.split(",")[0]: ln.split(",")[-1] for ln in (root / "labels.csv").read_text().splitlines()[1:]}
+    for site, parts in sets.items():
+        for ds in parts.values():
+            assert {rows[str(r["paths"]["CT"].relative_to(root))] for r in ds.samples.records} == {site}
