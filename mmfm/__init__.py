@@ -14,7 +14,8 @@ import logging as _logging
 _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)
 
 
-_API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate")
+_API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
+        "continual")
 
 
 def __getattr__(name: str):  # the public API (mmfm.api), imported on first use so `import mmfm` stays light

@@ -17,7 +17,8 @@ from typing import Any
 
 from mmfm.errors import ConfigError
 
-__all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate"]
+__all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
+           "continual"]
 
 KINDS = ("images", "classification", "segmentation", "pairs")
 
@@ -118,6 +119,25 @@ def train(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path
 
     c = _as_config(cfg, overrides, sections)
     run_supervised(c)
+    return Path(c.out)
+
+
+def federate(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """Run `mmfm federate simulate` (every site in this process, Flower's server loop); returns the run folder
+    (global model, per-site ``results.json``, ``federation.json``). Separate processes: the CLI's server/client."""
+    from mmfm.workflows.federate import run_simulation
+
+    c = _as_config(cfg, overrides, sections)
+    run_simulation(c)
+    return Path(c.out)
+
+
+def continual(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """Run `mmfm continual` (tasks in sequence, forgetting measured); returns the run folder (``continual.json``)."""
+    from mmfm.workflows.continual import run_continual
+
+    c = _as_config(cfg, overrides, sections)
+    run_continual(c)
     return Path(c.out)
 
 
