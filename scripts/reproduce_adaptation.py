@@ -104,10 +104,10 @@ def peft_sam() -> None:
 def federated() -> None:
     """Tissue classification on mini, sites by modality (CT site: LiTS; MR site: brain; non-IID: different
     classes) or split IID; federated (FedAvg, FedProx) vs centralised vs each site alone, the same number of
-    optimiser steps per site (10 rounds x 20 local steps = 200; centralised: 400 = both sites' total); the
+    optimiser steps per site (6 rounds x 20 local steps = 120; centralised: 240 = both sites' total); the
     centralised and single-site models are evaluated on every site's test data too."""
     cfg = "configs/federated_classification.yaml"
-    common = ["encoder.name=resnet_tiny", "train.batch_size=32", "data.eval_splits=[test]"]
+    common = ["encoder.name=resnet_tiny", "train.batch_size=32", "data.eval_splits=[test]", "federate.rounds=6"]
     recs = []
     for seed in SEEDS:
         s = f"train.seed={seed}"
@@ -116,11 +116,11 @@ def federated() -> None:
                 out = run(RUNS / "federated" / f"{strat}-{sites}-s{seed}", "federate", "simulate", cfg, *common, s,
                           f"federate.sites={sites}", f"federate.strategy={strat}", f"method=federated-{sites}")
                 recs += records(out)
-        out = run(RUNS / "federated" / f"central-s{seed}", "train", cfg, *common, s, "train.max_steps=400",
+        out = run(RUNS / "federated" / f"central-s{seed}", "train", cfg, *common, s, "train.max_steps=240",
                   "method=centralised")
         recs += sites_of(out, seed)
         for site in ("CT", "MR"):
-            out = run(RUNS / "federated" / f"single-{site}-s{seed}", "train", cfg, *common, s, "train.max_steps=200",
+            out = run(RUNS / "federated" / f"single-{site}-s{seed}", "train", cfg, *common, s, "train.max_steps=120",
                       f"data.options={{modality: {site}}}", f"method=single-site-{site}")
             recs += sites_of(out, seed)
     save("adapt_federated", recs)
@@ -194,7 +194,8 @@ def continual() -> None:
             out = RUNS / "continual" / f"{method}-s{seed}"
             if not (out / "status.json").exists():
                 subprocess.run([MMFM, "continual", "configs/continual_mini.yaml", f"continual.method={method}",
-                                f"train.seed={seed}", f"out={out}"], check=True, cwd=ROOT)
+                                f"train.seed={seed}", "continual.steps_per_task=60", f"out={out}"], check=True,
+                               cwd=ROOT)
             summary = json.loads((out / "continual.json").read_text())
             for r in json.loads((out / "results.json").read_text()):
                 recs.append(r)
@@ -226,6 +227,7 @@ def missing() -> None:
             for p in (0.0, 0.5):
                 out = run(RUNS / "missing" / f"{fusion}-p{p}-s{seed}", "train", "configs/missing_modalities.yaml",
                           f"data.root={data}", *enc, f"data.modality_dropout={p}", f"train.seed={seed}",
+                          "train.max_steps=150",
                           f"method={fusion}-dropout{p}")
                 recs += records(out)
     save("adapt_missing", recs)
