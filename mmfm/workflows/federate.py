@@ -173,7 +173,7 @@ def _global(cfg: RunConfig) -> _Global:
         objective, encoder, _, x = build_image_objective(cfg, ds)
         return _Global(objective, "pretrain", {"config": resume_key(cfg), "kind": "pretrain"}, None,
                        cfg.method or objective_method(cfg.encoder, cfg.objective), encoder, x)
-    prep = _global(cfg)
+    prep = prepare(cfg)
     return _Global(prep.model, prep.task, prep.run_info, prep.num_classes, method_name(cfg, prep))
 
 
