@@ -209,6 +209,18 @@ def make_optimizer(model: nn.Module, ocfg: OptimConfig, device: torch.device, sh
     return torch.optim.AdamW(groups, lr=ocfg.lr)
 
 
+def freeze_frozen_norms(model: nn.Module) -> list[str]:
+    """Put BatchNorm layers whose own weights are frozen into eval mode: a frozen encoder (linear probe,
+    LiteMedSAM's image encoder while its decoder trains, the base under LoRA adapters) keeps the statistics it was
+    trained with instead of drifting to the statistics of small training batches. Returns their names."""
+    frozen = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and not m.weight.requires_grad:
+            m.eval()
+            frozen.append(name)
+    return frozen
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     if torch.is_tensor(batch):
         return batch.to(device, non_blocking=True)
@@ -335,6 +347,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=start, disable=not (cfg.progress and is_main()), desc="train",
                    dynamic_ncols=True)
         model.train()
+        freeze_frozen_norms(model)
         t0, last = time.time(), {}
         if isinstance(self.dataset, torch.utils.data.IterableDataset):
             batches = self._stream(start)

@@ -68,11 +68,9 @@ def _task_configs(cfg: RunConfig) -> list[tuple[str, RunConfig, str]]:
 
 
 def _freeze_base(encoder: torch.nn.Module) -> None:
-    """The base stays exactly as the first task left it: weights frozen, BatchNorm statistics too."""
+    """The base stays exactly as the first task left it: weights frozen (and so its BatchNorm statistics: the
+    trainer keeps frozen BatchNorm layers in eval mode)."""
     encoder.requires_grad_(False)
-    for m in encoder.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.0
 
 
 @torch.no_grad()

@@ -161,3 +161,33 @@ def test_swin_fused_window_attention_matches_monai_in_training(dims):
     out.square().sum().backward(), expect.square().sum().backward()
     g = dict(ref.named_parameters())
     assert all(torch.allclose(p.grad, g[n].grad, atol=1e-4) for n, p in enc.named_parameters() if p.grad is not None)
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_the_rest_trains(tmp_path):
+    """A frozen encoder's BatchNorm must not drift to the training batches' statistics (linear probe, LiteMedSAM's
+    frozen image encoder, the base under adapters); a trainable one still updates."""
+    import torch
+    from torch import nn
+
+    from mmfm.data.datasets import ArrayDataset
+    from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frozen = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).requires_grad_(False)
+            self.trained = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, batch):
+            h = self.trained(self.frozen(batch["image"])).mean((2, 3))
+            return {"loss": nn.functional.cross_entropy(self.head(h), batch["label"])}
+
+    torch.manual_seed(0)
+    net = Net()
+    before_frozen = net.frozen[1].running_mean.clone()
+    before_trained = net.trained[1].running_mean.clone()
+    ds = ArrayDataset(torch.randn(16, 1, 8, 8).numpy() * 3 + 1, torch.randint(0, 2, (16,)).numpy())
+    Trainer(net, ds, TrainConfig(max_steps=3, batch_size=4, progress=False), OptimConfig(), tmp_path).fit()
+    assert torch.equal(net.frozen[1].running_mean, before_frozen)
+    assert not torch.equal(net.trained[1].running_mean, before_trained)
