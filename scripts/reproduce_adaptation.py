@@ -111,11 +111,10 @@ def federated() -> None:
     recs = []
     for seed in SEEDS:
         s = f"train.seed={seed}"
-        for sites in ("modality", "iid"):
-            for strat in ("fedavg", "fedprox"):
-                out = run(RUNS / "federated" / f"{strat}-{sites}-s{seed}", "federate", "simulate", cfg, *common, s,
-                          f"federate.sites={sites}", f"federate.strategy={strat}", f"method=federated-{sites}")
-                recs += records(out)
+        for sites, strat in (("modality", "fedavg"), ("modality", "fedprox"), ("iid", "fedavg")):
+            out = run(RUNS / "federated" / f"{strat}-{sites}-s{seed}", "federate", "simulate", cfg, *common, s,
+                      f"federate.sites={sites}", f"federate.strategy={strat}", f"method=federated-{sites}")
+            recs += records(out)
         out = run(RUNS / "federated" / f"central-s{seed}", "train", cfg, *common, s, "train.max_steps=240",
                   "method=centralised")
         recs += sites_of(out, seed)
