@@ -319,9 +319,10 @@ def adapt_federated() -> str:
     recs = [r for r in load("adapt_federated") if r["split"] == "test" and r["metric"] == "balanced_accuracy"]
     where = ["mini/patches2d", "mini/patches2d@CT", "mini/patches2d@MR"]
     return grid(recs, lambda r: (r["method"],), where, lambda r: r["dataset"], ["training"]) + (
-        "\n\nTest balanced accuracy on all test patches and on each site's own (CT: LiTS liver/tumour/background; "
-        "MR: brain grey/white matter), mean ± sd over seeds. `federated-modality-*`: one site per modality "
-        "(non-IID: disjoint classes); `federated-iid-*`: the same data split at random into 2 sites.")
+        "\n\nTest balanced accuracy of each final model on all of mini's test patches and on each modality's share "
+        "(CT: LiTS background/liver/tumour; MR: brain grey/white matter), mean ± sd over seeds. "
+        "`federated-modality-*`: one site per modality (non-IID: the sites hold disjoint classes, CT about five "
+        "times more samples); `federated-iid-*`: the same data split at random into 2 sites.")
 
 
 GENERATORS: dict[str, Callable[[], str]] = {
