@@ -10,7 +10,8 @@
 
 Runs go under runs/adaptation/<part>/ (a run whose results exist is not repeated); each part ends by writing its
 records (with the trainable-parameter fraction where it matters) and regenerating the doc tables.
-Environment: SEEDS="0 1 2", MMFM=.venv/bin/mmfm.
+Environment: SEEDS="0 1 2", MMFM=.venv/bin/mmfm, COLLECT_ONLY=1 (write the tables from the runs that finished,
+train nothing).
 """
 
 from __future__ import annotations
@@ -29,10 +30,19 @@ MMFM = os.environ.get("MMFM", str(ROOT / ".venv" / "bin" / "mmfm"))
 PY = sys.executable
 
 
+COLLECT_ONLY = os.environ.get("COLLECT_ONLY") == "1"
+
+
+class NotRun(Exception):
+    """COLLECT_ONLY and this run has not finished."""
+
+
 def run(out: Path, *args: str) -> Path:
     """``mmfm ARGS out=OUT`` unless OUT already holds a finished run."""
     if (out / "status.json").exists() and (out / "results.json").exists():
         return out
+    if COLLECT_ONLY:
+        raise NotRun(out)
     cmd = [MMFM, *args, f"out={out}", "train.progress=false"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -96,7 +106,11 @@ def peft_sam() -> None:
         for m, extra in methods.items():
             if m == "as_shipped" and seed != SEEDS[0]:
                 continue   # deterministic: one run
-            out = run(RUNS / "peft_sam" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}", f"method=litemedsam-{m}")
+            try:
+                out = run(RUNS / "peft_sam" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}",
+                          f"method=litemedsam-{m}")
+            except NotRun:
+                continue
             recs += records(out)
     save("adapt_peft_sam", recs)
 
@@ -193,6 +207,8 @@ def continual() -> None:
     for seed in SEEDS:
         for method in ("sequential", "replay", "moe"):
             out = RUNS / "continual" / f"{method}-s{seed}"
+            if COLLECT_ONLY and not (out / "status.json").exists():
+                continue
             if not (out / "status.json").exists():
                 subprocess.run([MMFM, "continual", "configs/continual_mini.yaml", f"continual.method={method}",
                                 f"train.seed={seed}", "continual.steps_per_task=60", f"out={out}"], check=True,
