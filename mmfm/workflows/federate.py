@@ -177,7 +177,7 @@ def _global(cfg: RunConfig) -> _Global:
     return _Global(prep.model, prep.task, prep.run_info, prep.num_classes, method_name(cfg, prep))
 
 
-def _finish(cfg: RunConfig, prep: _Global, recorder: Any, history: Any, sites: list[str], mode: str
+def _finish(cfg: RunConfig, prep: _Global, recorder: Any, sites: list[str], mode: str
             ) -> list[ResultRecord]:
     """Write the global model, results.json (each site and overall), federation.json and the report."""
     out = Path(cfg.out)
@@ -231,9 +231,9 @@ def run_simulation(cfg: RunConfig) -> list[ResultRecord]:
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
                              get_arrays(prep.model))
-    history = simulate(clients, strategy, cfg.federate.rounds, cfg.federate.drop)
+    simulate(clients, strategy, cfg.federate.rounds, cfg.federate.drop)
     set_arrays(prep.model, strategy.global_arrays())
-    return _finish(cfg, prep, recorder, history, sorted(sets), "simulation")
+    return _finish(cfg, prep, recorder, sorted(sets), "simulation")
 
 
 def _no_simulated_drops(cfg: RunConfig) -> None:
@@ -258,10 +258,10 @@ def run_server(cfg: RunConfig) -> list[ResultRecord]:
                              get_arrays(prep.model))
     print(f"[mmfm] federation server on {cfg.federate.address}: waiting for {len(sets)} sites ({', '.join(sets)})",
           flush=True)
-    history = serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
+    serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
                     cfg.federate.wait_s)
     set_arrays(prep.model, strategy.global_arrays())
-    return _finish(cfg, prep, recorder, history, sorted(sets), "server")
+    return _finish(cfg, prep, recorder, sorted(sets), "server")
 
 
 def run_client(cfg: RunConfig, site: str) -> None:
