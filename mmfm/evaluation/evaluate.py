@@ -12,6 +12,12 @@ from torch.utils.data import DataLoader
 from mmfm.data.batches import loader_workers
 from mmfm.data.datasets import collate_samples
 from mmfm.evaluation.metrics import classification_metrics
+from mmfm.evaluation.metrics.calibration import (
+    CalibrationBins,
+    brier_score,
+    expected_calibration_error,
+    probs_at_temperature,
+)
 from mmfm.evaluation.metrics.segmentation import dice_rows, reduce_rows
 from mmfm.evaluation.metrics.surface import surface_rows
 
@@ -38,11 +44,16 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     preds, targets, rows, whole, hds, nsds = [], [], [], [], [], []
     loader = DataLoader(dataset, batch_size=1 if roi_size else batch_size, shuffle=False,
                         num_workers=loader_workers(dataset))
+    pixel_bins = CalibrationBins()   # segmentation: pixel-wise calibration of the softmax
     for batch in loader:
         x = batch["image"].to(device)
+        logits = None
         if roi_size:
             logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size=4, predictor=model.logits,
                                               overlap=0.25, mode="gaussian")
+            p = logits.argmax(dim=1, keepdim=True).cpu()
+        elif task == "segmentation" and hasattr(model, "logits"):
+            logits = model.logits(x)
             p = logits.argmax(dim=1, keepdim=True).cpu()
         elif task == "promptable_segmentation":   # box prompts from the reference mask of every class
             p = model.predict(x, batch["mask"].to(device)).cpu()
@@ -55,6 +66,10 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
             preds.append(p)
             targets.append(t)
         else:  # per image, so volumes of different sizes never need to be stacked
+            if logits is not None:
+                k = logits.shape[1]
+                pixel_bins.update(logits.float().softmax(dim=1).movedim(1, -1).reshape(-1, k).cpu(),
+                                  batch["mask"].reshape(-1))
             rows.append(dice_rows(p, t, model.num_classes))
             whole.append(dice_rows((p > 0).long(), (t > 0).long(), 2))
             if spacing:
@@ -63,15 +78,30 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
                 nsds.append(nsd)
     model.train(was_training)
     if task == "classification":
-        return classification_metrics(torch.cat(preds), torch.cat(targets))
+        return classification_and_calibration(torch.cat(preds), torch.cat(targets),
+                                              float(getattr(model, "temperature", 1.0)))
     dice = reduce_rows(torch.cat(rows))
     names = class_names or [str(c) for c in range(model.num_classes)]
     out = {f"dice_{names[c]}": v for c, v in dice.items()}
     if model.num_classes > 2:  # the whole foreground as one structure (e.g. liver including tumour)
         out["dice_foreground"] = reduce_rows(torch.cat(whole))[1]
+    if pixel_bins.count.sum() > 0:
+        out["pixel_ece"] = pixel_bins.ece()
     if hds:
         out.update({f"hd95_{names[c]}": v for c, v in reduce_rows(torch.cat(hds)).items()})
         out.update({f"nsd_{names[c]}": v for c, v in reduce_rows(torch.cat(nsds)).items()})
+    return out
+
+
+def classification_and_calibration(probs: torch.Tensor, labels: torch.Tensor,
+                                   temperature: float = 1.0) -> dict[str, float]:
+    """Classification metrics of ``probs``; for a temperature-scaled model (``temperature`` != 1) also the
+    calibration before scaling (``ece_unscaled``, ``brier_unscaled``) and the temperature."""
+    out = classification_metrics(probs, labels)
+    if temperature != 1.0:
+        raw = probs_at_temperature(probs, 1.0 / temperature)
+        out.update(ece_unscaled=expected_calibration_error(raw, labels), brier_unscaled=brier_score(raw, labels),
+                   temperature=temperature)
     return out
 
 

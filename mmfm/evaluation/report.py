@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmfm.evaluation.metrics.calibration import CalibrationBins
 from mmfm.evaluation.results import ResultRecord
 
 
@@ -50,3 +51,31 @@ def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def plot_reliability(curves: dict[str, CalibrationBins], out_png: Path, title: str) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin (one line per curve; the diagonal is perfect
+    calibration), with the bins' sample counts below and each curve's ECE in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    for name, bins in curves.items():
+        rows = [r for r in bins.table() if r["count"] > 0]
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o-",
+                label=f"{name} (ECE {bins.ece():.3f})")
+        hist.bar([(r["lower"] + r["upper"]) / 2 for r in rows], [r["count"] for r in rows],
+                 width=1 / bins.n_bins, alpha=0.5, label=name)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    hist.set_xlabel("confidence (top class)")
+    hist.set_ylabel("samples")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -19,6 +19,9 @@ class ClassificationTask(nn.Module):
         super().__init__()
         self.encoder, self.num_classes = encoder, num_classes
         self.head = nn.Linear(encoder.out_dim, num_classes)
+        # temperature scaling (mmfm.trust.temperature): predict() divides the logits by it. Not part of the
+        # weights (checkpoints stay as trained); a run stores it in calibration.json and load_trained sets it.
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -37,8 +40,9 @@ class ClassificationTask(nn.Module):
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
-        """Class probabilities (B, K); ``present`` (B, M): the modalities each sample has (late fusion)."""
-        return self.logits(image, present).softmax(dim=-1)
+        """Class probabilities (B, K), temperature-scaled; ``present`` (B, M): the modalities each sample has
+        (late fusion)."""
+        return (self.logits(image, present) / self.temperature).softmax(dim=-1)
 
 
 @TASKS.register("classification")

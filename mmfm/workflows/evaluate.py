@@ -25,7 +25,7 @@ from mmfm.workflows.pretrain import load_encoder
 from mmfm.workflows.supervised import build_split, label_subset
 
 PROTOCOLS = ("linear", "knn", "finetune")
-METRICS = ("accuracy", "balanced_accuracy", "auroc")
+METRICS = ("accuracy", "balanced_accuracy", "auroc", "ece", "brier")
 
 
 def _finetune(source: str, train: ArrayDataset, test: ArrayDataset, num_classes: int, seed: int, steps: int,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mmfm.data import spec as dataspec
 from mmfm.data.batches import first_item, iter_items
@@ -74,7 +76,62 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
         merge_adapters(model)
     else:
         load_checkpoint(ckpt, model, restore_rng_state=False)
+    calibration = run_dir / "calibration.json"
+    if calibration.exists() and hasattr(model, "temperature"):
+        model.temperature.fill_(float(json.loads(calibration.read_text())["temperature"]))
     return model.eval(), state
+
+
+def calibrate(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Any] | None:
+    """Temperature scaling of a classifier, fitted on ``cfg.calibrate`` (the validation split) after training;
+    sets ``model.temperature`` and writes ``calibration.json`` (read back by :func:`load_trained`). None when the
+    task is not classification or the split is empty or was trained on."""
+    from mmfm.evaluation.metrics.calibration import expected_calibration_error
+    from mmfm.trust.temperature import collect_logits, fit_temperature
+
+    split = cfg.calibrate
+    if prep.task != "classification" or not split:
+        return None
+    if split in cfg.data.train_split.split("+"):
+        print(f"[mmfm] calibrate={split}: the model was trained on it; temperature scaling skipped "
+              "(set calibrate to a held-out split)", flush=True)
+        return None
+    ds = build_split(cfg.data, split, prep.task)[0]
+    if len(ds) == 0:
+        return None
+    z, y = collect_logits(prep.model, ds)
+    t = fit_temperature(z, y)
+    prep.model.temperature.fill_(t)
+    info = {"method": "temperature scaling (Guo et al. 2017)", "split": split, "samples": len(y),
+            "temperature": t, "ece_before": expected_calibration_error(z.softmax(1), y),
+            "ece_after": expected_calibration_error((z / t).softmax(1), y),
+            "nll_before": float(torch.nn.functional.cross_entropy(z, y)),
+            "nll_after": float(torch.nn.functional.cross_entropy(z / t, y)), "binning": "15 equal-width, top label"}
+    write_json_atomic(out / "calibration.json", info)
+    return info
+
+
+def reliability_plot(model: Any, cfg: RunConfig, task: str, out: Path) -> Path | None:
+    """The reliability diagram of a classifier on the last evaluated split, before and after temperature
+    scaling (``plots/reliability.png``)."""
+    from mmfm.evaluation.metrics.calibration import CalibrationBins, probs_at_temperature
+    from mmfm.evaluation.report import plot_reliability
+    from mmfm.trust.temperature import collect_logits
+
+    if task != "classification" or not cfg.data.eval_splits:
+        return None
+    split = cfg.data.eval_splits[-1]
+    ds = build_split(cfg.data, split, task)[0]
+    if len(ds) == 0:
+        return None
+    z, y = collect_logits(model, ds)
+    t = float(getattr(model, "temperature", 1.0))
+    curves = {"unscaled": CalibrationBins(), f"temperature {t:.2f}": CalibrationBins()}
+    for bins, temp in zip(curves.values(), (1.0, t)):
+        bins.update(probs_at_temperature(z.softmax(1), temp), y)
+    if t == 1.0:
+        curves = {"model": curves["unscaled"]}
+    return plot_reliability(curves, out / "plots" / "reliability.png", f"reliability on {split}")
 
 
 def training_view(ds: Any, cfg: RunConfig) -> Any:
@@ -229,12 +286,20 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     Trainer(prep.model, prep.train_ds, cfg.train, cfg.optim, out, run_info=prep.run_info).fit()
     if not is_main():
         return []
+    calibration = calibrate(prep, cfg, out)
     records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep))
     if cfg.data.eval_missing:
         records += evaluate_without_each_modality(prep, cfg)
     write_results(out / "results.json", records)
-    plot = plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{prep.task} training loss")
-    write_report(out / "report.md", f"{prep.task} on {dataspec.name(cfg.data)}", records, {"training loss": plot},
-                 [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"])
+    plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
+                                          f"{prep.task} training loss"),
+             "reliability diagram": reliability_plot(prep.model, cfg, prep.task, out)}
+    notes = [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"]
+    if calibration:
+        notes.append(f"temperature scaling fitted on {calibration['split']} ({calibration['samples']} samples): "
+                     f"T = {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
+                     f"{calibration['ece_after']:.4f} there (calibration.json); test metrics use it, "
+                     "*_unscaled rows are the raw model")
+    write_report(out / "report.md", f"{prep.task} on {dataspec.name(cfg.data)}", records, plots, notes)
     write_json_atomic(out / "status.json", {"status": "complete", "results": "results.json"})
     return records
