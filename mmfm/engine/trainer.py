@@ -41,6 +41,7 @@ from mmfm.engine.checkpoint import (
 )
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
 from mmfm.engine.precision import PRECISIONS, autocast, grad_scaler, resolve_precision
+from mmfm.engine.privacy import DPConfig, PrivateTraining, check_dp_config, fix_layers, poisson_indices
 from mmfm.engine.sync_batchnorm import convert_batchnorm
 from mmfm.errors import CheckpointError, ConfigError, MMFMError
 
@@ -85,6 +86,7 @@ class TrainConfig:
     peft_dropout: float = 0.0
     peft_targets: list[str] = field(default_factory=list)  # layer names (qkv, fc1, re:<regex>); []: all linear
     peft_modules: list[str] = field(default_factory=list)  # modules to adapt; []: every encoder (+ model.adaptable)
+    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy (DP-SGD, Opacus): train.dp.epsilon=8
 
 
 def seed_everything(seed: int) -> None:
@@ -136,6 +138,7 @@ def check_train_config(cfg: TrainConfig) -> None:
                           "set train.peft=lora (or dora, loha, lokr), or drop those options")
     if cfg.workers < -1:
         raise ConfigError(f"train.workers={cfg.workers} must be -1 (auto), 0 or more")
+    check_dp_config(cfg.dp, cfg.grad_accum, int(os.environ.get("WORLD_SIZE", "1")), cfg.compile, cfg.batch_size)
 
 
 def peft_spec(cfg: TrainConfig) -> Any:
@@ -254,6 +257,8 @@ class Trainer:
         return n
 
     def batch_indices(self, step: int, micro: int) -> list[int]:
+        if self.cfg.dp.epsilon:  # DP-SGD: Poisson sampling, as the privacy accountant assumes
+            return poisson_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
         epoch, k = divmod(step, self.steps_per_epoch())
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(self.dataset), generator=g)
@@ -303,6 +308,16 @@ class Trainer:
                 print(f"[mmfm] {cfg.peft} adapters on {p['layers']} layers of {', '.join(p['parts']) or 'the model'}"
                       f": {p['trainable']:,} of {p['total']:,} parameters train ({100 * p['fraction']:.2f}%)",
                       flush=True)
+        private = bool(cfg.dp.epsilon)
+        if private and isinstance(self.dataset, torch.utils.data.IterableDataset):
+            raise ConfigError("train.dp needs random access to the training samples (Poisson sampling)",
+                              "use a folder or catalog dataset instead of shards")
+        if private and cfg.dp.fix_norms:   # before resuming: the checkpoint holds the fixed layers
+            fixed = fix_layers(self.model)
+            self.run_info["dp_fixed_layers"] = fixed
+            if fixed and is_main():
+                print(f"[mmfm] train.dp.fix_norms: {len(fixed)} layers replaced for per-sample gradients "
+                      "(BatchNorm -> GroupNorm)", flush=True)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         self.run_info["parameters"] = {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
@@ -318,8 +333,10 @@ class Trainer:
         if sharded:
             from mmfm.engine.fsdp import shard
             shard(model)
-        opt = make_optimizer(model, self.ocfg, self.device, sharded)
+        opt = make_optimizer(model, self.ocfg, self.device, sharded or private)
         scaler = grad_scaler(precision, self.device)
+        if private and scaler is not None:
+            raise ConfigError("train.dp does not run with fp16 loss scaling", "set train.precision=fp32 or bf16")
         start = 0
         recover_interrupted_save(self.ckpt_dir)
         if self.ckpt_dir.exists():
@@ -338,6 +355,15 @@ class Trainer:
         ddp = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
                if self.world > 1 and not sharded else model)
         run = torch.compile(ddp) if cfg.compile else ddp
+        privacy = None
+        if private:   # per-sample gradients through Opacus; the DP optimiser clips, noises and steps
+            privacy = PrivateTraining(cfg.dp, len(self.dataset), cfg.batch_size, cfg.max_steps)
+            run, opt = privacy.prepare(model, opt)
+            privacy.steps = start
+            if is_main():
+                print(f"[mmfm] differential privacy: epsilon {cfg.dp.epsilon:g} at delta {cfg.dp.delta:g} over "
+                      f"{cfg.max_steps} steps -> noise multiplier {privacy.noise:.3f}, sample rate "
+                      f"{privacy.sample_rate:.4f}", flush=True)
         metrics_path = self.run_dir / "metrics.jsonl"
         if is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -380,11 +406,13 @@ class Trainer:
                             "values; the last checkpoint is kept, re-run to resume from it")
                     loss = out["loss"] / cfg.grad_accum
                     (loss if scaler is None else scaler.scale(loss)).backward()
+                    if privacy is not None and step == start:
+                        privacy.check(model)
                 for k, v in zip(terms, values.tolist()):
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
             if scaler is not None:
                 scaler.unscale_(opt)
-            if self.ocfg.grad_clip:
+            if self.ocfg.grad_clip and privacy is None:   # under DP, each sample's gradient is clipped instead
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.ocfg.grad_clip)
             if scaler is None:
                 opt.step()
@@ -394,6 +422,10 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             done = step + 1
             last = {"step": done, "lr": self.ocfg.lr * factor, **sums}
+            if privacy is not None:
+                privacy.steps = done
+                self.run_info["dp"] = privacy.record(contrastive=bool(getattr(self.model, "couples_samples", False)))
+                last["epsilon"] = self.run_info["dp"]["epsilon_spent"]
             if is_main() and (done % cfg.log_every == 0 or done == cfg.max_steps or done == start + 1):
                 rec = {**last, "epoch": step // self.steps_per_epoch(), "seconds": round(time.time() - t0, 3)}
                 with open(metrics_path, "a") as f:

@@ -22,6 +22,7 @@ class Objective(nn.Module):
 
     encoder: Encoder
     inputs: tuple[str, ...] = ("image",)
+    couples_samples: bool = False   # a sample's loss depends on the other samples of its batch (negatives)
 
     @staticmethod
     def total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

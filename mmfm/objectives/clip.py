@@ -23,6 +23,8 @@ from mmfm.objectives.text_masking import text_groups
 
 
 class ImageTextObjective(Objective):
+    couples_samples = True
+
     inputs = ("image", "text")
 
     def __init__(self, encoder: Encoder, text_encoder: TextEncoder | None = None, embed_dim: int = 128,

@@ -22,6 +22,8 @@ from mmfm.objectives.losses import InfoNCELoss, MultiPositiveNCELoss, NTXentLoss
 
 
 class SimCLR(Objective):
+    couples_samples = True
+
     def __init__(self, encoder: Encoder, temperature: float = 0.1, proj_dim: int = 128, modality: str = "CT") -> None:
         super().__init__()
         self.encoder, self.modality = encoder, modality
@@ -39,6 +41,8 @@ class SimCLR(Objective):
 
 class MoCo(Objective):
     """Query encoder + momentum key encoder (EMA) + a queue of keys as negatives (MoCo v2)."""
+    couples_samples = True
+
 
     def __init__(self, encoder: Encoder, temperature: float = 0.2, proj_dim: int = 128, queue_size: int = 1024,
                  momentum: float = 0.99, modality: str = "CT") -> None:
@@ -80,6 +84,8 @@ class MoCo(Objective):
 
 class GroupContrast(Objective):
     """One augmented view per image plus a second view; positives are views of images in the same group."""
+    couples_samples = True
+
 
     group_key = ""
 

@@ -20,6 +20,8 @@ from mmfm.objectives.losses import VoCoLoss
 
 
 class VoCo(Objective):
+    couples_samples = True
+
     def __init__(self, encoder: Encoder, k: int = 2, crop_size: int | None = None, proj_dim: int = 128,
                  reg_weight: float = 1.0) -> None:
         super().__init__()

@@ -74,6 +74,10 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     enc = build_encoder(spec["name"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
                         **spec.get("options", {}))
     enc.contract = spec.get("contract", {})  # the preprocessing the weights expect travels with them
+    if spec.get("dp_fixed_layers"):   # pretrained under DP with BatchNorm replaced by GroupNorm
+        from mmfm.engine.privacy import fix_layers
+
+        fix_layers(enc)
     sd = load_file(str(folder / "encoder.safetensors"))
     missing, unexpected = enc.load_state_dict(sd, strict=False)
     if missing or unexpected:
@@ -180,7 +184,8 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
-    last = Trainer(objective, ds, cfg.train, cfg.optim, out, run_info={"config": key, "kind": "pretrain"}).fit()
+    run_info: dict[str, Any] = {"config": key, "kind": "pretrain"}
+    last = Trainer(objective, ds, cfg.train, cfg.optim, out, run_info=run_info).fit()
     if not is_main():
         return []
     objective.eval()
@@ -191,6 +196,8 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     saved: dict[str, str] = {}
     if encoder is not None:
         image_spec = encoder_record(cfg, x, method)
+        if run_info.get("dp_fixed_layers"):
+            image_spec["dp_fixed_layers"] = True
         save_encoder(encoder, image_spec, out / "encoder")
         saved["encoder"] = "encoder/"
     if text_encoder is not None:
@@ -202,6 +209,10 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
         saved["dual"] = "dual/"
     records = [ResultRecord("pretrain", dataspec.name(cfg.data), "train", method, k, float(v), cfg.train.seed)
                for k, v in last.items() if k == "loss" or k.endswith("_loss")]
+    if run_info.get("dp"):
+        records.append(ResultRecord("pretrain", dataspec.name(cfg.data), "train", method, "dp_epsilon",
+                                    float(run_info["dp"]["epsilon_spent"]), cfg.train.seed))
+        write_json_atomic(out / "privacy.json", run_info["dp"])
     write_results(out / "results.json", records)
     plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{method} pretraining loss")
     write_json_atomic(out / "status.json", {"status": "complete", **saved})

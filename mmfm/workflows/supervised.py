@@ -68,6 +68,10 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     model = TASKS.build_with(info["task"], task_opts, {"encoder": encoder, "num_classes": info["num_classes"],
                                                        "class_names": info.get("class_names") or
                                                        cfg.task.get("class_names") or [], **info["input"]}, "task")
+    if info.get("dp_fixed_layers"):  # trained under DP with BatchNorm replaced: the same architecture
+        from mmfm.engine.privacy import fix_layers
+
+        fix_layers(model)
     if info.get("peft"):  # trained with adapters: the checkpoint holds them unmerged (for resuming)
         from mmfm.encoders.adapters import PeftSpec, add_adapters, merge_adapters
 
@@ -290,11 +294,21 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep))
     if cfg.data.eval_missing:
         records += evaluate_without_each_modality(prep, cfg)
+    if prep.run_info.get("dp"):   # differential privacy: the budget spent, next to the metrics it bought
+        write_json_atomic(out / "privacy.json", prep.run_info["dp"])
+        records.append(ResultRecord(prep.task, dataspec.name(cfg.data), "train", method_name(cfg, prep),
+                                    "dp_epsilon", float(prep.run_info["dp"]["epsilon_spent"]), cfg.train.seed,
+                                    cfg.data.label_fraction))
     write_results(out / "results.json", records)
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
                                           f"{prep.task} training loss"),
              "reliability diagram": reliability_plot(prep.model, cfg, prep.task, out)}
     notes = [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"]
+    if prep.run_info.get("dp"):
+        dp = prep.run_info["dp"]
+        notes.append(f"differential privacy (Opacus, RDP accountant): epsilon {dp['epsilon_spent']:.3f} spent of "
+                     f"{dp['target_epsilon']:g} at delta {dp['delta']:g}; noise multiplier {dp['noise_multiplier']:.3f}"
+                     f", clipping norm {dp['max_grad_norm']:g}, Poisson sample rate {dp['sample_rate']:.4f}")
     if calibration:
         notes.append(f"temperature scaling fitted on {calibration['split']} ({calibration['samples']} samples): "
                      f"T = {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
