@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mmfm.errors import MMFMError
+from mmfm.errors import ConfigError, MMFMError
 
 EPILOG = """examples:
   mmfm quickstart                          prepare the built-in 'mini' data, train baselines, write a report
@@ -375,6 +375,26 @@ def _config_args(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
 
 
+def _cmd_data_deid(a: argparse.Namespace) -> int:
+    from mmfm.workflows.deid import deidentify_folder
+
+    for t in a.keep_private:
+        parts = t.split(",")
+        if len(parts) != 2 or not all(len(p) == 4 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+            raise ConfigError(f"--keep-private {t}: not a tag", "write it as GGGG,EEEE in hex, e.g. 0029,1010")
+    summary = deidentify_folder(a.input, a.out, a.keep_private)
+    c = summary["counts"]
+    if a.json:
+        print(json.dumps(c))
+    else:
+        print(f"{c['written']} DICOM files and {c['text']} report texts de-identified into {a.out}; "
+              f"{c['skipped']} skipped, {c['burned_in_annotation']} flagged for burned-in annotation "
+              f"(see {Path(a.out) / 'deid.json'})")
+    for s in summary["skipped"]:
+        print(f"  skipped {s['file']}: {s['reason']}", file=sys.stderr)
+    return 0
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mini", help="a catalog dataset (`mmfm data list`), or folder for a plain "
                                                      "directory of images (default: mini)")
@@ -613,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--json", action="store_true", help="one JSON document")
     z.set_defaults(func=_cmd_zoo)
 
-    d = sub.add_parser("data", help="datasets: list, info, inspect, prepare",
+    d = sub.add_parser("data", help="datasets: list, info, inspect, prepare, deid",
                        description="The dataset catalog (the review's Tables I-III), file inspection and the "
                                    "built-in corpus.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -655,6 +675,21 @@ def build_parser() -> argparse.ArgumentParser:
     ds_.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     ds_.add_argument("overrides", nargs="*", help="data options, e.g. data.size=[64,64] data.channels=1")
     ds_.set_defaults(func=_cmd_data_shard)
+    dd = dsub.add_parser("deid", help="de-identified copies of DICOM files (PS3.15 Basic Profile) and report text",
+                         description="Write de-identified copies of every DICOM file under IN (a file or folder) to "
+                                     "OUT, after the DICOM PS3.15 Basic Application Level Confidentiality Profile "
+                                     "with the Modified Dates option: identifying attributes removed, emptied or "
+                                     "replaced, UIDs remapped consistently (keyed), dates shifted per patient, "
+                                     "private tags dropped, burned-in annotation flagged; pixel data unchanged. "
+                                     "Report text files (.txt, .md) are de-identified too. OUT/deid.json lists "
+                                     "what changed (never old values) and what was skipped and why. The input "
+                                     "is never modified; OUT must be new or empty and outside IN.")
+    dd.add_argument("input", help="a DICOM file or a folder")
+    dd.add_argument("out", help="new or empty output folder (not inside the input)")
+    dd.add_argument("--keep-private", action="append", default=[], metavar="GGGG,EEEE",
+                    help="a private attribute known to be safe, kept (repeatable)")
+    dd.add_argument("--json", action="store_true", help="print the summary counts as JSON")
+    dd.set_defaults(func=_cmd_data_deid)
     dv = dsub.add_parser("verify", help="check every shard of a shard folder against its SHA-256")
     dv.add_argument("shards", help="a folder `mmfm data shard` wrote")
     dv.set_defaults(func=_cmd_data_verify)

@@ -1,0 +1,141 @@
+"""`mmfm data deid IN OUT`: de-identified copies of a DICOM file or folder (and of report text files in it).
+
+Safety: the input is only read; OUT must not exist or be an empty folder, and must not lie inside IN (it would be
+read back as input); everything is written into ``OUT.incomplete`` first and renamed to OUT only when every file
+was handled, so a crash never leaves a half-done OUT (the ``.incomplete`` folder mmfm created is removed). Files
+that are not DICOM, DICOM without pixel data, and truncated files are reported in ``deid.json`` and skipped. Output
+names carry no input name: ``<study>/<series>/<instance>.dcm`` from the new UIDs; text files become
+``reports/<keyed pseudonym>.txt``. ``deid.json`` lists per output file which attributes were removed, emptied,
+replaced, remapped or shifted, never an old value.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mmfm.data.deid import Deidentifier
+from mmfm.data.deid_text import deidentify_text, known_names
+from mmfm.data.pseudonym import pseudonym
+from mmfm.errors import MMFMError as DataError
+from mmfm.evaluation.results import write_json_atomic
+
+TEXT_SUFFIXES = {".txt", ".md"}
+_PERSON_NAMES = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+                 "OperatorsName", "RequestingPhysician", "PhysiciansOfRecord")
+
+
+def expected_pixel_bytes(ds: Any) -> int | None:
+    """Bytes of uncompressed pixel data the header promises (None for compressed transfer syntaxes)."""
+    if getattr(ds.file_meta, "TransferSyntaxUID", None) is None or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 8))
+    return int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+
+
+def read_checked(path: Path) -> tuple[Any | None, str]:
+    """(dataset, "") or (None, why it is skipped): not DICOM, no pixel data, truncated."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        return None, "not a DICOM file"
+    except Exception as e:   # pydicom raises many kinds on damaged files
+        return None, f"unreadable DICOM ({type(e).__name__}): truncated or damaged"
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if "Rows" in ds and "Columns" in ds:
+            return None, "truncated: an image header without its pixel data"
+        return None, ("DICOM without pixel data (structured report, presentation state, ...): skipped, mmfm "
+                      "de-identifies images")
+    try:
+        need = expected_pixel_bytes(ds)
+        got = len(ds.PixelData) if "PixelData" in ds else None
+    except Exception as e:
+        return None, f"unreadable pixel data ({type(e).__name__}): truncated or damaged"
+    if need is not None and got is not None and got < need:
+        return None, f"truncated: {got} of {need} pixel bytes"
+    return ds, ""
+
+
+def check_folders(inp: Path, out: Path) -> None:
+    if not inp.exists():
+        raise DataError(f"{inp} does not exist", "pass a DICOM file or a folder of them")
+    inp_r, out_r = inp.resolve(), out.resolve()
+    if inp.is_dir() and (out_r == inp_r or inp_r in out_r.parents):
+        raise DataError("the output folder is inside the input folder (it would be read back as input)",
+                        "choose an output folder outside the input")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} exists and is not empty; mmfm never overwrites files it did not create",
+                        "choose a new output folder")
+
+
+def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[str] = (),
+                      progress: bool = True) -> dict[str, Any]:
+    """De-identify every DICOM and text file under ``inp`` into ``out``; return the summary (also deid.json)."""
+    inp, out = Path(inp), Path(out)
+    check_folders(inp, out)
+    files = sorted(p for p in ([inp] if inp.is_file() else inp.rglob("*")) if p.is_file())
+    staging = out.with_name(out.name + ".incomplete")
+    if staging.exists():
+        if not (staging / ".mmfm-deid").exists():
+            raise DataError(f"{staging} exists and was not made by mmfm", "move it away and retry")
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (staging / ".mmfm-deid").write_text("staging folder of mmfm data deid\n")
+    deid = Deidentifier(keep_private=keep_private)
+    summary: dict[str, Any] = {"profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile, "
+                                          "Retain Longitudinal Temporal Information with Modified Dates Option",
+                               "written": [], "skipped": [], "burned_in_annotation": [], "text": []}
+    names: list[str] = []
+    texts = []
+    try:
+        for path in tqdm(files, desc="deid", disable=not progress, unit="file"):
+            file_id = pseudonym(str(path.relative_to(inp) if inp.is_dir() else path.name), "file")
+            if path.suffix.lower() in TEXT_SUFFIXES:
+                texts.append((path, file_id))
+                continue
+            ds, why = read_checked(path)
+            if ds is None:
+                summary["skipped"].append({"file": file_id, "reason": why})
+                continue
+            names += [str(ds.get(k, "")) for k in _PERSON_NAMES]
+            log = deid.apply(ds)
+            rel = Path(ds.get("StudyInstanceUID", "study"), ds.get("SeriesInstanceUID", "series"),
+                       f"{ds.get('SOPInstanceUID', file_id)}.dcm")
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(target, enforce_file_format=False)
+            summary["written"].append({"file": str(rel), "source": file_id, **log})
+            if log["burned_in_annotation"] != "no":
+                summary["burned_in_annotation"].append({"file": str(rel), "flag": log["burned_in_annotation"]})
+        scrub = known_names(names)
+        for path, file_id in texts:   # after the DICOMs: their person names are scrubbed from the text too
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError) as e:
+                why = f"text not readable as UTF-8 ({type(e).__name__})"
+                summary["skipped"].append({"file": file_id, "reason": why})
+                continue
+            clean, counts = deidentify_text(text, scrub)
+            rel = Path("reports") / f"{file_id}.txt"
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_text(clean, encoding="utf-8")
+            summary["text"].append({"file": str(rel), "source": file_id, "replaced": counts})
+        summary["counts"] = {k: len(summary[k]) for k in ("written", "skipped", "burned_in_annotation", "text")}
+        write_json_atomic(staging / "deid.json", summary)
+        (staging / ".mmfm-deid").unlink()
+        if out.exists():
+            out.rmdir()          # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)   # mmfm's own staging folder: nothing half-written is left
+        raise
+    return summary
