@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmfm.evaluation.metrics.calibration import (CalibrationBins, brier_score, expected_calibration_error,
-                                                 probs_at_temperature)
+from mmfm.evaluation.metrics.calibration import (
+    CalibrationBins,
+    brier_score,
+    expected_calibration_error,
+    probs_at_temperature,
+)
 
 
 def naive_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
