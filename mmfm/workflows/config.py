@@ -95,7 +95,7 @@ class RunConfig:
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     out: str = "runs/run"
     method: str = ""                      # label for results.json (default: encoder name + "-scratch")
-    calibrate: str = "val"                # classification: fit temperature scaling on this split ("": do not)
+    calibrate: str | None = "val"         # classification: fit temperature scaling on this split (empty: do not)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
