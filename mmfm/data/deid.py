@@ -194,7 +194,7 @@ class Deidentifier:
 def leaked(original: Dataset, output: Dataset) -> list[str]:
     """The de-identification audit: attributes the profile lists whose original non-empty value survives, either
     in the same attribute of the output or, for names (PN), listed UIDs and identifiers, anywhere in the output's
-    values (file meta included). Empty list: nothing identifying left."""
+    values as a whole token (file meta included). Empty list: nothing identifying left."""
     exact, masked = profile_table()
 
     def listed(tag: int) -> bool:
@@ -224,5 +224,9 @@ def leaked(original: Dataset, output: Dataset) -> list[str]:
     if hasattr(output, "file_meta"):
         values += [str(e.value) for e in output.file_meta]
     blob = "\x00".join(values)
-    found |= {name for text, name in secrets.items() if text in blob}
+    import re
+
+    # whole-value matches only: "4900" inside a new 2.25.<digits> UID is a coincidence, not a leak
+    found |= {name for text, name in secrets.items()
+              if re.search(rf"(?<![0-9A-Za-z]){re.escape(text)}(?![0-9A-Za-z])", blob)}
     return sorted(found)

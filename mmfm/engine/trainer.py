@@ -312,7 +312,8 @@ class Trainer:
         if private and isinstance(self.dataset, torch.utils.data.IterableDataset):
             raise ConfigError("train.dp needs random access to the training samples (Poisson sampling)",
                               "use a folder or catalog dataset instead of shards")
-        if private and cfg.dp.fix_norms:   # before resuming: the checkpoint holds the fixed layers
+        if cfg.dp.fix_norms:   # before resuming: the checkpoint holds the fixed layers (also without DP: a
+            #                    non-private baseline of the same architecture)
             fixed = fix_layers(self.model)
             self.run_info["dp_fixed_layers"] = fixed
             if fixed and is_main():

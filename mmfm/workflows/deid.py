@@ -108,8 +108,10 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
                 continue
             names += [str(ds.get(k, "")) for k in _PERSON_NAMES]
             log = deid.apply(ds)
-            rel = Path(ds.get("StudyInstanceUID", "study"), ds.get("SeriesInstanceUID", "series"),
-                       f"{ds.get('SOPInstanceUID', file_id)}.dcm")
+            rel = Path(str(ds.get("StudyInstanceUID", "") or "study"), str(ds.get("SeriesInstanceUID", "") or "series"),
+                       f"{ds.get('SOPInstanceUID', '') or file_id}.dcm")
+            if (staging / rel).exists():   # instances sharing (or lacking) a UID: never one over another
+                rel = rel.with_name(f"{rel.stem}-{file_id}.dcm")
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             ds.save_as(target, enforce_file_format=False)

@@ -135,3 +135,16 @@ def test_cli_deid(dicoms, tmp_path, capsys):
     text = next((tmp_path / "o" / "reports").glob("*.txt")).read_text()
     assert "Alice" not in text and "2021" not in text
     assert main(["data", "deid", str(dicoms), str(tmp_path / "o2"), "--keep-private", "zz"]) == 2
+
+
+def test_instances_sharing_or_lacking_a_uid_are_all_written(tmp_path, dicom_path):
+    """Found on TotalSegmentator's DICOM series (empty SOPInstanceUID): one output must never replace another."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(3):
+        ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+        ds.SOPInstanceUID = ""
+        ds.InstanceNumber = k
+        ds.save_as(inp / f"{k}.dcm")
+    summary = deidentify_folder(inp, tmp_path / "out", progress=False)
+    assert len({w["file"] for w in summary["written"]}) == 3 and len(list((tmp_path / "out").rglob("*.dcm"))) == 3
