@@ -50,6 +50,10 @@ SOURCE = {  # results file -> the command that produces it
     "adapt_continual": "python scripts/reproduce_adaptation.py continual",
     "adapt_federated_kill": "python scripts/reproduce_adaptation.py federated_kill",
     "adapt_missing": "python scripts/reproduce_adaptation.py missing",
+    "trust_calibration": "python scripts/reproduce_trust.py calibration",
+    "trust_pointing": "python scripts/reproduce_trust.py pointing",
+    "trust_dp": "python scripts/reproduce_trust.py dp",
+    "trust_deid": "python scripts/reproduce_trust.py deid",
 }
 
 
@@ -325,6 +329,45 @@ def adapt_federated() -> str:
         "times more samples); `federated-iid-*`: the same data split at random into 2 sites.")
 
 
+def trust_calibration() -> str:
+    cols = ["balanced_accuracy", "ece_unscaled", "ece", "brier_unscaled", "brier", "temperature"]
+    recs = [r for r in load("trust_calibration") if r["metric"] in cols]
+    return grid(recs, lambda r: (r["method"],), cols, lambda r: r["metric"], ["model"]) + (
+        "\n\n`*_unscaled`: the model as trained; `ece`, `brier`: after temperature scaling fitted on the validation "
+        "split. ECE: 15 equal-width top-label bins. Mean ± sample sd over seeds.")
+
+
+def trust_pointing() -> str:
+    recs = load("trust_pointing")
+    out = []
+    for task in sorted({r["dataset"] for r in recs}):
+        rs = [r for r in recs if r["dataset"] == task and r["metric"].startswith("hit@")]
+        acc = [r for r in recs if r["dataset"] == task and r["metric"] == "accuracy"]
+        out += [f"**{task}**", "", grid(rs, lambda r: (r["method"],), ["hit@0px", "hit@3px"], lambda r: r["metric"],
+                                         ["model:method"]), "",
+                grid(acc, lambda r: (r["method"],), ["accuracy"], lambda r: r["metric"], ["classifier"]), ""]
+    return "\n".join(out).rstrip()
+
+
+def trust_dp() -> str:
+    cols = ["balanced_accuracy", "dp_epsilon", "epsilon_rdp_recomputed", "epsilon_prv", "noise_multiplier"]
+    recs = [r for r in load("trust_dp") if r["metric"] in cols and r["split"] in ("test", "train")]
+    return grid(recs, lambda r: (r["method"],), cols, lambda r: r["metric"], ["run"]) + (
+        "\n\n`dp_epsilon`: what the run reports (privacy.json); `epsilon_rdp_recomputed` and `epsilon_prv`: Opacus's "
+        "RDP and PRV accountants run again here on the run's noise multiplier, sample rate and steps (delta 1e-5).")
+
+
+def trust_deid() -> str:
+    recs = load("trust_deid")
+    cols = ["files", "written", "skipped", "burned_in_flagged", "files_with_leaks", "pixel_identical",
+            "pydicom_reread", "mmfm_readable", "mmfm_same_geometry"]
+    table = grid([r for r in recs if r["split"] == "all"], lambda r: (r["dataset"],), cols, lambda r: r["metric"],
+                 ["source"], 0)
+    leaks = [r for r in recs if r["split"] == "leaks"]
+    return table + "\n\nIdentifying values left, by attribute: " + (
+        ", ".join(f"{r['metric']} ({r['value']:g} files)" for r in leaks) if leaks else "none") + "."
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "label-efficiency": label_efficiency,
     "label-efficiency-litemedsam": label_efficiency_litemedsam,
@@ -370,6 +413,10 @@ GENERATORS: dict[str, Callable[[], str]] = {
                                    ["dice_liver", "dice_tumour", "trainable_fraction"], lambda r: r["metric"],
                                    ["method"], 4),
     "adapt-federated": adapt_federated,
+    "trust-calibration": trust_calibration,
+    "trust-pointing": trust_pointing,
+    "trust-dp": trust_dp,
+    "trust-deid": trust_deid,
     "adapt-continual": adapt_continual,
     "adapt-federated-kill": lambda: grid([r for r in load("adapt_federated_kill") if r["task"] == "federation"
                                           or r["metric"] == "balanced_accuracy"], lambda r: (r["dataset"],),
