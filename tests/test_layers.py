@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "mmfm"
-LAYERS = ["data", "encoders", "objectives", "tasks", "evaluation", "trust", "engine", "workflows", "cli"]
+LAYERS = ["data", "encoders", "objectives", "tasks", "evaluation", "trust", "engine", "workflows", "app", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -50,6 +50,9 @@ def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots:
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes]
     path.write_text("\n".join(lines) + "\n")
+    from mmfm.evaluation.html_report import write_html_report
+
+    write_html_report(path.parent, title)   # the same run as one self-contained page (report.html)
     return path
 
 

@@ -231,3 +231,44 @@ def saliency(task: nn.Module, x: torch.Tensor, method: str, class_idx: int | Non
     if method == "occlusion":
         return occlusion(task, x, class_idx)
     raise ConfigError(f"unknown explanation method '{method}'", "use rollout, gradcam or occlusion")
+
+
+def plot_saliency_examples(task: nn.Module, dataset: Any, out_png: Any, n: int = 4,
+                           class_names: list[str] | None = None) -> Any:
+    """The first ``n`` images of ``dataset`` with each default method's map over them (predicted class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = min(n, len(dataset))
+    if k == 0:
+        return None
+    x = torch.stack([torch.as_tensor(dataset[i]["image"]) for i in range(k)])
+    # occlusion of a volume runs the model hundreds of times: volumes get the one-pass method only
+    methods = [m for m in explain_methods(task) if not (m == "occlusion" and x.ndim == 5)] or ["occlusion"]
+    task.eval()
+    with torch.no_grad():
+        pred = task.predict(x).argmax(1).tolist()
+    maps = {m: saliency(task, x, m) for m in methods}
+
+    def plane(a: np.ndarray) -> np.ndarray:
+        return (a[..., a.shape[-1] // 2] if a.ndim == 3 else a).T
+
+    fig, axes = plt.subplots(k, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.4 * k), squeeze=False)
+    for i in range(k):
+        img = x[i].float().mean(0).numpy()
+        axes[i, 0].imshow(plane(img), cmap="gray")
+        name = class_names[pred[i]] if class_names and pred[i] < len(class_names) else str(pred[i])
+        axes[i, 0].set_title(f"predicted: {name}", fontsize=8)
+        for j, m in enumerate(methods):
+            axes[i, j + 1].imshow(plane(img), cmap="gray")
+            axes[i, j + 1].imshow(plane(maps[m][i].numpy()), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axes[i, j + 1].set_title(m, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png

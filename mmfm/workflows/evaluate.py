@@ -161,6 +161,9 @@ def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], data
     plt.close(fig)
     lines += ["", "![label efficiency](plots/label_efficiency.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
+    from mmfm.evaluation.html_report import write_html_report
+
+    write_html_report(out, f"label efficiency on {dataset}")
 
 
 def load_summary(path: str | Path) -> list[dict[str, Any]]:

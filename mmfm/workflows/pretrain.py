@@ -216,5 +216,8 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     write_results(out / "results.json", records)
     plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{method} pretraining loss")
     write_json_atomic(out / "status.json", {"status": "complete", **saved})
+    from mmfm.evaluation.html_report import write_html_report
+
+    write_html_report(out, f"{method} pretraining")
     torch.set_grad_enabled(True)
     return records

@@ -13,7 +13,7 @@ import torch
 from mmfm.data import spec as dataspec
 from mmfm.data.batches import first_item, iter_items
 from mmfm.engine.trainer import Trainer, seed_everything
-from mmfm.errors import ConfigError
+from mmfm.errors import ConfigError, MMFMError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
@@ -113,6 +113,30 @@ def calibrate(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Any] | Non
             "nll_after": float(torch.nn.functional.cross_entropy(z / t, y)), "binning": "15 equal-width, top label"}
     write_json_atomic(out / "calibration.json", info)
     return info
+
+
+def report_figures(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Path | None]:
+    """Figures drawn from the trained model on the last evaluated split for the report: a classifier's embedding
+    map and saliency examples, a segmenter's best/median/worst cases. A figure that fails is left out with a
+    message (the run's results stand)."""
+    from mmfm.evaluation.figures import plot_embeddings, plot_segmentation_cases
+    from mmfm.trust.explain import plot_saliency_examples
+
+    if not cfg.data.eval_splits or prep.task not in ("classification", "segmentation"):
+        return {}
+    try:
+        ds = build_split(cfg.data, cfg.data.eval_splits[-1], prep.task)[0]
+        if prep.task == "classification":
+            names = prep.run_info.get("class_names") or None
+            return {"embeddings": plot_embeddings(prep.model.encoder, ds, out / "plots" / "embeddings.png", names),
+                    "saliency": plot_saliency_examples(prep.model, ds, out / "plots" / "saliency.png",
+                                                       class_names=names)}
+        if cfg.data.patch:   # whole volumes by sliding window: the cases figure would need it too
+            return {}
+        return {"segmentation cases": plot_segmentation_cases(prep.model, ds, out / "plots" / "cases.png")}
+    except (RuntimeError, ValueError, MMFMError) as e:
+        print(f"[mmfm] report figures skipped: {e}", flush=True)
+        return {}
 
 
 def reliability_plot(model: Any, cfg: RunConfig, task: str, out: Path) -> Path | None:
@@ -302,7 +326,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     write_results(out / "results.json", records)
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
                                           f"{prep.task} training loss"),
-             "reliability diagram": reliability_plot(prep.model, cfg, prep.task, out)}
+             "reliability diagram": reliability_plot(prep.model, cfg, prep.task, out), **report_figures(prep, cfg, out)}
     notes = [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"]
     if prep.run_info.get("dp"):
         dp = prep.run_info["dp"]

@@ -1,0 +1,393 @@
+"""`mmfm serve`: a local web app to try mmfm's models on your own scans (FastAPI, bound to 127.0.0.1).
+
+Upload a DICOM file, a DICOM series (zip), NIfTI, MetaImage, NRRD or PNG; scroll the slices with a window preset;
+draw a box or click points and get the LiteMedSAM mask (2D, or propagated through a volume) as NIfTI on the
+input's grid; zero-shot classification and text retrieval with an image-text run; a saliency overlay of a
+classification run; the de-identified DICOM header. The app holds no model logic: it calls the same workflows as
+the CLI (``mmfm.workflows.segment``, ``mmfm.workflows.explain``, ``mmfm.tasks.zero_shot``).
+
+Uploads are size-limited, read by mmfm's readers (a bad file gets the reader's message, never a traceback), kept
+in one temporary folder that is deleted when the app stops (and per upload when more than ``max_sessions`` are
+kept), and never logged by name: a session is a random id, and the upload's name travels in a header, not a URL.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from mmfm.errors import ConfigError, MMFMError
+
+SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff",
+            ".zip")
+
+
+@dataclass
+class Session:
+    folder: Path
+    path: Path                     # the uploaded file (or the unzipped series folder)
+    image: Any                     # mmfm.data.sample.Image
+    fmt: str
+    header: dict[str, Any] = field(default_factory=dict)
+    display: dict[str, np.ndarray] = field(default_factory=dict)   # preset name -> (*spatial) in [0, 1]
+    mask: Path | None = None
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    kind: str                      # promptable | classification | dual
+    source: str
+
+
+def _suffix(name: str) -> str:
+    low = name.lower()
+    for s in SUFFIXES:
+        if low.endswith(s):
+            return s
+    return ""
+
+
+class ServeState:
+    """Uploads and models of one app; every file lives under one temporary folder."""
+
+    def __init__(self, models: list[str], max_upload_mb: float = 512, max_sessions: int = 16) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mmfm-serve-"))
+        self.max_bytes = int(max_upload_mb * 1024 * 1024)
+        self.max_sessions = max_sessions
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.lock = threading.Lock()          # one model call at a time: 2 cores are shared, not oversubscribed
+        self.models = [self._describe(m) for m in (models or ["litemedsam"])]
+        self._cache: dict[str, Any] = {}
+
+    # -- models ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _describe(source: str) -> LoadedModel:
+        if source == "litemedsam":
+            return LoadedModel("litemedsam", "promptable", source)
+        run = Path(source)
+        if (run / "dual").is_dir() or (run / "dual.json").exists():
+            return LoadedModel(run.name, "dual", source)
+        state = run / "checkpoints" / "last" / "state.json"
+        if not state.exists():
+            raise ConfigError(f"--model {source}: neither litemedsam nor a run folder",
+                              "give litemedsam, a classification or promptable run, or an image-text run")
+        task = json.loads(state.read_text())["run_info"].get("task")
+        kinds = {"classification": "classification", "promptable_segmentation": "promptable"}
+        if task not in kinds:
+            raise ConfigError(f"--model {source}: the app serves classification, promptable and image-text runs, "
+                              f"not '{task}'", "give another run")
+        return LoadedModel(run.name, kinds[task], source)
+
+    def model(self, kind: str, name: str | None = None) -> LoadedModel:
+        for m in self.models:
+            if m.kind == kind and (name is None or m.name == name):
+                return m
+        raise ConfigError(f"no {kind} model is loaded", "start mmfm serve with --model <run> for it")
+
+    def dual(self, source: str) -> Any:
+        if source not in self._cache:
+            from mmfm.workflows.towers import load_dual
+
+            self._cache[source] = load_dual(source)
+        return self._cache[source]
+
+    # -- uploads --------------------------------------------------------------------------------------------------
+    def add(self, name: str, data: bytes) -> tuple[str, Session]:
+        from mmfm.data.io import image_format, read_image
+
+        suffix = _suffix(name)
+        if not suffix:
+            raise ConfigError("this file type is not one mmfm reads here",
+                              "upload DICOM (.dcm, or a .zip of a series), NIfTI, MetaImage, NRRD or PNG/JPEG/TIFF")
+        sid = secrets.token_hex(8)
+        folder = self.root / sid
+        folder.mkdir()
+        try:
+            if suffix == ".zip":
+                path = folder / "series"
+                path.mkdir()
+                try:
+                    with zipfile.ZipFile(io.BytesIO(data)) as z:
+                        for member in z.infolist():
+                            target = (path / member.filename).resolve()
+                            if member.is_dir() or path.resolve() not in target.parents:
+                                continue             # folders, and names that would escape the folder
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            target.write_bytes(z.read(member))
+                except zipfile.BadZipFile:
+                    raise ConfigError("the .zip file is damaged", "zip the DICOM series folder again") from None
+            else:
+                path = folder / f"upload{suffix}"   # the user's file name (often identifying) is not kept
+                path.write_bytes(data)
+            image = read_image(path)
+            if not np.isfinite(image.array).all():
+                raise ConfigError("the image has NaN or infinite values", "fix the file before uploading it")
+            header = {}
+            fmt = image_format(path)
+            if fmt.startswith("dicom"):
+                header = dicom_header(path)
+        except MMFMError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        except Exception as e:   # a reader's own exception on a damaged file
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(f"the file could not be read ({type(e).__name__})",
+                              "check that it is a complete image file") from None
+        session = Session(folder, path, image, fmt, header)
+        self.sessions[sid] = session
+        while len(self.sessions) > self.max_sessions:          # the oldest upload goes
+            _, old = self.sessions.popitem(last=False)
+            shutil.rmtree(old.folder, ignore_errors=True)
+        return sid, session
+
+    def get(self, sid: str) -> Session:
+        if sid not in self.sessions:
+            raise ConfigError("unknown or expired upload", "upload the file again")
+        return self.sessions[sid]
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def dicom_header(path: Path) -> dict[str, Any]:
+    """The header fields mmfm shows (no PHI) and the patient as a keyed pseudonym."""
+    import pydicom
+
+    from mmfm.data.io.dicom import safe_header
+    from mmfm.data.pseudonym import pseudonym
+
+    first = path if path.is_file() else next(p for p in sorted(path.rglob("*")) if p.is_file())
+    ds = pydicom.dcmread(first, stop_before_pixels=True)
+    return {"patient": pseudonym(str(ds.get("PatientID", "")), "patient"), **safe_header(ds)}
+
+
+def display_volume(session: Session, preset_name: str | None) -> tuple[str, np.ndarray]:
+    """(preset used, the image in [0, 1] as (*spatial), channels averaged) for display."""
+    from mmfm.data.presets import default_preset, get_preset
+
+    img = session.image
+    if preset_name:
+        preset = get_preset(preset_name)
+    elif img.array.shape[0] >= 3 and img.spatial_dims == 2:
+        preset = get_preset("rgb_unit")
+    elif img.modality != "unknown":
+        preset = default_preset(img.modality)
+    else:
+        preset = get_preset("percentile")
+    if preset.name not in session.display:
+        session.display[preset.name] = np.clip(preset(img.array.astype(np.float32)), 0, 1).mean(0)
+    return preset.name, session.display[preset.name]
+
+
+def png(plane: np.ndarray, rgba: bool = False) -> bytes:
+    """(i, j) array -> PNG bytes (rows = j): grey in [0, 1], or an RGBA mask overlay."""
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    if rgba:
+        m = plane.T > 0
+        out = np.zeros((*m.shape, 4), np.uint8)
+        out[m] = (255, 60, 60, 140)
+        PILImage.fromarray(out, mode="RGBA").save(buf, format="PNG")
+    else:
+        PILImage.fromarray((plane.T * 255).astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_sessions: int = 16) -> FastAPI:
+    """The FastAPI app; ``models``: ``litemedsam`` and/or run folders (classification, promptable, image-text)."""
+    from mmfm.app.page import PAGE
+
+    state = ServeState(models or ["litemedsam"], max_upload_mb, max_sessions)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        state.close()                  # every upload and result is deleted with the app
+
+    app = FastAPI(title="mmfm", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.mmfm = state
+
+    @app.exception_handler(MMFMError)
+    async def mmfm_error(request: Request, exc: MMFMError) -> JSONResponse:
+        import re
+
+        # the server's temporary paths mean nothing to the user (and are not theirs to see): "the upload"
+        problem = re.sub(r"\S*mmfm-serve-[^\s:]*", "the upload", str(exc).split("\n  hint: ")[0])
+        return JSONResponse({"error": problem, "hint": exc.hint}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def other_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error ({type(exc).__name__})", "hint": "see the server console"},
+                            status_code=500)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return PAGE
+
+    @app.get("/api/models")
+    def list_models() -> dict[str, Any]:
+        from mmfm.data.presets import PRESETS
+
+        return {"models": [m.__dict__ | {"source": m.name} for m in state.models],
+                "presets": sorted(PRESETS), "max_upload_mb": state.max_bytes / 1024 / 1024}
+
+    @app.post("/api/upload")
+    async def upload(request: Request) -> dict[str, Any]:
+        size = int(request.headers.get("content-length") or 0)
+        if size > state.max_bytes:
+            raise ConfigError(f"the upload is {size / 1e6:.0f} MB, over the limit of {state.max_bytes / 1e6:.0f} MB",
+                              "start mmfm serve with a larger --max-upload-mb, or upload a smaller file")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > state.max_bytes:
+                raise ConfigError("the upload is over the size limit", "start mmfm serve with --max-upload-mb")
+        if not data:
+            raise ConfigError("the upload is empty", "choose a file")
+        name = request.headers.get("x-filename", "")
+        sid, s = state.add(name, bytes(data))
+        preset, vol = display_volume(s, None)
+        img = s.image
+        return {"id": sid, "format": s.fmt, "modality": img.modality, "shape": list(img.spatial_shape),
+                "spatial_dims": img.spatial_dims, "slices": img.spatial_shape[2] if img.spatial_dims == 3 else 1,
+                "preset": preset, "header": s.header,
+                "spacing": [float(v) for v in np.linalg.norm(img.affine[:3, :img.spatial_dims], axis=0)]}
+
+    @app.get("/api/slice/{sid}")
+    def slice_png(sid: str, k: int = 0, preset: str = "") -> Response:
+        s = state.get(sid)
+        _, vol = display_volume(s, preset or None)
+        plane = vol if vol.ndim == 2 else vol[..., int(np.clip(k, 0, vol.shape[2] - 1))]
+        return Response(png(plane), media_type="image/png")
+
+    @app.post("/api/segment/{sid}")
+    def segment(sid: str, body: dict[str, Any]) -> dict[str, Any]:
+        from mmfm.workflows.segment import segment as run_segment
+
+        s = state.get(sid)
+        unknown = set(body) - {"box", "points", "negative_points", "slice", "model"}
+        if unknown:
+            raise ConfigError(f"unknown request fields {sorted(unknown)}", "send box, points, negative_points, slice")
+        model = state.model("promptable", body.get("model"))
+        out = s.folder / ("mask.png" if s.fmt == "raster" else "mask.nii.gz")
+        with state.lock:
+            rec = run_segment(s.path, out, box=body.get("box"), points=body.get("points") or (),
+                              negative_points=body.get("negative_points") or (),
+                              slice_index=body.get("slice") if s.image.spatial_dims == 3 else None,
+                              model=model.source, overwrite=True, progress=False)
+        s.mask = out
+        return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
+                "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name}
+
+    @app.get("/api/mask/{sid}")
+    def mask_file(sid: str) -> Response:
+        s = state.get(sid)
+        if s.mask is None or not s.mask.exists():
+            raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
+        kind = "image/png" if s.mask.suffix == ".png" else "application/gzip"
+        name = "mask.png" if s.mask.suffix == ".png" else "mask.nii.gz"
+        return Response(s.mask.read_bytes(), media_type=kind,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/maskslice/{sid}")
+    def mask_slice(sid: str, k: int = 0) -> Response:
+        s = state.get(sid)
+        if s.mask is None:
+            raise ConfigError("no mask yet", "press Segment first")
+        m = _read_mask(s)
+        plane = m if m.ndim == 2 else m[..., int(np.clip(k, 0, m.shape[2] - 1))]
+        return Response(png(plane, rgba=True), media_type="image/png")
+
+    @app.post("/api/zeroshot/{sid}")
+    def zeroshot(sid: str, body: dict[str, Any]) -> dict[str, Any]:
+        texts = [t for t in body.get("texts", []) if str(t).strip()]
+        if len(texts) < 2 and body.get("mode", "classify") == "classify":
+            raise ConfigError("zero-shot classification needs at least two class names", "e.g. liver, brain")
+        if not texts:
+            raise ConfigError("no text given", "type one or more texts")
+        s = state.get(sid)
+        m = state.model("dual", body.get("model"))
+        with state.lock:
+            scores = text_scores(state.dual(m.source), s, texts, body.get("slice"))
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])
+        return {"model": m.name, "ranked": [{"text": texts[i], "score": scores[i]} for i in order]}
+
+    @app.post("/api/explain/{sid}")
+    def explain(sid: str, body: dict[str, Any]) -> dict[str, Any]:
+        from mmfm.workflows.explain import explain as run_explain
+
+        s = state.get(sid)
+        m = state.model("classification", body.get("model"))
+        out = s.folder / "explain"
+        with state.lock:
+            rec = run_explain(m.source, s.path, out, slice_index=body.get("slice"), overwrite=True)
+        return {"prediction": rec["prediction"], "overlay": f"/api/explain/{sid}/overlay.png", "model": m.name}
+
+    @app.get("/api/explain/{sid}/overlay.png")
+    def explain_overlay(sid: str) -> Response:
+        s = state.get(sid)
+        f = s.folder / "explain" / "overlay.png"
+        if not f.exists():
+            raise ConfigError("no explanation yet", "press Explain first")
+        return Response(f.read_bytes(), media_type="image/png")
+
+    @app.get("/api/header/{sid}")
+    def header(sid: str) -> dict[str, Any]:
+        return state.get(sid).header
+
+    return app
+
+
+def _read_mask(s: Session) -> np.ndarray:
+    from mmfm.data.io import read_image
+
+    if s.mask is None:
+        raise ConfigError("no mask yet", "press Segment first")
+    return read_image(s.mask).array[0] > 0
+
+
+def text_scores(dual_and_spec: tuple[Any, dict[str, Any]], s: Session, texts: list[str], k: int | None
+                ) -> list[float]:
+    """Softmax over ``texts`` of the image-text model's scaled cosine similarities (zero-shot classification
+    with the texts as class prompts; the same ranking is text retrieval)."""
+    import torch
+
+    from mmfm.workflows.explain import _model_input, _preset
+
+    dual, spec = dual_and_spec
+    im = spec["image"]
+    contract = spec.get("contract", {})
+    size = contract.get("shape", [0, *([64] * im["spatial_dims"])])[1:]
+    x, _ = _model_input(s.image, im["spatial_dims"], im["in_channels"], size, _preset(s.image, contract, None), k)
+    with torch.no_grad():
+        v = dual.encode_image(x)                                   # (1, E)
+        t = dual.encode_text(texts)                                # (T, E)
+        logits = dual.logit_scale.exp().clamp(max=100) * v @ t.T
+    return [float(p) for p in logits.softmax(-1)[0]]
+
+
+def serve(models: list[str], host: str = "127.0.0.1", port: int = 8765, max_upload_mb: float = 512) -> None:
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"[mmfm] serving on {host}: anyone who can reach this machine can upload scans to it", flush=True)
+    app = create_app(models, max_upload_mb)
+    print(f"[mmfm] open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C stops; "
+          "uploads are deleted when the app stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,104 @@
+"""Figures a run draws from its trained model for the report: segmentation cases (best, median, worst by Dice)
+and a 2D map of the encoder's embeddings coloured by label and by modality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plane(a: np.ndarray) -> np.ndarray:
+    """(*spatial) -> a 2D view (rows x columns): a 3D array shows its middle slice."""
+    return (a[..., a.shape[-1] // 2] if a.ndim == 3 else a).T
+
+
+@torch.no_grad()
+def plot_segmentation_cases(model: Any, dataset: Any, out_png: Path, max_images: int = 64) -> Path | None:
+    """Best, median and worst test images by mean foreground Dice: image, reference and prediction outlines."""
+    from mmfm.evaluation.metrics.segmentation import dice_rows
+
+    model.eval()
+    device = next(model.parameters()).device
+    scored = []
+    for i in range(min(len(dataset), max_images)):
+        item = dataset[i]
+        x = torch.as_tensor(item["image"])[None].to(device)
+        if not hasattr(model, "logits"):
+            return None
+        p = model.logits(x).argmax(1, keepdim=True).cpu()
+        t = torch.as_tensor(item["mask"])[None]
+        d = dice_rows(p, t.long(), model.num_classes)[0]
+        d = d[~torch.isnan(d)]
+        if len(d):
+            scored.append((float(d.mean()), i, p[0, 0].numpy(), t[0, 0].numpy(), np.asarray(item["image"])[0]))
+    if not scored:
+        return None
+    scored.sort(key=lambda s: s[0])
+    picks = {"worst": scored[0], "median": scored[len(scored) // 2], "best": scored[-1]}
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, (name, (dice, idx, pred, ref, img)) in zip(axes, picks.items()):
+        ax.imshow(_plane(img), cmap="gray")
+        for lab in np.unique(ref[ref > 0]):
+            ax.contour(_plane((ref == lab).astype(float)), levels=[0.5], colors="lime", linewidths=0.8)
+        for lab in np.unique(pred[pred > 0]):
+            ax.contour(_plane((pred == lab).astype(float)), levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"{name}: Dice {dice:.2f} (test image {idx})", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("segmentation cases (green: reference, red: prediction)", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+@torch.no_grad()
+def plot_embeddings(encoder: Any, dataset: Any, out_png: Path, class_names: list[str] | None = None,
+                    max_images: int = 512) -> Path | None:
+    """The first two principal components of the encoder's pooled features, coloured by label and by modality."""
+    n = min(len(dataset), max_images)
+    if n < 3:
+        return None
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    feats, labels, mods = [], [], []
+    for start in range(0, n, 64):
+        items = [dataset[i] for i in range(start, min(n, start + 64))]
+        x = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(device)
+        feats.append(encoder(x)["pooled"].float().cpu())
+        labels += [int(it["label"]) if "label" in it else -1 for it in items]
+        mods += [str(it.get("modality", "")) for it in items]
+    f = torch.cat(feats)
+    f = f - f.mean(0)
+    _, _, v = torch.pca_lowrank(f, q=2, center=False)
+    xy = (f @ v[:, :2]).numpy()
+    if not any(mods) and hasattr(dataset, "modality"):
+        mods = [str(m) for m in np.asarray(dataset.modality)[:n]]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, values, what in ((axes[0], labels, "label"), (axes[1], mods, "modality")):
+        for val in sorted(set(values), key=str):
+            sel = np.array([v == val for v in values])
+            name = (class_names[val] if what == "label" and class_names and 0 <= val < len(class_names)
+                    else str(val) or "unknown")
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, label=name, alpha=0.7)
+        ax.set_title(f"embeddings (PCA) by {what}", fontsize=9)
+        ax.legend(fontsize=7, markerscale=1.5)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,203 @@
+"""`report.html`: one self-contained page per run (images embedded as data URIs, no script, no network), rebuilt
+from the run's files alone by `mmfm report RUN_DIR`.
+
+It gathers, for the run folder and every run folder below it (a quickstart holds several):
+results tables with mean ± sample sd over seeds (``results.json``), the training curves (``metrics.jsonl``),
+every plot the run wrote (``plots/*.png``: label-efficiency curves, reliability diagrams, segmentation cases,
+saliency overlays, embedding maps, ...), calibration and privacy records, the data card (``card.json`` in the run,
+or mini's card) and the configuration (``config.yaml``). Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1c2430;background:#f6f7f9}
+header{background:#17324d;color:#fff;padding:14px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;opacity:.8;font-size:13px}main{padding:8px 28px 40px;max-width:1200px}
+section{background:#fff;border:1px solid #dde2e8;border-radius:8px;margin:16px 0;padding:10px 18px}
+h2{font-size:18px;margin:8px 0}h3{font-size:15px;margin:14px 0 6px;color:#33506e}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #dde2e8;padding:3px 8px;
+text-align:left}th{background:#eef2f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
+figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}figcaption{font-size:12px;color:#555}
+img{max-width:560px;border:1px solid #e5e8ec}pre{background:#f3f5f7;padding:8px;font-size:12px;overflow:auto;
+max-height:420px}nav a{margin-right:12px;font-size:13px}
+"""
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _fig_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _curve(metrics: Path) -> str | None:
+    """The training curves of ``metrics.jsonl`` (every loss term against the step), as a data URI."""
+    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    keys = sorted({k for r in rows for k in r if k == "loss" or k.endswith("_loss") or k == "epsilon"})
+    if not rows or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r and r[k] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    uri = _fig_uri(fig)
+    plt.close(fig)
+    return uri
+
+
+def _results_table(records: list[dict[str, Any]]) -> str:
+    """Rows (task, dataset, split, method, label fraction) x metrics; cells mean ± sd (n seeds)."""
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    metrics: list[str] = []
+    for r in records:
+        key = (r.get("task", ""), r.get("dataset", ""), r.get("split", ""), r.get("method", ""),
+               r.get("label_fraction", 1.0))
+        cells[key][r["metric"]].append(float(r["value"]))
+        if r["metric"] not in metrics:
+            metrics.append(r["metric"])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["task", "dataset", "split", "method", "labels", *metrics])
+    body = []
+    for key in sorted(cells, key=lambda k: tuple(map(str, k))):
+        tds = "".join(f"<td>{html.escape(str(v))}</td>" for v in key[:4]) + f"<td class=n>{key[4]:g}</td>"
+        for m in metrics:
+            vs = [v for v in cells[key].get(m, []) if np.isfinite(v)]
+            if not vs:
+                tds += "<td class=n>-</td>"
+            elif len(vs) == 1:
+                tds += f"<td class=n>{vs[0]:.4g}</td>"
+            else:
+                tds += f"<td class=n>{np.mean(vs):.4g} ± {np.std(vs, ddof=1):.2g} (n={len(vs)})</td>"
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _kv_table(d: dict[str, Any]) -> str:
+    def text(v: Any) -> str:
+        return html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{text(v)}</td></tr>" for k, v in d.items())
+    return f"<table>{rows}</table>"
+
+
+def _data_card(run: Path) -> dict[str, Any] | None:
+    for candidate in (run / "card.json", run / "data" / "card.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    config = run / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        cfg = yaml.safe_load(config.read_text()) or {}
+        data = cfg.get("data") or {}
+        if data.get("dataset", "mini") == "mini":
+            from mmfm.data.sources.fetch import mmfm_home
+
+            card = Path(data.get("root") or mmfm_home() / "data" / "mini") / "card.json"
+            if card.is_file():
+                full = json.loads(card.read_text())
+                return {k: v for k, v in full.items() if k != "sets"} | (
+                    {"set": data.get("set"), "counts": full.get("sets", {}).get(data.get("set"), {}).get("counts")}
+                    if data.get("set") else {})
+    return None
+
+
+def _run_section(run: Path, root: Path) -> str:
+    rel = "." if run == root else str(run.relative_to(root))
+    parts = [f'<section id="{html.escape(rel)}"><h2>{html.escape(rel if rel != "." else run.name)}</h2>']
+    results = run / "results.json"
+    if results.is_file():
+        try:
+            recs = json.loads(results.read_text())
+        except ValueError:
+            recs = []
+        if recs:
+            parts.append("<h3>Results</h3>" + _results_table(recs))
+    for name in ("calibration.json", "privacy.json", "federation.json", "continual.json", "explain.json"):
+        f = run / name
+        if f.is_file():
+            try:
+                d = json.loads(f.read_text())
+            except ValueError:
+                continue
+            if isinstance(d, dict):
+                small = {k: v for k, v in d.items() if not isinstance(v, (list, dict)) or len(json.dumps(v)) < 400}
+                parts.append(f"<h3>{name[:-5]}</h3>" + _kv_table(small))
+    figs = []
+    if (run / "metrics.jsonl").is_file():
+        uri = _curve(run / "metrics.jsonl")
+        if uri:
+            figs.append(f'<figure><img src="{uri}" alt="training curves"><figcaption>training curves'
+                        "</figcaption></figure>")
+    for png in sorted(run.glob("plots/*.png")) + sorted(p for p in run.glob("*.png")):
+        figs.append(f'<figure><img src="{_png_uri(png)}" alt="{html.escape(png.stem)}"><figcaption>'
+                    f"{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>")
+    if figs:
+        parts.append("<h3>Plots</h3>" + "".join(figs))
+    card = _data_card(run)
+    if card:
+        parts.append("<h3>Data card</h3><pre>" + html.escape(json.dumps(card, indent=1)[:20000]) + "</pre>")
+    if (run / "config.yaml").is_file():
+        parts.append("<h3>Configuration</h3><pre>" + html.escape((run / "config.yaml").read_text()) + "</pre>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def run_folders(root: Path, depth: int = 3) -> list[Path]:
+    """``root`` and the folders below it (to ``depth``) that hold a run's outputs."""
+    marks = ("results.json", "metrics.jsonl", "config.yaml", "explain.json")
+    found = []
+
+    def walk(p: Path, d: int) -> None:
+        if any((p / m).is_file() for m in marks) or (p / "plots").is_dir():
+            found.append(p)
+        if d:
+            for child in sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")
+                                and c.name not in ("checkpoints", "plots", "encoder", "text_encoder", "dual",
+                                                   "adapter", "tensorboard")):
+                walk(child, d - 1)
+
+    walk(root, depth)
+    return found
+
+
+def write_html_report(run_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; return its path."""
+    root = Path(run_dir)
+    runs = run_folders(root)
+    status = root / "status.json"
+    state = "complete" if status.is_file() else "not complete (no status.json yet)"
+    nav = "".join(f'<a href="#{html.escape("." if r == root else str(r.relative_to(root)))}">'
+                  f'{html.escape(r.name if r == root else str(r.relative_to(root)))}</a>' for r in runs)
+    body = "".join(_run_section(r, root) for r in runs) or "<section><p>No run outputs found.</p></section>"
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or root.name)}"
+            f"</title><style>{CSS}</style></head><body><header><h1>{html.escape(title or 'mmfm run: ' + root.name)}"
+            f"</h1><p>status: {state} · written by mmfm report</p></header><main><nav>{nav}</nav>{body}</main>"
+            "</body></html>")
+    out = root / "report.html"
+    tmp = out.with_name(".report.html.mmfm-partial")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+

@@ -1,0 +1,74 @@
+"""`mmfm serve` through its HTTP API (no browser): upload, slices, segment equal to the Python API, errors,
+size limit, no file name kept, temporary folder removed."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from mmfm.app.server import create_app  # noqa: E402
+
+
+def test_upload_segment_download_equals_python_api(tmp_path, dicom_path):
+    from mmfm.workflows.segment import segment
+
+    data = Path(dicom_path("CT_small.dcm")).read_bytes()
+    app = create_app(["litemedsam"], max_upload_mb=5)
+    with TestClient(app) as c:
+        r = c.post("/api/upload", content=data, headers={"X-Filename": "Doe_John_12345.dcm"})
+        info = r.json()
+        assert r.status_code == 200 and info["shape"] == [128, 128] and info["header"]["patient"].startswith("patient-")
+        assert "Doe" not in json.dumps(info)
+        assert not list(app.state.mmfm.root.rglob("*Doe*"))                  # the name is not kept on disk either
+        png = c.get(f"/api/slice/{info['id']}")
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+        r = c.post(f"/api/segment/{info['id']}", json={"box": [30, 30, 90, 90]})
+        assert r.status_code == 200 and r.json()["foreground"] > 0
+        got = tmp_path / "app.nii.gz"
+        got.write_bytes(c.get(r.json()["mask"]).content)
+        bad = c.post(f"/api/segment/{info['id']}", json={"box": [30, 30, 90, 90], "boxx": 1})
+        assert bad.status_code == 400 and "boxx" in bad.json()["error"]
+        root = app.state.mmfm.root
+    assert not root.exists()                                                  # uploads deleted with the app
+    src = tmp_path / "ct.dcm"
+    src.write_bytes(data)
+    segment(src, tmp_path / "api.nii.gz", box=[30, 30, 90, 90], progress=False)
+    a, b = nib.load(got), nib.load(tmp_path / "api.nii.gz")
+    assert np.array_equal(a.get_fdata(), b.get_fdata()) and np.allclose(a.affine, b.affine)
+
+
+def test_bad_uploads_get_messages_not_tracebacks(dicom_path):
+    app = create_app(["litemedsam"], max_upload_mb=0.02)   # CT_small.dcm is 39 kB
+    with TestClient(app) as c:
+        r = c.post("/api/upload", content=b"not an image at all", headers={"X-Filename": "scan.dcm"})
+        assert r.status_code == 400 and "DICOM" in r.json()["error"] and "mmfm-serve" not in r.json()["error"]
+        r = c.post("/api/upload", content=b"x", headers={"X-Filename": "virus.exe"})
+        assert r.status_code == 400 and r.json()["hint"]
+        r = c.post("/api/upload", content=Path(dicom_path("CT_small.dcm")).read_bytes(),
+                   headers={"X-Filename": "big.dcm"})
+        assert r.status_code == 400 and "limit" in r.json()["error"]
+        r = c.post("/api/upload", content=b"PK\x03\x04broken", headers={"X-Filename": "series.zip"})
+        assert r.status_code == 400 and "zip" in r.json()["error"]
+        assert c.get("/api/slice/nope").status_code == 400
+        r = c.post("/api/zeroshot/nope", json={"texts": ["a", "b"]})
+        assert r.status_code == 400
+
+
+def test_dicom_series_zip_is_a_volume(tmp_path, dicom_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(dicom_path("CT_small.dcm"), "series/a.dcm")
+    app = create_app(["litemedsam"])
+    with TestClient(app) as c:
+        r = c.post("/api/upload", content=buf.getvalue(), headers={"X-Filename": "series.zip"})
+        assert r.status_code == 200, r.json()
+        assert r.json()["format"].startswith("dicom") and r.json()["header"]["patient"].startswith("patient-")
