@@ -46,6 +46,8 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
             print(f"  {r.task:15s} {r.split:5s} {r.metric:18s} {r.value:.4f}")
     print((Path(a.out) / "label_efficiency" / "report.md").read_text().split("![")[0])
     print(f"report: {a.out}/report.md")
+    print(f"report (one page, opens offline): {(Path(a.out) / 'report.html').resolve()}")
+    print(f"try the models in a browser:  mmfm serve --model {Path(a.out) / 'classification'}")
     return 0
 
 

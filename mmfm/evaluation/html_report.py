@@ -186,14 +186,12 @@ def write_html_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from the run's files; return its path."""
     root = Path(run_dir)
     runs = run_folders(root)
-    status = root / "status.json"
-    state = "complete" if status.is_file() else "not complete (no status.json yet)"
     nav = "".join(f'<a href="#{html.escape("." if r == root else str(r.relative_to(root)))}">'
                   f'{html.escape(r.name if r == root else str(r.relative_to(root)))}</a>' for r in runs)
     body = "".join(_run_section(r, root) for r in runs) or "<section><p>No run outputs found.</p></section>"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or root.name)}"
             f"</title><style>{CSS}</style></head><body><header><h1>{html.escape(title or 'mmfm run: ' + root.name)}"
-            f"</h1><p>status: {state} · written by mmfm report</p></header><main><nav>{nav}</nav>{body}</main>"
+            f"</h1><p>{len(runs)} run folder(s) · written by mmfm from the run's files</p></header><main><nav>{nav}</nav>{body}</main>"
             "</body></html>")
     out = root / "report.html"
     tmp = out.with_name(".report.html.mmfm-partial")
