@@ -54,6 +54,7 @@ SOURCE = {  # results file -> the command that produces it
     "trust_pointing": "python scripts/reproduce_trust.py pointing",
     "trust_dp": "python scripts/reproduce_trust.py dp",
     "trust_deid": "python scripts/reproduce_trust.py deid",
+    "bench_serve": "python benchmarks/serve_load.py --json docs/results/bench_serve.json",
 }
 
 
@@ -417,6 +418,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "trust-pointing": trust_pointing,
     "trust-dp": trust_dp,
     "trust-deid": trust_deid,
+    "bench-serve": lambda: grid(load("bench_serve"), lambda r: (r["method"],),
+                                ["requests", "errors", "median_s", "p95_s", "wall_s", "alone_s"],
+                                lambda r: r["metric"], ["server"], 2),
     "adapt-continual": adapt_continual,
     "adapt-federated-kill": lambda: grid([r for r in load("adapt_federated_kill") if r["task"] == "federation"
                                           or r["metric"] == "balanced_accuracy"], lambda r: (r["dataset"],),

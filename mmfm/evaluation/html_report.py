@@ -150,7 +150,10 @@ def _run_section(run: Path, root: Path) -> str:
         if uri:
             figs.append(f'<figure><img src="{uri}" alt="training curves"><figcaption>training curves'
                         "</figcaption></figure>")
+    drawn = bool(figs)   # plots/loss.png repeats the training curves drawn above
     for png in sorted(run.glob("plots/*.png")) + sorted(p for p in run.glob("*.png")):
+        if drawn and png.name == "loss.png":
+            continue
         figs.append(f'<figure><img src="{_png_uri(png)}" alt="{html.escape(png.stem)}"><figcaption>'
                     f"{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>")
     if figs:
@@ -191,7 +194,9 @@ def write_html_report(run_dir: str | Path, title: str | None = None) -> Path:
     body = "".join(_run_section(r, root) for r in runs) or "<section><p>No run outputs found.</p></section>"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or root.name)}"
             f"</title><style>{CSS}</style></head><body><header><h1>{html.escape(title or 'mmfm run: ' + root.name)}"
-            f"</h1><p>{len(runs)} run folder(s) · written by mmfm from the run's files</p></header><main><nav>{nav}</nav>{body}</main>"
+            "</h1>"
+            f"<p>{len(runs)} run folder(s) · written by mmfm from the run's files</p></header>"
+            f"<main><nav>{nav}</nav>{body}</main>"
             "</body></html>")
     out = root / "report.html"
     tmp = out.with_name(".report.html.mmfm-partial")
