@@ -155,8 +155,9 @@ def occlusion(task: nn.Module, x: torch.Tensor, class_idx: int | None = None, ma
 
 @torch.no_grad()
 def word_regions(dual: nn.Module, x: torch.Tensor, text: str) -> tuple[list[str], torch.Tensor]:
-    """(tokens, maps (T, *spatial)) for one image x (1, C, *spatial): each text token's attention over the image
-    regions (the encoder's token grid), upsampled; the special tokens are left out."""
+    """(words, maps (W, *spatial)) for one image x (1, C, *spatial): each word's attention over the image regions
+    (the encoder's token grid), upsampled; subword tokens are merged into words (their maps averaged), special
+    tokens left out."""
     dual.eval()
     img = dual.image_features(x, local=True)["local"]               # (1, N, E)
     txt = dual.text_features([text], local=True)
@@ -172,8 +173,27 @@ def word_regions(dual: nn.Module, x: torch.Tensor, text: str) -> tuple[list[str]
     if not keep:
         raise ConfigError("the text has no word tokens", "give a sentence, e.g. --text 'liver lesion'")
     grid = token_grid(dual.image, x, img.shape[1])
-    maps = attn[keep].view(len(keep), *grid)
-    return [names[i] for i in keep], normalise(to_input_grid(maps, tuple(x.shape[2:])))
+    words, groups = merge_subwords([names[i] for i in keep])
+    maps = torch.stack([attn[[keep[i] for i in g]].mean(0) for g in groups]).view(len(groups), *grid)
+    return words, normalise(to_input_grid(maps, tuple(x.shape[2:])))
+
+
+def merge_subwords(tokens: list[str]) -> tuple[list[str], list[list[int]]]:
+    """Whole words from subword tokens (WordPiece "##" continuations; SentencePiece/BPE word-start marks), with the
+    token indices of each word (its map is their mean)."""
+    starts = ("\u2581", "\u0120")          # SentencePiece "▁", byte-level BPE "Ġ"
+    marked = any(t.startswith(starts) for t in tokens)
+    words: list[str] = []
+    groups: list[list[int]] = []
+    for i, t in enumerate(tokens):
+        cont = t.startswith("##") if not marked else not t.startswith(starts)
+        if cont and words:
+            words[-1] += t[2:] if t.startswith("##") else t
+            groups[-1].append(i)
+        else:
+            words.append(t.lstrip("".join(starts)))
+            groups.append([i])
+    return words, groups
 
 
 def token_grid(encoder: nn.Module, x: torch.Tensor, n_tokens: int) -> tuple[int, ...]:

@@ -69,3 +69,31 @@ def test_probs_at_temperature_recovers_logits_scaling():
     p_scaled = (z / 2.5).softmax(1)
     assert torch.allclose(probs_at_temperature(p_scaled, 1 / 2.5), z.softmax(1), atol=1e-10)
     assert torch.allclose(probs_at_temperature(z.softmax(1), 2.5), p_scaled, atol=1e-10)
+
+
+def test_segmentation_evaluation_reports_pixel_ece():
+    from torch import nn
+
+    from mmfm.evaluation.evaluate import evaluate
+
+    class Fixed(nn.Module):   # logits that are a function of the image: known softmax per pixel
+        num_classes = 3
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0, -0.5, 2.0]))
+
+        def logits(self, x):
+            return x * self.w.view(1, 3, 1, 1)
+
+        def predict(self, x):
+            return self.logits(x).argmax(1, keepdim=True)
+
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(1, 8, 8, generator=g), "mask": torch.randint(0, 3, (1, 8, 8), generator=g)}
+             for _ in range(4)]
+    model = Fixed()
+    got = evaluate(model, items, "segmentation", batch_size=2)["pixel_ece"]
+    probs = torch.cat([model.logits(it["image"][None]).softmax(1).movedim(1, -1).reshape(-1, 3) for it in items])
+    labels = torch.cat([it["mask"].reshape(-1) for it in items])
+    assert got == pytest.approx(naive_ece(probs.detach(), labels), abs=1e-9)

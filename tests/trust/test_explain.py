@@ -166,3 +166,12 @@ def test_cli_explain_writes_maps_on_the_input_grid(tmp_path, mini_root):
     with pytest.raises(MMFMError, match="give --text|not a training run"):
         from mmfm.workflows.explain import explain
         explain(str(tmp_path), img, tmp_path / "x")
+
+
+def test_merge_subwords():
+    from mmfm.trust.explain import merge_subwords
+
+    assert merge_subwords(["pl", "##eur", "##al", "e", "##ff", "##usion"]) == (["pleural", "effusion"],
+                                                                              [[0, 1, 2], [3, 4, 5]])
+    assert merge_subwords(["\u2581pleural", "\u2581eff", "usion"])[0] == ["pleural", "effusion"]
+    assert merge_subwords(["liver", "lesion"])[0] == ["liver", "lesion"]

@@ -107,6 +107,19 @@ def test_image_text_csv_pairs_feed_clip_retrieval_zeroshot_and_report_generation
     assert main(["zeroshot", "--model", str(clip), "--dataset", "folder", "--data-root", str(lab), "--label",
                  "label", "--out", str(zs), "data.size=[32,32]"]) == 0
     assert json.loads((zs / "prompts.json").read_text()).keys() == {"class0", "class1"}
+    image = next(p for p in sorted(pairs.rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".dcm"))
+    why = tmp_path / "why"          # word-region maps from the saved image-text run
+    assert main(["explain", str(image), "--model", str(clip), "--text", "pleural effusion", "--out", str(why)]) == 0
+    rec = json.loads((why / "explain.json").read_text())
+    assert "pleural" in "".join(rec["text_tokens"]) and (why / rec["maps"]["text"]).exists()
+    from fastapi.testclient import TestClient
+
+    from mmfm.app.server import create_app
+
+    with TestClient(create_app(["litemedsam", str(clip)])) as c:     # the app's zero-shot on the same run
+        sid = c.post("/api/upload", content=image.read_bytes(), headers={"X-Filename": image.name}).json()["id"]
+        r = c.post(f"/api/zeroshot/{sid}", json={"texts": ["pleural effusion", "no finding"]}).json()
+        assert abs(sum(t["score"] for t in r["ranked"]) - 1) < 1e-5 and len(r["ranked"]) == 2
     rg = tmp_path / "rg"
     assert main(["report-gen", "configs/report_generation_2d.yaml", "data.dataset=MIMIC-CXR",
                  f"data.root={pairs}", "data.size=[32,32]", "encoder.name=vit_micro", f"out={rg}", *FAST]) == 0
