@@ -102,3 +102,36 @@ def plot_embeddings(encoder: Any, dataset: Any, out_png: Path, class_names: list
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png
+
+
+@torch.no_grad()
+def plot_retrieval_examples(model: Any, dataset: Any, texts: list[str], out_png: Path, n: int = 4,
+                            top: int = 3) -> Path | None:
+    """The first ``n`` images with the ``top`` texts an image-text model retrieves for each (its own text
+    marked), from the distinct texts of the split."""
+    import textwrap
+
+    k = min(n, len(dataset))
+    gallery = sorted(set(texts))
+    if k == 0 or not gallery:
+        return None
+    model.eval()
+    x = torch.stack([torch.as_tensor(dataset[i]["image"]) for i in range(k)])
+    sims = model.encode_image(x).float() @ model.encode_text(gallery).float().T        # (k, T)
+    plt = _plt()
+    fig, axes = plt.subplots(k, 2, figsize=(9, 2.4 * k), squeeze=False, gridspec_kw={"width_ratios": [1, 3]})
+    for i in range(k):
+        axes[i, 0].imshow(_plane(x[i].float().mean(0).numpy()), cmap="gray")
+        lines = []
+        for rank, j in enumerate(sims[i].argsort(descending=True)[:top].tolist(), 1):
+            mark = "✔" if gallery[j] == texts[i] else " "
+            lines.append(f"{rank}. {mark} ({float(sims[i, j]):.2f}) " + textwrap.shorten(gallery[j], 90))
+        axes[i, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.suptitle("retrieval examples (✔: the image's own text)", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png

@@ -21,6 +21,7 @@ from mmfm.encoders import build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError, unknown_option
+from mmfm.evaluation.figures import plot_retrieval_examples
 from mmfm.evaluation.metrics.classification import classification_metrics
 from mmfm.evaluation.metrics.text import generation_metrics, tokenize
 from mmfm.evaluation.protocols.retrieval import frequency_baseline, image_text_retrieval, section_matching
@@ -113,15 +114,18 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
                  f"{FREQUENCY_BASELINE}: no model, every query ranks the impressions by their frequency"]
         return _finish(cfg, "Radiology section matching", records, notes)
     model, spec = load_dual(_required(cfg.task, "model", "a vision-language pretraining run (mmfm pretrain)"))
+    plots: dict[str, Path | None] = {}
     for split in cfg.data.eval_splits:
         ds = dataspec.pairs(cfg.data, split)
         m = image_text_retrieval(model, ds, ds.texts)
         records += [ResultRecord("retrieval", dataspec.name(cfg.data), split, spec["method"], k, float(v),
                                  _seed(spec, cfg)) for k, v in m.items()]
+        plots[f"retrieval examples ({split})"] = plot_retrieval_examples(
+            model, ds, list(ds.texts), Path(cfg.out) / "plots" / f"retrieval_{split}.png")
     notes = ["an identical text counts as relevant"]
     if dataspec.is_mini(cfg.data):
         notes.insert(0, "the mini captions are GENERATED from labels (see the data card), so many texts are identical")
-    return _finish(cfg, "Image-text retrieval", records, notes)
+    return _finish(cfg, "Image-text retrieval", records, notes, plots)
 
 
 # -- report generation -----------------------------------------------------------------------------------------

@@ -63,9 +63,12 @@ def test_train_end_to_end_and_resume(mini_root, tmp_path):
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
-    assert {x["metric"] for x in results} == {"accuracy", "balanced_accuracy", "auroc"}
-    assert all(x["split"] == "test" and 0 <= x["value"] <= 1 for x in results)
-    for f in ("config.yaml", "metrics.jsonl", "report.md", "plots/loss.png", "checkpoints/last/model.safetensors"):
+    assert {x["metric"] for x in results} == {"accuracy", "balanced_accuracy", "auroc", "ece", "brier",
+                                              "ece_unscaled", "brier_unscaled", "temperature"}
+    assert all(x["split"] == "test" and (0 <= x["value"] <= 1 or x["metric"] in ("brier", "brier_unscaled",
+                                                                               "temperature")) for x in results)
+    for f in ("config.yaml", "metrics.jsonl", "report.md", "report.html", "plots/loss.png", "calibration.json",
+              "plots/reliability.png", "checkpoints/last/model.safetensors"):
         assert (out / f).exists(), f
     r = _cli(*args[:-1], "train.max_steps=6", "data.eval_splits=[test]")  # another config into the same dir
     assert r.returncode == 2 and "another configuration" in r.stderr

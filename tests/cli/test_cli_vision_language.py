@@ -46,6 +46,8 @@ def test_retrieve_images_and_texts(clip_run, tmp_path):
     r = _results(out)
     for k in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_chance_R@1"):
         assert 0.0 <= r[("test", k)] <= 1.0
+    assert (out / "plots" / "retrieval_test.png").exists()
+    assert "retrieval test" in (out / "report.html").read_text()     # the examples are on the report page
 
 
 def test_report_pretraining_then_section_matching(mini_root, tmp_path):
