@@ -333,9 +333,9 @@ def adapt_federated() -> str:
 def trust_calibration() -> str:
     cols = ["balanced_accuracy", "ece_unscaled", "ece", "brier_unscaled", "brier", "temperature"]
     recs = [r for r in load("trust_calibration") if r["metric"] in cols]
-    return grid(recs, lambda r: (r["method"],), cols, lambda r: r["metric"], ["model"]) + (
+    return grid(recs, lambda r: (r["method"], r["split"]), cols, lambda r: r["metric"], ["model", "split"]) + (
         "\n\n`*_unscaled`: the model as trained; `ece`, `brier`: after temperature scaling fitted on the validation "
-        "split. ECE: 15 equal-width top-label bins. Mean ± sample sd over seeds.")
+        "split (so its val rows are the fit itself). ECE: 15 equal-width top-label bins. Mean ± sample sd over seeds.")
 
 
 def trust_pointing() -> str:

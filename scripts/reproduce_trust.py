@@ -58,7 +58,7 @@ def calibration() -> None:
             out = run(RUNS / "calibration" / f"{enc}-s{seed}", "train", "configs/quickstart_classification.yaml",
                       f"encoder.name={enc}", *extra, "train.max_steps=200", "train.batch_size=64",
                       f"train.seed={seed}", f"method={enc}-scratch")
-            recs += [r for r in json.loads((out / "results.json").read_text()) if r["split"] == "test"]
+            recs += [r for r in json.loads((out / "results.json").read_text()) if r["split"] in ("val", "test")]
     save("trust_calibration", recs)
 
 
