@@ -122,3 +122,14 @@ def test_dp_contrastive_pretraining_is_flagged(tmp_path, mini_root):
     assert "warning_contrastive" in dp and 0 < dp["epsilon_spent"] <= 8.05
     enc, spec = load_encoder(str(out))       # the exported encoder carries the GroupNorm architecture
     assert spec["dp_fixed_layers"] and not any(isinstance(m, nn.BatchNorm2d) for m in enc.modules())
+
+
+def test_groupnorm_replacement_keeps_a_1x1_feature_map():
+    """Opacus's default (one group per channel) maps a 1x1 feature map to zeros; mmfm's groups of 16 do not."""
+    from mmfm.engine.privacy import batchnorm_to_groupnorm
+
+    gn = batchnorm_to_groupnorm(nn.BatchNorm2d(32))
+    assert gn.num_groups == 2 and gn.num_channels == 32
+    x = torch.randn(4, 32, 1, 1)
+    assert gn(x).abs().sum() > 0
+    assert batchnorm_to_groupnorm(nn.BatchNorm3d(8)).num_groups == 1
