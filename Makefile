@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	if [ "$$(id -u)" = 0 ] && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then apt-get update -qq; fi
 	@# the browser tests drive the Debian chromium package (Playwright's own browser download is not reachable);
 	@# best effort: without it those tests are skipped
-	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then apt-get install -y -q chromium >/dev/null \
+	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
 		|| echo "chromium not installed: the browser tests will be skipped"; fi
 	python3 -m venv $(VENV)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
