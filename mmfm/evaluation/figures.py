@@ -3,11 +3,14 @@ and a 2D map of the encoder's embeddings coloured by label and by modality."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mmfm.data.batches import iter_items
 
 
 def _plt() -> Any:
@@ -32,8 +35,7 @@ def plot_segmentation_cases(model: Any, dataset: Any, out_png: Path, max_images:
     model.eval()
     device = next(model.parameters()).device
     scored = []
-    for i in range(min(len(dataset), max_images)):
-        item = dataset[i]
+    for i, item in enumerate(islice(iter_items(dataset), max_images)):
         x = torch.as_tensor(item["image"])[None].to(device)
         if not hasattr(model, "logits"):
             return None
@@ -69,14 +71,15 @@ def plot_segmentation_cases(model: Any, dataset: Any, out_png: Path, max_images:
 def plot_embeddings(encoder: Any, dataset: Any, out_png: Path, class_names: list[str] | None = None,
                     max_images: int = 512) -> Path | None:
     """The first two principal components of the encoder's pooled features, coloured by label and by modality."""
-    n = min(len(dataset), max_images)
+    every = list(islice(iter_items(dataset), max_images))
+    n = len(every)
     if n < 3:
         return None
     encoder.eval()
     device = next(encoder.parameters()).device
     feats, labels, mods = [], [], []
     for start in range(0, n, 64):
-        items = [dataset[i] for i in range(start, min(n, start + 64))]
+        items = every[start:start + 64]
         x = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(device)
         feats.append(encoder(x)["pooled"].float().cpu())
         labels += [int(it["label"]) if "label" in it else -1 for it in items]
@@ -111,12 +114,14 @@ def plot_retrieval_examples(model: Any, dataset: Any, texts: list[str], out_png:
     marked), from the distinct texts of the split."""
     import textwrap
 
-    k = min(n, len(dataset))
+    items = list(islice(iter_items(dataset), n))      # map-style or streamed (shards)
+    k = len(items)
     gallery = sorted(set(texts))
     if k == 0 or not gallery:
         return None
     model.eval()
-    x = torch.stack([torch.as_tensor(dataset[i]["image"]) for i in range(k)])
+    own = [str(it.get("text", texts[i] if i < len(texts) else "")) for i, it in enumerate(items)]
+    x = torch.stack([torch.as_tensor(it["image"]) for it in items])
     sims = model.encode_image(x).float() @ model.encode_text(gallery).float().T        # (k, T)
     plt = _plt()
     fig, axes = plt.subplots(k, 2, figsize=(9, 2.4 * k), squeeze=False, gridspec_kw={"width_ratios": [1, 3]})
@@ -124,7 +129,7 @@ def plot_retrieval_examples(model: Any, dataset: Any, texts: list[str], out_png:
         axes[i, 0].imshow(_plane(x[i].float().mean(0).numpy()), cmap="gray")
         lines = []
         for rank, j in enumerate(sims[i].argsort(descending=True)[:top].tolist(), 1):
-            mark = "✔" if gallery[j] == texts[i] else " "
+            mark = "✔" if gallery[j] == own[i] else " "
             lines.append(f"{rank}. {mark} ({float(sims[i, j]):.2f}) " + textwrap.shorten(gallery[j], 90))
         axes[i, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
         for ax in axes[i]:

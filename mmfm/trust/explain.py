@@ -259,12 +259,17 @@ def plot_saliency_examples(task: nn.Module, dataset: Any, out_png: Any, n: int =
     import matplotlib
 
     matplotlib.use("Agg")
+    from itertools import islice
+
     import matplotlib.pyplot as plt
 
-    k = min(n, len(dataset))
+    from mmfm.data.batches import iter_items
+
+    items = list(islice(iter_items(dataset), n))
+    k = len(items)
     if k == 0:
         return None
-    x = torch.stack([torch.as_tensor(dataset[i]["image"]) for i in range(k)])
+    x = torch.stack([torch.as_tensor(it["image"]) for it in items])
     # occlusion of a volume runs the model hundreds of times: volumes get the one-pass method only
     methods = [m for m in explain_methods(task) if not (m == "occlusion" and x.ndim == 5)] or ["occlusion"]
     task.eval()
