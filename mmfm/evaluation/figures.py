@@ -22,6 +22,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(fig: Any, out_png: Path, dpi: int = 90) -> Path:
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi)
+    _plt().close(fig)
+    return out_png
+
+
 def _plane(a: np.ndarray) -> np.ndarray:
     """(*spatial) -> a 2D view (rows x columns): a 3D array shows its middle slice."""
     return (a[..., a.shape[-1] // 2] if a.ndim == 3 else a).T
@@ -60,11 +68,7 @@ def plot_segmentation_cases(model: Any, dataset: Any, out_png: Path, max_images:
         ax.set_title(f"{name}: Dice {dice:.2f} (test image {idx})", fontsize=9)
         ax.axis("off")
     fig.suptitle("segmentation cases (green: reference, red: prediction)", fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 @torch.no_grad()
@@ -100,11 +104,7 @@ def plot_embeddings(encoder: Any, dataset: Any, out_png: Path, class_names: list
             ax.scatter(xy[sel, 0], xy[sel, 1], s=8, label=name, alpha=0.7)
         ax.set_title(f"embeddings (PCA) by {what}", fontsize=9)
         ax.legend(fontsize=7, markerscale=1.5)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 @torch.no_grad()
@@ -135,8 +135,4 @@ def plot_retrieval_examples(model: Any, dataset: Any, texts: list[str], out_png:
         for ax in axes[i]:
             ax.axis("off")
     fig.suptitle("retrieval examples (✔: the image's own text)", fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png, dpi=80)
