@@ -116,19 +116,21 @@ def calibrate(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Any] | Non
 
 
 def report_figures(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Path | None]:
-    """Figures drawn from the trained model on the last evaluated split for the report: a classifier's embedding
-    map and saliency examples, a segmenter's best/median/worst cases. A figure that fails is left out with a
-    message (the run's results stand)."""
+    """Figures drawn from the trained model on the last evaluated split for the report: a classifier's
+    reliability diagram, embedding map and saliency examples, a segmenter's best/median/worst cases. A figure
+    that fails is left out with a message (the run's results stand)."""
     from mmfm.evaluation.figures import plot_embeddings, plot_segmentation_cases
     from mmfm.trust.explain import plot_saliency_examples
 
     if not cfg.data.eval_splits or prep.task not in ("classification", "segmentation"):
         return {}
     try:
-        ds = build_split(cfg.data, cfg.data.eval_splits[-1], prep.task)[0]
+        split = cfg.data.eval_splits[-1]
+        ds = build_split(cfg.data, split, prep.task)[0]     # built once for every figure below
         if prep.task == "classification":
             names = prep.run_info.get("class_names") or None
-            return {"embeddings": plot_embeddings(prep.model.encoder, ds, out / "plots" / "embeddings.png", names),
+            return {"reliability diagram": reliability_plot(prep.model, ds, split, out),
+                    "embeddings": plot_embeddings(prep.model.encoder, ds, out / "plots" / "embeddings.png", names),
                     "saliency": plot_saliency_examples(prep.model, ds, out / "plots" / "saliency.png",
                                                        class_names=names)}
         if cfg.data.patch:   # whole volumes by sliding window: the cases figure would need it too
@@ -139,17 +141,13 @@ def report_figures(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Path 
         return {}
 
 
-def reliability_plot(model: Any, cfg: RunConfig, task: str, out: Path) -> Path | None:
-    """The reliability diagram of a classifier on the last evaluated split, before and after temperature
+def reliability_plot(model: Any, ds: Any, split: str, out: Path) -> Path | None:
+    """The reliability diagram of a classifier on ``ds`` (the last evaluated split), before and after temperature
     scaling (``plots/reliability.png``)."""
     from mmfm.evaluation.metrics.calibration import CalibrationBins, probs_at_temperature
     from mmfm.evaluation.report import plot_reliability
     from mmfm.trust.temperature import collect_logits
 
-    if task != "classification" or not cfg.data.eval_splits:
-        return None
-    split = cfg.data.eval_splits[-1]
-    ds = build_split(cfg.data, split, task)[0]
     if len(ds) == 0:
         return None
     z, y = collect_logits(model, ds)
@@ -326,7 +324,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     write_results(out / "results.json", records)
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
                                           f"{prep.task} training loss"),
-             "reliability diagram": reliability_plot(prep.model, cfg, prep.task, out), **report_figures(prep, cfg, out)}
+             **report_figures(prep, cfg, out)}
     notes = [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"]
     if prep.run_info.get("dp"):
         dp = prep.run_info["dp"]
