@@ -425,8 +425,11 @@ class Trainer:
             last = {"step": done, "lr": self.ocfg.lr * factor, **sums}
             if privacy is not None:
                 privacy.steps = done
-                self.run_info["dp"] = privacy.record(contrastive=bool(getattr(self.model, "couples_samples", False)))
-                last["epsilon"] = self.run_info["dp"]["epsilon_spent"]
+                # the accountant's epsilon only where it is logged or saved, not at every step
+                if done % cfg.log_every == 0 or done % cfg.ckpt_every == 0 or done in (start + 1, cfg.max_steps):
+                    self.run_info["dp"] = privacy.record(contrastive=bool(getattr(self.model, "couples_samples",
+                                                                                  False)))
+                    last["epsilon"] = self.run_info["dp"]["epsilon_spent"]
             if is_main() and (done % cfg.log_every == 0 or done == cfg.max_steps or done == start + 1):
                 rec = {**last, "epoch": step // self.steps_per_epoch(), "seconds": round(time.time() - t0, 3)}
                 with open(metrics_path, "a") as f:
