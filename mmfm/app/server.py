@@ -45,6 +45,7 @@ class Session:
     header: dict[str, Any] = field(default_factory=dict)
     display: dict[str, np.ndarray] = field(default_factory=dict)   # preset name -> (*spatial) in [0, 1]
     mask: Path | None = None
+    mask_array: np.ndarray | None = None   # the mask as read back, kept while the user scrolls its slices
 
 
 @dataclass
@@ -291,7 +292,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
                               negative_points=body.get("negative_points") or (),
                               slice_index=body.get("slice") if s.image.spatial_dims == 3 else None,
                               model=model.source, overwrite=True, progress=False)
-        s.mask = out
+        s.mask, s.mask_array = out, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
                 "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name}
 
@@ -359,7 +360,9 @@ def _read_mask(s: Session) -> np.ndarray:
 
     if s.mask is None:
         raise ConfigError("no mask yet", "press Segment first")
-    return read_image(s.mask).array[0] > 0
+    if s.mask_array is None:
+        s.mask_array = read_image(s.mask).array[0] > 0
+    return s.mask_array
 
 
 def text_scores(dual_and_spec: tuple[Any, dict[str, Any]], s: Session, texts: list[str], k: int | None
