@@ -53,12 +53,15 @@ def is_shards(data: Any) -> bool:
     return data.dataset == "shards"
 
 
-def _shards(data: Any, split: str, **kw: Any) -> Any:
+def _shards(data: Any, split: str, train: bool | None = None, **kw: Any) -> Any:
+    """A split of a shard folder; ``train``: streamed for training (shuffled, split across ranks), else read in
+    the order the shards were written, which is the source's order (``None``: training when ``split`` is
+    ``data.train_split``)."""
     from mmfm.data.shards import ShardDataset
 
     if data.root is None:
         raise ConfigError("data.root is required for shards", "point it at a folder `mmfm data shard` wrote")
-    train = split == data.train_split
+    train = split == data.train_split if train is None else train
     return ShardDataset(data.root, split, shuffle=train, seed=data.split_seed, split_ranks=train, **kw)
 
 
@@ -257,8 +260,8 @@ def unlabelled(data: Any, split: str = "train") -> ArrayDataset | SampleDataset:
 
 def labelled(data: Any, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
     """(dataset, class names): ``{"image", "label"}`` for classification, ``{"image", "mask"}`` for segmentation."""
-    if is_shards(data):
-        ds = _shards(data, split, label=task == "classification")
+    if is_shards(data):   # evaluation reads the training split in order too: label budgets index it
+        ds = _shards(data, split, train=train, label=task == "classification")
         return ds, ds.class_names if task == "classification" else []
     if not is_mini(data):
         ds = sample_dataset(data, split, label=task == "classification", train=train)

@@ -1,5 +1,7 @@
 """Temperature scaling: one scalar T > 0 that divides a classifier's logits, fitted on held-out (validation)
-data by minimising the negative log-likelihood. It changes confidence, never the predicted class.
+data by minimising the negative log-likelihood. It changes confidence, never the predicted class. A split the
+model trained on is refused (:func:`check_held_out`): there its logits are overconfident by construction, and the
+temperature would calibrate to memorised labels.
 
 Reference: Guo et al., On Calibration of Modern Neural Networks, ICML 2017 (Sec. 4.2).
 """
@@ -13,6 +15,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mmfm.data.batches import loader_workers
+from mmfm.errors import ConfigError
+
+
+def check_held_out(split: str | None, train_split: str) -> None:
+    """Refuse to fit the temperature on ``split`` when the model trains on it (``train_split`` may be a union,
+    ``train+val``); ``split`` empty or None means no calibration and passes."""
+    if split and split in train_split.split("+"):
+        raise ConfigError(f"calibrate={split}: the model trains on that split (data.train_split={train_split}), so "
+                          "a temperature fitted there would fit memorised labels",
+                          "set calibrate to a split held out from training, or calibrate= (empty) to turn "
+                          "temperature scaling off")
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from mmfm.errors import ConfigError
 from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.workflows.config import DataConfig, RunConfig, _build, dump_config, resume_key
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, prepare
 
 METHODS = ("moe", "sequential", "replay")
@@ -188,7 +189,7 @@ def _write(cfg: RunConfig, tasks: list, matrix: list, oracle: list, routing: lis
             if v is not None:
                 records.append(ResultRecord(tasks[j][1].task["name"], names[j], f"after:{names[t]}", method,
                                             tasks[j][2], float(v), cfg.train.seed))
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     plots = {"forgetting curves": _plot(out / "plots" / "continual.png", names, matrix, c.method)}
     notes = [f"{c.method}: {len(names)} tasks in order {' -> '.join(names)}, {c.steps_per_task} steps each",
              f"mean forgetting {summary['mean_forgetting']:.3f}, final mean metric {summary['final_mean']:.3f}"]

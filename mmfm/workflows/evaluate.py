@@ -22,6 +22,7 @@ from mmfm.naming import slug
 from mmfm.tasks.classification import ClassificationTask
 from mmfm.workflows.config import DataConfig
 from mmfm.workflows.pretrain import load_encoder
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, label_subset
 
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -107,11 +108,14 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                     results["finetune"] = _finetune(source, splits["train"][0].subset(idx), splits["test"][0], k, seed,
                                                     finetune_steps, run)
                 for protocol, m in results.items():
+                    # a fine-tune trained (at the trainer's precision); the probes' features are fp32 inference
+                    prov = provenance(run) if protocol == "finetune" else None
                     for metric in METRICS:
                         if metric in m:
                             records.append(ResultRecord(f"classification/{protocol}", dataset, "test", method,
-                                                        metric, float(m[metric]), seed, fraction))
-        write_results(out / "results.json", records)  # after every encoder: a killed sweep keeps what it has
+                                                        metric, float(m[metric]), seed, fraction, prov))
+        # after every encoder: a killed sweep keeps what it has
+        write_results(out / "results.json", records, provenance(out))
     summary = summarise(records)
     write_json_atomic(out / "summary.json", summary)
     write_label_efficiency_report(out, summary, dataset)

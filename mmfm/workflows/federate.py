@@ -22,6 +22,7 @@ from mmfm.evaluation.evaluate import evaluate
 from mmfm.evaluation.report import write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare, training_view
 
 
@@ -202,7 +203,7 @@ def _finish(cfg: RunConfig, prep: _Global, recorder: Any, sites: list[str], mode
             split, metric = key.split("/", 1)
             records.append(ResultRecord(prep.task, where, split, method, metric, float(value), cfg.train.seed,
                                         cfg.data.label_fraction))
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     failures = [{"round": r["round"], "trained": sorted(r["fit"]), "missing": sorted(set(sites) - set(r["fit"]))}
                 for r in recorder.rounds]
     write_json_atomic(out / "federation.json", {"sites": sites, "history": recorder.rounds, "participation": failures,

@@ -27,6 +27,7 @@ from mmfm.evaluation.report import plot_losses
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.objectives import OBJECTIVES
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.towers import save_dual, save_text_encoder
 
 
@@ -213,7 +214,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
         records.append(ResultRecord("pretrain", dataspec.name(cfg.data), "train", method, "dp_epsilon",
                                     float(run_info["dp"]["epsilon_spent"]), cfg.train.seed))
         write_json_atomic(out / "privacy.json", run_info["dp"])
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", f"{method} pretraining loss")
     write_json_atomic(out / "status.json", {"status": "complete", **saved})
     from mmfm.evaluation.html_report import write_html_report

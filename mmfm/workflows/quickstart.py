@@ -12,6 +12,7 @@ from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_resul
 from mmfm.workflows.config import DataConfig, load_config
 from mmfm.workflows.evaluate import evaluate_encoders
 from mmfm.workflows.pretrain import run_pretrain
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import run_supervised
 
 
@@ -49,7 +50,7 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
                                  DataConfig(set="patches2d", label="tissue", root=cfg.data.root),
                                  [0.01, 0.1, 1.0], [0, 1, 2], out / "label_efficiency")
     plots["label efficiency"] = out / "label_efficiency" / "plots" / "label_efficiency.png"
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     write_report(out / "report.md", "mmfm quickstart", records, plots, [
         "classification: tissue type of 32x32 patches (mini/patches2d), ResNet trained from scratch",
         "segmentation: liver and tumour on LiTS axial slices (mini/slices2d), BasicUNet from scratch, trained on "

@@ -19,6 +19,7 @@ from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
 from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config, resume_key
+from mmfm.workflows.provenance import provenance
 
 
 def build_split(cfg: DataConfig, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
@@ -89,17 +90,14 @@ def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
 def calibrate(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Any] | None:
     """Temperature scaling of a classifier, fitted on ``cfg.calibrate`` (the validation split) after training;
     sets ``model.temperature`` and writes ``calibration.json`` (read back by :func:`load_trained`). None when the
-    task is not classification or the split is empty or was trained on."""
+    task is not classification or the split is empty; a split the model trained on is a ConfigError."""
     from mmfm.evaluation.metrics.calibration import expected_calibration_error
-    from mmfm.trust.temperature import collect_logits, fit_temperature
+    from mmfm.trust.temperature import check_held_out, collect_logits, fit_temperature
 
     split = cfg.calibrate
     if prep.task != "classification" or not split:
         return None
-    if split in cfg.data.train_split.split("+"):
-        print(f"[mmfm] calibrate={split}: the model was trained on it; temperature scaling skipped "
-              "(set calibrate to a held-out split)", flush=True)
-        return None
+    check_held_out(split, cfg.data.train_split)     # also checked before training, in run_supervised
     ds = build_split(cfg.data, split, prep.task)[0]
     if len(ds) == 0:
         return None
@@ -304,6 +302,10 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
     from mmfm.engine.distributed import is_main
 
+    if cfg.task.get("name") == "classification":   # a calibration split it trains on: refused before anything
+        from mmfm.trust.temperature import check_held_out
+
+        check_held_out(cfg.calibrate, cfg.data.train_split)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg)
@@ -321,7 +323,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
         records.append(ResultRecord(prep.task, dataspec.name(cfg.data), "train", method_name(cfg, prep),
                                     "dp_epsilon", float(prep.run_info["dp"]["epsilon_spent"]), cfg.train.seed,
                                     cfg.data.label_fraction))
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
                                           f"{prep.task} training loss"),
              **report_figures(prep, cfg, out)}

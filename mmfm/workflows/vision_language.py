@@ -32,6 +32,7 @@ from mmfm.tasks.text_decoder import Vocabulary
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.pretrain import load_encoder
+from mmfm.workflows.provenance import provenance
 from mmfm.workflows.towers import load_dual, load_text_encoder
 
 FREQUENCY_BASELINE = "most-frequent-impression (no model)"
@@ -40,7 +41,7 @@ FREQUENCY_BASELINE = "most-frequent-impression (no model)"
 def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
             plots: dict[str, Path | None] | None = None) -> list[ResultRecord]:
     out = Path(cfg.out)
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     write_report(out / "report.md", title, records, plots or {}, notes)
     write_json_atomic(out / "status.json", {"status": "complete"})
     return records
@@ -360,7 +361,7 @@ def run_labeller_check(out: str | Path, root: str | Path | None = None, min_supp
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         for metric, v in (("precision", p), ("recall", r), ("F1", f1), ("support", support)):
             records.append(ResultRecord(f"labeller/{k}", "mini/reports", "all", "rules-v1", metric, float(v), 0))
-    write_results(out / "results.json", records)
+    write_results(out / "results.json", records, provenance(out))
     lines = ["# Report labeller vs IU X-ray MeSH", "", "| finding | MeSH support | precision | recall | F1 |",
              "|---|---|---|---|---|"]
     by: dict[str, dict[str, float]] = {}

@@ -46,7 +46,7 @@ def test_results_roundtrip_and_report(tmp_path):
     write_results(tmp_path / "results.json", recs)
     assert read_results(tmp_path / "results.json") == recs
     keys = set(json.loads((tmp_path / "results.json").read_text())[0])
-    assert keys == {"task", "dataset", "split", "method", "metric", "value", "seed", "label_fraction"}
+    assert keys == {"task", "dataset", "split", "method", "metric", "value", "seed", "label_fraction", "provenance"}
     write_report(tmp_path / "report.md", "t", recs, {}, ["note"])
     assert "| classification | mini/patches2d | test | resnet | accuracy | 0.5000 | 0 | 0.1 |" in \
         (tmp_path / "report.md").read_text()
