@@ -1,12 +1,14 @@
 """Every table and number in docs/ and the README is written here, from result files, never pasted.
 
     python scripts/doc_tables.py collect NAME FOLDER [--splits test val]  # results.json -> docs/results/NAME.json
-    python scripts/doc_tables.py write                                    # regenerate every marked block
+    python scripts/doc_tables.py write [NAME ...]                         # regenerate every (or these) block(s)
+    python scripts/doc_tables.py write --check [NAME ...]                 # exit 1 if a block differs; writes nothing
 
 A marked block in a Markdown file is ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``; its body is replaced by
 the output of the generator NAME below, which reads ``docs/results/*.json`` (lists of result records, as
 ``results.json``). A block whose results file is missing says which command produces it. The reproduce_*.sh
-scripts end with ``collect`` and ``write``.
+scripts end with ``collect`` and ``write``. A run that failed is a record with metric ``failed`` (no value; see
+:func:`failed_record`): the block of every table reading that file lists it as FAILED under the table.
 """
 
 from __future__ import annotations
@@ -62,17 +64,49 @@ class Missing(Exception):
     pass
 
 
+FAILED_METRIC = "failed"     # a run that did not finish: {"metric": "failed", "value": null, "error": "..."}
+FAILED: dict[str, list[dict]] = {}   # results file -> its failed runs, gathered by load() while a block renders
+
+
+def failed_record(task: str, dataset: str, method: str, seed: int, error: str, split: str = "test",
+                  label_fraction: float = 1.0) -> dict:
+    """The record a reproduce script writes for a run that failed: every table that reads the results file lists
+    it under the table (never silently dropped); it holds no number."""
+    return {"task": task, "dataset": dataset, "split": split, "method": method, "metric": FAILED_METRIC,
+            "value": None, "seed": seed, "label_fraction": label_fraction, "error": error[-300:]}
+
+
 def load(name: str) -> list[dict]:
+    """The records of ``docs/results/NAME.json``, without failed-run records (kept in ``FAILED`` for the table)."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
         raise Missing(f"_No results file `docs/results/{name}.json` yet: run `{SOURCE.get(name, '?')}`._")
-    records, seen = [], set()
+    records, seen, failed = [], set(), []
     for r in json.loads(path.read_text()):  # a record written by two runs (a shared baseline) counts once
+        if r["metric"] == FAILED_METRIC:
+            failed.append(r)
+            continue
         key = (r["task"], r["dataset"], r["split"], r["method"], r["metric"], r["seed"], r.get("label_fraction"))
         if key not in seen:
             seen.add(key)
             records.append(r)
+    FAILED[name] = failed
     return records
+
+
+def failed_note() -> str:
+    """The failed runs of the results files the last block read: one line each, under its table."""
+    runs = [(name, r) for name, rs in FAILED.items() for r in rs]
+    if not runs:
+        return ""
+    lines = [f"**{len(runs)} run(s) FAILED** and are not in the numbers above (`docs/results/` records with "
+             f"metric `{FAILED_METRIC}`):", ""]
+    for name, r in runs:
+        frac = f", {r['label_fraction']:g} of the labels" if r.get("label_fraction", 1.0) != 1.0 else ""
+        error = str(r.get("error", "")).replace("|", "/").replace("\n", " ").strip()
+        lines.append(f"- FAILED: `{r['method']}` seed {r['seed']}{frac} ({r['task']}, {r['dataset']}; {name})"
+                     + (f": {error}" if error else ""))
+    return "\n\n" + "\n".join(lines)
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -158,10 +192,19 @@ def section_matching() -> str:
 
 
 def labeller() -> str:
+    """Per finding: the dev part (where the rules are developed) and the held-out part (only scored)."""
     recs = load("labeller")
-    cols = ["support", "precision", "recall", "F1"]
-    return grid([r for r in recs if r["metric"] in cols], lambda r: (r["task"].split("/")[-1],), cols,
-                lambda r: r["metric"], ["finding"])
+    parts = {r["split"] for r in recs}
+    if parts != {"dev", "held_out"}:
+        raise Missing(f"_`docs/results/labeller.json` holds parts {sorted(parts)}, not dev and held_out: run "
+                      f"`{SOURCE['labeller']}`._")
+    cols = ["dev support", "dev F1", "held_out support", "held_out precision", "held_out recall", "held_out F1"]
+    table = grid([r for r in recs if f"{r['split']} {r['metric']}" in cols], lambda r: (r["task"].split("/")[-1],),
+                 cols, lambda r: f"{r['split']} {r['metric']}", ["finding"])
+    n = {r["split"]: int(r["value"]) for r in recs if r["metric"] == "reports"}
+    return (table + f"\n\nParts of the {n['dev'] + n['held_out']:,} IU reports, fixed by the SHA-256 of each report id "
+            f"(`mmfm.data.labeller.report_part`): dev {n['dev']:,} reports, where the rules are developed; held_out "
+            f"{n['held_out']:,} reports, only scored. Support: MeSH-positive reports in the part.")
 
 
 def _metric_table(name: str, cols: list[str]) -> str:
@@ -438,19 +481,43 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tabl
 def render(name: str) -> str:
     if name not in GENERATORS:
         raise SystemExit(f"unknown table '{name}' (known: {', '.join(GENERATORS)})")
+    FAILED.clear()
     try:
-        return GENERATORS[name]()
+        return GENERATORS[name]() + failed_note()
     except Missing as e:
         return str(e)
 
 
-def write() -> None:
+def rendered(text: str, names: set[str] | None = None) -> str:
+    """``text`` with every marked block (or those in ``names``) replaced by its generator's output."""
+    def block(m: re.Match) -> str:
+        if names is not None and m.group("name") not in names:
+            return m.group(0)
+        return m.group(1) + render(m.group("name")).rstrip() + "\n" + m.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def write(names: set[str] | None = None) -> None:
     for doc in DOCS:
         text = doc.read_text()
-        new = BLOCK.sub(lambda m: m.group(1) + render(m.group("name")).rstrip() + "\n" + m.group(4), text)
+        new = rendered(text, names)
         if new != text:
             doc.write_text(new)
             print(f"updated {doc.name}")
+
+
+def check(names: set[str] | None = None) -> list[str]:
+    """The docs whose marked blocks differ from what the results files give now; writes nothing."""
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text()
+        new = rendered(text, names)
+        if new != text:
+            changed = [m.group("name") for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new))
+                       if m.group(0) != n.group(0)]
+            stale.append(f"{doc.relative_to(ROOT)}: {', '.join(changed)}")
+    return stale
 
 
 def collect(name: str, folder: str, splits: list[str]) -> None:
@@ -467,7 +534,18 @@ def collect(name: str, folder: str, splits: list[str]) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["write"]:
-        write()
+        only = {a for a in args[1:] if not a.startswith("--")} or None
+        unknown = sorted((only or set()) - set(GENERATORS))
+        if unknown:
+            raise SystemExit(f"unknown table(s) {unknown} (known: {', '.join(GENERATORS)})")
+        if "--check" in args:   # nothing written: exit 1 naming every stale block
+            stale = check(only)
+            if stale:
+                raise SystemExit("docs differ from docs/results (run `python scripts/doc_tables.py write`):\n  "
+                                 + "\n  ".join(stale))
+            print("docs match docs/results")
+        else:
+            write(only)
     elif args[:1] == ["collect"] and len(args) >= 3:
         splits = args[args.index("--splits") + 1:] if "--splits" in args else ["test"]
         collect(args[1], args[2], splits)

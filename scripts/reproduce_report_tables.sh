@@ -28,7 +28,7 @@ if [[ " $PARTS " == *" section_matching "* ]]; then
 fi
 if [[ " $PARTS " == *" labeller "* ]]; then
   $MMFM data label --check-mesh --out $OUT/labeller > /dev/null
-  $PY scripts/doc_tables.py collect labeller $OUT/labeller --splits all
+  $PY scripts/doc_tables.py collect labeller $OUT/labeller --splits dev held_out
 fi
 if [[ " $PARTS " == *" generation "* ]]; then
   for seed in $SEEDS; do

@@ -9,10 +9,14 @@ termination word ("but", "however", ...); post-triggers ("... is not seen") look
 Why by hand: medspacy/negspacy implement ConText on top of spaCy pipelines and models that are not installable
 offline here; the rule set below is small, readable and tested sentence by sentence. ``MESH`` maps each label to
 the IU X-ray MeSH headings it corresponds to, which gives the labeller a real check (docs/vision_language.md).
+
+The check is split (:func:`report_part`): rules are developed reading the disagreements of the ``dev`` half of
+the IU reports only, and scored on the ``held_out`` half, which nobody reads while writing rules.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -189,3 +193,15 @@ def mesh_matrix(mesh_terms: Iterable[list[str]], labels: list[str] | None = None
             row.append(hit)
         rows.append(row)
     return np.asarray(rows, dtype=np.int64).reshape(-1, len(labels))
+
+
+PARTS = ("dev", "held_out")
+HELD_OUT_FRACTION = 0.5
+
+
+def report_part(report_id: str, held_out: float = HELD_OUT_FRACTION) -> str:
+    """``dev`` (rules are developed on these reports) or ``held_out`` (only scored) for an IU report id
+    (``CXR123``): fixed by the SHA-256 of the id, so it depends on neither the order of the reports, nor the
+    corpus version, nor any split seed, and a report never changes part."""
+    h = int.from_bytes(hashlib.sha256(f"mmfm-labeller:{report_id}".encode()).digest()[:8], "big") / 2.0 ** 64
+    return "held_out" if h < held_out else "dev"

@@ -339,9 +339,11 @@ def _required(opts: dict[str, Any], key: str, what: str) -> str:
 # -- labeller --------------------------------------------------------------------------------------------------
 def run_labeller_check(out: str | Path, root: str | Path | None = None, min_support: int = 20) -> list[ResultRecord]:
     """Precision, recall and F1 of the rule-based labeller (findings + impression; uncertain counted positive)
-    against the IU X-ray MeSH headings, per label with at least ``min_support`` MeSH-positive reports, on all
-    3,955 reports (the rules were written without a split; this is a check, not a held-out estimate)."""
-    from mmfm.data.labeller import LABELS, label_matrix, mesh_matrix
+    against the IU X-ray MeSH headings, per label with at least ``min_support`` MeSH-positive reports in all, on
+    each part of the reports (:func:`mmfm.data.labeller.report_part`): ``dev``, where rules are developed, and
+    ``held_out``, only scored. ``disagreements_dev.jsonl`` lists the dev reports where the labeller and MeSH
+    disagree (report id, label, false positive or negative), the only disagreements to read when writing rules."""
+    from mmfm.data.labeller import LABELS, PARTS, label_matrix, mesh_matrix, report_part
     from mmfm.data.sources.mini_reader import iter_reports
 
     out = Path(out)
@@ -350,25 +352,37 @@ def run_labeller_check(out: str | Path, root: str | Path | None = None, min_supp
     rows = list(iter_reports(Path(root) if root else None))
     pred = label_matrix([" ".join(filter(None, (r["findings"], r["impression"]))) for r in rows])
     mesh = mesh_matrix([r["mesh"] for r in rows])
+    part = np.array([report_part(r["uid"]) for r in rows])
     records = []
     for j, k in enumerate(LABELS):
-        support = int(mesh[:, j].sum())
-        if support < min_support:
+        if int(mesh[:, j].sum()) < min_support:
             continue
-        tp = int((pred[:, j] & mesh[:, j]).sum())
-        p = tp / max(int(pred[:, j].sum()), 1)
-        r = tp / support
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        for metric, v in (("precision", p), ("recall", r), ("F1", f1), ("support", support)):
-            records.append(ResultRecord(f"labeller/{k}", "mini/reports", "all", "rules-v1", metric, float(v), 0))
-    write_results(out / "results.json", records, provenance(out))
-    lines = ["# Report labeller vs IU X-ray MeSH", "", "| finding | MeSH support | precision | recall | F1 |",
-             "|---|---|---|---|---|"]
-    by: dict[str, dict[str, float]] = {}
-    for rec in records:
-        by.setdefault(rec.task.split("/")[1], {})[rec.metric] = rec.value
-    for k, m in by.items():
-        lines.append(f"| {k} | {int(m['support'])} | {m['precision']:.3f} | {m['recall']:.3f} | {m['F1']:.3f} |")
+        for name in PARTS:
+            sel = part == name
+            p_, m_ = pred[sel, j], mesh[sel, j]
+            support = int(m_.sum())
+            tp = int((p_ & m_).sum())
+            prec = tp / max(int(p_.sum()), 1)
+            rec = tp / max(support, 1)
+            f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            for metric, v in (("precision", prec), ("recall", rec), ("F1", f1), ("support", support),
+                              ("reports", int(sel.sum()))):
+                records.append(ResultRecord(f"labeller/{k}", "mini/reports", name, "rules-v1", metric, float(v), 0))
+    write_results(out / "results.json", records, provenance())
+    dev = [{"uid": r["uid"], "label": k, "kind": "false_positive" if pred[i, j] else "false_negative"}
+           for i, r in enumerate(rows) if part[i] == "dev"
+           for j, k in enumerate(LABELS) if pred[i, j] != mesh[i, j]]
+    (out / "disagreements_dev.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dev))
+    lines = ["# Report labeller vs IU X-ray MeSH", "",
+             f"Rules are developed on the dev part ({int((part == 'dev').sum())} reports; disagreements in "
+             f"disagreements_dev.jsonl) and scored on the held-out part ({int((part == 'held_out').sum())} reports).",
+             "", "| finding | part | MeSH support | precision | recall | F1 |", "|---|---|---|---|---|---|"]
+    by: dict[tuple[str, str], dict[str, float]] = {}
+    for r in records:
+        by.setdefault((r.task.split("/")[1], r.split), {})[r.metric] = r.value
+    for (k, name), m in by.items():
+        lines.append(f"| {k} | {name} | {int(m['support'])} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                     f"{m['F1']:.3f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     write_json_atomic(out / "status.json", {"status": "complete"})
     return records
