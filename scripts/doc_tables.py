@@ -521,9 +521,13 @@ def check(names: set[str] | None = None) -> list[str]:
 
 
 def collect(name: str, folder: str, splits: list[str]) -> None:
+    """The records of every ``results.json`` under ``folder`` (of ``splits``), and the failed runs a shell
+    reproduce script listed in ``failed.jsonl`` files there (one ``failed_record`` per line)."""
     records = []
     for p in sorted(Path(folder).rglob("results.json")):
         records += [r for r in json.loads(p.read_text()) if r["split"] in splits and r["task"] != "pretrain"]
+    for p in sorted(Path(folder).rglob("failed.jsonl")):
+        records += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
     if not records:
         raise SystemExit(f"no results.json records under {folder}")
     RESULTS.mkdir(parents=True, exist_ok=True)

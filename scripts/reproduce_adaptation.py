@@ -9,7 +9,9 @@
     python scripts/reproduce_adaptation.py all           # everything (about an hour on 2 CPU cores)
 
 Runs go under runs/adaptation/<part>/ (a run whose results exist is not repeated); each part ends by writing its
-records (with the trainable-parameter fraction where it matters) and regenerating the doc tables.
+records (with the trainable-parameter fraction where it matters) and regenerating the doc tables. A run that fails
+(or, under COLLECT_ONLY, has not finished) is recorded as failed and listed as FAILED under its table; the others go
+on, and the script exits 1 at the end.
 Environment: SEEDS="0 1 2", MMFM=.venv/bin/mmfm, COLLECT_ONLY=1 (write the tables from the runs that finished,
 train nothing).
 """
@@ -23,30 +25,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import reproduce_runs  # noqa: E402
+from reproduce_runs import attempt  # noqa: E402
+
 RUNS = ROOT / "runs" / "adaptation"
 RESULTS = ROOT / "docs" / "results"
 SEEDS = [int(s) for s in os.environ.get("SEEDS", "0 1 2").split()]
 MMFM = os.environ.get("MMFM", str(ROOT / ".venv" / "bin" / "mmfm"))
-PY = sys.executable
 
 
 COLLECT_ONLY = os.environ.get("COLLECT_ONLY") == "1"
 
 
-class NotRun(Exception):
-    """COLLECT_ONLY and this run has not finished."""
-
-
 def run(out: Path, *args: str) -> Path:
-    """``mmfm ARGS out=OUT`` unless OUT already holds a finished run."""
-    if (out / "status.json").exists() and (out / "results.json").exists():
-        return out
-    if COLLECT_ONLY:
-        raise NotRun(out)
-    cmd = [MMFM, *args, f"out={out}", "train.progress=false"]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return out
+    """``mmfm ARGS out=OUT`` unless OUT already holds a finished run; RunFailed if it fails."""
+    return reproduce_runs.run(MMFM, out, *args, collect_only=COLLECT_ONLY)
 
 
 def records(out: Path, splits: tuple[str, ...] = ("test",), extra: dict | None = None) -> list[dict]:
@@ -61,10 +55,11 @@ def records(out: Path, splits: tuple[str, ...] = ("test",), extra: dict | None =
 
 
 def save(name: str, recs: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(recs, indent=1))
-    print(f"{len(recs)} records -> docs/results/{name}.json", flush=True)
-    subprocess.run([PY, str(ROOT / "scripts" / "doc_tables.py"), "write"], check=True, cwd=ROOT)
+    """docs/results/NAME.json, every record with its provenance (records made here: this machine, now)."""
+    from mmfm.workflows.provenance import provenance
+
+    here = provenance()
+    reproduce_runs.save(RESULTS, name, [r if r.get("provenance") else {**r, "provenance": here} for r in recs])
 
 
 def pretrained_vit() -> Path:
@@ -87,8 +82,9 @@ def peft() -> None:
     recs = []
     for seed in SEEDS:
         for m, extra in methods.items():
-            out = run(RUNS / "peft" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}", f"method=vit_mini-mae-{m}")
-            recs += records(out)
+            with attempt(recs, "classification", "mini/patches2d", f"vit_mini-mae-{m}", seed):
+                recs += records(run(RUNS / "peft" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}",
+                                    f"method=vit_mini-mae-{m}"))
     save("adapt_peft", recs)
 
 
@@ -106,12 +102,9 @@ def peft_sam() -> None:
         for m, extra in methods.items():
             if m == "as_shipped" and seed != SEEDS[0]:
                 continue   # deterministic: one run
-            try:
-                out = run(RUNS / "peft_sam" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}",
-                          f"method=litemedsam-{m}")
-            except NotRun:
-                continue
-            recs += records(out)
+            with attempt(recs, "promptable_segmentation", "mini/slices2d", f"litemedsam-{m}", seed):
+                recs += records(run(RUNS / "peft_sam" / f"{m}-s{seed}", *base, *extra, f"train.seed={seed}",
+                                    f"method=litemedsam-{m}"))
     save("adapt_peft_sam", recs)
 
 
@@ -126,18 +119,20 @@ def federated() -> None:
     for seed in SEEDS:
         s = f"train.seed={seed}"
         for sites, strat in (("modality", "fedavg"), ("modality", "fedprox"), ("iid", "fedavg")):
-            out = run(RUNS / "federated" / f"{strat}-{sites}-s{seed}", "federate", "simulate", cfg, *common, s,
-                      f"federate.sites={sites}", f"federate.strategy={strat}", f"method=federated-{sites}")
-            # the global model scored like the others (balanced accuracy on the union of the test sets, not the
-            # example-weighted mean of the sites' own numbers that results.json reports)
-            recs += sites_of(out, seed, f"federated-{sites}-{strat}")
-        out = run(RUNS / "federated" / f"central-s{seed}", "train", cfg, *common, s, "train.max_steps=240",
-                  "method=centralised")
-        recs += sites_of(out, seed)
+            with attempt(recs, "classification", "mini/patches2d", f"federated-{sites}-{strat}", seed):
+                out = run(RUNS / "federated" / f"{strat}-{sites}-s{seed}", "federate", "simulate", cfg, *common, s,
+                          f"federate.sites={sites}", f"federate.strategy={strat}", f"method=federated-{sites}")
+                # the global model scored like the others (balanced accuracy on the union of the test sets, not
+                # the example-weighted mean of the sites' own numbers that results.json reports)
+                recs += sites_of(out, seed, f"federated-{sites}-{strat}")
+        with attempt(recs, "classification", "mini/patches2d", "centralised", seed):
+            recs += sites_of(run(RUNS / "federated" / f"central-s{seed}", "train", cfg, *common, s,
+                                 "train.max_steps=240", "method=centralised"), seed)
         for site in ("CT", "MR"):
-            out = run(RUNS / "federated" / f"single-{site}-s{seed}", "train", cfg, *common, s, "train.max_steps=120",
-                      f"data.options={{modality: {site}}}", f"method=single-site-{site}")
-            recs += sites_of(out, seed)
+            with attempt(recs, "classification", "mini/patches2d", f"single-site-{site}", seed):
+                recs += sites_of(run(RUNS / "federated" / f"single-{site}-s{seed}", "train", cfg, *common, s,
+                                     "train.max_steps=120", f"data.options={{modality: {site}}}",
+                                     f"method=single-site-{site}"), seed)
     save("adapt_federated", recs)
 
 
@@ -169,7 +164,13 @@ def federated_kill() -> None:
                     mr.send_signal(signal.SIGKILL)
                     break
         mr.wait()
-        assert server.wait(timeout=1800) == 0 and ct.wait(timeout=300) == 0
+        codes = server.wait(timeout=1800), ct.wait(timeout=300)
+        if any(codes):
+            recs = [reproduce_runs.failed_record("federation", "mini/patches2d", "killed-client", 0,
+                                                 f"server exit {codes[0]}, CT client exit {codes[1]}")]
+            reproduce_runs.FAILURES.extend(recs)
+            save("adapt_federated_kill", recs)
+            return
     fed = json.loads((out / "federation.json").read_text())
     recs = []
     for p in fed["participation"]:
@@ -187,10 +188,12 @@ def sites_of(out: Path, seed: int, method: str = "") -> list[dict]:
 
     from mmfm.evaluation.evaluate import evaluate
     from mmfm.workflows.config import load_config
+    from mmfm.workflows.provenance import provenance
     from mmfm.workflows.supervised import build_split, load_trained
 
     cfg = load_config(out / "config.yaml")
     model, _ = load_trained(out)
+    prov = provenance(out)   # evaluated here, now, from the model the run trained
     recs = []
     for where, opts in (("", {}), ("@CT", {"modality": "CT"}), ("@MR", {"modality": "MR"})):
         ds = build_split(replace(cfg.data, options=opts), "test", "classification")[0]
@@ -198,7 +201,7 @@ def sites_of(out: Path, seed: int, method: str = "") -> list[dict]:
             if metric != "classes_evaluated":
                 recs.append({"task": "classification", "dataset": f"mini/patches2d{where}", "split": "test",
                              "method": method or cfg.method, "metric": metric, "value": float(value), "seed": seed,
-                             "label_fraction": 1.0})
+                             "label_fraction": 1.0, "provenance": prov})
     return recs
 
 
@@ -206,18 +209,18 @@ def continual() -> None:
     recs = []
     for seed in SEEDS:
         for method in ("sequential", "replay", "moe"):
-            out = RUNS / "continual" / f"{method}-s{seed}"
-            if COLLECT_ONLY and not (out / "status.json").exists():
-                continue
-            if not (out / "status.json").exists():
-                subprocess.run([MMFM, "continual", "configs/continual_mini.yaml", f"continual.method={method}",
-                                f"train.seed={seed}", "continual.steps_per_task=60", f"out={out}"], check=True,
-                               cwd=ROOT)
+            out, done = RUNS / "continual" / f"{method}-s{seed}", False
+            with attempt(recs, "continual", "mini", f"continual-{method}", seed, split="final"):
+                done = bool(run(out, "continual", "configs/continual_mini.yaml", f"continual.method={method}",
+                                f"train.seed={seed}", "continual.steps_per_task=60"))
+            if not done:
+                continue   # recorded as failed
             summary = json.loads((out / "continual.json").read_text())
             for r in json.loads((out / "results.json").read_text()):
                 recs.append(r)
             base = {"task": "continual", "dataset": "mini", "seed": seed, "label_fraction": 1.0,
-                    "method": f"continual-{method}", "split": "final"}
+                    "method": f"continual-{method}", "split": "final",
+                    "provenance": (json.loads((out / "results.json").read_text()) or [{}])[0].get("provenance")}
             recs.append({**base, "metric": "mean_forgetting", "value": summary["mean_forgetting"]})
             recs.append({**base, "metric": "final_mean", "value": summary["final_mean"]})
             if method == "moe":
@@ -242,11 +245,11 @@ def missing() -> None:
         for fusion in ("early", "late"):
             enc = ["encoder={name: resnet_tiny}"] if fusion == "early" else []
             for p in (0.0, 0.5):
-                out = run(RUNS / "missing" / f"{fusion}-p{p}-s{seed}", "train", "configs/missing_modalities.yaml",
-                          f"data.root={data}", *enc, f"data.modality_dropout={p}", f"train.seed={seed}",
-                          "train.max_steps=150",
-                          f"method={fusion}-dropout{p}")
-                recs += records(out)
+                with attempt(recs, "classification", "petct-phantoms", f"{fusion}-dropout{p}", seed):
+                    recs += records(run(RUNS / "missing" / f"{fusion}-p{p}-s{seed}", "train",
+                                        "configs/missing_modalities.yaml", f"data.root={data}", *enc,
+                                        f"data.modality_dropout={p}", f"train.seed={seed}", "train.max_steps=150",
+                                        f"method={fusion}-dropout{p}"))
     save("adapt_missing", recs)
 
 
@@ -259,3 +262,4 @@ if __name__ == "__main__":
     for name, fn in PARTS.items():
         if sys.argv[1] in (name, "all"):
             fn()
+    sys.exit(reproduce_runs.exit_status())

@@ -6,7 +6,8 @@
     python scripts/reproduce_trust.py deid         # every DICOM mmfm can reach, de-identified and audited
     python scripts/reproduce_trust.py all
 
-Runs go under runs/trust/<part>/ (a finished run is not repeated). Environment: SEEDS="0 1 2",
+Runs go under runs/trust/<part>/ (a finished run is not repeated). A run that fails is recorded as failed and listed
+as FAILED under its table; the others go on, and the script exits 1 at the end. Environment: SEEDS="0 1 2",
 MMFM=.venv/bin/mmfm.
 """
 
@@ -21,27 +22,27 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import reproduce_runs  # noqa: E402
+from reproduce_runs import attempt  # noqa: E402
+
 RUNS = ROOT / "runs" / "trust"
 RESULTS = ROOT / "docs" / "results"
 SEEDS = [int(s) for s in os.environ.get("SEEDS", "0 1 2").split()]
 MMFM = os.environ.get("MMFM", str(ROOT / ".venv" / "bin" / "mmfm"))
-PY = sys.executable
 
 
 def run(out: Path, *args: str) -> Path:
-    if (out / "status.json").exists() and (out / "results.json").exists():
-        return out
-    cmd = [MMFM, *args, f"out={out}", "train.progress=false"]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return out
+    """``mmfm ARGS out=OUT`` unless OUT already holds a finished run; RunFailed if it fails."""
+    return reproduce_runs.run(MMFM, out, *args)
 
 
 def save(name: str, recs: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(recs, indent=1))
-    print(f"{len(recs)} records -> docs/results/{name}.json", flush=True)
-    subprocess.run([PY, str(ROOT / "scripts" / "doc_tables.py"), "write"], check=True, cwd=ROOT)
+    """docs/results/NAME.json, every record with its provenance (records made here: this machine, now)."""
+    from mmfm.workflows.provenance import provenance
+
+    here = provenance()
+    reproduce_runs.save(RESULTS, name, [r if r.get("provenance") else {**r, "provenance": here} for r in recs])
 
 
 def rec(task: str, dataset: str, split: str, method: str, metric: str, value: float, seed: int) -> dict:
@@ -55,10 +56,11 @@ def calibration() -> None:
     recs = []
     for enc, extra in (("resnet_tiny", []), ("vit_mini", ["encoder.patch_size=4"])):
         for seed in SEEDS:
-            out = run(RUNS / "calibration" / f"{enc}-s{seed}", "train", "configs/quickstart_classification.yaml",
-                      f"encoder.name={enc}", *extra, "train.max_steps=200", "train.batch_size=64",
-                      f"train.seed={seed}", f"method={enc}-scratch")
-            recs += [r for r in json.loads((out / "results.json").read_text()) if r["split"] in ("val", "test")]
+            with attempt(recs, "classification", "mini/patches2d", f"{enc}-scratch", seed):
+                out = run(RUNS / "calibration" / f"{enc}-s{seed}", "train", "configs/quickstart_classification.yaml",
+                          f"encoder.name={enc}", *extra, "train.max_steps=200", "train.batch_size=64",
+                          f"train.seed={seed}", f"method={enc}-scratch")
+                recs += [r for r in json.loads((out / "results.json").read_text()) if r["split"] in ("val", "test")]
     save("trust_calibration", recs)
 
 
@@ -199,12 +201,24 @@ def pointing() -> None:
 
 
 # -- differential privacy --------------------------------------------------------------------------------------
+def _recomputed_epsilon(out: Path, name: str, seed: int) -> list[dict]:
+    """The run's spent epsilon recomputed with Opacus's RDP and PRV accountants, and its noise multiplier."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    p = json.loads((out / "privacy.json").read_text())
+    rdp, prv = RDPAccountant(), PRVAccountant()
+    rdp.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"])]
+    prv.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"])]
+    return [rec("classification", "mini", "train", f"dp-{name}", "epsilon_rdp_recomputed", rdp.get_epsilon(p["delta"]),
+                seed),
+            rec("classification", "mini", "train", f"dp-{name}", "epsilon_prv", prv.get_epsilon(p["delta"]), seed),
+            rec("classification", "mini", "train", f"dp-{name}", "noise_multiplier", p["noise_multiplier"], seed)]
+
+
 def dp() -> None:
     """Tissue classification on mini, resnet_tiny with BatchNorm replaced by GroupNorm in every arm (the
     non-private arm too, so only DP differs); epsilon 1, 4, 16 at delta 1e-5, clipping norm 1, 300 steps of
     expected batch 64; the spent epsilon recomputed here with Opacus's RDP and PRV accountants."""
-    from opacus.accountants import PRVAccountant, RDPAccountant
-
     recs = []
     base = ["train", "configs/quickstart_classification.yaml", "encoder.name=resnet_tiny", "train.max_steps=300",
             "train.batch_size=64", "train.dp.fix_norms=true", "optim.lr=0.002", "data.eval_splits=[test]",
@@ -212,22 +226,13 @@ def dp() -> None:
     for seed in SEEDS:
         for eps in (0, 1, 4, 16):
             name = f"eps{eps}" if eps else "nonprivate"
-            out = run(RUNS / "dp" / f"{name}-s{seed}", *base, f"train.dp.epsilon={eps}", f"train.seed={seed}",
-                      f"method=dp-{name}")
-            rs = [r for r in json.loads((out / "results.json").read_text())
-                  if r["metric"] in ("balanced_accuracy", "accuracy", "dp_epsilon")]
-            recs += rs
-            if eps:
-                p = json.loads((out / "privacy.json").read_text())
-                rdp, prv = RDPAccountant(), PRVAccountant()
-                rdp.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"])]
-                prv.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"])]
-                recs.append(rec("classification", "mini", "train", f"dp-{name}", "epsilon_rdp_recomputed",
-                                rdp.get_epsilon(p["delta"]), seed))
-                recs.append(rec("classification", "mini", "train", f"dp-{name}", "epsilon_prv",
-                                prv.get_epsilon(p["delta"]), seed))
-                recs.append(rec("classification", "mini", "train", f"dp-{name}", "noise_multiplier",
-                                p["noise_multiplier"], seed))
+            with attempt(recs, "classification", "mini", f"dp-{name}", seed):
+                out = run(RUNS / "dp" / f"{name}-s{seed}", *base, f"train.dp.epsilon={eps}", f"train.seed={seed}",
+                          f"method=dp-{name}")
+                recs += [r for r in json.loads((out / "results.json").read_text())
+                         if r["metric"] in ("balanced_accuracy", "accuracy", "dp_epsilon")]
+                if eps:
+                    recs += _recomputed_epsilon(out, name, seed)
     save("trust_dp", recs)
 
 
@@ -317,3 +322,4 @@ if __name__ == "__main__":
         if n not in PARTS:
             raise SystemExit(f"unknown part {n}; choose from {list(PARTS)} or all")
         PARTS[n]()
+    sys.exit(reproduce_runs.exit_status())

@@ -9,11 +9,12 @@ STEPS=${2:-150}
 MMFM=${MMFM:-.venv/bin/mmfm}
 $MMFM data prepare mini > /dev/null
 RUNS=()
+FAILED=()   # pretraining runs that failed: listed as FAILED under the table (scripts/doc_tables.py), not dropped
 for cfg in mae_2d mae_block_2d mae_entropy_2d mae_anatomask_2d mae_superpixel_2d simmim_2d simclr_2d moco_2d \
            micle_2d pcl_2d voco_2d dae_2d mae_simclr_2d; do
   start=$(date +%s)
   $MMFM pretrain configs/pretrain/$cfg.yaml out=$OUT/pretrain/$cfg train.max_steps=$STEPS train.progress=false \
-    data.set=patches2d > $OUT.$cfg.log 2>&1 || { echo "pretrain $cfg failed (see $OUT.$cfg.log)"; continue; }
+    data.set=patches2d > $OUT.$cfg.log 2>&1 || { echo "pretrain $cfg failed (see $OUT.$cfg.log)"; FAILED+=("$cfg"); continue; }
   echo "pretrained $cfg in $(( $(date +%s) - start )) s"
   RUNS+=("$OUT/pretrain/$cfg")
 done
@@ -24,6 +25,11 @@ $MMFM evaluate --encoder random:vit_mini random:resnet_small "${RUNS[@]}" \
 $MMFM evaluate --encoder litemedsam random:vit_mini $OUT/pretrain/mae_2d $OUT/pretrain/moco_2d random:resnet_small --max-per-split 96 \
   --protocol linear knn --set patches2d --label tissue --fractions 0.1 1.0 --seeds 0 1 2 --out $OUT/eval_litemedsam
 PY=${PY:-.venv/bin/python}
+rm -f $OUT/eval/failed.jsonl
+for cfg in "${FAILED[@]}"; do
+  printf '{"task": "classification/linear", "dataset": "mini/patches2d", "split": "test", "method": "%s", "metric": "failed", "value": null, "seed": 0, "label_fraction": 1.0, "error": "pretraining failed (see %s)"}\n' \
+    "$cfg" "$(basename $OUT.$cfg.log)" >> $OUT/eval/failed.jsonl
+done
 $PY scripts/doc_tables.py collect vfm $OUT/eval
 $PY scripts/doc_tables.py collect vfm_litemedsam $OUT/eval_litemedsam
 $PY scripts/doc_tables.py write
