@@ -422,16 +422,19 @@ def _cmd_data_deid(a: argparse.Namespace) -> int:
         parts = t.split(",")
         if len(parts) != 2 or not all(len(p) == 4 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
             raise ConfigError(f"--keep-private {t}: not a tag", "write it as GGGG,EEEE in hex, e.g. 0029,1010")
-    summary = deidentify_folder(a.input, a.out, a.keep_private)
+    summary = deidentify_folder(a.input, a.out, a.keep_private, allow_outside_root=a.allow_outside_root)
     c = summary["counts"]
     if a.json:
         print(json.dumps(c))
     else:
         print(f"{c['written']} DICOM files and {c['text']} report texts de-identified into {a.out}; "
-              f"{c['skipped']} skipped, {c['burned_in_annotation']} flagged for burned-in annotation "
-              f"(see {Path(a.out) / 'deid.json'})")
+              f"{c['skipped']} skipped, {c['withheld']} withheld by the audit, {c['burned_in_annotation']} flagged "
+              f"for burned-in annotation (see {Path(a.out) / 'deid.json'})")
     for s in summary["skipped"]:
         print(f"  skipped {s['file']}: {s['reason']}", file=sys.stderr)
+    for w in summary["audit"]["withheld"]:
+        print(f"  withheld {w['source']}: identifying values left (from {', '.join(w['found_from'])})",
+              file=sys.stderr)
     return 0
 
 
@@ -767,13 +770,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "replaced, UIDs remapped consistently (keyed), dates shifted per patient, "
                                      "private tags dropped, burned-in annotation flagged; pixel data unchanged. "
                                      "Report text files (.txt, .md) are de-identified too. OUT/deid.json lists "
-                                     "what changed (never old values) and what was skipped and why. The input "
-                                     "is never modified; OUT must be new or empty and outside IN.")
+                                     "what changed (never old values) and what was skipped and why. Every output "
+                                     "is audited (the input's identifying values searched in its bytes) and "
+                                     "withheld if one is found. The input is never modified; OUT must be new or "
+                                     "empty and outside IN; file symlinks out of IN are not followed.")
     dd.add_argument("input", help="a DICOM file or a folder")
     dd.add_argument("out", help="new or empty output folder (not inside the input)")
     dd.add_argument("--keep-private", action="append", default=[], metavar="GGGG,EEEE",
                     help="a private attribute known to be safe, kept (repeatable)")
     dd.add_argument("--json", action="store_true", help="print the summary counts as JSON")
+    dd.add_argument("--allow-outside-root", action="store_true",
+                    help="follow file symlinks that point outside IN (default: skipped)")
     dd.set_defaults(func=_cmd_data_deid)
     dv = dsub.add_parser("verify", help="check every shard of a shard folder against its SHA-256")
     dv.add_argument("shards", help="a folder `mmfm data shard` wrote")

@@ -103,11 +103,53 @@ def _count(tar: Path) -> int:
 
 
 def read_index(root: str | Path) -> dict[str, Any]:
+    """``shards.json``, checked: a downloaded shard folder is hostile input, and every shard it names is opened by
+    WebDataset, which would run ``pipe:`` names as shell commands and fetch URLs. So every shard must be a relative
+    path that resolves (symlinks followed) to a file inside the folder; see :func:`shard_path`."""
     root = Path(root)
     if not (root / INDEX).exists():
         raise InputFileError(root, f"no {INDEX}: not a finished shard folder",
                              "write shards with `mmfm data shard SRC OUT` (an interrupted run leaves no index)")
-    return json.loads((root / INDEX).read_text())
+    bad = "copy the shard folder again, or write the shards again with `mmfm data shard`"
+    if not _inside(root / INDEX, root):
+        raise InputFileError(root, f"{INDEX} is a symlink to a file outside the shard folder", bad)
+    try:
+        index = json.loads((root / INDEX).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputFileError(root, f"{INDEX} is not valid JSON ({type(e).__name__})", bad) from None
+    splits = index.get("splits") if isinstance(index, dict) else None
+    if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
+        raise InputFileError(root, f"{INDEX} has no 'splits' mapping each split to a list of shards", bad)
+    for shards in splits.values():
+        for s in shards:
+            if not (isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("samples"), int)
+                    and isinstance(s.get("bytes"), int) and isinstance(s.get("sha256", ""), str)):
+                raise InputFileError(root, f"{INDEX} lists a shard without a file name, sample count and size", bad)
+            shard_path(root, s["file"])
+    return index
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def shard_path(root: str | Path, name: str) -> Path:
+    """The resolved path of the shard ``name`` listed in ``shards.json``, or a clear error: only a relative path of
+    plain names (no ``:``, so no ``pipe:`` or URL scheme or drive, no ``..``, not absolute) that resolves inside
+    ``root`` once symlinks are followed. The error quotes the name (shortened), never where a link points."""
+    root = Path(root)
+    shown = repr(name[:60])
+    hint = "a shard folder lists its own files only (split/split-NNNNNN.tar): write the shards again"
+    parts = name.replace("\\", "/").split("/")
+    if (not name or len(name) > 255 or ":" in name or "\x00" in name or name.startswith(("/", "\\", "~"))
+            or any(p in ("..", "") for p in parts)):
+        raise InputFileError(root, f"{INDEX} lists the shard {shown}, which is not a relative path inside the "
+                                   "folder (no URL, pipe:, absolute path or '..' is opened)", hint)
+    path = root / name
+    if not _inside(path, root):
+        raise InputFileError(root, f"{INDEX} lists the shard {shown}, a symlink to a file outside the shard folder",
+                             hint)
+    return path.resolve()
 
 
 def verify_shards(root: str | Path) -> list[str]:
@@ -116,8 +158,8 @@ def verify_shards(root: str | Path) -> list[str]:
     bad = []
     for shards in read_index(root)["splits"].values():
         for s in shards:
-            p = root / s["file"]
-            if not p.exists() or sha256(p) != s["sha256"]:
+            p = shard_path(root, s["file"])
+            if not p.is_file() or sha256(p) != s["sha256"]:
                 bad.append(s["file"])
     return bad
 
@@ -136,12 +178,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
             raise ConfigError(f"the shard folder {self.root} has no split '{split}'",
                               f"splits: {[s for s, v in self.index['splits'].items() if v]}")
         for s in shards:
-            p = self.root / s["file"]
-            if not p.exists():
-                raise InputFileError(p, "shard listed in shards.json is missing", "copy the shard folder again")
+            p, shown = shard_path(self.root, s["file"]), self.root / s["file"]
+            if not p.is_file():
+                raise InputFileError(shown, "shard listed in shards.json is missing", "copy the shard folder again")
             if p.stat().st_size != s["bytes"]:
-                raise InputFileError(p, f"shard holds {p.stat().st_size:,} bytes, the index says {s['bytes']:,} "
-                                        "(truncated or replaced)", "copy it again, or write the shards again")
+                raise InputFileError(shown, f"shard holds {p.stat().st_size:,} bytes, the index says {s['bytes']:,} "
+                                            "(truncated or replaced)", "copy it again, or write the shards again")
         self.shards, self.with_label, self.text, self.epoch = shards, label, text, 0
         self.split_ranks, self.keys = split_ranks, keys   # evaluation on one rank reads every shard
         self._cols: dict[str, list[Any]] | None = None
@@ -188,7 +230,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.epoch = epoch
 
     def _urls(self) -> list[str]:
-        urls = [str(self.root / s["file"]) for s in self.shards]
+        # absolute resolved paths checked by shard_path: WebDataset opens them as plain files (no scheme), and a
+        # list is passed so no brace or environment expansion applies
+        urls = [str(shard_path(self.root, s["file"])) for s in self.shards]
         if self.shuffle:
             random.Random(self.seed * 100_003 + self.epoch).shuffle(urls)
         return urls

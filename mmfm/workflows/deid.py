@@ -7,6 +7,12 @@ that are not DICOM, DICOM without pixel data, and truncated files are reported i
 names carry no input name: ``<study>/<series>/<instance>.dcm`` from the new UIDs; text files become
 ``reports/<keyed pseudonym>.txt``. ``deid.json`` lists per output file which attributes were removed, emptied,
 replaced, remapped or shifted, never an old value.
+
+Every written DICOM is audited (:func:`mmfm.data.deid.leaked`: the input's identifying values searched in the
+output's bytes, independently of the profile table); a file in which the audit finds one is withheld (deleted from
+the staging folder, listed in ``deid.json`` under ``audit.withheld`` with the attributes it came from). The input
+folder is the root: a file symlink pointing outside it is skipped unless ``allow_outside_root`` (the CLI's
+``--allow-outside-root``); folder symlinks are not descended into.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mmfm.data.deid import Deidentifier
+from mmfm.data.deid import Deidentifier, leaked
 from mmfm.data.deid_text import deidentify_text, known_names
 from mmfm.data.pseudonym import pseudonym
 from mmfm.errors import MMFMError as DataError
@@ -77,11 +83,21 @@ def check_folders(inp: Path, out: Path) -> None:
                         "choose a new output folder")
 
 
+def _outside(path: Path, root: Path) -> bool:
+    try:
+        return not path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):   # a symlink loop
+        return True
+
+
 def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[str] = (),
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, allow_outside_root: bool = False) -> dict[str, Any]:
     """De-identify every DICOM and text file under ``inp`` into ``out``; return the summary (also deid.json)."""
+    import pydicom
+
     inp, out = Path(inp), Path(out)
     check_folders(inp, out)
+    root = inp.resolve()
     files = sorted(p for p in ([inp] if inp.is_file() else inp.rglob("*")) if p.is_file())
     staging = out.with_name(out.name + ".incomplete")
     if staging.exists():
@@ -93,12 +109,20 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
     deid = Deidentifier(keep_private=keep_private)
     summary: dict[str, Any] = {"profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile, "
                                           "Retain Longitudinal Temporal Information with Modified Dates Option",
-                               "written": [], "skipped": [], "burned_in_annotation": [], "text": []}
+                               "written": [], "skipped": [], "burned_in_annotation": [], "text": [],
+                               "audit": {"method": "every identifying value of the input (names, dates, instance "
+                                                   "UIDs, identifiers, places, free text, AE titles, preamble) "
+                                                   "searched in every byte of the output outside its pixel data",
+                                         "files": 0, "leaks": 0, "withheld": []}}
     names: list[str] = []
     texts = []
     try:
         for path in tqdm(files, desc="deid", disable=not progress, unit="file"):
             file_id = pseudonym(str(path.relative_to(inp) if inp.is_dir() else path.name), "file")
+            if inp.is_dir() and not allow_outside_root and _outside(path, root):
+                summary["skipped"].append({"file": file_id, "reason": "a symlink to a file outside the input folder: "
+                                           "not followed (--allow-outside-root includes it)"})
+                continue
             if path.suffix.lower() in TEXT_SUFFIXES:
                 texts.append((path, file_id))
                 continue
@@ -115,7 +139,17 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             ds.save_as(target, enforce_file_format=False)
-            summary["written"].append({"file": str(rel), "source": file_id, **log})
+            found = leaked(pydicom.dcmread(path, stop_before_pixels=True), target.read_bytes())
+            summary["audit"]["files"] += 1
+            if found:      # never write a file marked de-identified that still holds an input's identifying value
+                target.unlink()
+                for folder in (target.parent, target.parent.parent):   # series, study: if now empty
+                    if folder != staging and not any(folder.iterdir()):
+                        folder.rmdir()
+                summary["audit"]["leaks"] += 1
+                summary["audit"]["withheld"].append({"source": file_id, "found_from": found})
+                continue
+            summary["written"].append({"file": str(rel), "source": file_id, **log, "audit_leaks": 0})
             if log["burned_in_annotation"] != "no":
                 summary["burned_in_annotation"].append({"file": str(rel), "flag": log["burned_in_annotation"]})
         scrub = known_names(names)
@@ -132,6 +166,7 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
             (staging / rel).write_text(clean, encoding="utf-8")
             summary["text"].append({"file": str(rel), "source": file_id, "replaced": counts})
         summary["counts"] = {k: len(summary[k]) for k in ("written", "skipped", "burned_in_annotation", "text")}
+        summary["counts"]["withheld"] = summary["audit"]["leaks"]
         write_json_atomic(staging / "deid.json", summary)
         (staging / ".mmfm-deid").unlink()
         if out.exists():
