@@ -98,3 +98,18 @@ def test_the_prose_check_catches_a_pasted_number_and_ignores_blocks_and_code():
     assert unbacked_numbers(text, {0.8121, 0.935}, block) == []        # 0.812 and 93.5 (%) are backed
     assert unbacked_numbers(text, {0.935}, block) == ["0.812"]
     assert unbacked_numbers(text, {0.8121}, block) == ["93.5"]
+
+
+def test_the_killed_client_table_names_the_sites_its_mean_covers(tmp_path, monkeypatch):
+    dt = _module()
+    monkeypatch.setattr(dt, "RESULTS", tmp_path)
+    base = {"method": "killed-client", "seed": 0, "label_fraction": 1.0}
+    recs = [{**base, "task": "federation", "dataset": "d", "split": f"round {k}", "metric": "sites_trained",
+             "value": 2 if k < 3 else 1} for k in (1, 2, 3)]
+    recs += [{**base, "task": "classification", "dataset": ds, "split": "test", "metric": "balanced_accuracy",
+              "value": 0.622} for ds in ("d@CT", "d")]
+    (tmp_path / "adapt_federated_kill.json").write_text(json.dumps(recs))
+    table = dt.render("adapt-federated-kill")
+    assert "| sites that trained | 2 | 2 | 1 | - |" in table
+    assert "| test balanced accuracy, mean over the sites that evaluated (CT) | - | - | - | 0.622 |" in table
+    assert "overall" not in table
