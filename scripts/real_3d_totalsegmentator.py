@@ -164,7 +164,12 @@ def main() -> None:
 
 
 def publish(records: list[dict], out: Path, name: str) -> None:
-    """Write the records to OUT/results.json and docs/results/<name>.json, then regenerate the doc tables."""
+    """Write the records to OUT/results.json and docs/results/<name>.json, then regenerate the doc tables. A record
+    without provenance (made by the calling script) gets this machine's, now."""
+    from mmfm.workflows.provenance import provenance
+
+    here = provenance()
+    records = [r if r.get("provenance") else {**r, "provenance": here} for r in records]
     (out / "results.json").write_text(json.dumps(records, indent=1))
     dst = ROOT / "docs" / "results" / f"{name}.json"
     dst.write_text(json.dumps(records, indent=1))

@@ -39,6 +39,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
+    from mmfm.workflows.provenance import provenance
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="docs/results/promptable_lits.json")
     ap.add_argument("--every", type=int, default=1, help="use every n-th slice (1: all)")
@@ -85,7 +87,7 @@ def main() -> None:
            "preset": "ct_abdomen (W400/L40)", "liver_per_slice": summary(rows["liver"]),
            "tumour_per_lesion": summary(rows["tumour"]), "propagation": prop,
            "seconds_per_slice": round(slice_secs / max(1, len(rows["liver"])), 2),
-           "command": "python scripts/real_promptable_lits.py"}
+           "command": "python scripts/real_promptable_lits.py", "provenance": provenance()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps({k: out[k] for k in ("liver_per_slice", "tumour_per_lesion")}, indent=1))

@@ -130,6 +130,8 @@ def totalseg(work: Path, iterations: int) -> list[dict]:
 
 
 def main() -> None:
+    from mmfm.workflows.provenance import provenance
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="docs/results/registration.json")
     ap.add_argument("--iterations", type=int, default=100)
@@ -138,7 +140,7 @@ def main() -> None:
         work = Path(tmp)
         out = {"known_transforms": known_transforms(work, args.iterations), "pairs": mni(work, args.iterations)
                + totalseg(work, args.iterations), "iterations": args.iterations,
-               "command": "python scripts/real_registration.py"}
+               "command": "python scripts/real_registration.py", "provenance": provenance()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 

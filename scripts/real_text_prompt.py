@@ -143,14 +143,16 @@ def main() -> None:
     out = (ROOT / a.out).resolve()
     splits = build(out / "data")
     print(f"{len(splits['train'])} training and {len(splits['test'])} test slices", flush=True)
+    from mmfm.workflows.provenance import provenance
+
     records = []
 
-    def add(metrics: dict[str, float], method: str, seed: int) -> None:
+    def add(metrics: dict[str, float], method: str, seed: int, prov: dict | None = None) -> None:
         for metric, value in metrics.items():
             if metric != "classes_evaluated":
                 records.append({"task": "promptable_segmentation", "dataset": "TotalSegmentator refs + LiTS #117",
                                 "split": "test", "method": method, "metric": metric, "value": float(value),
-                                "seed": seed, "label_fraction": 1.0})
+                                "seed": seed, "label_fraction": 1.0, "provenance": prov or provenance()})
 
     for seed in a.seeds:
         for prompt in ("text", "box"):
@@ -162,9 +164,9 @@ def main() -> None:
                  f"train.ckpt_every={a.steps}", "train.batch_size=8", "optim.lr=0.0005", f"train.seed={seed}",
                  "train.progress=false", f"method=vit_mini-{prompt}-prompt", f"out={run}")
             for r in json.loads((run / "results.json").read_text()):
-                add({r["metric"]: r["value"]}, r["method"], seed)
+                add({r["metric"]: r["value"]}, r["method"], seed, r.get("provenance"))
             if prompt == "text":
-                add(absent_rate(run, out / "data"), f"vit_mini-{prompt}-prompt", seed)
+                add(absent_rate(run, out / "data"), f"vit_mini-{prompt}-prompt", seed, provenance(run))
     if not a.no_litemedsam:
         add(litemedsam_rows(out / "data"), "litemedsam-box-prompt (as shipped)", 0)
     publish(records, out, "text_prompt")
