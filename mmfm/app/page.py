@@ -1,19 +1,11 @@
-# ruff: noqa: E501  (the page is one HTML string; its script lines are not Python)
-"""The single page of `mmfm serve` (HTML, CSS and script inline: nothing is fetched from the network)."""
+# ruff: noqa: E501  (the page, its style and its script are strings; their lines are not Python)
+"""The single page of `mmfm serve`: HTML, a style sheet and a script, each served by the app itself (nothing is
+fetched from the network). No inline script or style, so the app's Content-Security-Policy can forbid both: a
+crafted file's text that reached the page could not run. The script builds every user-derived string as text."""
 
 PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mmfm</title>
-<style>
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1c2430}
-header{background:#17324d;color:#fff;padding:10px 20px}header h1{margin:0;font-size:20px}
-header span{opacity:.75;font-size:13px}
-main{display:flex;gap:16px;padding:14px 20px;flex-wrap:wrap}
-.panel{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 14px}
-#viewer{position:relative;line-height:0}canvas{border:1px solid #ccd;cursor:crosshair;image-rendering:pixelated}
-.row{margin:6px 0}button{padding:5px 12px;margin-right:6px}#error{color:#b00020;white-space:pre-wrap}
-#result,#status{font-size:13px}table{border-collapse:collapse;font-size:12px}td{border:1px solid #dde2e8;
-padding:2px 6px}textarea{width:260px;height:70px}.side{width:330px}
-</style></head><body>
+<link rel="stylesheet" href="/static/app.css"></head><body>
 <header><h1>mmfm</h1><span>try the models on your own scans · files stay on this machine and are deleted when the
 app stops</span></header>
 <main>
@@ -28,7 +20,7 @@ app stops</span></header>
     <button id="clear">clear</button></div>
   <div id="viewer"><canvas id="view" width="512" height="512"></canvas></div>
   <div class="row"><button id="segment" disabled>Segment</button>
-    <a id="download" href="#" style="display:none" download="mask.nii.gz">download mask</a>
+    <a id="download" href="#" hidden download="mask.nii.gz">download mask</a>
     <span id="result"></span></div>
 </div>
 <div class="side">
@@ -36,13 +28,33 @@ app stops</span></header>
     <div class="row"><textarea id="texts" placeholder="one class name or report sentence per line"></textarea></div>
     <button id="zeroshot" disabled>Zero-shot / retrieve</button><div id="zs-out"></div></div>
   <div class="panel"><b>Saliency</b> <button id="explain" disabled>Explain</button>
-    <div id="explain-out"></div><img id="explain-img" style="max-width:300px;display:none" alt="saliency"></div>
+    <div id="explain-out"></div><img id="explain-img" hidden alt="saliency"></div>
   <div class="panel"><b>Header (de-identified)</b><div id="header">-</div></div>
   <div class="panel"><b>Models</b><div id="models">-</div></div>
 </div>
 </main>
-<script>
+<script src="/static/app.js"></script></body></html>
+"""
+
+STYLE = r"""body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1c2430}
+header{background:#17324d;color:#fff;padding:10px 20px}header h1{margin:0;font-size:20px}
+header span{opacity:.75;font-size:13px}
+main{display:flex;gap:16px;padding:14px 20px;flex-wrap:wrap}
+.panel{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 14px}
+#viewer{position:relative;line-height:0}canvas{border:1px solid #ccd;cursor:crosshair;image-rendering:pixelated}
+.row{margin:6px 0}button{padding:5px 12px;margin-right:6px}#error{color:#b00020;white-space:pre-wrap}
+#result,#status{font-size:13px}table{border-collapse:collapse;font-size:12px}td{border:1px solid #dde2e8;
+padding:2px 6px}textarea{width:260px;height:70px}.side{width:330px}
+#explain-img{max-width:300px;display:block}[hidden]{display:none !important}
+"""
+
+SCRIPT = r"""// Every string that comes from a file, a model or the server is set as text (textContent, option.text, cells):
+// never parsed as HTML, so a header field such as "<img onerror=...>" shows as those characters.
 const $ = id => document.getElementById(id);
+function el(tag, text) { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); return e; }
+function table(rows) { const t = el("table");
+  for (const r of rows) { const tr = t.insertRow(); for (const c of r) tr.insertCell().textContent = String(c); }
+  return t; }
 let cur = null, scale = 1, box = null, drag = null, points = [], imgEl = new Image(), maskEl = null, models = [];
 function err(msg) { $("error").textContent = msg || ""; }
 async function api(url, opts) {
@@ -54,8 +66,9 @@ async function api(url, opts) {
 }
 async function init() {
   const m = await api("/api/models"); models = m.models;
-  $("models").innerHTML = models.map(x => x.kind + ": " + x.name).join("<br>");
-  $("preset").innerHTML = '<option value="">auto</option>' + m.presets.map(p => `<option>${p}</option>`).join("");
+  $("models").replaceChildren(...models.map(x => el("div", x.kind + ": " + x.name)));
+  const auto = el("option", "auto"); auto.value = "";
+  $("preset").replaceChildren(auto, ...m.presets.map(p => el("option", p)));
 }
 function has(kind) { return models.some(m => m.kind === kind); }
 function k() { return cur && cur.spatial_dims === 3 ? parseInt($("slice").value) : 0; }
@@ -83,7 +96,7 @@ async function loadSlice() {
 }
 $("file").addEventListener("change", async e => {
   const f = e.target.files[0]; if (!f) return;
-  err(""); $("status").textContent = "uploading…"; $("download").style.display = "none"; $("result").textContent = "";
+  err(""); $("status").textContent = "uploading…"; $("download").hidden = true; $("result").textContent = "";
   try {
     const info = await api("/api/upload", {method: "POST", body: f, headers: {"X-Filename": f.name}});
     cur = info; box = null; points = [];
@@ -91,8 +104,8 @@ $("file").addEventListener("change", async e => {
     scale = Math.min(512 / w, 512 / h); const c = $("view"); c.width = Math.round(w * scale); c.height = Math.round(h * scale);
     $("slice").max = info.slices - 1; $("slice").value = Math.floor(info.slices / 2);
     $("status").textContent = `loaded: ${info.format}, ${info.modality}, ${info.shape.join("×")}`;
-    $("header").innerHTML = Object.keys(info.header).length ? "<table>" + Object.entries(info.header).map(
-      ([a, b]) => `<tr><td>${a}</td><td>${JSON.stringify(b)}</td></tr>`).join("") + "</table>" : "(not DICOM)";
+    const fields = Object.entries(info.header);
+    $("header").replaceChildren(fields.length ? table(fields.map(([a, b]) => [a, JSON.stringify(b)])) : el("span", "(not DICOM)"));
     $("segment").disabled = !has("promptable"); $("zeroshot").disabled = !has("dual"); $("explain").disabled = !has("classification");
     await loadSlice();
   } catch (x) { cur = null; $("status").textContent = "no image"; err(x.message); draw(); }
@@ -120,14 +133,14 @@ $("segment").addEventListener("click", async () => {
     cur.hasMask = true;
     $("result").textContent = `mask: ${r.foreground} voxels` + (r.slices ? `, slices ${r.slices[0]}–${r.slices[1]}` : "");
     const d = $("download"); d.href = r.mask; d.download = cur.format === "raster" ? "mask.png" : "mask.nii.gz";
-    d.style.display = "inline"; await loadSlice();
+    d.hidden = false; await loadSlice();
   } catch (x) { $("result").textContent = ""; err(x.message); }
 });
 $("zeroshot").addEventListener("click", async () => {
   err(""); const texts = $("texts").value.split("\n").map(t => t.trim()).filter(t => t);
   try { const r = await api(`/api/zeroshot/${cur.id}`, {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({texts: texts, mode: texts.length > 1 ? "classify" : "retrieve", slice: cur.spatial_dims === 3 ? k() : null})});
-    $("zs-out").innerHTML = "<table>" + r.ranked.map(t => `<tr><td>${t.text}</td><td>${t.score.toFixed(3)}</td></tr>`).join("") + "</table>";
+    $("zs-out").replaceChildren(table(r.ranked.map(t => [t.text, Number(t.score).toFixed(3)])));
   } catch (x) { err(x.message); }
 });
 $("explain").addEventListener("click", async () => {
@@ -135,9 +148,8 @@ $("explain").addEventListener("click", async () => {
   try { const r = await api(`/api/explain/${cur.id}`, {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({slice: cur.spatial_dims === 3 ? k() : null})});
     $("explain-out").textContent = "predicted: " + r.prediction.class;
-    const im = $("explain-img"); im.src = r.overlay + "?t=" + Date.now(); im.style.display = "block";
+    const im = $("explain-img"); im.src = r.overlay + "?t=" + Date.now(); im.hidden = false;
   } catch (x) { $("explain-out").textContent = ""; err(x.message); }
 });
 init().catch(x => err(x.message));
-</script></body></html>
 """

@@ -9,6 +9,14 @@ the CLI (``mmfm.workflows.segment``, ``mmfm.workflows.explain``, ``mmfm.tasks.ze
 Uploads are size-limited, read by mmfm's readers (a bad file gets the reader's message, never a traceback), kept
 in one temporary folder that is deleted when the app stops (and per upload when more than ``max_sessions`` are
 kept), and never logged by name: a session is a random id, and the upload's name travels in a header, not a URL.
+
+What a stranger's file or a web page can try, and what stops it (docs/app.md says what is not defended): zips are
+bounded in files and unpacked size (:mod:`mmfm.app.uploads`); every header's pixel count is checked against a budget
+before decoding (:func:`mmfm.data.io.checks.voxel_budget`); a detached MetaImage/NRRD header is read only with its
+data file from the same zip, confined to the header's folder; uploads are decoded in a worker thread, one at a
+time, so other clients keep being served; each client (IP address) holds at most ``sessions_per_client`` uploads
+and a full app evicts from the client that holds the most; every response carries a strict CSP and nosniff, and
+only loopback names and the ``--host`` given are answered (:mod:`mmfm.app.guard`); request bodies are typed.
 """
 
 from __future__ import annotations
@@ -19,21 +27,54 @@ import secrets
 import shutil
 import tempfile
 import threading
-import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from starlette.concurrency import run_in_threadpool
 
+from mmfm.app.uploads import UploadLimits, image_in_folder, image_suffix, refuse_detached, unpack_zip
 from mmfm.errors import ConfigError, MMFMError
 
-SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff",
-            ".zip")
+Point = tuple[FiniteFloat, FiniteFloat]
+
+
+class SegmentRequest(BaseModel):
+    """``POST /api/segment/{id}``: a box and/or points on the slice shown (pixel coordinates of the image)."""
+
+    model_config = ConfigDict(extra="forbid")
+    box: list[FiniteFloat] | None = Field(None, min_length=4, max_length=4)
+    points: list[Point] | None = Field(None, max_length=256)
+    negative_points: list[Point] | None = Field(None, max_length=256)
+    slice: int | None = None
+    model: str | None = Field(None, max_length=200)
+
+
+class ZeroShotRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(default_factory=list, max_length=256)
+    mode: Literal["classify", "retrieve"] = "classify"
+    slice: int | None = None
+    model: str | None = Field(None, max_length=200)
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slice: int | None = None
+    model: str | None = Field(None, max_length=200)
+
+
+REQUEST_HINTS = {"segment": "send box [x0, y0, x1, y1], points [[x, y], ...], negative_points, slice (an integer), "
+                            "model (a name)",
+                 "zeroshot": "send texts (a list of strings), mode (classify or retrieve), slice (an integer)",
+                 "explain": "send slice (an integer) and model (a name)"}
 
 
 @dataclass
@@ -46,6 +87,7 @@ class Session:
     display: dict[str, np.ndarray] = field(default_factory=dict)   # preset name -> (*spatial) in [0, 1]
     mask: Path | None = None
     mask_array: np.ndarray | None = None   # the mask as read back, kept while the user scrolls its slices
+    client: str = ""               # who uploaded it (IP address): the per-client quota
 
 
 @dataclass
@@ -55,23 +97,20 @@ class LoadedModel:
     source: str
 
 
-def _suffix(name: str) -> str:
-    low = name.lower()
-    for s in SUFFIXES:
-        if low.endswith(s):
-            return s
-    return ""
-
-
 class ServeState:
     """Uploads and models of one app; every file lives under one temporary folder."""
 
-    def __init__(self, models: list[str], max_upload_mb: float = 512, max_sessions: int = 16) -> None:
+    def __init__(self, models: list[str], max_upload_mb: float = 512, max_sessions: int = 16,
+                 sessions_per_client: int | None = None, limits: UploadLimits | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mmfm-serve-"))
         self.max_bytes = int(max_upload_mb * 1024 * 1024)
+        self.limits = limits or UploadLimits(max_bytes=self.max_bytes, max_unpacked_bytes=self.max_bytes)
         self.max_sessions = max_sessions
+        self.per_client = max(1, sessions_per_client or max_sessions // 2)
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()          # one model call at a time: 2 cores are shared, not oversubscribed
+        self.decoding = threading.Lock()      # one upload decoded at a time: peak memory is one upload's
+        self.sessions_lock = threading.Lock()  # uploads land from worker threads
         self.models = [self._describe(m) for m in (models or ["litemedsam"])]
         self._cache: dict[str, Any] = {}
 
@@ -108,40 +147,37 @@ class ServeState:
         return self._cache[source]
 
     # -- uploads --------------------------------------------------------------------------------------------------
-    def add(self, name: str, data: bytes) -> tuple[str, Session]:
+    def add(self, name: str, data: bytes, client: str = "") -> tuple[str, Session]:
+        """Unpack and read one upload (in a worker thread: never on the event loop) and keep it as a session."""
         from mmfm.data.io import image_format, read_image
+        from mmfm.data.io.checks import voxel_budget
 
-        suffix = _suffix(name)
+        suffix = image_suffix(name)
         if not suffix:
             raise ConfigError("this file type is not one mmfm reads here",
-                              "upload DICOM (.dcm, or a .zip of a series), NIfTI, MetaImage, NRRD or PNG/JPEG/TIFF")
+                              "upload DICOM (.dcm, or a .zip of a series), NIfTI, MetaImage, NRRD or PNG/JPEG/TIFF "
+                              "(a .mhd/.nhdr header with its data file in one .zip)")
         sid = secrets.token_hex(8)
         folder = self.root / sid
         folder.mkdir()
         try:
-            if suffix == ".zip":
-                path = folder / "series"
-                path.mkdir()
-                try:
-                    with zipfile.ZipFile(io.BytesIO(data)) as z:
-                        for member in z.infolist():
-                            target = (path / member.filename).resolve()
-                            if member.is_dir() or path.resolve() not in target.parents:
-                                continue             # folders, and names that would escape the folder
-                            target.parent.mkdir(parents=True, exist_ok=True)
-                            target.write_bytes(z.read(member))
-                except zipfile.BadZipFile:
-                    raise ConfigError("the .zip file is damaged", "zip the DICOM series folder again") from None
-            else:
-                path = folder / f"upload{suffix}"   # the user's file name (often identifying) is not kept
-                path.write_bytes(data)
-            image = read_image(path)
-            if not np.isfinite(image.array).all():
-                raise ConfigError("the image has NaN or infinite values", "fix the file before uploading it")
-            header = {}
-            fmt = image_format(path)
-            if fmt.startswith("dicom"):
-                header = dicom_header(path)
+            with self.decoding, voxel_budget(self.limits.max_pixels_2d, self.limits.max_voxels_3d):
+                if suffix == ".zip":
+                    unpack_zip(data, folder / "series", self.limits)
+                    path = image_in_folder(folder / "series")
+                else:
+                    path = folder / f"upload{suffix}"   # the user's file name (often identifying) is not kept
+                    path.write_bytes(data)
+                    refuse_detached(path)
+                image = read_image(path)
+                if not np.isfinite(image.array).all():
+                    raise ConfigError("the image has NaN or infinite values", "fix the file before uploading it")
+                header = {}
+                fmt = image_format(path)
+                if fmt.startswith("dicom"):
+                    header = dicom_header(path)
+                session = Session(folder, path, image, fmt, header, client=client)
+                display_volume(session, None)             # the first view, computed here and not on the event loop
         except MMFMError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -149,17 +185,31 @@ class ServeState:
             shutil.rmtree(folder, ignore_errors=True)
             raise ConfigError(f"the file could not be read ({type(e).__name__})",
                               "check that it is a complete image file") from None
-        session = Session(folder, path, image, fmt, header)
-        self.sessions[sid] = session
-        while len(self.sessions) > self.max_sessions:          # the oldest upload goes
-            _, old = self.sessions.popitem(last=False)
-            shutil.rmtree(old.folder, ignore_errors=True)
+        with self.sessions_lock:
+            self._make_room(client)
+            self.sessions[sid] = session
         return sid, session
 
+    def _make_room(self, client: str) -> None:
+        """Before a client's new upload: drop its own oldest beyond its quota; when the app is full, drop the oldest
+        upload of the client holding the most, so that one client cannot evict everybody else's uploads."""
+        def drop(sid: str) -> None:
+            shutil.rmtree(self.sessions.pop(sid).folder, ignore_errors=True)
+
+        mine = [sid for sid, s in self.sessions.items() if s.client == client]
+        while len(mine) >= self.per_client:
+            drop(mine.pop(0))
+        while len(self.sessions) >= self.max_sessions:
+            held = Counter(s.client for s in self.sessions.values())
+            most = max(held.values())
+            drop(next(sid for sid, s in self.sessions.items() if held[s.client] == most))
+
     def get(self, sid: str) -> Session:
-        if sid not in self.sessions:
+        with self.sessions_lock:
+            s = self.sessions.get(sid)
+        if s is None:
             raise ConfigError("unknown or expired upload", "upload the file again")
-        return self.sessions[sid]
+        return s
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -169,10 +219,10 @@ def dicom_header(path: Path) -> dict[str, Any]:
     """The header fields mmfm shows (no PHI) and the patient as a keyed pseudonym."""
     import pydicom
 
-    from mmfm.data.io.dicom import safe_header
+    from mmfm.data.io.dicom import is_dicom, safe_header
     from mmfm.data.pseudonym import pseudonym
 
-    first = path if path.is_file() else next(p for p in sorted(path.rglob("*")) if p.is_file())
+    first = path if path.is_file() else next(p for p in sorted(path.rglob("*")) if p.is_file() and is_dicom(p))
     ds = pydicom.dcmread(first, stop_before_pixels=True)
     return {"patient": pseudonym(str(ds.get("PatientID", "")), "patient"), **safe_header(ds)}
 
@@ -210,11 +260,15 @@ def png(plane: np.ndarray, rgba: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_sessions: int = 16) -> FastAPI:
-    """The FastAPI app; ``models``: ``litemedsam`` and/or run folders (classification, promptable, image-text)."""
-    from mmfm.app.page import PAGE
+def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_sessions: int = 16,
+               hosts: list[str] | tuple[str, ...] = (), sessions_per_client: int | None = None,
+               limits: UploadLimits | None = None) -> FastAPI:
+    """The FastAPI app; ``models``: ``litemedsam`` and/or run folders (classification, promptable, image-text).
+    ``hosts``: Host names answered besides the loopback ones (the ``--host`` the app is served on)."""
+    from mmfm.app.guard import protect
+    from mmfm.app.page import PAGE, SCRIPT, STYLE
 
-    state = ServeState(models or ["litemedsam"], max_upload_mb, max_sessions)
+    state = ServeState(models or ["litemedsam"], max_upload_mb, max_sessions, sessions_per_client, limits)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -223,6 +277,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
 
     app = FastAPI(title="mmfm", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.mmfm = state
+    protect(app, hosts)
 
     @app.exception_handler(MMFMError)
     async def mmfm_error(request: Request, exc: MMFMError) -> JSONResponse:
@@ -232,6 +287,14 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         problem = re.sub(r"\S*mmfm-serve-[^\s:]*", "the upload", str(exc).split("\n  hint: ")[0])
         return JSONResponse({"error": problem, "hint": exc.hint}, status_code=400)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "body"
+        kind = next((k for k in REQUEST_HINTS if f"/api/{k}" in request.url.path), "")
+        return JSONResponse({"error": f"bad request field '{where}': {first.get('msg', 'invalid')}",
+                             "hint": REQUEST_HINTS.get(kind, "check the request")}, status_code=400)
+
     @app.exception_handler(Exception)
     async def other_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"internal error ({type(exc).__name__})", "hint": "see the server console"},
@@ -240,6 +303,14 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return PAGE
+
+    @app.get("/static/app.js")
+    def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript; charset=utf-8")
+
+    @app.get("/static/app.css")
+    def style() -> Response:
+        return Response(STYLE, media_type="text/css; charset=utf-8")
 
     @app.get("/api/models")
     def list_models() -> dict[str, Any]:
@@ -262,8 +333,9 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         if not data:
             raise ConfigError("the upload is empty", "choose a file")
         name = request.headers.get("x-filename", "")
-        sid, s = state.add(name, bytes(data))
-        preset, vol = display_volume(s, None)
+        client = request.client.host if request.client else ""
+        sid, s = await run_in_threadpool(state.add, name, bytes(data), client)
+        preset, _ = display_volume(s, None)        # computed by add, in the worker thread
         img = s.image
         return {"id": sid, "format": s.fmt, "modality": img.modality, "shape": list(img.spatial_shape),
                 "spatial_dims": img.spatial_dims, "slices": img.spatial_shape[2] if img.spatial_dims == 3 else 1,
@@ -278,19 +350,16 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         return Response(png(plane), media_type="image/png")
 
     @app.post("/api/segment/{sid}")
-    def segment(sid: str, body: dict[str, Any]) -> dict[str, Any]:
+    def segment(sid: str, body: SegmentRequest) -> dict[str, Any]:
         from mmfm.workflows.segment import segment as run_segment
 
         s = state.get(sid)
-        unknown = set(body) - {"box", "points", "negative_points", "slice", "model"}
-        if unknown:
-            raise ConfigError(f"unknown request fields {sorted(unknown)}", "send box, points, negative_points, slice")
-        model = state.model("promptable", body.get("model"))
+        model = state.model("promptable", body.model)
         out = s.folder / ("mask.png" if s.fmt == "raster" else "mask.nii.gz")
         with state.lock:
-            rec = run_segment(s.path, out, box=body.get("box"), points=body.get("points") or (),
-                              negative_points=body.get("negative_points") or (),
-                              slice_index=body.get("slice") if s.image.spatial_dims == 3 else None,
+            rec = run_segment(s.path, out, box=body.box, points=body.points or (),
+                              negative_points=body.negative_points or (),
+                              slice_index=body.slice if s.image.spatial_dims == 3 else None,
                               model=model.source, overwrite=True, progress=False)
         s.mask, s.mask_array = out, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
@@ -316,28 +385,28 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         return Response(png(plane, rgba=True), media_type="image/png")
 
     @app.post("/api/zeroshot/{sid}")
-    def zeroshot(sid: str, body: dict[str, Any]) -> dict[str, Any]:
-        texts = [t for t in body.get("texts", []) if str(t).strip()]
-        if len(texts) < 2 and body.get("mode", "classify") == "classify":
+    def zeroshot(sid: str, body: ZeroShotRequest) -> dict[str, Any]:
+        texts = [t for t in body.texts if t.strip()]
+        if len(texts) < 2 and body.mode == "classify":
             raise ConfigError("zero-shot classification needs at least two class names", "e.g. liver, brain")
         if not texts:
             raise ConfigError("no text given", "type one or more texts")
         s = state.get(sid)
-        m = state.model("dual", body.get("model"))
+        m = state.model("dual", body.model)
         with state.lock:
-            scores = text_scores(state.dual(m.source), s, texts, body.get("slice"))
+            scores = text_scores(state.dual(m.source), s, texts, body.slice)
         order = sorted(range(len(texts)), key=lambda i: -scores[i])
         return {"model": m.name, "ranked": [{"text": texts[i], "score": scores[i]} for i in order]}
 
     @app.post("/api/explain/{sid}")
-    def explain(sid: str, body: dict[str, Any]) -> dict[str, Any]:
+    def explain(sid: str, body: ExplainRequest) -> dict[str, Any]:
         from mmfm.workflows.explain import explain as run_explain
 
         s = state.get(sid)
-        m = state.model("classification", body.get("model"))
+        m = state.model("classification", body.model)
         out = s.folder / "explain"
         with state.lock:
-            rec = run_explain(m.source, s.path, out, slice_index=body.get("slice"), overwrite=True)
+            rec = run_explain(m.source, s.path, out, slice_index=body.slice, overwrite=True)
         return {"prediction": rec["prediction"], "overlay": f"/api/explain/{sid}/overlay.png", "model": m.name}
 
     @app.get("/api/explain/{sid}/overlay.png")
@@ -385,12 +454,29 @@ def text_scores(dual_and_spec: tuple[Any, dict[str, Any]], s: Session, texts: li
     return [float(p) for p in logits.softmax(-1)[0]]
 
 
+def served_names(host: str) -> list[str]:
+    """The Host names to answer besides loopback: ``host`` itself, and for a wildcard bind (0.0.0.0, ::) this
+    machine's name and addresses, as other machines will address it."""
+    import socket
+
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        pass
+    return sorted(n for n in names if n)
+
+
 def serve(models: list[str], host: str = "127.0.0.1", port: int = 8765, max_upload_mb: float = 512) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[mmfm] serving on {host}: anyone who can reach this machine can upload scans to it", flush=True)
-    app = create_app(models, max_upload_mb)
+        print(f"[mmfm] serving on {host}: anyone who can reach this machine can upload scans to it (no login; "
+              "see docs/app.md)", flush=True)
+    app = create_app(models, max_upload_mb, hosts=served_names(host))
     print(f"[mmfm] open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C stops; "
           "uploads are deleted when the app stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                proxy_headers=False)   # the client address is the peer's, never an X-Forwarded-For header

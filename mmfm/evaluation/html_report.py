@@ -44,10 +44,32 @@ def _fig_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _number(v: Any) -> float | None:
+    """``v`` as a float when it is a number (bools and numeric text are not: a run folder from elsewhere may hold
+    anything), else None."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(ln)
+        except ValueError:
+            continue                                   # a line cut by a crash, or not JSON: skipped
+        if isinstance(r, dict):
+            rows.append(r)
+    return rows
+
+
 def _curve(metrics: Path) -> str | None:
-    """The training curves of ``metrics.jsonl`` (every loss term against the step), as a data URI."""
-    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
-    keys = sorted({k for r in rows for k in r if k == "loss" or k.endswith("_loss") or k == "epsilon"})
+    """The training curves of ``metrics.jsonl`` (every loss term against the step), as a data URI; points whose step
+    or value is not a number are left out."""
+    rows = [r for r in _json_lines(metrics) if _number(r.get("step")) is not None]
+    keys = sorted({k for r in rows for k in r if (k == "loss" or k.endswith("_loss") or k == "epsilon")
+                   and _number(r[k]) is not None})
     if not rows or not keys:
         return None
     import matplotlib
@@ -57,7 +79,7 @@ def _curve(metrics: Path) -> str | None:
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if k in r and r[k] is not None]
+        pts = [(r["step"], r[k]) for r in rows if _number(r.get(k)) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
@@ -67,28 +89,38 @@ def _curve(metrics: Path) -> str | None:
     return uri
 
 
-def _results_table(records: list[dict[str, Any]]) -> str:
-    """Rows (task, dataset, split, method, label fraction) x metrics; cells mean ± sd (n seeds)."""
-    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _results_table(records: list[Any]) -> str:
+    """Rows (task, dataset, split, method, label fraction) x metrics; cells mean ± sd (n seeds). A value that is not
+    a number (text, null, a list) is shown as text beside the numbers, escaped; a record that is not one is skipped."""
+    cells: dict[tuple, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     metrics: list[str] = []
     for r in records:
-        key = (r.get("task", ""), r.get("dataset", ""), r.get("split", ""), r.get("method", ""),
-               r.get("label_fraction", 1.0))
-        cells[key][r["metric"]].append(float(r["value"]))
-        if r["metric"] not in metrics:
-            metrics.append(r["metric"])
+        if not isinstance(r, dict):
+            continue
+        key = tuple(str(r.get(k, "")) for k in ("task", "dataset", "split", "method")) + \
+            (r.get("label_fraction", 1.0),)
+        metric = str(r.get("metric", "?"))
+        value = r.get("value")
+        cells[key][metric].append(_number(value) if _number(value) is not None else
+                                  (json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
+        if metric not in metrics:
+            metrics.append(metric)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["task", "dataset", "split", "method", "labels", *metrics])
     body = []
     for key in sorted(cells, key=lambda k: tuple(map(str, k))):
-        tds = "".join(f"<td>{html.escape(str(v))}</td>" for v in key[:4]) + f"<td class=n>{key[4]:g}</td>"
+        frac = f"{key[4]:g}" if _number(key[4]) is not None else html.escape(str(key[4]))
+        tds = "".join(f"<td>{html.escape(str(v))}</td>" for v in key[:4]) + f"<td class=n>{frac}</td>"
         for m in metrics:
-            vs = [v for v in cells[key].get(m, []) if np.isfinite(v)]
+            got = cells[key].get(m, [])
+            vs = [v for v in got if isinstance(v, float) and np.isfinite(v)]
+            texts = [html.escape(v[:200]) for v in dict.fromkeys(v for v in got if isinstance(v, str))]
             if not vs:
-                tds += "<td class=n>-</td>"
+                num = "-"
             elif len(vs) == 1:
-                tds += f"<td class=n>{vs[0]:.4g}</td>"
+                num = f"{vs[0]:.4g}"
             else:
-                tds += f"<td class=n>{np.mean(vs):.4g} ± {np.std(vs, ddof=1):.2g} (n={len(vs)})</td>"
+                num = f"{np.mean(vs):.4g} ± {np.std(vs, ddof=1):.2g} (n={len(vs)})"
+            tds += f"<td class=n>{'; '.join(([num] if vs or not texts else []) + texts)}</td>"
         body.append(f"<tr>{tds}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -102,25 +134,40 @@ def _kv_table(d: dict[str, Any]) -> str:
 
 
 def _data_card(run: Path) -> dict[str, Any] | None:
+    """The run's data card (its own, or mini's for a mini run); None when there is none or it cannot be read (a
+    damaged side file leaves its section out of the page, it does not stop the report)."""
     for candidate in (run / "card.json", run / "data" / "card.json"):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            card = _read_json(candidate)
+            return card if isinstance(card, dict) else None
     config = run / "config.yaml"
     if config.is_file():
         import yaml
 
-        cfg = yaml.safe_load(config.read_text()) or {}
-        data = cfg.get("data") or {}
-        if data.get("dataset", "mini") == "mini":
+        try:
+            cfg = yaml.safe_load(config.read_text(errors="replace")) or {}
+        except yaml.YAMLError:
+            return None
+        data = cfg.get("data") if isinstance(cfg, dict) else None
+        if isinstance(data, dict) and data.get("dataset", "mini") == "mini":
             from mmfm.data.sources.fetch import mmfm_home
 
-            card = Path(data.get("root") or mmfm_home() / "data" / "mini") / "card.json"
-            if card.is_file():
-                full = json.loads(card.read_text())
+            card = Path(str(data.get("root") or mmfm_home() / "data" / "mini")) / "card.json"
+            full = _read_json(card) if card.is_file() else None
+            if isinstance(full, dict):
+                sets = full.get("sets") if isinstance(full.get("sets"), dict) else {}
+                chosen = sets.get(data.get("set")) if isinstance(data.get("set"), str) else None
                 return {k: v for k, v in full.items() if k != "sets"} | (
-                    {"set": data.get("set"), "counts": full.get("sets", {}).get(data.get("set"), {}).get("counts")}
+                    {"set": data.get("set"), "counts": chosen.get("counts") if isinstance(chosen, dict) else None}
                     if data.get("set") else {})
     return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(errors="replace"))
+    except ValueError:
+        return None
 
 
 def _run_section(run: Path, root: Path) -> str:
@@ -132,7 +179,7 @@ def _run_section(run: Path, root: Path) -> str:
             recs = json.loads(results.read_text())
         except ValueError:
             recs = []
-        if recs:
+        if isinstance(recs, list) and recs:
             parts.append("<h3>Results</h3>" + _results_table(recs))
     for name in ("calibration.json", "privacy.json", "federation.json", "continual.json", "explain.json"):
         f = run / name
@@ -162,7 +209,8 @@ def _run_section(run: Path, root: Path) -> str:
     if card:
         parts.append("<h3>Data card</h3><pre>" + html.escape(json.dumps(card, indent=1)[:20000]) + "</pre>")
     if (run / "config.yaml").is_file():
-        parts.append("<h3>Configuration</h3><pre>" + html.escape((run / "config.yaml").read_text()) + "</pre>")
+        config = (run / "config.yaml").read_text(errors="replace")
+        parts.append("<h3>Configuration</h3><pre>" + html.escape(config) + "</pre>")
     parts.append("</section>")
     return "".join(parts)
 

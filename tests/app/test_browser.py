@@ -7,6 +7,7 @@ affine. Screenshots go to $MMFM_SCREENSHOTS (default: the test's temporary folde
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
 CHROMIUM = os.environ.get("MMFM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; make setup)")]
@@ -70,7 +72,8 @@ def _segment_in_browser(browser, server, image: Path, tmp_path: Path, shot: Path
     page = browser.new_page(viewport={"width": 1200, "height": 860})
     page.goto(server)
     page.set_input_files("#file", str(image))
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('loaded')", timeout=60_000)
+    # locator expectations, not wait_for_function("..."): the app's CSP forbids the eval a string predicate needs
+    expect(page.locator("#status")).to_have_text(re.compile("^loaded"), timeout=120_000)
     scale = page.evaluate("scale")
     r = page.locator("#view").bounding_box()
     x0, y0, x1, y1 = BOX
@@ -80,7 +83,7 @@ def _segment_in_browser(browser, server, image: Path, tmp_path: Path, shot: Path
     page.mouse.up()
     assert page.evaluate("box") == list(BOX)
     page.click("#segment")
-    page.wait_for_function("document.getElementById('result').textContent.startsWith('mask:')", timeout=120_000)
+    expect(page.locator("#result")).to_have_text(re.compile("^mask:"), timeout=120_000)
     if shot is not None:
         page.screenshot(path=str(shot))
     with page.expect_download() as dl:
@@ -122,7 +125,7 @@ def test_browser_corrupt_file_shows_the_message(browser, server, tmp_path, shots
     page = browser.new_page(viewport={"width": 1200, "height": 700})
     page.goto(server)
     page.set_input_files("#file", str(bad))
-    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+    expect(page.locator("#error")).not_to_be_empty(timeout=60_000)
     text = page.text_content("#error")
     assert "not a DICOM file" in text and "hint" in text and "Traceback" not in text and "mmfm-serve" not in text
     page.screenshot(path=str(shots / "app_error.png"))

@@ -17,13 +17,15 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mmfm.app.server import create_app  # noqa: E402
 
+LOCAL = "http://127.0.0.1"   # the app answers loopback names only (a DNS-rebinding page gets 400)
+
 
 def test_upload_segment_download_equals_python_api(tmp_path, dicom_path):
     from mmfm.workflows.segment import segment
 
     data = Path(dicom_path("CT_small.dcm")).read_bytes()
     app = create_app(["litemedsam"], max_upload_mb=5)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.post("/api/upload", content=data, headers={"X-Filename": "Doe_John_12345.dcm"})
         info = r.json()
         assert r.status_code == 200 and info["shape"] == [128, 128] and info["header"]["patient"].startswith("patient-")
@@ -48,7 +50,7 @@ def test_upload_segment_download_equals_python_api(tmp_path, dicom_path):
 
 def test_bad_uploads_get_messages_not_tracebacks(dicom_path):
     app = create_app(["litemedsam"], max_upload_mb=0.02)   # CT_small.dcm is 39 kB
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.post("/api/upload", content=b"not an image at all", headers={"X-Filename": "scan.dcm"})
         assert r.status_code == 400 and "DICOM" in r.json()["error"] and "mmfm-serve" not in r.json()["error"]
         r = c.post("/api/upload", content=b"x", headers={"X-Filename": "virus.exe"})
@@ -68,7 +70,7 @@ def test_dicom_series_zip_is_a_volume(tmp_path, dicom_path):
     with zipfile.ZipFile(buf, "w") as z:
         z.write(dicom_path("CT_small.dcm"), "series/a.dcm")
     app = create_app(["litemedsam"])
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.post("/api/upload", content=buf.getvalue(), headers={"X-Filename": "series.zip"})
         assert r.status_code == 200, r.json()
         assert r.json()["format"].startswith("dicom") and r.json()["header"]["patient"].startswith("patient-")

@@ -116,7 +116,7 @@ def test_image_text_csv_pairs_feed_clip_retrieval_zeroshot_and_report_generation
 
     from mmfm.app.server import create_app
 
-    with TestClient(create_app(["litemedsam", str(clip)])) as c:     # the app's zero-shot on the same run
+    with TestClient(create_app(["litemedsam", str(clip)]), base_url="http://127.0.0.1") as c:  # loopback host only
         sid = c.post("/api/upload", content=image.read_bytes(), headers={"X-Filename": image.name}).json()["id"]
         r = c.post(f"/api/zeroshot/{sid}", json={"texts": ["pleural effusion", "no finding"]}).json()
         assert abs(sum(t["score"] for t in r["ranked"]) - 1) < 1e-5 and len(r["ranked"]) == 2

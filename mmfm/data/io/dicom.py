@@ -20,7 +20,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from mmfm.data.io.checks import check_file, check_promised_size, check_shape, memory_limit
+from mmfm.data.io.checks import check_file, check_promised_size, check_shape, check_voxels, memory_limit
 from mmfm.data.modality import canonical_modality
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Image
@@ -81,6 +81,7 @@ def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
     except (TypeError, ValueError) as e:
         raise InputFileError(path, f"DICOM image header is unreadable ({e})", "copy the file again") from None
     check_shape(path, (rows, cols, frames, spp), "pixel data (rows, columns, frames, samples)")
+    check_voxels(path, (cols, rows, frames))
     if bits <= 0:
         raise InputFileError(path, "DICOM header has no valid BitsAllocated", "the file is damaged; export it again")
     promised = (rows * cols * frames * spp * bits + 7) // 8  # BitsAllocated: 1 (packed) or a multiple of 8
@@ -224,6 +225,10 @@ def read_dicom_series(folder: str | Path, modality: str | None = None, series_ui
     if len(items) > 1 and np.any(np.diff(pos) <= 1e-6):
         raise InputFileError(folder, "two slices share a position", "the folder mixes acquisitions; split it")
     step = float(np.median(np.diff(pos))) if len(items) > 1 else float(items[0][1].get("SliceThickness") or 1.0)
+    try:
+        check_voxels(folder, (int(items[0][1].get("Columns") or 0), int(items[0][1].get("Rows") or 0), len(items)))
+    except (TypeError, ValueError):
+        pass                                   # an unreadable header is refused with its own message below
     slices = []
     for f, _ in items:
         ds = _read(f)

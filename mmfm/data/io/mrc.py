@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfm.data.io.checks import check_file, check_promised_size, check_shape
+from mmfm.data.io.checks import check_file, check_promised_size, check_shape, check_voxels
 from mmfm.data.sample import Image
 from mmfm.errors import InputFileError
 
@@ -20,6 +20,7 @@ def read_mrc_array(path: str | Path) -> tuple[np.ndarray, tuple[float, float, fl
             h = f.header
             shape = (int(h.nz), int(h.ny), int(h.nx))
             check_shape(p, shape)
+            check_voxels(p, shape)
             itemsize = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2}.get(int(h.mode), 4)
             check_promised_size(p, 1024 + int(h.nsymbt) + int(np.prod(shape, dtype=np.float64)) * itemsize,
                                 p.stat().st_size)

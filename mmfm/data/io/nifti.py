@@ -9,7 +9,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mmfm.data.io.checks import check_file, check_promised_size, check_shape, memory_limit
+from mmfm.data.io.checks import (
+    DEFLATE_MAX_RATIO,
+    check_file,
+    check_promised_size,
+    check_shape,
+    check_voxels,
+    memory_limit,
+)
 from mmfm.data.sample import Image
 from mmfm.errors import InputFileError
 
@@ -40,15 +47,33 @@ def read_nifti(path: str | Path, modality: str = "MR") -> Image:
     return Image(array=array, modality=modality, affine=affine)
 
 
-def _gzip_size(path: Path) -> int | None:
-    """Uncompressed size from the gzip trailer (ISIZE, modulo 2**32): None when it cannot be trusted."""
+def _gzip_holds(path: Path, need: int) -> int:
+    """How many of ``need`` bytes the gzip file ``path`` holds after decompression (``need`` when it holds enough).
+
+    The trailer (ISIZE) gives the size modulo 2**32 of the last member only: when it already covers ``need`` that
+    suffices; otherwise the stream is decompressed and counted, in chunks, stopping at ``need`` (no allocation of the
+    promised size; a crafted file costs at most its ~1032x expansion in time, never in memory)."""
     size = path.stat().st_size
     if size < 18:
         return 0
+    if need > size * DEFLATE_MAX_RATIO:
+        return size * DEFLATE_MAX_RATIO
     with open(path, "rb") as f:
         f.seek(-4, 2)
         isize = int.from_bytes(f.read(4), "little")
-    return isize if size < (1 << 32) // 1032 else None  # deflate expands at most ~1032x: no wrap below this
+    if need <= isize:
+        return need
+    got = 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while got < need:
+                chunk = g.read(min(1 << 22, need - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        pass                       # truncated or damaged: what was counted is what it holds
+    return got
 
 
 def check_nifti_header(p: Path, img: nib.Nifti1Image) -> None:
@@ -61,10 +86,9 @@ def check_nifti_header(p: Path, img: nib.Nifti1Image) -> None:
     if promised > memory_limit():
         raise InputFileError(p, f"the header declares shape {shape} ({promised:,} bytes), more than this machine's "
                                 "memory", "the header is corrupt, or crop/split the volume first")
+    check_voxels(p, shape[:3])
     if p.name.lower().endswith(".gz"):
-        raw = _gzip_size(p)
-        if raw is not None:
-            check_promised_size(p, offset + promised, raw, "after decompression")
+        check_promised_size(p, offset + promised, _gzip_holds(p, offset + promised), "after decompression")
     elif p.suffix.lower() == ".nii":
         check_promised_size(p, offset + promised, p.stat().st_size)
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from mmfm.data.io.checks import check_file, check_shape, memory_limit
+from mmfm.data.io.checks import check_file, check_shape, check_voxels, memory_limit
 from mmfm.data.sample import Image
 from mmfm.errors import InputFileError
 
@@ -21,6 +21,7 @@ def read_raster(path: str | Path, modality: str = "XR", spacing: tuple[float, fl
     try:
         with PILImage.open(p) as im:
             check_shape(p, im.size)  # (width, height) from the header, before decoding
+            check_voxels(p, im.size)
             channels = len(im.getbands())
             if im.size[0] * im.size[1] * channels * 4 > memory_limit():
                 raise InputFileError(p, f"the header declares {im.size[0]}x{im.size[1]} pixels, more than this "
