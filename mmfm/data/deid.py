@@ -29,7 +29,8 @@ What the table does not list is not trusted either (free text can be written int
 * coded entries keep their code only when it is in the DICOM standard's code tables (PS3.16, as pydicom ships
   them), with the standard's meaning written over the file's ``CodeMeaning``; other codes become a dummy code;
 * UIDs that are not registered DICOM UIDs are remapped wherever they are (not only where the table says);
-* a DT value keeps only its shifted date: its time of day goes, like the TM times of day the table empties;
+* a DT value keeps only its shifted date: its time of day goes, like the TM times of day the table empties (and
+  the few TM attributes it does not list are emptied too);
 * the 128-byte preamble is zeroed and the file meta group rebuilt (no source AE titles, no private information).
 
 :func:`leaked` audits an output without the table: it collects the input's identifying values by kind (person
@@ -294,8 +295,8 @@ class Deidentifier:
     def _unlisted(self, ds: Dataset, elem: Any, days: int, patient_pseudonym: str, changes: dict[str, str],
                   name: str) -> None:
         """A known public attribute the table does not list: sequences are cleaned inside, text is kept only when
-        on KEEP_TEXT, UIDs that the standard does not register are remapped; other values (numbers, code strings,
-        times, binary data) are kept."""
+        on KEEP_TEXT, times of day are emptied, UIDs that the standard does not register are remapped; other values
+        (numbers, code strings, binary data) are kept."""
         if elem.VR == "SQ":
             for item in elem.value:
                 self._clean(item, days, patient_pseudonym, changes, f"{name}[].")
@@ -306,6 +307,9 @@ class Deidentifier:
             else:
                 del ds[elem.tag]
                 changes[name] = "X (text not on the keep list)"
+        elif elem.VR == "TM" and elem.value not in (None, ""):
+            elem.value = None                 # a time of day the table missed: emptied, as it empties the others
+            changes[name] = "Z (time of day)"
         elif elem.VR == "UI" and elem.value:
             values = elem.value if elem.VM > 1 else [elem.value]
             new = [v if str(v) in registered_uids() else self.uid(str(v)) for v in values]

@@ -76,6 +76,7 @@ def overlays(ds: Dataset) -> list[str]:
 def datetime_time_of_day(ds: Dataset) -> list[str]:
     ds.AcquisitionDateTime = "20040119133742.123456+0100"
     ds.FrameAcquisitionDateTime = "20040119133742"
+    ds.TimeOfGainCalibration = "133742"                   # a TM the profile table does not list
     return ["133742", "1337"]
 
 
