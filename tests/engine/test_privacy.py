@@ -89,6 +89,7 @@ def _train(tmp_path, mini_root, *extra):
     return out, run_supervised(cfg)
 
 
+@pytest.mark.bf16
 def test_dp_run_refuses_batchnorm_then_trains_with_fix_and_reloads(tmp_path, mini_root):
     from opacus.accountants import RDPAccountant
 
@@ -109,6 +110,7 @@ def test_dp_run_refuses_batchnorm_then_trains_with_fix_and_reloads(tmp_path, min
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+@pytest.mark.bf16
 def test_dp_contrastive_pretraining_is_flagged(tmp_path, mini_root):
     from mmfm.workflows.config import load_config
     from mmfm.workflows.pretrain import load_encoder, run_pretrain
@@ -116,9 +118,11 @@ def test_dp_contrastive_pretraining_is_flagged(tmp_path, mini_root):
     out = tmp_path / "simclr"
     cfg = load_config(None, [f"out={out}", "objective.name=simclr", "encoder.name=resnet_tiny", "train.max_steps=3",
                              "train.batch_size=16", "train.progress=false", f"data.root={mini_root}",
-                             "train.dp.epsilon=8", "train.dp.fix_norms=true"])
+                             "train.dp.epsilon=8", "train.dp.fix_norms=true", "train.precision=bf16"])
     run_pretrain(cfg)
     dp = json.loads((out / "privacy.json").read_text())
+    state = json.loads((out / "checkpoints" / "last" / "state.json").read_text())
+    assert state["run_info"]["precision"]["used"] == "fp32"          # per-sample gradients in fp32 under bf16
     assert "warning_contrastive" in dp and 0 < dp["epsilon_spent"] <= 8.05
     enc, spec = load_encoder(str(out))       # the exported encoder carries the GroupNorm architecture
     assert spec["dp_fixed_layers"] and not any(isinstance(m, nn.BatchNorm2d) for m in enc.modules())
@@ -133,3 +137,16 @@ def test_groupnorm_replacement_keeps_a_1x1_feature_map():
     x = torch.randn(4, 32, 1, 1)
     assert gn(x).abs().sum() > 0
     assert batchnorm_to_groupnorm(nn.BatchNorm3d(8)).num_groups == 1
+
+
+@pytest.mark.bf16
+def test_dp_under_bf16_computes_per_sample_gradients_in_fp32_and_says_so(tmp_path, mini_root):
+    """bf16 autocast breaks torch's expanded weights (BFloat16 != float in the per-sample matmul): a DP run asked for
+    bf16 (or given it by auto on a bf16 machine) trains in fp32, spends the same budget and records why."""
+    out, records = _train(tmp_path, mini_root, "encoder.name=resnet_tiny", "train.dp.fix_norms=true",
+                          "train.precision=bf16", "train.max_steps=3")
+    state = json.loads((out / "checkpoints" / "last" / "state.json").read_text())
+    prec = state["run_info"]["precision"]
+    assert (prec["requested"], prec["used"]) == ("bf16", "fp32") and "differential privacy" in prec["why"]
+    assert 0 < json.loads((out / "privacy.json").read_text())["epsilon_spent"] <= 8.05
+    assert any(r.metric == "dp_epsilon" for r in records)

@@ -24,11 +24,9 @@ def test_random_litemedsam_is_random():
 
 
 def test_random_merlin_is_random():
-    from mmfm.encoders.merlin import merlin_available
     from mmfm.workflows.pretrain import load_encoder
 
-    if not merlin_available():
-        pytest.skip("the optional merlin weights are not installed")
+    # a random Merlin needs the architecture package only (make setup installs it; the weights stay optional)
     _, spec = load_encoder("random:merlin:3D")
     assert spec["options"] == {"pretrained": False}
 

@@ -27,6 +27,11 @@ CASES = [  # objective, encoder, options (moco: with its queue frozen, see below
 # view of the same image and both views of its partner), so the multi-positive loss cannot go below log(3).
 FLOOR = {"micle": float(torch.log(torch.tensor(3.0))), "pcl": float(torch.log(torch.tensor(3.0)))}
 STEPS = {"combined": 120}
+# Adam's step size per objective. The combined objective's SimCLR term sits on a plateau near log(2) for
+# 100+ steps at 2e-3 on some CPU kernels (AVX-512 vs AVX2 reorder the sums, and a ViT this small turns that
+# rounding into a different trajectory); at 1e-3 both of its terms fall below 5% of their start on every kernel
+# and seed tried (seeds 0-3, AVX-512 and AVX2 machines).
+LR = {"combined": 1e-3}
 
 
 def _batch(dims: int, size: int) -> dict[str, torch.Tensor]:
@@ -42,13 +47,14 @@ def test_objective_overfits_tiny_batch_2d(name, encoder, opts):
     if name == "moco":
         obj._enqueue = lambda k: None  # a fixed set of negatives: the same problem at every step
     batch = _batch(2, 32)
-    opt = torch.optim.Adam(obj.parameters(), lr=2e-3)
-    losses = []
+    opt = torch.optim.Adam(obj.parameters(), lr=LR.get(name, 2e-3))
+    losses, terms_seen = [], []
     for _ in range(STEPS.get(name, 40)):
         torch.manual_seed(1)  # the same masks and views every step: a fixed tiny problem to overfit
         out = obj(batch)
         terms = sum(v for k, v in out.items() if k.endswith("_loss"))
         assert torch.allclose(out["loss"], terms)
+        terms_seen.append({k: v.item() for k, v in out.items() if k.endswith("_loss")})
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -56,6 +62,9 @@ def test_objective_overfits_tiny_batch_2d(name, encoder, opts):
     floor = FLOOR.get(name, 0.0)
     limit = 0.05 if name in FLOOR else 0.25  # MICLe/PCL reach their floor; the others come within 25% of 0
     assert losses[-1] - floor < limit * (losses[0] - floor), (floor, losses[::5])
+    if name == "combined":  # every part learns, not one part carrying the sum
+        for k in terms_seen[0]:
+            assert terms_seen[-1][k] < limit * terms_seen[0][k], (k, terms_seen[0][k], terms_seen[-1][k])
 
 
 @pytest.mark.parametrize("name,encoder", [("mae", "vit_micro"), ("simmim", "vit_micro"), ("voco", "resnet_tiny"),

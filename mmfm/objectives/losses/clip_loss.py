@@ -17,16 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmfm.objectives.losses.full_precision import full_precision
 from mmfm.objectives.losses.gather import gather_with_grad
 
 MAX_LOGIT_SCALE = 100.0
 
 
+@full_precision
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -sum_j targets_ij log softmax(logits)_ij."""
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+@full_precision
 def semantic_targets(semantic: torch.Tensor, soft_temperature: float) -> torch.Tensor:
     """(N, K) -> (N, N) row-stochastic targets from cosine similarity (symmetric, so one matrix serves both
     directions)."""
@@ -39,6 +42,7 @@ class ClipLoss(nn.Module):
         super().__init__()
         self.gather, self.soft_temperature = gather, soft_temperature
 
+    @full_precision
     def forward(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                 semantic: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
         """image, text: (B, E) embeddings (normalised here); logit_scale: scalar log(1/tau);

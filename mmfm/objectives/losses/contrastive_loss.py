@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmfm.errors import ConfigError
+from mmfm.objectives.losses.full_precision import full_precision
 from mmfm.objectives.losses.gather import gather_with_grad
 
 
@@ -25,6 +26,7 @@ class MultiPositiveNCELoss(nn.Module):
         super().__init__()
         self.temperature, self.gather = temperature, gather
 
+    @full_precision
     def forward(self, z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """z: (M, D) embeddings; groups: (M,) ints. Anchors without any positive are skipped."""
         if self.gather:
@@ -51,6 +53,7 @@ class NTXentLoss(nn.Module):
         self.inner = MultiPositiveNCELoss(temperature, gather=False)
         self.gather = gather
 
+    @full_precision
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """z1, z2: (B, D), row i of each is a view of image i."""
         if self.gather:
@@ -64,6 +67,7 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.temperature = temperature
 
+    @full_precision
     def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
         """q, k: (B, D) queries and their positive keys; queue: (K, D) negatives."""
         q, k, queue = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1), F.normalize(queue.float(), dim=-1)

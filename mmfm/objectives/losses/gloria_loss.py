@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmfm.objectives.losses.full_precision import full_precision
 from mmfm.objectives.losses.gather import gather_with_grad
 
 
+@full_precision
 def local_scores(regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor, temp_attention: float = 4.0,
                  temp_word: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
     """regions: (Ni, K, E); words: (Nt, L, E); word_mask: (Nt, L) bool. Returns scores (Ni, Nt) and the
@@ -37,6 +39,7 @@ class GloriaLocalLoss(nn.Module):
         super().__init__()
         self.ta, self.tw, self.tl, self.gather = temp_attention, temp_word, temp_local, gather
 
+    @full_precision
     def forward(self, regions: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         if self.gather:
             regions, words = gather_with_grad(regions), gather_with_grad(words)

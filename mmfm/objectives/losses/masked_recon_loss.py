@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from mmfm.objectives.losses.full_precision import full_precision
 
+
+@full_precision
 def masked_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                                kind: str = "mse", norm_pix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """pred, target: (B, N, P) patches; mask: (B, N) bool. Returns (loss, per-patch error (B, N)).

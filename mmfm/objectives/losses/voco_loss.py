@@ -11,12 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmfm.objectives.losses.full_precision import full_precision
+
 
 class VoCoLoss(nn.Module):
     def __init__(self, reg_weight: float = 1.0) -> None:
         super().__init__()
         self.reg_weight = reg_weight
 
+    @full_precision
     def forward(self, crop: torch.Tensor, bases: torch.Tensor, overlap: torch.Tensor) -> dict[str, torch.Tensor]:
         """crop: (B, D); bases: (B, K, D); overlap: (B, K) target area fractions in [0, 1]."""
         c, b = F.normalize(crop.float(), dim=-1), F.normalize(bases.float(), dim=-1)

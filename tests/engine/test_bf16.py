@@ -1,0 +1,191 @@
+"""The bf16 path, on any machine: what ``train.precision=auto`` takes on a CPU with bf16 units (avx512_bf16, amx_bf16)
+or a recent GPU, run here with ``train.precision=bf16`` (emulated where the CPU has no bf16 units) or with
+``MMFM_NATIVE_BF16=1`` (``auto`` then decides as on a bf16 machine).
+
+Marked ``bf16``: ``make test-bf16`` runs this subset with ``auto`` forced to each kind of machine, and CI runs it on
+every machine, so a developer without bf16 units cannot break the path unseen.
+
+Tolerances, derived: bf16 keeps 8 significant bits, so each rounded operand carries a relative error of at most
+u = 2^-8 ~ 0.0039. Autocast rounds the operands of a matrix product (accumulation stays fp32), so a logit or
+feature is off by about 2u relative (both operands rounded); a loss of size L built from them (cross-entropy,
+InfoNCE, a masked MSE) is off by about 2u * (typical |logit| or 2x the residual) <= 4u * max(L, 1) ~ 0.016 max(L, 1)
+in one step. We allow 4x that for the nonlinear layers in between (norms, GELU, attention softmax): relative
+0.06 * max(L, 1) for one step on identical weights. Over a run, Adam turns rounding on near-zero gradients into
+full-size steps of the opposite sign, so curves are compared with the bound the engine test derives (abs 0.03 on
+a cross-entropy near 0.7, weights within 20 %).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mmfm.data.synthetic import phantoms
+from mmfm.encoders import ENCODERS, build_encoder
+from mmfm.encoders.text import build_text_encoder
+from mmfm.engine.precision import autocast, resolve_precision
+from mmfm.objectives import build_objective
+from tests.engine.test_engine import _losses, _run, _weights
+
+pytestmark = pytest.mark.bf16
+CPU = torch.device("cpu")
+ONE_STEP_REL = 0.06
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= ONE_STEP_REL * max(abs(b), 1.0)
+
+
+VISION = [("mae", "vit_micro", {"mask_ratio": 0.5}), ("mae", "vit_micro", {"masking": "anatomask"}),
+          ("simmim", "vit_micro", {}), ("simmim", "resnet_tiny", {}), ("simclr", "resnet_tiny", {}),
+          ("moco", "resnet_tiny", {"queue_size": 64}), ("micle", "resnet_tiny", {}), ("pcl", "resnet_tiny", {}),
+          ("voco", "resnet_tiny", {"crop_size": 32}), ("dae", "resnet_tiny", {}),
+          ("combined", "vit_micro", {"parts": [{"name": "mae", "weight": 1.0}, {"name": "simclr", "weight": 0.5}]})]
+TEXTS = ["liver with a tumour.", "brain grey matter.", "no lesion in the abdomen.", "white matter of the brain.",
+         "a small nodule.", "pleural effusion on the left.", "heart is enlarged.", "clear lungs."]
+IMAGE_TEXT = [("clip", {}), ("medclip", {"semantic": "labels", "num_labels": 8}), ("gloria", {}),
+              ("mrem", {"mask_ratio": 0.5})]
+
+
+def _batch(dims: int, size: int, text: bool = False) -> dict:
+    d = phantoms(8, dims, size, seed=0)
+    batch = {"image": torch.from_numpy(d["image"]), "patient": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+             "position": torch.linspace(0, 1, 8), "label": torch.arange(8)}
+    if text:
+        batch["text"] = TEXTS
+    return batch
+
+
+def _one_step(obj: torch.nn.Module, batch: dict, used: str) -> tuple[float, list[torch.Tensor]]:
+    obj.zero_grad()
+    torch.manual_seed(1)                              # the same masks and views in both precisions
+    with autocast(used, CPU):
+        out = obj(batch)
+    assert out["loss"].dtype == torch.float32        # mmfm's losses are fp32 numbers under autocast
+    out["loss"].backward()
+    return out["loss"].item(), [p.grad.clone() for p in obj.parameters() if p.grad is not None]
+
+
+def _check_bf16_step_follows_fp32(obj: torch.nn.Module, batch: dict) -> None:
+    ref, ref_grads = _one_step(obj, batch, "fp32")
+    low, grads = _one_step(obj, batch, "bf16")
+    names = [n for n, p in obj.named_parameters() if p.grad is not None]
+    bad = [(n, g.dtype, int((~torch.isfinite(g)).sum()), g.numel()) for n, g in zip(names, grads)
+           if not torch.isfinite(g).all()]
+    assert math.isfinite(low) and not bad, (low, bad[:8], torch.get_num_threads())
+    assert _close(low, ref), (low, ref)
+    assert len(grads) == len(ref_grads) and len(grads) > 0   # the same parameters learn
+
+
+# 3D for the objectives whose 3D path differs from 2D (patching, crops, masks); MICLe/PCL/MoCo/combined share
+# the 2D code after the encoder
+VISION_CASES = [(*c, d) for c in VISION for d in (2, 3) if d == 2 or c[0] not in ("micle", "pcl", "moco", "combined")]
+
+
+@pytest.mark.parametrize("name,encoder,opts,dims", VISION_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{i}-{c[3]}d" for i, c in enumerate(VISION_CASES)])
+def test_vision_objective_bf16_step_follows_fp32(name, encoder, opts, dims):
+    torch.manual_seed(0)
+    size = 32 if dims == 2 else 16
+    extra = {"patch_size": 4} if "vit" in encoder and dims == 3 else {}
+    if name == "voco" and dims == 3:
+        opts = {"crop_size": 16}
+    obj = build_objective(name, build_encoder(encoder, spatial_dims=dims, in_channels=1, **extra), image_size=size,
+                          **opts)
+    if name == "moco":
+        obj._enqueue = lambda k: None   # both steps see the same negatives
+    _check_bf16_step_follows_fp32(obj, _batch(dims, size))
+
+
+@pytest.mark.parametrize("name,opts", IMAGE_TEXT, ids=[c[0] for c in IMAGE_TEXT])
+def test_image_text_objective_bf16_step_follows_fp32(name, opts):
+    torch.manual_seed(0)
+    obj = build_objective(name, build_encoder("resnet_tiny", spatial_dims=2, in_channels=1),
+                          text_encoder=build_text_encoder("bert_tiny"), image_size=32, **opts)
+    obj.train()
+    _check_bf16_step_follows_fp32(obj, _batch(2, 32, text=True))
+
+
+@pytest.mark.parametrize("name", [n for n in ENCODERS.names() if n not in ("merlin", "open_clip_tower")])
+def test_every_encoder_runs_forward_and_backward_under_bf16(name):
+    dims = [2] if name == "litemedsam" else [2, 3]
+    for d in dims:
+        torch.manual_seed(0)
+        enc = build_encoder(name, spatial_dims=d, in_channels=1)
+        x = torch.randn(2, 1, *([32] * d))
+        with autocast("bf16", CPU):
+            out = enc(x)
+        ref = enc(x)
+        loss = out["pooled"].float().square().mean()
+        loss.backward()
+        assert torch.isfinite(loss)
+        rel = float((out["pooled"].float() - ref["pooled"]).norm() / ref["pooled"].norm().clamp_min(1e-6))
+        assert rel < 0.1, (name, d, rel)   # features agree to bf16 rounding through a deep stack (~10 x 2u)
+
+
+def test_auto_takes_bf16_where_the_machine_has_it_and_records_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMFM_NATIVE_BF16", "1")
+    assert resolve_precision("auto", CPU).used == "bf16"
+    monkeypatch.setenv("MMFM_NATIVE_BF16", "0")
+    assert resolve_precision("auto", CPU).used == "fp32"
+    for forced, used in (("1", "bf16"), ("0", "fp32")):
+        r = _run([str(tmp_path / forced), "16", "--precision", "auto", "--steps", "4"], {"MMFM_NATIVE_BF16": forced})
+        assert r.returncode == 0, r.stderr[-2000:]
+        state = json.loads((tmp_path / forced / "checkpoints" / "last" / "state.json").read_text())
+        assert state["run_info"]["precision"]["requested"] == "auto"
+        assert state["run_info"]["precision"]["used"] == used
+
+
+def test_bf16_ddp_follows_the_single_process_bf16_run(tmp_path):
+    """Exact equality holds in fp32 (test_engine); under bf16 two processes round their half-batches separately, so
+    the runs agree to bf16 rounding (see the module docstring for the bound)."""
+    assert _run([str(tmp_path / "single"), "16", "--bn", "--precision", "bf16"]).returncode == 0
+    r = _run([str(tmp_path / "ddp"), "8", "--bn", "--precision", "bf16"], torchrun=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), abs=0.03)
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    assert max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-6)) for k in a) < 0.2
+
+
+def test_bf16_resume_is_exact(tmp_path):
+    """A killed bf16 run resumes to the weights of an uninterrupted bf16 run: rounding is deterministic."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _run([str(full), "8", "--dropout", "--precision", "bf16"]).returncode == 0
+    r = _run([str(cut), "8", "--dropout", "--precision", "bf16"], {"MMFM_TEST_CRASH_AFTER_STEP": "6"})
+    assert r.returncode != 0
+    assert _run([str(cut), "8", "--dropout", "--precision", "bf16"]).returncode == 0
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_loss_computes_in_fp32_under_autocast():
+    """Inside autocast a loss gives exactly what it gives outside: its matrix products are not rounded to bf16
+    (mmfm.objectives.losses.full_precision); bf16 inputs are taken as their fp32 values."""
+    from mmfm.objectives import losses as L
+
+    torch.manual_seed(0)
+    z1, z2, q = torch.randn(8, 16), torch.randn(8, 16), torch.randn(32, 16)
+    words, mask = torch.randn(8, 5, 16), torch.ones(8, 5, dtype=torch.bool)
+    regions = torch.randn(8, 9, 16)
+    pred, target, pmask = torch.randn(2, 10, 4), torch.randn(2, 10, 4), (torch.rand(2, 10) > 0.5).float()
+    cases = {
+        "ntxent": lambda a, b: L.NTXentLoss(0.1, gather=False)(a, b),
+        "multipositive": lambda a, b: L.MultiPositiveNCELoss(0.1, gather=False)(torch.cat([a, b]),
+                                                                              torch.arange(16) // 4),
+        "infonce": lambda a, b: L.InfoNCELoss(0.2)(a, b, q),
+        "clip": lambda a, b: L.ClipLoss()(a, b, torch.tensor(2.6)),
+        "gloria": lambda a, b: L.GloriaLocalLoss()(regions, words + a[:, None], mask),
+        "masked_recon": lambda a, b: L.masked_reconstruction_loss(pred * a[:2, :1, None], target, pmask),
+    }
+    for name, fn in cases.items():
+        a, b = z1.bfloat16().float(), z2.bfloat16().float()
+        ref = fn(a, b)
+        with autocast("bf16", CPU):
+            got = fn(z1.bfloat16(), z2.bfloat16())
+        ref = ref["loss"] if isinstance(ref, dict) else ref
+        got = got["loss"] if isinstance(got, dict) else got
+        assert got.dtype == torch.float32, name
+        assert torch.allclose(got, ref, atol=1e-6), (name, got, ref)
