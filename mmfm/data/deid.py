@@ -390,6 +390,19 @@ def _file_bytes(output: Dataset | bytes) -> tuple[bytes, bytes, set[str]]:
         data, ds = buf.getvalue(), output
     else:
         data, ds = output, pydicom.dcmread(io.BytesIO(output), force=True)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.1.99" and data[128:132] == b"DICM":
+        import zlib
+
+        # a deflated dataset is searched inflated: its compressed bytes would hide every value
+        start = 132
+        while data[start:start + 2] == b"\x02\x00":     # the file meta elements (explicit VR little endian)
+            long_form = data[start + 4:start + 6] in (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
+                                                      b"UN", b"UR", b"UT", b"UV")
+            size = (int.from_bytes(data[start + 8:start + 12], "little") + 12 if long_form
+                    else int.from_bytes(data[start + 6:start + 8], "little") + 8)
+            start += size
+        data = data[:start] + zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:])
     codes = {str(v).strip().lower() for e in ds.iterall() if e.VR == "CS" and e.value
              for v in (e.value if e.VM > 1 else [e.value])}
     return data, bytes(ds.get("PixelData", b"") or b""), codes

@@ -6,6 +6,7 @@ does not trust the profile table it tests. Real DICOMs from pydicom's test files
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -176,6 +177,19 @@ def test_audit_finds_values_the_profile_table_does_not_list(dicom_path):
         assert leaked(src, out) == []
         plant(out)
         assert leaked(src, out) != []
+
+
+def test_audit_reads_deflated_outputs(dicom_path):
+    """A deflated transfer syntax compresses the dataset: a byte search on the file as written would see nothing."""
+    from mmfm.data.deid import Deidentifier, leaked
+
+    src, out = pydicom.dcmread(dicom_path("image_dfl.dcm")), pydicom.dcmread(dicom_path("image_dfl.dcm"))
+    src.PatientName = out.PatientName = f"{NAME}^{GIVEN}"
+    Deidentifier(key=b"k" * 32).apply(out)
+    out.Manufacturer = NAME
+    buf = io.BytesIO()
+    out.save_as(buf, enforce_file_format=False)
+    assert NAME.encode() not in buf.getvalue() and leaked(src, buf.getvalue()) == ["PatientName"]
 
 
 def test_workflow_audits_every_output_and_withholds_a_leaking_file(tmp_path, dicom_path, monkeypatch):
