@@ -340,6 +340,8 @@ def identifying_values(original: Dataset) -> dict[str, str]:
 
     def add(value: str, where: str, least: int = 3) -> None:
         value = value.strip(" \x00")
+        if not value.isascii():
+            least = min(least, 2)        # a CJK family name is often two characters
         if len(value) >= least and any(c.isalnum() for c in value) and value.lower() not in _DUMMIES:
             found.setdefault(value, where)
 
@@ -381,7 +383,8 @@ def identifying_values(original: Dataset) -> dict[str, str]:
 
 
 def _file_bytes(output: Dataset | bytes) -> tuple[bytes, bytes, set[str]]:
-    """(every byte of the output file, its pixel data bytes, its code string values in lower case)."""
+    """(every byte of the output file followed by its decoded text values, its pixel data bytes, its code string
+    values in lower case)."""
     import pydicom
 
     if isinstance(output, Dataset):
@@ -405,6 +408,10 @@ def _file_bytes(output: Dataset | bytes) -> tuple[bytes, bytes, set[str]]:
         data = data[:start] + zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:])
     codes = {str(v).strip().lower() for e in ds.iterall() if e.VR == "CS" and e.value
              for v in (e.value if e.VM > 1 else [e.value])}
+    # the values as pydicom decodes them too: a name written in another character set (ISO 2022 JIS, GB18030, ...)
+    # has bytes that neither its UTF-8 nor its Latin-1 form matches
+    decoded = "\x00".join(str(e.value) for e in ds.iterall() if e.VR in _TEXT_VRS and e.value)
+    data += b"\x00" + decoded.encode("utf-8")
     return data, bytes(ds.get("PixelData", b"") or b""), codes
 
 

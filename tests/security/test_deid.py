@@ -192,6 +192,22 @@ def test_audit_reads_deflated_outputs(dicom_path):
     assert NAME.encode() not in buf.getvalue() and leaked(src, buf.getvalue()) == ["PatientName"]
 
 
+def test_audit_reads_other_character_sets(dicom_path):
+    """A name written in ISO 2022 (JIS) has bytes that neither its UTF-8 nor its Latin-1 form matches."""
+    from mmfm.data.deid import Deidentifier, leaked
+
+    src, out = pydicom.dcmread(dicom_path("CT_small.dcm")), pydicom.dcmread(dicom_path("CT_small.dcm"))
+    for ds in (src, out):
+        ds.SpecificCharacterSet, ds.PatientName = ["", "ISO 2022 IR 87"], "Yamada^Tarou=\u5c71\u7530^\u592a\u90ce"
+    Deidentifier(key=b"k" * 32).apply(out)
+    out.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    assert leaked(src, out) == []
+    out.Manufacturer = "\u5c71\u7530"                          # the family name, two characters
+    buf = io.BytesIO()
+    out.save_as(buf, enforce_file_format=False)
+    assert "\u5c71\u7530".encode() not in buf.getvalue() and leaked(src, buf.getvalue()) == ["PatientName"]
+
+
 def test_workflow_audits_every_output_and_withholds_a_leaking_file(tmp_path, dicom_path, monkeypatch):
     from mmfm.data.deid import Deidentifier
 
