@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mmfm.errors import ConfigError, MMFMError
 
@@ -118,8 +119,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if bad:
         raise MMFMError(f"mmfm evaluate takes data options only, not '{bad[0]}'",
                         "write data.<key>=value (e.g. data.size=[32,32]); the protocols have their own flags")
-    data = load_config(None, a.overrides, base={"data": {"dataset": a.dataset, "root": a.root, "set": a.set,
-                                                         "label": a.label}}).data
+    data = _named_data(a, load_config(None, a.overrides, base={"data": {**_data_base(a), "set": a.set,
+                                                                        "label": a.label}}).data)
     evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split)
     print((Path(a.out) / "report.md").read_text())
     return 0
@@ -139,7 +140,8 @@ def _cmd_zeroshot(a: argparse.Namespace) -> int:
     if a.templates:
         task["templates"] = a.templates
     cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": {
-        "dataset": a.dataset, "set": a.set, "label": a.label, "root": a.root, "eval_splits": a.splits}})
+        **_data_base(a), "set": a.set, "label": a.label, "eval_splits": a.splits}})
+    _named_data(a, cfg.data)
     _print_records(run_zeroshot(cfg), cfg.out)
     return 0
 
@@ -151,9 +153,9 @@ def _cmd_retrieve(a: argparse.Namespace) -> int:
     if bool(a.model) == bool(a.text_encoder):
         raise MMFMError("give either --model (image-text retrieval) or --text-encoder (report section matching)")
     task = {"name": "retrieve", "model": a.model} if a.model else {"name": "retrieve", "text_encoder": a.text_encoder}
-    data = {"dataset": a.dataset, "set": "reports" if a.text_encoder else a.set, "root": a.root,
-            "eval_splits": a.splits}
+    data = {**_data_base(a), "set": "reports" if a.text_encoder else a.set, "eval_splits": a.splits}
     cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": data})
+    _named_data(a, cfg.data)
     _print_records(run_retrieve(cfg), cfg.out)
     return 0
 
@@ -195,6 +197,9 @@ def _cmd_data_inspect(a: argparse.Namespace) -> int:
             print(f"{k}:")
             for kk, vv in v.items():
                 print(f"  {kk:24s} {vv}")
+        elif isinstance(v, list) and v and all(isinstance(row, list) for row in v):  # a matrix: one row a line
+            for i, row in enumerate(v):
+                print(f"{k if i == 0 else '':14s} " + " ".join(f"{x:11.4f}" for x in row))
         else:
             print(f"{k:14s} {v}")
     return 0
@@ -439,10 +444,25 @@ def _cmd_data_deid(a: argparse.Namespace) -> int:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mini", help="a catalog dataset (`mmfm data list`), or folder for a plain "
-                                                     "directory of images (default: mini)")
+    p.add_argument("--dataset", default=None, help="a catalog dataset (`mmfm data list`), or folder for a plain "
+                                                   "directory of images (default: what --data-root holds, a "
+                                                   "folder, shards or a mini corpus; mini without it)")
     p.add_argument("--data-root", "--root", dest="root", default=None,
                    help="where the data is (default for mini: $MMFM_HOME/data/mini)")
+
+
+def _data_base(a: argparse.Namespace) -> dict[str, Any]:
+    """The data options --dataset and --data-root give (no dataset when --dataset is not given: _named_data)."""
+    return {"root": a.root, **({"dataset": a.dataset} if a.dataset else {})}
+
+
+def _named_data(a: argparse.Namespace, data: Any) -> Any:
+    """Without --dataset (or data.dataset=), the dataset is what the root holds (mmfm.data.spec.dataset_at)."""
+    if a.dataset is None and not any(o.split("=", 1)[0].strip() == "data.dataset" for o in a.overrides):
+        from mmfm.data.spec import dataset_at
+
+        data.dataset = dataset_at(data.root)
+    return data
 
 
 def _evaluation_args(p: argparse.ArgumentParser, out: str, overrides_help: str) -> None:

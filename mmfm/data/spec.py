@@ -27,7 +27,7 @@ from mmfm.data.presets import Preset, get_preset
 from mmfm.data.sources.mini_reader import class_names as mini_class_names
 from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root, report_rows
 from mmfm.data.splits import group_split
-from mmfm.errors import ConfigError
+from mmfm.errors import ConfigError, InputFileError
 
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 DEFAULT_SIZE = (64, 64)                 # files without data.size: 2D, volumes sliced
@@ -51,6 +51,32 @@ def is_mini(data: Any) -> bool:
 
 def is_shards(data: Any) -> bool:
     return data.dataset == "shards"
+
+
+MINI_FILES = ("slices2d.npz", "patches2d.npz", "crops3d.npz", "reports.jsonl")
+
+
+def dataset_at(root: str | Path | None) -> str:
+    """The ``data.dataset`` a root holds when the user names none (``--data-root DIR`` without ``--dataset``):
+    ``mini`` without a root or for a built mini corpus (its card says so, or it holds the mini files),
+    ``shards`` for a folder `mmfm data shard` wrote (its index), ``folder`` for any other directory. The one
+    place this is decided, for every command that takes ``--data-root``."""
+    if root is None:
+        return "mini"
+    p = Path(root)
+    if not p.is_dir():
+        raise InputFileError(p, "is not a folder" if p.exists() else "not found",
+                             "give --data-root a folder of images (with labels.csv for labels), a mini corpus or "
+                             "shards; or name the dataset with --dataset")
+    try:
+        card = json.loads((p / "card.json").read_text())
+    except (OSError, ValueError):
+        card = None
+    if (isinstance(card, dict) and card.get("name") == "mini") or any((p / f).is_file() for f in MINI_FILES):
+        return "mini"
+    from mmfm.data.shards import INDEX
+
+    return "shards" if (p / INDEX).is_file() else "folder"
 
 
 def _shards(data: Any, split: str, train: bool | None = None, **kw: Any) -> Any:

@@ -127,6 +127,10 @@ def grad_cam(task: nn.Module, x: torch.Tensor, class_idx: int | None = None) -> 
     # MONAI's default post-processing maps (min, max) to (1, 0) (for its display convention): keep the raw map
     cam = GradCAM(nn_module=model, target_layers="task.encoder." + cam_layer(task.encoder, x[:1]),
                   postprocessing=lambda m: m)
+    # the gradient must reach the layer whatever trains: a frozen encoder, or one whose LoRA adapters were merged
+    # into plain frozen layers, has no parameter that requires it, so MONAI's backward hook would never fire;
+    # an input that requires grad puts every activation in the graph (the weights are left as they are)
+    x = x.detach().float().requires_grad_(True)
     with torch.enable_grad():
         maps = cam(x, class_idx=class_idx)                          # (B, 1, *spatial), already upsampled
     return normalise(maps[:, 0].detach())

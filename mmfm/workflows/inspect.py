@@ -46,8 +46,8 @@ def inspect_path(path: str | Path, modality: str | None = None, show_names: bool
     shown = str(p) if fmt not in ("dicom", "dicom-series") or show_names else "(DICOM; name hidden, --show-names)"
     out = {"path": shown, "format": fmt, "modality": img.modality, "shape": list(arr.shape),
            "spatial_dims": img.spatial_dims, "spacing": [round(s, 6) for s in img.spacing],
-           "orientation": img.orientation, "min": float(np.min(arr)), "max": float(np.max(arr)),
-           "mean": float(np.mean(arr))}
+           "orientation": img.orientation, **geometry(img.affine, img.spatial_dims),
+           "min": float(np.min(arr)), "max": float(np.max(arr)), "mean": float(np.mean(arr))}
     if img.modality == "unknown":
         out["modality_note"] = f"{fmt} does not record the modality; give --modality (e.g. CT, MR, XR)"
     if img.meta.get("assumed"):
@@ -55,3 +55,28 @@ def inspect_path(path: str | Path, modality: str | None = None, show_names: bool
     if "header" in img.meta:
         out["dicom"] = img.meta["header"]
     return out
+
+
+def geometry(affine: np.ndarray, spatial_dims: int) -> dict[str, Any]:
+    """Where the voxels lie, in RAS millimetres, for 2D and 3D alike: ``affine`` (4x4, index -> RAS), ``origin``
+    (the first voxel's centre), ``direction`` (one unit vector per index axis, i then j[ then k]) and
+    ``obliquity_deg`` (each axis' angle to the nearest world axis: the orientation letters name that nearest axis,
+    so a slice rotated by 30 degrees still reads "LP", and this says by how much it is turned)."""
+    import nibabel as nib
+
+    a = np.asarray(affine, np.float64)
+    cols = a[:3, :spatial_dims]                                         # (3, nd): the index axes in RAS mm
+    unit = cols / np.maximum(np.linalg.norm(cols, axis=0, keepdims=True), 1e-12)
+    full = np.eye(4)
+    full[:3, :spatial_dims] = cols                                      # a 2D image's third axis: the normal
+    if spatial_dims == 2:
+        normal = np.cross(unit[:, 0], unit[:, 1])
+        full[:3, 2] = normal if np.linalg.norm(normal) > 0 else [0.0, 0.0, 1.0]
+    full[:3, 3] = a[:3, 3]
+    oblique = np.degrees(nib.affines.obliquity(full))[:spatial_dims]
+
+    def r(v: Any) -> Any:
+        return np.round(np.asarray(v, np.float64), 6).tolist()
+
+    return {"affine": r(a), "origin": r(a[:3, 3]), "direction": r(unit.T), "obliquity_deg": r(oblique),
+            "frame": "RAS mm"}

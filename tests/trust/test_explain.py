@@ -99,6 +99,31 @@ def test_grad_cam_equals_the_hand_computation():
     assert torch.allclose(grad_cam(model, xt, 1), expect.detach(), atol=1e-4)
 
 
+def test_grad_cam_reaches_the_layer_of_adapted_merged_and_frozen_encoders():
+    """A LoRA-adapted encoder, the same encoder merged (plain frozen layers: no parameter before the head needs a
+    gradient, so MONAI's backward hook never fired: `mmfm train ... train.peft=lora` crashed in the report) and the
+    same weights all trainable give one Grad-CAM map: the map depends on the weights, not on what trains."""
+    from mmfm.encoders.adapters import PeftSpec, add_adapters, merge_adapters
+    from mmfm.trust.explain import grad_cam
+
+    torch.manual_seed(0)
+    model = ClassificationTask(build_encoder("resnet_tiny", spatial_dims=2, in_channels=1), 3).eval()
+    add_adapters(model, PeftSpec("lora", rank=2))
+    with torch.no_grad():                                # a non-zero update, so merging changes the weights
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.05)
+    x = torch.randn(2, 1, 32, 32)
+    adapted = grad_cam(model, x, 1)
+    assert merge_adapters(model) > 0
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    merged = grad_cam(model, x, 1)
+    assert merged.shape == (2, 32, 32) and bool((merged.flatten(1).amax(1) > 0.99).all())
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    model.requires_grad_(True)
+    assert torch.allclose(grad_cam(model, x, 1), merged, atol=1e-5)
+
+
 def test_3d_maps_have_the_volume_shape():
     for name in ("resnet_tiny", "vit_mini"):
         model = ClassificationTask(build_encoder(name, spatial_dims=3, in_channels=1), 2).eval()
