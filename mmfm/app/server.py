@@ -161,7 +161,7 @@ class ServeState:
         folder = self.root / sid
         folder.mkdir()
         try:
-            with self.decoding, voxel_budget(self.limits.max_pixels_2d, self.limits.max_voxels_3d):
+            with self.decoding, voxel_budget(*self.limits.budget(len(data))):
                 if suffix == ".zip":
                     unpack_zip(data, folder / "series", self.limits)
                     path = image_in_folder(folder / "series")

@@ -30,6 +30,15 @@ class UploadLimits:
     max_members: int = 10_000
     max_pixels_2d: int = 1 << 25        # 33.5 M pixels: larger than any radiograph or mammogram (~24 M)
     max_voxels_3d: int = 1 << 28        # 268 M voxels: a 512 x 512 x 1024 CT; 1 GiB as float32
+    # and at most this many pixels or voxels per byte uploaded, above a floor: scans compress a few times, so a
+    # 600 KB file that declares 600 slices of 512 x 512 (deflate holds that) is a bomb, not a scan
+    max_expansion: int = 100
+    expansion_floor: int = 1 << 24      # 16.7 M: any image up to this size, however well it compresses
+
+    def budget(self, upload_bytes: int) -> tuple[int, int]:
+        """(2D pixels, 3D voxels) an upload of ``upload_bytes`` may declare."""
+        cap = max(self.expansion_floor, self.max_expansion * upload_bytes)
+        return min(self.max_pixels_2d, cap), min(self.max_voxels_3d, cap)
 
 
 def image_suffix(name: str) -> str:

@@ -203,6 +203,16 @@ def test_compressed_mha_bomb_is_refused_before_allocating():
         assert time.perf_counter() - t < 5
 
 
+def test_small_upload_declaring_a_large_volume_is_refused():
+    """Within deflate's bound (a 64 MB volume of zeros in 65 KB), yet a thousand times its upload: not a scan."""
+    payload = zlib.compress(b"\0" * (256 * 256 * 1024), 9)
+    data = (b"ObjectType = Image\nNDims = 3\nDimSize = 256 256 1024\nElementType = MET_UCHAR\nCompressedData = True\n"
+            b"CompressedDataSize = " + str(len(payload)).encode() + b"\nElementDataFile = LOCAL\n" + payload)
+    with _client(create_app(["litemedsam"])) as c:
+        r = _up(c, "zeros.mha", data)
+        assert r.status_code == 400 and "voxels" in r.json()["error"], r.text
+
+
 def test_upload_processing_does_not_block_other_clients(monkeypatch, dicom_path):
     app = create_app(["litemedsam"])
     state = app.state.mmfm
