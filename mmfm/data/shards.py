@@ -267,6 +267,13 @@ class ShardDataset(torch.utils.data.IterableDataset):
                                                                 "write the shards again") from None
 
     def _decode(self, s: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._decode_sample(s)
+        except (KeyError, ValueError, TypeError, EOFError) as e:   # a hostile or damaged member: named, no traceback
+            raise InputFileError(self.root, f"a sample of split '{self.split}' cannot be decoded ({type(e).__name__})",
+                                 "run `mmfm data verify` on the folder; write the shards again") from None
+
+    def _decode_sample(self, s: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(s["json"])
         out: dict[str, Any] = {"image": torch.from_numpy(np.load(io.BytesIO(s["image.npy"]), allow_pickle=False)),
                                "patient": torch.as_tensor(meta["patient"]),

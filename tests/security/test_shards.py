@@ -120,3 +120,24 @@ def test_malformed_index_is_a_clear_error(shards):
     (shards / "shards.json").write_text("{not json")
     with pytest.raises(MMFMError, match="shards.json"):
         _stream(shards)
+
+
+def test_a_hostile_sample_is_a_clear_error(shards):
+    """A shard whose member lacks what mmfm wrote (here: no image) is named, not a traceback."""
+    import io
+    import tarfile
+
+    tar = next((shards / "train").glob("train-*.tar"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b'{"patient": 1, "position": 0.0}'
+        info = tarfile.TarInfo("x000000001.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    tar.write_bytes(buf.getvalue())
+    index = json.loads((shards / "shards.json").read_text())
+    index["splits"]["train"] = [{"file": f"train/{tar.name}", "samples": 1, "bytes": tar.stat().st_size,
+                                 "sha256": "0" * 64}]
+    (shards / "shards.json").write_text(json.dumps(index))
+    with pytest.raises(MMFMError, match="cannot be decoded"):
+        _stream(shards)
