@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,7 +140,9 @@ class SampleDataset(torch.utils.data.Dataset):
         if cache:
             from mmfm.data.cache import PreprocessedCache
 
-            self.cache = PreprocessedCache(cache, self.preprocessing())
+            # every option that changes an item: a change of any gives another cache folder
+            self.cache = PreprocessedCache(cache, {**self.preprocessing(), "missing": self.missing,
+                                                   "drop": sorted(self.drop)})
 
     # -- what a model trained on these items expects ---------------------------------------------------------
     @property
@@ -208,7 +211,7 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def _item(self, i: int) -> dict[str, Any]:
         key = self._cache_key(i)
-        hit = self.cache.get(key) if self.cache is not None and key is not None else None
+        hit = self.cache.get(key, self._cached_ok) if self.cache is not None and key is not None else None
         s = None
         if hit is not None:
             arrays = hit
@@ -250,16 +253,44 @@ class SampleDataset(torch.utils.data.Dataset):
         return out
 
     def _cache_key(self, i: int) -> str | None:
+        """The item's identity: its record (which slice of which series, the loader's options it carries such as
+        the modality) and the resolved path, size and mtime of every file it reads (the record's image, mask and
+        label-map paths, a header's detached data, a series folder's files). None: not cacheable."""
+        from mmfm.data.cache import file_identity
+
         recs = getattr(self.samples, "records", None)
         if recs is None:
             return None
         r = recs[i]
-        path = r.get("path") or r.get("image")
-        if path is None:
+        paths = _paths_in(r)
+        for k in ("path", "image"):
+            if isinstance(r.get(k), str):
+                paths.append(Path(r[k]))
+        files = file_identity(paths) if paths else None
+        if not files:
             return None
-        st = Path(path).stat()
-        dropped = f"|drop={sorted(self.drop)}" if self.drop else ""
-        return f"{path}|{r.get('series_uid')}|{r.get('slice')}|{st.st_size}|{st.st_mtime_ns}{dropped}"
+        record = {k: v for k, v in r.items() if k != "report"}   # the text is not the image's
+        return json.dumps({"files": files, "record": record}, sort_keys=True, default=str)
+
+    def _cached_ok(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """Why a cached item is not what this dataset makes (wrong arrays, shapes or dtypes), or None."""
+        img = arrays.get("image")
+        if img is None or img.dtype != np.float32 or img.ndim != len(self.patch or self.size) + 1:
+            return "image"
+        spatial = tuple(img.shape[1:])
+        if (self.patch and any(s < p for s, p in zip(spatial, self.patch))) or \
+                (not self.patch and spatial != tuple(self.size)):
+            return "image shape"
+        if self.channels and img.shape[0] != self.channels:
+            return "channels"
+        if len(self.modalities) > 1 and arrays.get("present", np.zeros(0)).shape != (len(self.modalities),):
+            return "present"
+        mask = arrays.get("mask")
+        if mask is not None and (mask.dtype != np.int64 or tuple(mask.shape[1:]) != spatial):
+            return "mask"
+        if "boxes" in arrays and len(arrays["boxes"]) != len(arrays.get("box_labels", ())):
+            return "boxes"
+        return None
 
     def _finish(self, i: int, arrays: dict[str, np.ndarray], s: dict[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"image": torch.as_tensor(np.asarray(arrays["image"]), dtype=torch.float32)}
@@ -406,6 +437,17 @@ class PairDataset(ArrayDataset):
         return PairDataset(self.image[sel].numpy(), [self.texts[i] for i in sel],
                            None if self.label is None else self.label[sel].numpy(),
                            {k: v[sel].numpy() for k, v in self.extras.items()})
+
+
+def _paths_in(value: Any) -> list[Path]:
+    """Every ``Path`` in a record (recursively through dicts and lists)."""
+    if isinstance(value, Path):
+        return [value]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _paths_in(v)]
+    return []
 
 
 class ReportDataset(torch.utils.data.Dataset):

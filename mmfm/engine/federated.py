@@ -12,6 +12,10 @@ gradient clipping and the divergence check hold there too) and two ways to run:
 
 What is exchanged is the model's floating-point state (parameters and BatchNorm statistics) in a fixed key order;
 integer counters stay local. With FedProx, the local loss gets ``mu/2 * ||w - w_global||^2`` (Li et al. 2020).
+
+Every reply is checked before it enters the global model (:mod:`mmfm.engine.federated_guard`: shapes, finite values,
+a norm bound, the site's sample count; with ``federate.secret_file`` a handshake and signed replies), and the
+transport is TLS when ``federate.tls_dir`` holds certificates.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedProx
 from torch import nn
 
+from mmfm.engine.federated_guard import Guard, arrays_digest, metrics_text, tag
 from mmfm.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox")
+NOT_METRICS = {"site", "tag"}   # what a site's reply carries besides its metrics
 
 
 def shared_keys(model: nn.Module) -> list[str]:
@@ -86,25 +92,46 @@ class SiteClient(flwr.client.NumPyClient):
 
     def __init__(self, name: str, model: nn.Module, train_ds: Any, train_cfg: Any, optim_cfg: Any,
                  local_steps: int, evaluate_fn: Callable[[nn.Module], dict[str, float]], n_eval: int,
-                 run_info: dict[str, Any] | None = None) -> None:
+                 run_info: dict[str, Any] | None = None, secret: bytes | None = None) -> None:
         self.name, self.model, self.train_ds = name, model, train_ds
         self.train_cfg, self.optim_cfg, self.local_steps = train_cfg, optim_cfg, local_steps
         self.evaluate_fn, self.n_eval, self.run_info = evaluate_fn, n_eval, run_info or {}
+        self.secret = secret    # federate.secret_file: answers the server's handshake and signs every reply
         self.rounds = 0
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return get_arrays(self.model)
 
+    def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
+        challenge = config.get("mmfm_challenge")
+        if challenge is None or self.secret is None:
+            return {"site": self.name}
+        return {"site": self.name, "proof": tag(self.secret, "join", challenge, self.name)}
+
+    def _signed(self, kind: str, config: dict[str, Any], n: int, metrics: dict[str, Any],
+                arrays: list[np.ndarray] | None = None) -> dict[str, Any]:
+        if self.secret is None:
+            return metrics
+        parts = [arrays_digest(arrays)] if arrays is not None else []
+        return {**metrics, "tag": tag(self.secret, kind, config.get("mmfm_nonce", ""), self.name, n, *parts,
+                                      metrics_text(metrics))}
+
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
-        from dataclasses import replace
-
-        from mmfm.engine.trainer import Trainer
-
         set_arrays(self.model, parameters)
         rnd = int(config.get("server_round", self.rounds + 1))
         self.rounds = rnd
         if os.environ.get("MMFM_TEST_SITE_EXIT_ROUND") == str(rnd):  # tests: this site's process dies mid-round
             os._exit(137)
+        loss = self.train_round(rnd, config)
+        arrays, n = get_arrays(self.model), len(self.train_ds)
+        return arrays, n, self._signed("fit", config, n, {"site": self.name, "loss": loss}, arrays)
+
+    def train_round(self, rnd: int, config: dict[str, Any]) -> float:
+        """``local_steps`` optimiser steps on this site's data from the current model; the last loss."""
+        from dataclasses import replace
+
+        from mmfm.engine.trainer import Trainer
+
         mu = float(config.get("proximal_mu", 0.0))
         local = Proximal(self.model, mu) if mu > 0 else self.model
         cfg = replace(self.train_cfg, max_steps=self.local_steps, ckpt_every=self.local_steps,
@@ -112,14 +139,15 @@ class SiteClient(flwr.client.NumPyClient):
         with tempfile.TemporaryDirectory(prefix="mmfm-site-") as work:   # a round's checkpoint is not kept
             last = Trainer(local, self.train_ds, cfg, self.optim_cfg, work,
                            run_info={**self.run_info, "config": {"site": self.name, "round": rnd}}).fit()
-        return get_arrays(self.model), len(self.train_ds), {"site": self.name, "loss": float(last.get("loss", 0))}
+        return float(last.get("loss", 0))
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict]:
         set_arrays(self.model, parameters)
         self.model.eval()
         metrics = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}
         self.model.train()
-        return 0.0, max(self.n_eval, 1), {"site": self.name, **metrics}
+        n = max(self.n_eval, 1)
+        return 0.0, n, self._signed("evaluate", config, n, {"site": self.name, **metrics})
 
 
 class Recorder:
@@ -146,34 +174,43 @@ class Recorder:
             if not self.rounds:
                 self.rounds.append(self._entry())
             entry = self.rounds[-1]
-            entry["evaluate"] = {m["site"]: {"examples": n, **{k: v for k, v in m.items() if k != "site"}}
+            entry["evaluate"] = {m["site"]: {"examples": n, **{k: v for k, v in m.items() if k not in NOT_METRICS}}
                                  for n, m in results}
             total = sum(n for n, _ in results)
-            keys = set.intersection(*[set(m) - {"site"} for _, m in results]) if results else set()
+            keys = set.intersection(*[set(m) - NOT_METRICS for _, m in results]) if results else set()
             entry["overall"] = {k: sum(n * float(m[k]) for n, m in results) / max(total, 1) for k in sorted(keys)}
             return dict(entry["overall"])
 
 
 def make_strategy(name: str, recorder: Recorder, min_sites: int, mu: float = 0.0,
-                  initial: list[np.ndarray] | None = None, fraction_fit: float = 1.0) -> Any:
+                  initial: list[np.ndarray] | None = None, fraction_fit: float = 1.0,
+                  guard: Guard | None = None) -> Any:
+    """Flower's FedAvg/FedProx that checks every reply with ``guard`` (default: shapes, finite values and the
+    norm bound only) before aggregating, and keeps the last global model."""
     if name not in STRATEGIES:
         raise ConfigError(f"federate.strategy='{name}' is not a strategy mmfm knows",
                           f"use one of {', '.join(STRATEGIES)}")
+    guard = guard or Guard()
     kw = dict(fraction_fit=fraction_fit, fraction_evaluate=1.0, min_fit_clients=min_sites,
               min_evaluate_clients=min_sites, min_available_clients=min_sites, accept_failures=True,
               fit_metrics_aggregation_fn=recorder.fit_metrics,
               evaluate_metrics_aggregation_fn=recorder.evaluate_metrics,
-              on_fit_config_fn=lambda rnd: {"server_round": rnd},
+              on_fit_config_fn=lambda rnd: {"server_round": rnd, "mmfm_nonce": guard.nonce("fit", rnd)},
+              on_evaluate_config_fn=lambda rnd: {"server_round": rnd, "mmfm_nonce": guard.nonce("evaluate", rnd)},
               initial_parameters=ndarrays_to_parameters(initial) if initial is not None else None)
-    return (_Keeping(FedProx) if name == "fedprox" else _Keeping(FedAvg))(
+    strategy = (_Keeping(FedProx) if name == "fedprox" else _Keeping(FedAvg))(
         **kw, **({"proximal_mu": mu} if name == "fedprox" else {}))
+    strategy.guard = guard
+    return strategy
 
 
 def _Keeping(base: type) -> type:  # noqa: N802  (a class factory)
-    """``base`` strategy that also keeps the last aggregated model (Flower's server loop does not return it)."""
+    """``base`` strategy that aggregates only the replies its ``guard`` accepts and keeps the last aggregated model
+    (Flower's server loop does not return it)."""
 
     class Keeping(base):  # type: ignore[misc, valid-type]
         last: list[np.ndarray] | None = None
+        guard: Guard
 
         def initialize_parameters(self, client_manager):  # noqa: ANN001, ANN201
             params = super().initialize_parameters(client_manager)
@@ -182,10 +219,37 @@ def _Keeping(base: type) -> type:  # noqa: N802  (a class factory)
             return params
 
         def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001, ANN201
-            params, metrics = super().aggregate_fit(server_round, results, failures)
+            kept = []
+            for proxy, res in results:
+                try:
+                    arrays = parameters_to_ndarrays(res.parameters)
+                except Exception as e:  # bytes that are not .npy tensors (np.load never unpickles here)
+                    why: str | None = f"its tensors cannot be decoded ({type(e).__name__})"
+                else:
+                    why = self.guard.check_fit(proxy.cid, server_round, res.num_examples, res.metrics, arrays,
+                                               self.last)
+                if why:
+                    self.guard.reject("fit", server_round, proxy.cid, res.metrics, why)
+                else:
+                    kept.append((proxy, res))
+            if not kept:   # nothing acceptable: the global model stays; the round is still recorded
+                if self.fit_metrics_aggregation_fn is not None:
+                    self.fit_metrics_aggregation_fn([])
+                return None, {}
+            params, metrics = super().aggregate_fit(server_round, kept, failures)
             if params is not None:
                 self.last = parameters_to_ndarrays(params)
             return params, metrics
+
+        def aggregate_evaluate(self, server_round, results, failures):  # noqa: ANN001, ANN201
+            kept = []
+            for proxy, res in results:
+                why = self.guard.check_evaluate(proxy.cid, server_round, res.num_examples, res.metrics)
+                if why:
+                    self.guard.reject("evaluate", server_round, proxy.cid, res.metrics, why)
+                else:
+                    kept.append((proxy, res))
+            return super().aggregate_evaluate(server_round, kept, failures)
 
         def global_arrays(self) -> list[np.ndarray]:
             if self.last is None:
@@ -236,43 +300,78 @@ def simulate(clients: dict[str, SiteClient], strategy: Any, rounds: int,
     if unknown:
         raise ConfigError(f"federate.drop names sites {unknown} that do not exist", f"sites: {sorted(clients)}")
     manager = SimpleClientManager()
+    guard = getattr(strategy, "guard", None)
     for name, client in clients.items():
         manager.register(_InProcessProxy(name, client.to_client(), drop.get(name)))
+        if guard is not None:   # in one process each proxy is its site: a reply naming another site is refused
+            guard.bind(name, name)
     server = Server(client_manager=manager, strategy=strategy)
     history, _ = server.fit(num_rounds=rounds, timeout=None)
     return history
 
 
 class _WaitForAll(SimpleClientManager):
-    """Starts the first round only once ``expected`` sites are connected (or ``wait_s`` passed); later rounds go
-    on with whoever is still connected (at least the strategy's minimum)."""
+    """Starts the first round only once ``expected`` sites are connected and admitted (or ``wait_s`` passed);
+    later rounds go on with whoever is still connected (at least the strategy's minimum). With a secret, every new
+    connection passes the guard's handshake before it is sampled (so before it is sent any model); one that fails
+    is dropped."""
 
-    def __init__(self, expected: int, wait_s: float) -> None:
+    def __init__(self, expected: int, wait_s: float, guard: Guard | None = None, handshake_s: float = 60) -> None:
         super().__init__()
         self.expected, self.wait_s, self.waited = expected, wait_s, False
+        self.guard, self.handshake_s = guard, handshake_s
+
+    def unregister(self, client: ClientProxy) -> None:
+        super().unregister(client)
+        if self.guard is not None:   # a site that disconnects may join again (as a new connection)
+            self.guard.release(client.cid)
+
+    def _admit(self) -> None:
+        if self.guard is None:
+            return
+        for proxy in list(self.clients.values()):
+            if not self.guard.handshake(proxy, self.handshake_s):
+                super().unregister(proxy)
 
     def sample(self, num_clients, min_num_clients=None, criterion=None):  # noqa: ANN001, ANN201
         if not self.waited:   # the strategy sized the first round before the sites had connected: every site
             self.waited = True
-            self.wait_for(self.expected, timeout=int(self.wait_s))
+            deadline = time.monotonic() + self.wait_s
+            while True:
+                self._admit()
+                left = deadline - time.monotonic()
+                if self.num_available() >= self.expected or left <= 0:
+                    break
+                self.wait_for(self.num_available() + 1, timeout=max(1, int(left)))
             num_clients = max(num_clients, self.num_available())
+        self._admit()
         return super().sample(min(num_clients, max(self.num_available(), 1)), min_num_clients, criterion)
 
 
 def serve(address: str, strategy: Any, rounds: int, expected_sites: int, round_timeout: float,
-          wait_s: float = 600) -> Any:
-    """The server as its own process (gRPC): waits for ``expected_sites``, runs ``rounds``, returns the history."""
+          wait_s: float = 600, certificates: tuple[bytes, ...] | None = None) -> Any:
+    """The server as its own process (gRPC): waits for ``expected_sites``, runs ``rounds``, returns the history.
+    ``certificates``: (CA, server certificate, server key) PEM bytes: TLS (Flower's own); the handshake with the
+    shared secret, when the strategy's guard has one, runs on top. A message is bounded to twice the model's size
+    (plus 16 MiB) before it is decoded."""
+    guard = getattr(strategy, "guard", None)
+    initial = getattr(strategy, "initial_parameters", None)
+    size = sum(len(t) for t in initial.tensors) if initial is not None else 0
+    limit = int(min(2 * size + (16 << 20), 2**31 - 1)) if size else 2**31 - 1
     return flwr.server.start_server(server_address=address, strategy=strategy,
-                                    client_manager=_WaitForAll(expected_sites, wait_s),
-                                    config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout))
+                                    client_manager=_WaitForAll(expected_sites, wait_s, guard),
+                                    config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
+                                    certificates=certificates, grpc_max_message_length=limit)
 
 
-def connect(address: str, client: SiteClient, retries: int = 30) -> None:
-    """Run one site until the server ends the federation (retries while the server is not up yet)."""
+def connect(address: str, client: SiteClient, retries: int = 30, root_certificate: bytes | None = None) -> None:
+    """Run one site until the server ends the federation (retries while the server is not up yet).
+    ``root_certificate``: the CA that signed the server's certificate (TLS); None: plain gRPC."""
     for attempt in range(retries):
         try:
             flwr.client.start_client(server_address=address, client=client.to_client(), max_retries=1,
-                                     max_wait_time=5)
+                                     max_wait_time=5, root_certificates=root_certificate,
+                                     insecure=root_certificate is None)
             return
         except Exception as e:  # the server is not listening yet: gRPC raises its own error types
             if attempt == retries - 1 or "UNAVAILABLE" not in repr(e).upper():

@@ -49,6 +49,7 @@ class DataConfig:
     #                                     naming cases (nifti_folders) or files inside data.root (folder)
     label_fraction: float = 1.0           # fraction of training labels used (seeded; stratified by class)
     split_seed: int = 0
+    allow_outside_root: bool = False      # folder: follow labels.csv rows and links that leave data.root
     options: dict[str, Any] = field(default_factory=dict)  # extra loader options
 
 
@@ -67,6 +68,10 @@ class FederateConfig:
     round_timeout: float = 600.0          # server/client mode: seconds before a silent site counts as failed
     wait_s: float = 600.0                 # server: how long to wait for every site before the first round
     drop: dict[str, int] = field(default_factory=dict)  # simulation: site -> round from which it fails
+    secret_file: str = ""                 # server/client: a file holding the federation's shared secret (same
+    #                                     everywhere): a site joins only by proving it, every reply is signed
+    tls_dir: str = ""                     # server/client: TLS; ca.crt (+ server.crt, server.key at the server)
+    max_update_ratio: float = 10.0        # an update moving the model more than this x its norm is rejected
 
 
 @dataclass

@@ -127,20 +127,34 @@ def _evaluator(cfg: RunConfig, sets: dict[str, Any]) -> Any:
     return run
 
 
-def _client(cfg: RunConfig, site: str, sets: dict[str, Any], names: list[str], num_classes: int | None) -> Any:
+def _n_eval(sets: dict[str, Any]) -> int:
+    return sum(len(ds) for k, ds in sets.items() if k != "train")
+
+
+def _client(cfg: RunConfig, site: str, sets: dict[str, Any], names: list[str], num_classes: int | None,
+            secret: bytes | None = None) -> Any:
     from mmfm.engine.federated import SiteClient
 
-    n_eval = sum(len(ds) for k, ds in sets.items() if k != "train")
+    n_eval = _n_eval(sets)
     if _pretraining(cfg):
         from mmfm.workflows.pretrain import build_image_objective
 
         objective = build_image_objective(cfg, sets["train"])[0]   # same seed everywhere: the same initial model
         return SiteClient(site, objective, sets["train"], cfg.train, cfg.optim, cfg.federate.local_steps,
-                          _loss_evaluator(sets, cfg.train.batch_size), n_eval, {"kind": "pretrain"})
+                          _loss_evaluator(sets, cfg.train.batch_size), n_eval, {"kind": "pretrain"}, secret)
     fixed = replace(cfg, task={**cfg.task, **({"num_classes": num_classes} if num_classes else {})})
     prep = prepare(fixed, train_ds=sets["train"], names=names)   # same seed everywhere: the same initial model
     return SiteClient(site, prep.model, sets["train"], cfg.train, cfg.optim, cfg.federate.local_steps,
-                      _evaluator(cfg, sets), n_eval, prep.run_info)
+                      _evaluator(cfg, sets), n_eval, prep.run_info, secret)
+
+
+def _guard(cfg: RunConfig, sets: dict[str, dict[str, Any]], secret: bytes | None = None) -> Any:
+    """What the server accepts: the configuration's sites, each with its own number of samples (the server derives
+    every site's data from the same configuration), the secret, the norm bound."""
+    from mmfm.engine.federated_guard import Guard
+
+    return Guard(sorted(sets), {s: len(v["train"]) for s, v in sets.items()},
+                 {s: max(_n_eval(v), 1) for s, v in sets.items()}, secret, cfg.federate.max_update_ratio)
 
 
 def _check(cfg: RunConfig) -> None:
@@ -178,13 +192,22 @@ def _global(cfg: RunConfig) -> _Global:
     return _Global(prep.model, prep.task, prep.run_info, prep.num_classes, method_name(cfg, prep))
 
 
-def _finish(cfg: RunConfig, prep: _Global, recorder: Any, sites: list[str], mode: str
-            ) -> list[ResultRecord]:
-    """Write the global model, results.json (each site and overall), federation.json and the report."""
+def _finish(cfg: RunConfig, prep: _Global, recorder: Any, sites: list[str], mode: str,
+            rejected: list[dict[str, Any]] | None = None) -> list[ResultRecord]:
+    """Write the global model, results.json (each site and overall), federation.json and the report; nothing when
+    the global model is not finite (it is never saved as a checkpoint)."""
+    from mmfm.engine.federated import get_arrays
+    from mmfm.engine.federated_guard import all_finite
+
     out = Path(cfg.out)
     f = cfg.federate
+    if not all_finite(get_arrays(prep.model)):
+        raise ConfigError("the federation's global model holds NaN or infinite values: no checkpoint was written",
+                          "lower optim.lr or federate.local_steps, or check the sites' data (`mmfm data inspect`)")
     info = {**prep.run_info, "federation": {"mode": mode, "strategy": f.strategy, "rounds": f.rounds,
-                                            "local_steps": f.local_steps, "sites_by": f.sites, "sites": sites}}
+                                            "local_steps": f.local_steps, "sites_by": f.sites, "sites": sites,
+                                            "authenticated": bool(f.secret_file), "tls": bool(f.tls_dir),
+                                            "rejected": rejected or []}}
     save_checkpoint(out / "checkpoints" / "last", prep.model, None, {"step": f.rounds * f.local_steps,
                                                                      "run_info": info})
     method = f"{prep.method}-{f.strategy}"
@@ -231,10 +254,10 @@ def run_simulation(cfg: RunConfig) -> list[ResultRecord]:
     clients = {s: _client(cfg, s, v, names, prep.num_classes) for s, v in sets.items()}
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
-                             get_arrays(prep.model))
+                             get_arrays(prep.model), guard=_guard(cfg, sets))
     simulate(clients, strategy, cfg.federate.rounds, cfg.federate.drop)
     set_arrays(prep.model, strategy.global_arrays())
-    return _finish(cfg, prep, recorder, sorted(sets), "simulation")
+    return _finish(cfg, prep, recorder, sorted(sets), "simulation", strategy.guard.rejected)
 
 
 def _no_simulated_drops(cfg: RunConfig) -> None:
@@ -246,9 +269,12 @@ def _no_simulated_drops(cfg: RunConfig) -> None:
 def run_server(cfg: RunConfig) -> list[ResultRecord]:
     """The federation's server: waits for every site, runs the rounds, writes the run directory."""
     from mmfm.engine.federated import Recorder, get_arrays, make_strategy, serve, set_arrays
+    from mmfm.engine.federated_guard import read_certificates, read_secret
 
     _check(cfg)
     _no_simulated_drops(cfg)
+    secret = read_secret(cfg.federate.secret_file)
+    certificates = read_certificates(cfg.federate.tls_dir, server=True)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -256,27 +282,33 @@ def run_server(cfg: RunConfig) -> list[ResultRecord]:
     prep = _global(cfg)
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
-                             get_arrays(prep.model))
+                             get_arrays(prep.model), guard=_guard(cfg, sets, secret))
     print(f"[mmfm] federation server on {cfg.federate.address}: waiting for {len(sets)} sites ({', '.join(sets)})",
           flush=True)
+    if secret is None:
+        print("[mmfm] federate.secret_file is not set: any client that reaches federate.address can join and name "
+              "itself a site (its updates are still checked)", flush=True)
     serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
-                    cfg.federate.wait_s)
+          cfg.federate.wait_s, certificates)
     set_arrays(prep.model, strategy.global_arrays())
-    return _finish(cfg, prep, recorder, sorted(sets), "server")
+    return _finish(cfg, prep, recorder, sorted(sets), "server", strategy.guard.rejected)
 
 
 def run_client(cfg: RunConfig, site: str) -> None:
     """One site: trains on its own share of the data whenever the server asks, until the federation ends."""
     from mmfm.engine.federated import connect
+    from mmfm.engine.federated_guard import read_certificates, read_secret
 
     _check(cfg)
     _no_simulated_drops(cfg)
+    secret = read_secret(cfg.federate.secret_file)
+    ca = read_certificates(cfg.federate.tls_dir, server=False)
     sets, names = site_datasets(cfg)
     if site not in sets:
         raise ConfigError(f"there is no site '{site}' in this configuration",
                           f"sites by {cfg.federate.sites}: {', '.join(sorted(sets))}")
     prep = _global(cfg)
-    client = _client(cfg, site, sets[site], names, prep.num_classes)
+    client = _client(cfg, site, sets[site], names, prep.num_classes, secret)
     print(f"[mmfm] site {site}: {len(sets[site]['train'])} training samples, connecting to {cfg.federate.address}",
           flush=True)
-    connect(cfg.federate.address, client)
+    connect(cfg.federate.address, client, root_certificate=ca[0] if ca else None)

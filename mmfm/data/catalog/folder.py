@@ -7,6 +7,10 @@ files that are not images at all (CSV, JSON, text, the ``.raw`` of a MetaImage) 
 
 Without ``labels.csv`` the folder is an unlabelled pretraining set. With it (columns ``image,label`` and optionally a
 patient column) only the listed images are used, each with its class.
+
+A folder is confined to its root (a downloaded folder is as hostile as any file): a ``labels.csv`` row that leaves
+it (``../``, an absolute path, a link out) is an error naming its line, and a scanned file or DICOM series folder
+that links out is skipped with that reason, unless the user opts in with ``data.allow_outside_root=true``.
 """
 
 from __future__ import annotations
@@ -47,9 +51,24 @@ def _reason(e: InputFileError, path: Path, root: Path) -> str:
     return e.what.replace(str(path), shown_name(path, root))
 
 
-def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], int]:
+OUTSIDE = "links to a file outside data.root (not followed; set data.allow_outside_root=true to follow it)"
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links resolved, is ``root`` or under it."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _links_out(root: Path, folder: Path) -> list[Path]:
+    """Links under ``folder`` (what a DICOM series read takes, recursively) that resolve outside ``root``."""
+    return [f for f in sorted(folder.rglob("*")) if f.is_symlink() and not inside(root, f)]
+
+
+def scan_folder(root: Path, allow_outside_root: bool = False
+                ) -> tuple[list[dict[str, Any]], list[dict[str, str]], int]:
     """(images, skipped, other_files): every readable image under ``root`` as a record with its header facts,
-    every unreadable one with the reason, and how many other (non-image) files were left alone."""
+    every unreadable one with the reason, and how many other (non-image) files were left alone. Links to files
+    outside ``root`` are skipped unless ``allow_outside_root`` (links to folders are never followed)."""
     images: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     others = 0
@@ -62,6 +81,9 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
             low = name.lower()
             if name.startswith(".") or any(low.endswith(s) for s in NOT_IMAGES):
                 others += 1
+                continue
+            if not allow_outside_root and f.is_symlink() and not inside(root, f):
+                skipped.append({"file": shown_name(f, root, dicom=False), "reason": OUTSIDE})
                 continue
             try:
                 fmt = image_format(f)
@@ -78,6 +100,11 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
                 images.append({"path": f, "format": fmt, **image_info(f)})
             except InputFileError as e:
                 skipped.append({"file": shown_name(f, root), "reason": _reason(e, f, root)})
+        if dicoms and len(dicoms) > 1 and not allow_outside_root and _links_out(root, here):
+            # a series is read from its whole folder: one link out would pull an outside file into it
+            name = shown_name(here, root, dicom=True)
+            skipped.append({"file": name, "reason": f"a DICOM series folder that {OUTSIDE}"})
+            dicoms = []
         if dicoms:
             groups, bad, steps = dicom_series_groups(dicoms)
             for f, why in bad:
@@ -99,22 +126,38 @@ def scan_folder(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
     return images, skipped, others
 
 
+def _confine_rows(root: Path, table: Path, rows: list[tuple[int, dict[str, str]]], column: str) -> None:
+    """Refuse rows whose image is outside ``root`` (absolute, ``..``, or a link out), before anything is read or
+    checked there (whether an outside file exists is not told either)."""
+    out = [n for n, row in rows if Path(row[column]).is_absolute() or not inside(root, root / row[column])]
+    if out:
+        lines = ", ".join(str(n) for n in out[:5]) + (f" and {len(out) - 5} more" if len(out) > 5 else "")
+        raise InputFileError(table, f"{len(out)} row(s) name images outside data.root (line {lines})",
+                             "write image paths relative to the folder and inside it, or set "
+                             "data.allow_outside_root=true if you mean to read files outside it")
+
+
 @LAYOUTS.register("folder")
 def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", label_column: str = "label",
-           patient_column: str = "", modality: str = "") -> SampleList:
+           patient_column: str = "", modality: str = "", allow_outside_root: bool = False) -> SampleList:
     """A plain directory of images (any supported format, nested), labelled by ``labels`` when that CSV exists.
 
     ``modality``: for files that do not record it (NIfTI, PNG, ...); DICOM files keep their Modality tag.
+    ``allow_outside_root`` (``data.allow_outside_root``): follow rows and links that leave ``root``.
     """
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "folder not found", "point data.root at the folder that holds your images")
     table = root / labels
+    if table.exists() and not allow_outside_root and not inside(root, table):
+        raise InputFileError(labels, OUTSIDE.replace("a file", "a table"), "copy the table into data.root")
     if table.exists():
         rows = _rows(table)
         if not rows:
             raise InputFileError(table, "has no rows", "one row per image: image,label")
         _need_columns(table, rows, [image_column, label_column, patient_column])
+        if not allow_outside_root:
+            _confine_rows(root, table, rows, image_column)
         paths = _resolve_images(root, table, rows, image_column)
         records, skipped = [], []
         for p, (n, row) in zip(paths, rows):
@@ -127,7 +170,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
                             "patient": row.get(patient_column, "") if patient_column else ""})
         others = 0
     else:
-        records, skipped, others = scan_folder(root)
+        records, skipped, others = scan_folder(root, allow_outside_root)
     if not records:
         why = (f"; {len(skipped)} file(s) could not be read, e.g. {skipped[0]['file']}: {skipped[0]['reason']}"
                if skipped else "")
@@ -137,7 +180,8 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
     classes = sorted({r["label"] for r in records}) if table.exists() else []
     for r in records:
         # the group that keeps related images in one split: the CSV's patient, else the image (all its slices)
-        r["patient"] = pseudonym(r.get("patient") or str(r["path"].relative_to(root)), "patient")
+        rel = r["path"].relative_to(root) if r["path"].is_relative_to(root) else r["path"]   # outside: opted in
+        r["patient"] = pseudonym(r.get("patient") or str(rel), "patient")
         r["name"] = shown_name(r["path"], root, dicom=r["format"] in ("dicom", "dicom-series"))
         r["modality"] = modality or r.get("modality", "unknown")
 
