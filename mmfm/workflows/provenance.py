@@ -5,13 +5,13 @@ that the reproduce scripts write), so a number in a table can be traced to the c
 produced it, and a bf16 number is never mistaken for an fp32 one::
 
     {"commit": "abada62...", "uncommitted_changes": false, "date": "2026-12-02T10:30:00+00:00", "mmfm": "0.1.0",
-     "torch": "2.x", "device": "cpu: AMD EPYC 9R14", "cpu_flags": ["avx2", "avx512_bf16", ...],
+     "torch": "2.x", "device": "cpu: AMD EPYC 9R14", "cpu_flags": ["avx2", "avx512_bf16", ...], "native_bf16": true,
      "precision": {"train": "bf16", "evaluation": "fp32"}}
 
 ``precision.train`` is what the trainer's steps ran at (``run_info.precision.used`` of the run's checkpoint;
 None where nothing was trained, e.g. ``mmfm evaluate``'s probes); evaluation runs without autocast, in fp32.
 This lives with the workflows (not in ``mmfm.evaluation``) because the CPU flags come from
-:func:`mmfm.engine.precision.cpu_flags`, and evaluation sits below the engine in the import order.
+:func:`mmfm.engine.precision.cpu_summary`, and evaluation sits below the engine in the import order.
 """
 
 from __future__ import annotations
@@ -26,11 +26,8 @@ from typing import Any
 import torch
 
 import mmfm
-from mmfm.engine.precision import cpu_flags
+from mmfm.engine.precision import cpu_summary
 
-# the flags that decide which precision mmfm picks and how fast it runs (the rest of /proc/cpuinfo is noise here)
-REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-                  "amx_int8", "avx512_fp16")
 EVALUATION_PRECISION = "fp32"   # evaluate(), probes and feature extraction run without autocast
 
 
@@ -82,10 +79,10 @@ def provenance(run_dir: str | Path | None = None, train_precision: str | None = 
     """The provenance block of results produced now (by the run in ``run_dir``, if any); ``train_precision``
     overrides what the run's checkpoint says (for results of several trainings, e.g. a script's own loop)."""
     commit, dirty = git_commit()
-    flags = cpu_flags()
+    cpu = cpu_summary()   # the flags that decide the precision and the speed, and whether bf16 is native
     return {"commit": commit, "uncommitted_changes": dirty,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mmfm": mmfm.__version__,
             "torch": torch.__version__, "device": device_name(),
-            "cpu_flags": [f for f in REPORTED_FLAGS if f in flags],
+            "cpu_flags": list(cpu["flags"]), "native_bf16": cpu["native_bf16"],
             "precision": {"train": train_precision or trained_precision(run_dir),
                           "evaluation": EVALUATION_PRECISION}}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mmfm.cli.main import main
-from mmfm.engine.precision import cpu_flags
+from mmfm.engine.precision import cpu_flags, cpu_has_native_bf16
 from mmfm.errors import ConfigError
 from mmfm.evaluation.results import ResultRecord, read_results, write_results
 from mmfm.trust.temperature import check_held_out
@@ -38,6 +38,7 @@ def test_the_block_names_this_checkout_this_machine_and_now():
     assert p["device"].startswith("cuda: " if torch.cuda.is_available() else "cpu: ")
     assert set(p["cpu_flags"]) <= cpu_flags()          # the engine's reading of /proc/cpuinfo, filtered
     assert ("avx512_bf16" in p["cpu_flags"]) == ("avx512_bf16" in cpu_flags())
+    assert p["native_bf16"] == cpu_has_native_bf16()
     assert p["precision"] == {"train": None, "evaluation": "fp32"}     # nothing trained
     assert provenance(train_precision="bf16")["precision"]["train"] == "bf16"
 
