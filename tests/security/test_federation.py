@@ -238,3 +238,56 @@ def test_tls_server_takes_sites_that_trust_its_ca_and_no_plain_client(tmp_path):
     assert site.rounds == 1 and _only_honest(got, rounds=1)
     plain_thread.join(timeout=30)
     assert plain.rounds == 0 and isinstance(plain_out.get("error"), ConfigError)
+
+
+def test_a_short_or_missing_secret_file_is_a_clear_error(tmp_path):
+    from mmfm.engine.federated_guard import read_secret
+    from mmfm.errors import ConfigError
+
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(ConfigError, match="fewer than 16 bytes"):
+        read_secret(str(tmp_path / "short"))
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_secret(str(tmp_path / "absent"))
+    assert read_secret("") is None
+
+
+@pytest.mark.realdata
+def test_the_commands_run_a_federation_with_a_secret_over_tls_and_refuse_an_intruder(mini_root, tmp_path, capsys):
+    """`mmfm federate server` / `client` wiring (run_server in this thread, the sites in threads): both sites with
+    the secret train over TLS, a client with another secret is refused, federation.json says how it ran."""
+    import json
+
+    from mmfm.workflows.config import load_config
+    from mmfm.workflows.federate import run_client, run_server
+
+    _certificates(tmp_path / "tls")
+    (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "other").write_bytes(b"x" * 32)
+    base = ["configs/federated_classification.yaml", [
+        f"data.root={mini_root}", "encoder.name=resnet_tiny", "train.batch_size=8", "data.eval_splits=[test]",
+        "federate.rounds=1", "federate.local_steps=1", f"federate.address=127.0.0.1:{_port()}",
+        "federate.wait_s=60", f"federate.tls_dir={tmp_path / 'tls'}", f"out={tmp_path / 'fed'}"]]
+    cfg = lambda secret: load_config(base[0], [*base[1], f"federate.secret_file={tmp_path / secret}"])  # noqa: E731
+    errors: dict = {}
+
+    def site(name: str, secret: str, delay: float) -> threading.Thread:
+        def run() -> None:
+            time.sleep(delay)
+            try:
+                run_client(cfg(secret), name)
+            except Exception as e:  # noqa: BLE001
+                errors[(name, secret)] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    sites = [site("CT", "secret", 1), site("MR", "other", 1), site("MR", "secret", 4)]
+    run_server(cfg("secret"))
+    for t in sites[::2]:
+        t.join(timeout=60)
+    fed = json.loads((tmp_path / "fed" / "federation.json").read_text())
+    assert fed["authenticated"] and fed["tls"] and not fed["rejected"]
+    assert [p["trained"] for p in fed["participation"]] == [["CT", "MR"]]
+    assert ("CT", "secret") not in errors and ("MR", "secret") not in errors
+    assert "does not hold the secret" in capsys.readouterr().out
