@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every benchmark on one GPU, in one command (meant to take under 8 minutes on an H100-class GPU): the MAE step
-# (mini and ViT-B/16 at 224, MAE's own configuration) and the CLIP step, each against its reference library, with
-# MFU (model FLOP/s over the GPU's measured bf16 matmul peak); then the quickstart's classification in fp32 and in
-# bf16 over 3 seeds (does bf16 keep the downstream result within the seed spread?). Results go to $OUT (default:
-# runs/bench-gpu/) as JSON, the console log beside them.
+# (mini and ViT-B/16 at 224, MAE's own configuration), the CLIP step and LiteMedSAM box-prompt inference, each
+# against its reference library on CUDA, each side at its best working precision (--precision best: bf16 autocast
+# on a GPU with bf16, a side whose step fails in bf16 runs fp32 and says so), medians over 3 rounds, MFU as the
+# fraction of the GPU's measured matmul peak of the precision each side ran in; then the quickstart's
+# classification in fp32 and in bf16 over 3 seeds (does bf16 keep the downstream result within the seed spread?).
+# Results go to $OUT (default: runs/bench-gpu/) as JSON records with provenance (commit, date, torch, GPU,
+# precisions), the console log beside them.
 #
 #     bash benchmarks/gpu.sh [OUT]
 set -euo pipefail
@@ -17,13 +20,15 @@ run() {  # name, command...: a benchmark's output goes to the console and to $OU
   echo "== $name"
   timeout 200 "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.log" | grep -v Warning || echo "$name: failed or timed out"
 }
-run mae_mini  "$PY" benchmarks/mae_step.py --device cuda --batch 256 --img 128 --patch 8 --steps 20
-run mae_vit_b "$PY" benchmarks/mae_step.py --device cuda --size vit_b --batch 64 --img 224 --patch 16 --steps 10
-run clip      "$PY" benchmarks/clip_step.py --batch 256 --img 64 --steps 20
+run mae_mini   "$PY" benchmarks/mae_step.py --device cuda --precision best --batch 256 --img 128 --patch 8 --steps 20 --rounds 3
+run mae_vit_b  "$PY" benchmarks/mae_step.py --device cuda --precision best --size vit_b --batch 64 --img 224 --patch 16 \
+  --steps 10 --rounds 3
+run clip       "$PY" benchmarks/clip_step.py --device cuda --precision best --batch 256 --img 64 --steps 20
+run promptable "$PY" benchmarks/promptable.py --device cuda --precision best --slices 24
 echo "== precision: quickstart classification, fp32 vs bf16, 3 seeds"
 for p in fp32 bf16; do
   for s in 0 1 2; do
-    timeout 120 .venv/bin/mmfm train configs/quickstart_classification.yaml "out=$OUT/precision/$p-$s" \
+    timeout 120 "$PY" -m mmfm.cli.main train configs/quickstart_classification.yaml "out=$OUT/precision/$p-$s" \
       "train.precision=$p" "train.seed=$s" train.progress=false > "$OUT/precision/$p-$s.log" 2>&1 \
       || echo "precision $p seed $s: failed or timed out"
   done

@@ -42,7 +42,7 @@ SOURCE = {  # results file -> the command that produces it
     "detection": "scripts/reproduce_detection.sh",
     "segmentation": "scripts/reproduce_segmentation.sh",
     "text_prompt": "python scripts/real_text_prompt.py",
-    "bench_mae_vit_b": "benchmarks/mae_step.py --size vit_b --img 224 --patch 16 --batch 8 --steps 3 --rounds 2 "
+    "bench_mae_vit_b": "benchmarks/mae_step.py --size vit_b --img 224 --patch 16 --batch 2 --steps 1 --rounds 3 "
                        "--json docs/results/bench_mae_vit_b.json",
     "bench_promptable": "benchmarks/promptable.py --json docs/results/bench_promptable.json",
     "bench_data": "benchmarks/data_pipeline.py --json docs/results/bench_data.json",
@@ -273,6 +273,84 @@ def text_prompt() -> str:
             "predicted it anyway (lower is better).")
 
 
+# -- speed: benchmark tables (benchmarks/*.py --json) ------------------------------------------------------------
+FRACTION = "fraction of the matmul peak of its precision"
+
+
+def _provenance(recs: list[dict]) -> dict:
+    return next((r["provenance"] for r in recs if "provenance" in r), {})
+
+
+def _bench_table(name: str, rows: Callable[[dict], tuple], headers: list[str], precision_of: Callable[[dict], str],
+                 digits: int) -> str:
+    """A benchmark's records as a table with each row's precision; a peak fraction that would be of an emulated
+    peak is ``n/a`` (the benchmark does not write it), and the run's provenance and notes follow the table."""
+    recs = load(name)
+    prov = _provenance(recs)
+    timed = [r for r in recs if r["method"] != "machine" and r["split"] == "bench"]
+    metrics = sorted({r["metric"] for r in timed})
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in timed:
+        cells[(*rows(r), precision_of(r))][r["metric"]].append(float(r["value"]))
+    cols = [*headers, "precision", *metrics]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    native = prov.get("native_bf16", True)
+    for key in sorted(cells):
+        row = []
+        for m in metrics:
+            if not cells[key][m] and m == FRACTION and key[-1] == "bf16" and not native:
+                row.append("n/a")
+            else:
+                row.append(cell(cells[key][m], digits))
+        out.append("| " + " | ".join([*map(str, key), *row]) + " |")
+    return "\n".join(out) + "\n\n" + _bench_note(recs, prov)
+
+
+def _bench_note(recs: list[dict], prov: dict) -> str:
+    if not prov:
+        return "_No provenance in this results file: run the benchmark again._"
+    peak = {r["metric"].split()[0]: r["value"] for r in recs if r["method"] == "machine"}
+    flags = ", ".join(prov["cpu_flags"]) or "none of avx2, avx512f, avx512_vnni, avx_vnni, avx512_bf16, amx_bf16"
+    load = prov.get("load_average_1min")
+    shared = f", load average {load:g} when written" if load is not None else ""
+    text = (f"Measured {prov['date'][:10]} on {prov['device']} ({prov['threads']} threads{shared}; CPU flags: {flags}; "
+            f"native bf16: {'yes' if prov['native_bf16'] else 'no'}), torch {prov['torch']}, commit "
+            f"`{prov['commit'][:10]}`{' with uncommitted changes' if prov.get('uncommitted_changes') else ''}: "
+            f"`{prov['command']}`. Precision asked: {prov['precision'].get('asked', '?')}.")
+    if peak:
+        text += " Matmul peak in this run: " + ", ".join(
+            f"{p} {v:.1f} GFLOP/s{' (emulated)' if p == 'bf16' and not prov['native_bf16'] else ''}"
+            for p, v in sorted(peak.items(), reverse=True)) + "."
+    checks = [r for r in recs if r["split"] == "one-step check"]
+    if checks:
+        text += (f" Before timing, {checks[0]['task']} ({checks[0]['method']}): "
+                 + ", ".join(f"{r['metric']} {r['value']:.1e}" for r in checks) + ".")
+    if not prov["native_bf16"]:
+        text += " No fraction of the bf16 peak is given: bf16 is emulated here (`n/a`)."
+    notes = prov.get("notes", [])
+    return text + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+
+
+def _bench_mae(name: str) -> str:
+    prov = _provenance(load(name))
+    return _bench_table(name, lambda r: (r["method"],), ["implementation"],
+                        lambda r: prov.get("precision", {}).get(r["method"], "fp32"), 2)
+
+
+def _bench_clip() -> str:
+    prov = _provenance(load("bench_clip"))
+    used = prov.get("precision", {})
+    # only the whole training step runs at each side's precision; the loss-only and projection parts are fp32
+    return _bench_table("bench_clip", lambda r: (r["task"], r["method"]), ["part", "implementation"],
+                        lambda r: used.get(r["method"], "fp32") if r["task"].startswith("step") else "fp32", 3)
+
+
+def _bench_promptable() -> str:
+    prov = _provenance(load("bench_promptable"))
+    return _bench_table("bench_promptable", lambda r: (r["method"],), ["implementation"],
+                        lambda r: prov.get("precision", {}).get(r["method"], "fp32"), 3)
+
+
 def _value(name: str, method: str, metric: str, task: str | None = None) -> float | None:
     try:
         recs = load(name)
@@ -283,30 +361,44 @@ def _value(name: str, method: str, metric: str, task: str | None = None) -> floa
     return vals[0] if vals else None
 
 
+def _used(name: str, method: str) -> str:
+    """The precision ``method`` ran in, in the results file ``name`` ("?" where the file has no provenance)."""
+    try:
+        return _provenance(load(name)).get("precision", {}).get(method, "?")
+    except Missing:
+        return "?"
+
+
 def speed_targets() -> str:
-    """Issue 11's targets beside the measured numbers of the benchmark results (this machine's)."""
+    """Issue 11's targets beside the measured numbers of the benchmark results (this machine's), each side at its
+    best working precision (named in the row)."""
     def f(v: float | None, fmt: str = "{:.2f}") -> str:
         return "not measured" if v is None else fmt.format(v)
 
+    def vs(name: str, ours: str, theirs: str) -> str:
+        return f"{_used(name, ours)} vs {_used(name, theirs)}"
+
     rows = [
-        ("MAE step, mmfm / MONAI as shipped (best precision here)", ">= 2.0", f(_value("bench_mae", "monai",
-                                                                                         "mmfm speed-up over it"))),
-        ("MAE step, mmfm / MONAI with flash attention", "-", f(_value("bench_mae", "monai+flash",
-                                                                       "mmfm speed-up over it"))),
-        ("MAE step, fraction of the matmul peak of its precision", ">= 0.50",
-         f(_value("bench_mae", "mmfm", "fraction of matmul peak"))),
-        ("MAE step ViT-B/16, mmfm / MONAI", ">= 2.0", f(_value("bench_mae_vit_b", "monai", "mmfm speed-up over it"))),
-        ("MAE step ViT-B/16, fraction of the matmul peak", ">= 0.50",
-         f(_value("bench_mae_vit_b", "mmfm", "fraction of matmul peak"))),
-        ("CLIP step, mmfm / open_clip (same towers)", ">= 1.5", f(_value("bench_clip", "open_clip",
-                                                                           "time / fastest", "step"))),
-        ("CLIP loss alone, mmfm / open_clip (batch 2048)", "-", f(_value("bench_clip", "open_clip", "time / fastest",
-                                                                          "loss (batch 2048"))),
-        ("LiteMedSAM s per 2D box prompt", "<= 0.3", f(_value("bench_promptable", "mmfm", "s per 2D prompt"))),
-        ("LiteMedSAM speed-up over the package as shipped", "-", f(_value("bench_promptable", "shipped",
-                                                                           "mmfm speed-up over it"))),
-        ("LiteMedSAM max per-slice Dice change", "<= 0.005", f(_value("bench_promptable", "mmfm",
-                                                                       "max per-slice Dice difference"), "{:.5f}")),
+        (f"MAE step, mmfm / MONAI as shipped ({vs('bench_mae', 'mmfm', 'monai')})", ">= 2.0",
+         f(_value("bench_mae", "monai", "mmfm speed-up over it"))),
+        (f"MAE step, mmfm / MONAI with flash attention ({vs('bench_mae', 'mmfm', 'monai+flash')})", "-",
+         f(_value("bench_mae", "monai+flash", "mmfm speed-up over it"))),
+        (f"MAE step, fraction of the matmul peak of its precision ({_used('bench_mae', 'mmfm')})", ">= 0.50",
+         f(_value("bench_mae", "mmfm", FRACTION))),
+        (f"MAE step ViT-B/16, mmfm / MONAI ({vs('bench_mae_vit_b', 'mmfm', 'monai')})", ">= 2.0",
+         f(_value("bench_mae_vit_b", "monai", "mmfm speed-up over it"))),
+        (f"MAE step ViT-B/16, fraction of the matmul peak ({_used('bench_mae_vit_b', 'mmfm')})", ">= 0.50",
+         f(_value("bench_mae_vit_b", "mmfm", FRACTION))),
+        (f"CLIP step, mmfm / open_clip, same towers ({vs('bench_clip', 'mmfm', 'open_clip')})", ">= 1.5",
+         f(_value("bench_clip", "open_clip", "time / fastest", "step"))),
+        ("CLIP loss alone, mmfm / open_clip (batch 2048, fp32)", "-", f(_value("bench_clip", "open_clip",
+                                                                               "time / fastest", "loss (batch 2048"))),
+        (f"LiteMedSAM s per 2D box prompt ({_used('bench_promptable', 'mmfm')})", "<= 0.3",
+         f(_value("bench_promptable", "mmfm", "s per 2D prompt"))),
+        (f"LiteMedSAM speed-up over the package as shipped ({vs('bench_promptable', 'mmfm', 'shipped')})", "-",
+         f(_value("bench_promptable", "shipped", "mmfm speed-up over it"))),
+        ("LiteMedSAM max per-slice Dice change (same precision)", "<= 0.005",
+         f(_value("bench_promptable", "mmfm", "max per-slice Dice difference (same precision)"), "{:.5f}")),
         ("LiteMedSAM s per second prompt (embedding reused)", "<= 0.05",
          f(_value("bench_promptable", "mmfm", "s per second prompt"), "{:.3f}")),
         ("LiteMedSAM s per 100 propagated slices", "< 40", f(_value("bench_promptable", "mmfm",
@@ -315,17 +407,25 @@ def speed_targets() -> str:
         ("Step on files / in memory, data.cache filled", "<= 1.10", f(_value("bench_data", "files, cached",
                                                                             "time / in-memory"))),
         ("mmfm quickstart, minutes", "< 15", f(_value("bench_quickstart", "mmfm", "minutes"), "{:.1f}")),
-        ("matmul peak here, fp32 GFLOP/s", "-", f(_value("bench_mae", "machine", "fp32 matmul GFLOP/s"), "{:.0f}")),
-        ("matmul peak here, bf16 GFLOP/s", "-", f(_value("bench_mae", "machine", "bf16 matmul GFLOP/s"), "{:.1f}")),
     ]
-    gflop, peak = _value("bench_promptable", "mmfm", "GFLOP per prompt"), _value("bench_mae", "machine",
-                                                                                 "fp32 matmul GFLOP/s")
-    monai_frac = _value("bench_mae", "monai", "fraction of matmul peak")
+    try:
+        native = _provenance(load("bench_mae")).get("native_bf16")
+    except Missing:
+        native = None
+    rows += [("matmul peak here (MAE run), fp32 GFLOP/s", "-",
+              f(_value("bench_mae", "machine", "fp32 matmul GFLOP/s"), "{:.0f}")),
+             ("matmul peak here (MAE run), bf16 GFLOP/s" + (" (emulated)" if native is False else ""), "-",
+              f(_value("bench_mae", "machine", "bf16 matmul GFLOP/s"), "{:.1f}"))]
+    used = _used("bench_promptable", "mmfm")
+    gflop = _value("bench_promptable", "mmfm", "GFLOP per prompt")
+    peak = _value("bench_promptable", "machine", f"{used} matmul GFLOP/s")
+    frac, speedup = _value("bench_mae", "mmfm", FRACTION), _value("bench_mae", "monai", "mmfm speed-up over it")
     rows += [
-        ("LiteMedSAM s per prompt at 100% of the fp32 peak (a floor)", "-",
+        (f"LiteMedSAM s per prompt at 100% of the {used} peak (a floor)", "-",
          f(gflop / peak if gflop and peak else None)),
+        # mmfm at 2x MONAI's speed runs its own FLOPs 2 / speed-up times faster than now
         ("MAE: mmfm's fraction of the peak a 2.0x speed-up over MONAI needs", "-",
-         f(2 * monai_frac if monai_frac else None)),
+         f(frac * 2 / speedup if frac and speedup else None)),
     ]
     lines = ["| what | target | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
@@ -458,8 +558,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "report-generation-3d": lambda: _metric_table("report_generation_3d", TEXT_GEN),
     "vqa-2d": lambda: _metric_table("vqa_2d", VQA),
     "vqa-3d": lambda: _metric_table("vqa_3d", VQA),
-    "bench-mae": lambda: grid(load("bench_mae"), lambda r: (r["method"],), sorted({r["metric"] for r in
-                              load("bench_mae")}), lambda r: r["metric"], ["implementation"], 2),
+    "bench-mae": lambda: _bench_mae("bench_mae"),
     "real-3d": real_3d,
     "promptable-lits": promptable_lits,
     "registration": registration,
@@ -475,10 +574,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
                                  lambda r: r["metric"], ["corpus"], 2),
-    "bench-mae-vit-b": lambda: grid(load("bench_mae_vit_b"), lambda r: (r["method"],), sorted(
-        {r["metric"] for r in load("bench_mae_vit_b")}), lambda r: r["metric"], ["implementation"], 2),
-    "bench-promptable": lambda: grid(load("bench_promptable"), lambda r: (r["method"],), sorted(
-        {r["metric"] for r in load("bench_promptable")}), lambda r: r["metric"], ["implementation"], 3),
+    "bench-mae-vit-b": lambda: _bench_mae("bench_mae_vit_b"),
+    "bench-promptable": _bench_promptable,
     "bench-data": lambda: grid(load("bench_data"), lambda r: (r["method"],), sorted(
         {r["metric"] for r in load("bench_data")}), lambda r: r["metric"], ["data"], 2),
     "speed-targets": speed_targets,
@@ -504,8 +601,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "adapt-missing": lambda: grid([r for r in load("adapt_missing") if r["metric"] == "balanced_accuracy"
                                    and r["split"] != "train"], lambda r: (r["method"],),
                                   ["test", "test-noCT", "test-noPT"], lambda r: r["split"], ["fusion, dropout"]),
-    "bench-clip": lambda: grid(load("bench_clip"), lambda r: (r["task"], r["method"]), sorted(
-        {r["metric"] for r in load("bench_clip")}), lambda r: r["metric"], ["part", "implementation"], 3),
+    "bench-clip": _bench_clip,
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
