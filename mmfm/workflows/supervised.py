@@ -41,6 +41,10 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def labelled_subset(dataset: Any, task: str, fraction: float, seed: int) -> np.ndarray:
     """Indices of the training samples kept at ``data.label_fraction``: stratified by class for classification,
     a seeded random ``fraction`` of the images (at least one) for tasks labelled per voxel or per box."""
+    if not hasattr(dataset, "subset"):   # a stream (shards) has no random access to keep a subset of
+        raise ConfigError("data.label_fraction < 1 needs random access to the training samples, which streamed "
+                          "shards do not give", "train at a label budget on the source folder, or set "
+                          "data.label_fraction=1 (mmfm evaluate --fractions streams shards)")
     if task == "classification":
         if dataset.labels is None:
             raise ConfigError("data.label_fraction < 1 needs labels in the training set",
@@ -206,8 +210,8 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
     if train_ds is None:
         train_ds, names = build_split(cfg.data, cfg.data.train_split, task_name, train=True)
         if cfg.data.label_fraction < 1.0:
-            train_ds = train_ds.subset(labelled_subset(train_ds, task_name, cfg.data.label_fraction,
-                                                       cfg.train.seed))
+            keep = labelled_subset(train_ds, task_name, cfg.data.label_fraction, cfg.train.seed)   # refuses streams
+            train_ds = train_ds.subset(keep)
         train_ds = training_view(train_ds, cfg)
     names = names or []
     first = first_item(train_ds)

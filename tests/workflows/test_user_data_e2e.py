@@ -192,6 +192,17 @@ def test_shards_feed_pretraining_and_training(tmp_path):
     assert {r["dataset"] for r in results(ft)} == {"shards:folder"}
 
 
+def test_a_label_budget_on_streamed_shards_is_refused_with_a_hint(tmp_path, capsys):
+    lab = write_labelled_folder(tmp_path / "lab", n_per_class=4)
+    sh = tmp_path / "shards"
+    assert main(["data", "shard", str(lab), str(sh), "data.size=[24,24]"]) == 0
+    capsys.readouterr()
+    assert main(["train", "configs/quickstart_classification.yaml", "data.dataset=shards", f"data.root={sh}",
+                 "data.label_fraction=0.5", "encoder.name=vit_micro", f"out={tmp_path / 'o'}", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "needs random access" in err and "source folder" in err and "Traceback" not in err
+
+
 def test_data_prepare_folder_writes_the_card_outside_the_data(tmp_path, dicom_path, capsys):
     mixed = tmp_path / "mixed"
     write_mixed_folder(mixed, dicom_path("CT_small.dcm"))
