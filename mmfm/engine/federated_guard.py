@@ -172,6 +172,9 @@ class Guard:
             return f"it claims {num_examples!r} training samples, the configuration gives the site {self.sizes[site]}"
         if not isinstance(num_examples, int) or num_examples < 1:
             return f"it claims {num_examples!r} training samples"
+        why = _metrics_problem(metrics)
+        if why:
+            return why
         if self.secret is not None:
             want = tag(self.secret, "fit", self.nonce("fit", server_round), site, num_examples, arrays_digest(arrays),
                        metrics_text(metrics))
@@ -186,11 +189,9 @@ class Guard:
             return why
         if self.eval_sizes is not None and num_examples != self.eval_sizes.get(site):
             return f"it claims {num_examples!r} evaluation samples, the configuration gives {self.eval_sizes[site]}"
-        for k, v in metrics.items():
-            if k in ("site", "tag"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                return f"metric {_shown(k)} is not a finite number"
+        why = _metrics_problem(metrics)
+        if why:
+            return why
         if self.secret is not None:
             want = tag(self.secret, "evaluate", self.nonce("evaluate", server_round), site, num_examples,
                        metrics_text(metrics))
@@ -212,6 +213,18 @@ class Guard:
     @staticmethod
     def log(message: str) -> None:
         print(f"[mmfm] federation: {message}", flush=True)
+
+
+def _metrics_problem(metrics: dict[str, Any], most: int = 64) -> str | None:
+    """Metrics are what results.json and federation.json record: at most ``most``, each a finite number."""
+    if len(metrics) > most:
+        return f"it sends {len(metrics)} metrics (at most {most})"
+    for k, v in metrics.items():
+        if k in ("site", "tag"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"metric {_shown(k)} is not a finite number"
+    return None
 
 
 def check_update(arrays: list[np.ndarray], reference: list[np.ndarray] | None, max_ratio: float) -> str | None:

@@ -104,6 +104,19 @@ def test_a_malformed_update_is_rejected_without_crashing_the_server(make):
     assert _only_honest(_run(Attacker(make)))
 
 
+def test_non_numeric_or_nan_metrics_are_rejected():
+    class Odd(Attacker):
+        def fit(self, parameters: list, config: dict) -> tuple:
+            return [p + 0.5 for p in parameters], 5, {"site": "B", "loss": "<img src=x onerror=alert(1)>"}
+
+    class NaNLoss(Attacker):
+        def fit(self, parameters: list, config: dict) -> tuple:
+            return [p + 0.5 for p in parameters], 5, {"site": "B", "loss": float("nan")}
+
+    assert _only_honest(_run(Odd(None)))
+    assert _only_honest(_run(NaNLoss(None)))
+
+
 def test_an_update_beyond_the_norm_bound_is_rejected():
     assert _only_honest(_run(Attacker(lambda ps: [p * 1e4 + 3.0 for p in ps])))
 
