@@ -111,19 +111,27 @@ def test_image_text_objective_bf16_step_follows_fp32(name, opts):
 
 @pytest.mark.parametrize("name", [n for n in ENCODERS.names() if n not in ("merlin", "open_clip_tower")])
 def test_every_encoder_runs_forward_and_backward_under_bf16(name):
-    dims = [2] if name == "litemedsam" else [2, 3]
-    for d in dims:
+    """Features in eval mode (trained statistics; in train mode a BatchNorm over a batch of 2 normalises a 1x1 map
+    to +-1 and turns any rounding into a sign) agree with fp32 to bf16 rounding through a deep stack (~10 x 2u);
+    a training-mode backward pass under autocast gives finite gradients."""
+    for d in [2] if name == "litemedsam" else [2, 3]:
         torch.manual_seed(0)
-        enc = build_encoder(name, spatial_dims=d, in_channels=1)
-        x = torch.randn(2, 1, *([32] * d))
+        enc = build_encoder(name, spatial_dims=d, in_channels=2)     # 2: late_fusion splits channels by modality
+        x = torch.randn(2, 2, *([32] * d))
+        enc.eval()
+        with torch.no_grad(), autocast("bf16", CPU):
+            low = enc(x)["pooled"].float()
+        with torch.no_grad():
+            ref = enc(x)["pooled"]
+        rel = float((low - ref).norm() / ref.norm().clamp_min(1e-6))
+        assert rel < 0.1, (name, d, rel)
+        enc.train()
         with autocast("bf16", CPU):
             out = enc(x)
-        ref = enc(x)
-        loss = out["pooled"].float().square().mean()
+        loss = out["pooled"].float().square().mean() + out["tokens"].float().mean()
         loss.backward()
         assert torch.isfinite(loss)
-        rel = float((out["pooled"].float() - ref["pooled"]).norm() / ref["pooled"].norm().clamp_min(1e-6))
-        assert rel < 0.1, (name, d, rel)   # features agree to bf16 rounding through a deep stack (~10 x 2u)
+        assert all(torch.isfinite(p.grad).all() for p in enc.parameters() if p.grad is not None), (name, d)
 
 
 def test_auto_takes_bf16_where_the_machine_has_it_and_records_why(tmp_path, monkeypatch):
@@ -147,7 +155,7 @@ def test_bf16_ddp_follows_the_single_process_bf16_run(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), abs=0.03)
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
-    assert max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-6)) for k in a) < 0.2
+    assert max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-6)) for k in a if a[k].is_floating_point()) < 0.2
 
 
 def test_bf16_resume_is_exact(tmp_path):
@@ -185,7 +193,6 @@ def test_every_loss_computes_in_fp32_under_autocast():
         ref = fn(a, b)
         with autocast("bf16", CPU):
             got = fn(z1.bfloat16(), z2.bfloat16())
-        ref = ref["loss"] if isinstance(ref, dict) else ref
-        got = got["loss"] if isinstance(got, dict) else got
+        ref, got = (ref[0], got[0]) if isinstance(ref, tuple) else (ref, got)   # (loss, per-patch error)
         assert got.dtype == torch.float32, name
         assert torch.allclose(got, ref, atol=1e-6), (name, got, ref)
