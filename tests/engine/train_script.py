@@ -1,7 +1,9 @@
 """A tiny training run used by the resume and DDP tests (run as a subprocess, also under torchrun).
 
 usage: python train_script.py OUT BATCH_SIZE [--dropout] [--bn] [--blocks] [--accum N] [--steps N]
-                              [--nan-on-rank R --nan-at-step S] [--fsdp] [--compile] [--precision P (default fp32: the equality tests compare exact runs)] [--peft]
+                              [--nan-on-rank R --nan-at-step S] [--fsdp] [--compile] [--precision P] [--peft]
+
+--precision defaults to fp32: the equality tests compare exact runs (bf16: tests/engine/test_bf16.py).
 """
 
 from __future__ import annotations
