@@ -97,10 +97,14 @@ def cam_layer(encoder: nn.Module, x: torch.Tensor, min_side: int = 4) -> str:
     """The layer Grad-CAM reads: the last block (a module with children, in the order blocks finish) whose feature
     map is at least ``min_side`` on every side -- the last stage of a CNN on a usual input (7x7 for 224 pixels),
     an earlier one when the input is so small that the last stage is 1x1 (no place left to point at)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     finished: list[tuple[str, tuple[int, ...]]] = []
     hooks = []
     for name, m in encoder.named_modules():
-        if name and any(True for _ in m.children()):
+        # a layer with an adapter (peft) is one layer, not a block: merged, it is a plain layer again, and the
+        # adapted and the merged model must read the same block
+        if name and any(True for _ in m.children()) and not isinstance(m, BaseTunerLayer):
             hooks.append(m.register_forward_hook(
                 lambda mod, i, o, name=name: finished.append((name, tuple(o.shape[2:])))
                 if torch.is_tensor(o) and o.ndim == x.ndim else None))

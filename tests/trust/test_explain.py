@@ -104,7 +104,7 @@ def test_grad_cam_reaches_the_layer_of_adapted_merged_and_frozen_encoders():
     gradient, so MONAI's backward hook never fired: `mmfm train ... train.peft=lora` crashed in the report) and the
     same weights all trainable give one Grad-CAM map: the map depends on the weights, not on what trains."""
     from mmfm.encoders.adapters import PeftSpec, add_adapters, merge_adapters
-    from mmfm.trust.explain import grad_cam
+    from mmfm.trust.explain import cam_layer, grad_cam
 
     torch.manual_seed(0)
     model = ClassificationTask(build_encoder("resnet_tiny", spatial_dims=2, in_channels=1), 3).eval()
@@ -115,7 +115,11 @@ def test_grad_cam_reaches_the_layer_of_adapted_merged_and_frozen_encoders():
                 p.normal_(0.0, 0.05)
     x = torch.randn(2, 1, 32, 32)
     adapted = grad_cam(model, x, 1)
+    # a layer with an adapter is a layer, not a block: the adapted and the merged model read the same block, also
+    # where the choice falls back to the largest map (the LoRA-wrapped stem would win it if it counted)
+    layers = [cam_layer(model.encoder, x[:1]), cam_layer(model.encoder, x[:1], min_side=64)]
     assert merge_adapters(model) > 0
+    assert [cam_layer(model.encoder, x[:1]), cam_layer(model.encoder, x[:1], min_side=64)] == layers
     assert not any(p.requires_grad for p in model.encoder.parameters())
     merged = grad_cam(model, x, 1)
     assert merged.shape == (2, 32, 32) and bool((merged.flatten(1).amax(1) > 0.99).all())
