@@ -27,6 +27,7 @@ from mmfm.workflows.outputs import Staged, check_ours, check_writable
 
 COMMAND = "mmfm segment"
 MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
+INFERENCE_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def _stem(out: Path) -> Path:
@@ -100,11 +101,16 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             points: Sequence[Sequence[float]] = (), negative_points: Sequence[Sequence[float]] = (),
             slice_index: int | None = None, axis: int = 2, modality: str | None = None, preset: str | None = None,
             model: str = "litemedsam", min_score: float = 0.5, max_change: float = 0.15, overwrite: bool = False,
-            progress: bool = True, text: str | None = None) -> dict[str, Any]:
+            progress: bool = True, text: str | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
-    JSON record."""
+    JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
+    slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``)."""
+    from mmfm.engine.precision import autocast, resolve_precision
     from mmfm.tasks.promptable import for_inference, predict_slice, propagate
 
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
+                          f"use one of {', '.join(INFERENCE_PRECISIONS)}")
     image, out = Path(image), Path(out)
     if box is None and not points and not text:
         raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1, --point X Y, or --text NAME (a text-prompted model)")
@@ -170,52 +176,57 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     record["prompt"].update(points=pts, negative_points=neg)
     labels = [1] * len(pts) + [0] * len(neg)
     net, record["model"], task = load_model(model)
-    net = for_inference(net).to("cuda" if torch.cuda.is_available() else "cpu")
-    text_emb = None
-    if text:
-        if task is None or not task.prompt.startswith("text"):
-            raise ConfigError(f"{record['model']['name']} takes no text prompt",
-                              "train a text-prompted model (mmfm train with task.prompt=text) and pass its run as "
-                              "--model, or prompt with --box / --point")
-        text_emb = task.embed_text([text])[0]
-        sims = F.cosine_similarity(text_emb[None], task.class_text[1:], dim=1)
-        record["prompt"]["text"] = text
-        record["prompt"]["closest_trained_class"] = {"name": task.class_names[1 + int(sims.argmax())],
-                                                     "cosine": round(float(sims.max()), 4)}
-    if img.spatial_dims == 2:
-        mask, score = predict_slice(net, plane, record["prompt"]["box"], pts + neg, labels, text_emb)
-        mask_ij = mask.T
-        record.update(score=round(score, 4), foreground_pixels=int(mask.sum()))
-    elif text:
-        from tqdm import tqdm
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = for_inference(net).to(device)
+    used = resolve_precision(precision, device)
+    record["precision"] = used.as_dict()
 
-        mask_ij = np.zeros(volume.shape, dtype=bool)
-        moved = np.moveaxis(mask_ij, axis, 2)        # a view: filling it fills mask_ij
-        planes = np.moveaxis(volume, axis, 2)
-        for k in tqdm(range(n), desc="segment", unit="slice", disable=not progress, file=sys.stderr):
-            m, _ = predict_slice(net, np.swapaxes(planes[:, :, k], 0, 1), text=text_emb)
-            moved[:, :, k] = m.T
-        vox_ml = float(np.prod(img.spacing)) / 1000.0
-        filled = np.flatnonzero(moved.any(axis=(0, 1)))
-        record["prompt"]["axis"] = axis
-        record.update(slices=[int(filled[0]), int(filled[-1])] if filled.size else [],
-                      foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
-    else:
-        from tqdm import tqdm
+    with autocast(used.used, device):   # the prediction only; masks are written as before
+        text_emb = None
+        if text:
+            if task is None or not task.prompt.startswith("text"):
+                raise ConfigError(f"{record['model']['name']} takes no text prompt",
+                                  "train a text-prompted model (mmfm train with task.prompt=text) and pass its run as "
+                                  "--model, or prompt with --box / --point")
+            text_emb = task.embed_text([text])[0]
+            sims = F.cosine_similarity(text_emb[None], task.class_text[1:], dim=1)
+            record["prompt"]["text"] = text
+            record["prompt"]["closest_trained_class"] = {"name": task.class_names[1 + int(sims.argmax())],
+                                                         "cosine": round(float(sims.max()), 4)}
+        if img.spatial_dims == 2:
+            mask, score = predict_slice(net, plane, record["prompt"]["box"], pts + neg, labels, text_emb)
+            mask_ij = mask.T
+            record.update(score=round(score, 4), foreground_pixels=int(mask.sum()))
+        elif text:
+            from tqdm import tqdm
 
-        bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
-        result = propagate(net, volume, slice_index, record["prompt"]["box"], pts + neg, labels, axis=axis,
-                           min_score=min_score, max_change=max_change, progress=bar,
-                           batch=8 if next(net.parameters()).is_cuda else 1)
-        bar.close()
-        mask_ij = result.mask
-        record["prompt"].update(slice=slice_index, axis=axis)
-        filled = sorted(result.scores) if mask_ij.any() else []
-        vox_ml = float(np.prod(img.spacing)) / 1000.0
-        record.update(slices=[filled[0], filled[-1]] if filled else [], stopped=result.stopped,
-                      min_score=min_score, max_change=max_change,
-                      scores={str(k): round(v, 4) for k, v in sorted(result.scores.items())},
-                      foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
+            mask_ij = np.zeros(volume.shape, dtype=bool)
+            moved = np.moveaxis(mask_ij, axis, 2)        # a view: filling it fills mask_ij
+            planes = np.moveaxis(volume, axis, 2)
+            for k in tqdm(range(n), desc="segment", unit="slice", disable=not progress, file=sys.stderr):
+                m, _ = predict_slice(net, np.swapaxes(planes[:, :, k], 0, 1), text=text_emb)
+                moved[:, :, k] = m.T
+            vox_ml = float(np.prod(img.spacing)) / 1000.0
+            filled = np.flatnonzero(moved.any(axis=(0, 1)))
+            record["prompt"]["axis"] = axis
+            record.update(slices=[int(filled[0]), int(filled[-1])] if filled.size else [],
+                          foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
+        else:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
+            result = propagate(net, volume, slice_index, record["prompt"]["box"], pts + neg, labels, axis=axis,
+                               min_score=min_score, max_change=max_change, progress=bar,
+                               batch=8 if next(net.parameters()).is_cuda else 1)
+            bar.close()
+            mask_ij = result.mask
+            record["prompt"].update(slice=slice_index, axis=axis)
+            filled = sorted(result.scores) if mask_ij.any() else []
+            vox_ml = float(np.prod(img.spacing)) / 1000.0
+            record.update(slices=[filled[0], filled[-1]] if filled else [], stopped=result.stopped,
+                          min_score=min_score, max_change=max_change,
+                          scores={str(k): round(v, 4) for k, v in sorted(result.scores.items())},
+                          foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
     record["mask"] = {"file": out.name, "foreground_value": 255 if raster else 1}
     with Staged() as staged:
         target = staged.path(out)
