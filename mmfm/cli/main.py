@@ -328,7 +328,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     rec = segment(a.image, a.out, box=a.box, points=a.point or (), negative_points=a.negative_point or (),
                   slice_index=a.slice, axis=a.axis, modality=a.modality, preset=a.preset, model=a.model,
                   min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
-                  text=a.text)
+                  text=a.text, precision=a.precision)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -643,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--overwrite", action="store_true", help="replace an earlier output of mmfm segment")
     sg.add_argument("--json", action="store_true", help="print the JSON record")
     sg.add_argument("--quiet", action="store_true", help="no progress bar")
+    sg.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                    help="arithmetic of the model: fp32 (default), bf16 autocast (fast where the CPU has "
+                         "avx512_bf16/amx or on a recent GPU; emulated and slow elsewhere), or auto (bf16 only where "
+                         "native); the choice is in the JSON record")
     sg.set_defaults(func=_cmd_segment)
     sv = sub.add_parser("serve", help="a local web app: upload a scan, segment with a box, zero-shot, saliency",
                         description="Start a web app on this machine (127.0.0.1 by default): upload a DICOM file or "
