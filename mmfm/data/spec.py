@@ -151,13 +151,10 @@ def all_samples(data: Any) -> SampleList:
     if data.root is None:
         raise ConfigError(f"data.root is required for {data.dataset}", f"how to get it: {entry.obtain}")
     options = dict(data.options)
-    if entry.layout == "folder":   # a typed key of its own (a security choice, not a loader detail)
-        if "allow_outside_root" in options:
-            raise ConfigError("data.options.allow_outside_root is not an option", "set data.allow_outside_root=true")
-        options["allow_outside_root"] = bool(getattr(data, "allow_outside_root", False))
-    key = json.dumps([entry.name, str(Path(data.root).resolve()), options], sort_keys=True, default=str)
+    outside = bool(getattr(data, "allow_outside_root", False))   # a typed key of its own, for every layout
+    key = json.dumps([entry.name, str(Path(data.root).resolve()), options, outside], sort_keys=True, default=str)
     if key not in _LOADED:
-        samples = load_dataset(data.dataset, data.root, **options)
+        samples = load_dataset(data.dataset, data.root, outside, **options)
         scan = samples.scan
         if scan.get("skipped"):
             say(f"{len(scan['skipped'])} file(s) in data.root could not be read and are skipped (listed by "

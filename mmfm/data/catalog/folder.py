@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mmfm.data.catalog.confine import OUTSIDE, confine_rows, inside
 from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
 from mmfm.data.io import image_format, image_info, read_image
 from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
@@ -49,14 +50,6 @@ def shown_name(path: Path, root: Path, dicom: bool | None = None) -> str:
 def _reason(e: InputFileError, path: Path, root: Path) -> str:
     """The problem, with the file's full path (a library may quote it) replaced by its shown name."""
     return e.what.replace(str(path), shown_name(path, root))
-
-
-OUTSIDE = "links to a file outside data.root (not followed; set data.allow_outside_root=true to follow it)"
-
-
-def inside(root: Path, path: Path) -> bool:
-    """Whether ``path``, links resolved, is ``root`` or under it."""
-    return path.resolve().is_relative_to(root.resolve())
 
 
 def _links_out(root: Path, folder: Path) -> list[Path]:
@@ -126,17 +119,6 @@ def scan_folder(root: Path, allow_outside_root: bool = False
     return images, skipped, others
 
 
-def _confine_rows(root: Path, table: Path, rows: list[tuple[int, dict[str, str]]], column: str) -> None:
-    """Refuse rows whose image is outside ``root`` (absolute, ``..``, or a link out), before anything is read or
-    checked there (whether an outside file exists is not told either)."""
-    out = [n for n, row in rows if Path(row[column]).is_absolute() or not inside(root, root / row[column])]
-    if out:
-        lines = ", ".join(str(n) for n in out[:5]) + (f" and {len(out) - 5} more" if len(out) > 5 else "")
-        raise InputFileError(table, f"{len(out)} row(s) name images outside data.root (line {lines})",
-                             "write image paths relative to the folder and inside it, or set "
-                             "data.allow_outside_root=true if you mean to read files outside it")
-
-
 @LAYOUTS.register("folder")
 def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", label_column: str = "label",
            patient_column: str = "", modality: str = "", allow_outside_root: bool = False) -> SampleList:
@@ -156,8 +138,7 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
         if not rows:
             raise InputFileError(table, "has no rows", "one row per image: image,label")
         _need_columns(table, rows, [image_column, label_column, patient_column])
-        if not allow_outside_root:
-            _confine_rows(root, table, rows, image_column)
+        confine_rows(root, table, rows, image_column, allow_outside_root)
         paths = _resolve_images(root, table, rows, image_column)
         records, skipped = [], []
         for p, (n, row) in zip(paths, rows):

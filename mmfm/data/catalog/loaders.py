@@ -3,6 +3,9 @@
 Each loader takes the root of a user's local copy (a folder or file) and options, checks the layout up front
 (a CSV row pointing at a missing image is reported with its line number before any training starts) and returns
 :class:`SampleList`, a lazy sequence of sample dicts (:mod:`mmfm.data.sample`); images are read on access.
+
+Every path a loader reads from a table, JSON, XML or option stays inside ``root`` (:mod:`mmfm.data.catalog.confine`)
+unless the user sets ``data.allow_outside_root=true``, which reaches each loader as ``allow_outside_root``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfm.data.catalog.confine import KEY, confine, confine_rows, inside_root
 from mmfm.data.catalog.entries import get_entry
 from mmfm.data.io import read_image
 from mmfm.data.io.checks import check_file
@@ -26,7 +30,7 @@ from mmfm.data.io.reports import clean_text, parse_iu_xml, split_sections
 from mmfm.data.modality import canonical_modality
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, Image, Report, make_sample
-from mmfm.errors import InputFileError
+from mmfm.errors import ConfigError, InputFileError
 from mmfm.registry import Registry
 
 LAYOUTS: Registry[SampleList] = Registry("layout")  # type: ignore[name-defined]  # noqa: F821
@@ -173,17 +177,21 @@ def medmnist_npz(root: Path, split: str = "train", modality: str = "XR") -> Samp
 @LAYOUTS.register("image_csv")
 def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image", label_column: str = "label",
               patient_column: str = "", image_dir: str = "", modality: str = "XR",
-              modality_columns: dict[str, str] | None = None) -> SampleList:
+              modality_columns: dict[str, str] | None = None, allow_outside_root: bool = False) -> SampleList:
     """Images plus a CSV of labels (one row per image). ``modality_columns`` ({modality: column}, e.g. ``{CT: ct,
     PT: pet}`` or ``{"MR:T1": t1, "MR:T2": t2}``): one multi-modal sample per row, an image per column on one grid;
     an empty cell is a missing modality (``data.missing_modalities=zero`` to use such rows). The row's other
-    columns are kept with the sample (``federate.sites=<column>``)."""
+    columns are kept with the sample (``federate.sites=<column>``). ``allow_outside_root``: read paths that leave
+    ``root`` (``data.allow_outside_root``)."""
     root = Path(root)
-    rows = _rows(root / table)
+    path = inside_root(root, table, "data.options.table", allow_outside_root)
+    rows = _rows(path)
     columns = dict(modality_columns or {})
     for m in columns:
         canonical_modality(m)
-    _need_columns(root / table, rows, [*(columns.values() or [image_column]), label_column, patient_column])
+    _need_columns(path, rows, [*(columns.values() or [image_column]), label_column, patient_column])
+    for c in columns.values() or [image_column]:
+        confine_rows(root, path, rows, c, allow_outside_root, image_dir)
     if columns:
         per_mod = {m: [(n, r) for n, r in rows if (r.get(c) or "").strip()] for m, c in columns.items()}
         empty = [n for n, r in rows if not any((r.get(c) or "").strip() for c in columns.values())]
@@ -225,13 +233,15 @@ def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image"
 @LAYOUTS.register("image_text_csv")
 def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = "image", text_column: str = "text",
                    section_columns: dict[str, str] | None = None, patient_column: str = "", study_column: str = "",
-                   image_dir: str = "", modality: str = "XR") -> SampleList:
+                   image_dir: str = "", modality: str = "XR", allow_outside_root: bool = False) -> SampleList:
     """Images plus a CSV of captions or reports (ROCO, MedICaT, PMC-OA, MIMIC-CXR, CT-RATE, ...)."""
     root = Path(root)
-    rows = _rows(root / table)
+    path = inside_root(root, table, "data.options.table", allow_outside_root)
+    rows = _rows(path)
     text_cols = list((section_columns or {}).values()) or [text_column]
-    _need_columns(root / table, rows, [image_column, *text_cols, patient_column, study_column])
-    paths = _resolve_images(root, root / table, rows, image_column, image_dir)
+    _need_columns(path, rows, [image_column, *text_cols, patient_column, study_column])
+    confine_rows(root, path, rows, image_column, allow_outside_root, image_dir)
+    paths = _resolve_images(root, path, rows, image_column, image_dir)
     records = []
     for p, (n, row) in zip(paths, rows):
         if section_columns:
@@ -254,12 +264,27 @@ def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = 
     return SampleList(records, read)
 
 
-def _nifti_pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
+def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Path, Path | None, str]]:
+    """(image, label map or None, case) of every case; paths from ``dataset.json`` and scanned files that link
+    out are refused unless ``allow_outside_root``."""
     ds_json = root / "dataset.json"
     if ds_json.exists():
-        meta = json.loads(ds_json.read_text())
+        inside_root(root, "dataset.json", "the table", allow_outside_root)
+        try:
+            entries = json.loads(check_file(ds_json).read_text(encoding="utf-8")).get("training", [])
+        except (ValueError, AttributeError) as e:
+            raise InputFileError(ds_json, f"is not an MSD dataset.json ({type(e).__name__})",
+                                 'expected {"training": [{"image": ..., "label": ...}, ...]}') from None
+        bad = [i for i, e in enumerate(entries if isinstance(entries, list) else [None])
+               if not isinstance(e, dict) or not isinstance(e.get("image"), str)
+               or not isinstance(e.get("label") or "", str)]
+        if bad:
+            raise InputFileError(ds_json, f"training[{bad[0]}] is not {{image: path[, label: path]}}",
+                                 "write each case's image (and label map) path as a string, relative to the folder")
+        confine(root, ds_json, [(f"training[{i}].{k}", e[k]) for i, e in enumerate(entries) for k in ("image", "label")
+                                if e.get(k)], allow_outside_root, "path(s) lead")
         return [(root / e["image"], root / e["label"] if e.get("label") else None,
-                 Path(e["image"]).name.split(".")[0]) for e in meta.get("training", [])]
+                 Path(e["image"]).name.split(".")[0]) for e in entries]
     if (root / "imagesTr").is_dir():
         out = []
         for img in sorted((root / "imagesTr").glob("*.nii*")):
@@ -267,20 +292,24 @@ def _nifti_pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
             cands = [root / "labelsTr" / img.name, root / "labelsTr" / img.name.replace("_0000", ""),
                      root / "labelsTr" / img.name.replace("img", "label")]
             out.append((img, next((c for c in cands if c.exists()), None), case.replace("_0000", "")))
-        return out
-    cases = sorted(d for d in root.iterdir() if d.is_dir() and (d / "ct.nii.gz").exists())
-    return [(d / "ct.nii.gz", d / "combined_labels.nii.gz" if (d / "combined_labels.nii.gz").exists() else None,
-             d.name) for d in cases]
+    else:
+        cases = sorted(d for d in root.iterdir() if d.is_dir() and (d / "ct.nii.gz").exists())
+        out = [(d / "ct.nii.gz", d / "combined_labels.nii.gz" if (d / "combined_labels.nii.gz").exists() else None,
+                d.name) for d in cases]
+    files = [p.relative_to(root) for img, lab, _ in out for p in (img, lab) if p is not None]
+    confine(root, root, [(str(p), p) for p in files], allow_outside_root, "file(s) link to files")
+    return out
 
 
 @LAYOUTS.register("nifti_folders")
-def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False) -> SampleList:
+def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False,
+                  allow_outside_root: bool = False) -> SampleList:
     """NIfTI volumes with label maps: MSD (dataset.json), ``imagesTr/labelsTr`` (BTCV, AMOS, nnU-Net) or
     AbdomenAtlas case folders (``<case>/ct.nii.gz`` + ``combined_labels.nii.gz``)."""
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "dataset folder not found")
-    pairs = _nifti_pairs(root)
+    pairs = _nifti_pairs(root, allow_outside_root)
     if not pairs:
         raise InputFileError(root, "no NIfTI images found", "expected dataset.json, imagesTr/ or <case>/ct.nii.gz")
     for img, lab, _ in pairs:
@@ -300,16 +329,18 @@ def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False
 
 @LAYOUTS.register("coco_boxes")
 def coco_boxes(root: Path, annotations: str = "annotations.json", image_dir: str = "",
-               modality: str = "unknown") -> SampleList:
+               modality: str = "unknown", allow_outside_root: bool = False) -> SampleList:
     """Images with box annotations in a COCO-style JSON (detection): ``annotations`` lists the images (file names
     relative to ``root/image_dir``), the boxes ([x, y, width, height] in pixels) and the categories. Images
     without boxes are kept (negatives). ``class_names`` = ["background", *categories], box labels 0..K-1."""
     from mmfm.data.io.coco import read_coco
 
     root = Path(root)
-    table = check_file(root / annotations)
+    table = check_file(inside_root(root, annotations, "data.options.annotations", allow_outside_root))
     ann = read_coco(table)
     cats = ann.pop("__categories__")
+    confine(root, table, [(f"file_name {str(name)[:80]!r}", Path(image_dir) / str(name)) for name in ann],
+            allow_outside_root, "image(s) name files")
     records, missing = [], []
     for name, rec in sorted(ann.items()):
         path = root / image_dir / name
@@ -337,22 +368,25 @@ def coco_boxes(root: Path, annotations: str = "annotations.json", image_dir: str
 @LAYOUTS.register("vqa_json")
 def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", image_dir: str = "imgs",
              question_key: str = "question", answer_key: str = "answer", modality: str = "XR",
-             language: str = "en") -> SampleList:
+             language: str = "en", allow_outside_root: bool = False) -> SampleList:
     """VQA JSON (SLAKE, VQA-RAD, PathVQA exported): a list of {image, question, answer[, answer_type]}."""
     root = Path(root)
-    path = check_file(root / file)
+    path = check_file(inside_root(root, file, "data.options.file", allow_outside_root))
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputFileError(path, f"invalid JSON ({e})") from None
-    if not isinstance(items, list):
+    if not isinstance(items, list) or not all(isinstance(q, dict) for q in items):
         raise InputFileError(path, "expected a JSON list of question records")
     items = [q for q in items if q.get("q_lang", language) == language]
-    records = []
     for n, q in enumerate(items):
         missing = [k for k in (image_key, question_key, answer_key) if k not in q]
         if missing:
             raise InputFileError(path, f"record {n} has no {missing}", f"keys present: {sorted(q)}")
+    confine(root, path, [(f"record {n}", Path(image_dir) / str(q[image_key])) for n, q in enumerate(items)],
+            allow_outside_root, "record(s) name files")
+    records = []
+    for n, q in enumerate(items):
         img = root / image_dir / str(q[image_key])
         if not img.exists():
             raise InputFileError(path, f"record {n} points at missing image {img}")
@@ -369,10 +403,11 @@ def vqa_json(root: Path, file: str = "train.json", image_key: str = "img_name", 
 
 @LAYOUTS.register("text_only")
 def text_only(root: Path, file: str = "", format: str = "csv", fields: dict[str, str] | None = None,
-              label: str = "", id: str = "", patient: str = "") -> SampleList:
-    """Plain-text datasets (MedNLI jsonl, MeQSum/MIMIC CSV, JSON lists). ``fields`` maps text name -> column."""
+              label: str = "", id: str = "", patient: str = "", allow_outside_root: bool = False) -> SampleList:
+    """Plain-text datasets (MedNLI jsonl, MeQSum/MIMIC CSV, JSON lists). ``fields`` maps text name -> column;
+    ``file``: the file inside ``root`` (``root`` itself when empty)."""
     root = Path(root)
-    path = check_file(root / file if file else root)
+    path = check_file(inside_root(root, file, "data.options.file", allow_outside_root) if file else root)
     fields = fields or {"text": "text"}
     try:
         if format == "jsonl":
@@ -402,24 +437,34 @@ def text_only(root: Path, file: str = "", format: str = "csv", fields: dict[str,
 
 @LAYOUTS.register("iu_xray")
 def iu_xray(root: Path, reports: str = "ecgen-radiology", image_dir: str = "NLMCXR_png", modality: str = "XR",
-            require_images: bool = True) -> SampleList:
+            require_images: bool = True, allow_outside_root: bool = False) -> SampleList:
     """IU X-ray (OpenI): report XMLs (a folder or the NLMCXR_reports.tgz) and PNGs named by parentImage id.
     One sample per (report, image); with ``require_images=False`` one text-only sample per report."""
     root = Path(root)
-    src = root / reports
-    parsed = []
+    src = inside_root(root, reports, "data.options.reports", allow_outside_root)
+    parsed = []     # (where the XML came from, the report)
     if src.is_dir():
-        parsed = [parse_iu_xml(p.read_bytes(), str(p)) for p in sorted(src.glob("*.xml"))]
+        xmls = sorted(src.glob("*.xml"))
+        confine(root, src, [(p.name, Path(reports) / p.name) for p in xmls], allow_outside_root,
+                "file(s) link to files")
+        parsed = [(str(Path(reports) / p.name), parse_iu_xml(p.read_bytes(), str(p))) for p in xmls]
     elif src.exists() or (root / "NLMCXR_reports.tgz").exists():
-        tgz = src if src.exists() else root / "NLMCXR_reports.tgz"
+        tgz = src if src.exists() else inside_root(root, "NLMCXR_reports.tgz", "the report archive",
+                                                   allow_outside_root)
         with tarfile.open(tgz) as tf:
             for m in tf.getmembers():
                 if m.name.endswith(".xml"):
-                    parsed.append(parse_iu_xml(tf.extractfile(m).read(), m.name))  # type: ignore[union-attr]
+                    xml = tf.extractfile(m).read()  # type: ignore[union-attr]
+                    parsed.append((f"{tgz.name}:{m.name}", parse_iu_xml(xml, m.name)))
     else:
         raise InputFileError(src, "report folder not found", "expected ecgen-radiology/*.xml or NLMCXR_reports.tgz")
+    if require_images:   # image ids come from the XML: a hostile one may climb out of image_dir
+        for where, rep in parsed:
+            confine(root, where, [(f"parentImage {str(i)[:80]!r} of report {str(rep['uid'])[:80]!r}",
+                                   Path(image_dir) / f"{i}.png") for i in rep["images"]],
+                    allow_outside_root, "image id(s) name files")
     records = []
-    for rep in parsed:
+    for _, rep in parsed:
         if not rep["report"].text:
             continue
         if require_images:
@@ -445,13 +490,21 @@ def iu_xray(root: Path, reports: str = "ecgen-radiology", image_dir: str = "NLMC
     return SampleList(records, read)
 
 
-def load_dataset(name: str, root: str | Path, **options: Any) -> SampleList:
-    """Load a catalog dataset from a local copy: the entry's layout family with its default options."""
+def load_dataset(name: str, root: str | Path, allow_outside_root: bool = False, /, **options: Any) -> SampleList:
+    """Load a catalog dataset from a local copy: the entry's layout family with its default options.
+
+    ``allow_outside_root`` (``data.allow_outside_root``, positional only): let the layout read paths that leave
+    ``root``. It is a typed key of its own (a security choice, not a loader detail): a keyword of that name is
+    one of ``data.options`` and is refused, so no option dictionary can switch it on."""
     entry = get_entry(name)
+    if "allow_outside_root" in options:
+        raise ConfigError("data.options.allow_outside_root is not an option", f"set {KEY}=true")
     if entry.layout == "mini":
         from mmfm.data.sources.mini_reader import load_mini
 
         return load_mini(root, **options)
     LAYOUTS.check_options(entry.layout, options, "data.options")
     opts = {**entry.options, **options}
+    if LAYOUTS.accepts(entry.layout, "allow_outside_root"):
+        opts["allow_outside_root"] = bool(allow_outside_root)
     return LAYOUTS.get(entry.layout)(Path(root), **opts)
