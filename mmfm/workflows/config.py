@@ -49,7 +49,7 @@ class DataConfig:
     #                                     naming cases (nifti_folders) or files inside data.root (folder)
     label_fraction: float = 1.0           # fraction of training labels used (seeded; stratified by class)
     split_seed: int = 0
-    allow_outside_root: bool = False      # folder: follow labels.csv rows and links that leave data.root
+    allow_outside_root: bool = False      # every layout: follow table rows, JSON entries and links that leave data.root
     options: dict[str, Any] = field(default_factory=dict)  # extra loader options
 
 

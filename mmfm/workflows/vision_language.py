@@ -229,12 +229,13 @@ def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
     opts = dict(cfg.data.options)
     files = {"train": "train.json", "val": "validate.json", "test": "test.json", **opts.pop("split_files", {})}
     if "file" in opts:
-        every = load_dataset(cfg.data.dataset, cfg.data.root, **opts)
+        every = load_dataset(cfg.data.dataset, cfg.data.root, cfg.data.allow_outside_root, **opts)
         assign = group_split([str(r["image"]) for r in every.records], {"train": 0.7, "val": 0.15, "test": 0.15},
                              seed=cfg.data.split_seed)
         samples = SampleList([r for r, a in zip(every.records, assign) if a == split], every._read)
     else:
-        samples = load_dataset(cfg.data.dataset, cfg.data.root, file=files.get(split, f"{split}.json"), **opts)
+        samples = load_dataset(cfg.data.dataset, cfg.data.root, cfg.data.allow_outside_root,
+                               file=files.get(split, f"{split}.json"), **opts)
     if len(samples) == 0:
         raise ConfigError(f"{cfg.data.dataset}: no questions in split '{split}'", "check data.root and the JSON files")
     ds = SampleDataset(samples, cfg.data.modalities, dataspec.grid_size(cfg.data), label_key=None)
