@@ -234,6 +234,19 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@dataclass
+class _StepContext:
+    """What one optimiser step's forward/backward passes need (the wrapped model, DDP, scaler, DP)."""
+    model: nn.Module
+    ddp: Any
+    run: Any
+    scaler: Any
+    privacy: Any
+    sharded: bool
+    step: int
+    first: bool
+
+
 class Trainer:
     """Train ``model`` on ``dataset`` (indexable; items are dicts of tensors) into ``run_dir``."""
 
@@ -386,34 +399,42 @@ class Trainer:
                 _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
                 num_workers=num_workers(cfg, self.dataset), pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
+        # see the loop: low-precision CPU steps whose gradients come back non-finite are recomputed in fp32
+        guard_cpu_low_precision = (precision.used != "fp32" and self.device.type == "cpu" and privacy is None
+                                   and not sharded and scaler is None)
+        recomputed: list[int] = list(self.run_info.get("steps_recomputed_in_fp32", []))
         for step in range(start, cfg.max_steps):
             factor = lr_factor(step, self.ocfg, cfg.max_steps)
             for group in opt.param_groups:
                 group["lr"] = self.ocfg.lr * factor
-            sums: dict[str, float] = {}
-            for micro in range(cfg.grad_accum):
-                batch = to_device(next(batches), self.device)
-                last_micro = micro == cfg.grad_accum - 1
-                if sharded:
-                    model.set_requires_gradient_sync(last_micro)
-                sync = nullcontext() if (ddp is model or last_micro) else ddp.no_sync()
-                with sync:
-                    with autocast(precision.used, self.device):
-                        out = run(batch)
-                    terms = {k: v for k, v in out.items() if k == "loss" or k.endswith("_loss")}
-                    values = all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]))
-                    if not bool(torch.isfinite(values).all()):  # every rank sees it: none is left waiting
-                        raise TrainingDiverged(
-                            f"the loss became {values[0].item()} at step {step + 1}"
-                            + (" on at least one process" if self.world > 1 else ""),
-                            "lower optim.lr (or set optim.grad_clip=1.0), and check the inputs for extreme "
-                            "values; the last checkpoint is kept, re-run to resume from it")
-                    loss = out["loss"] / cfg.grad_accum
-                    (loss if scaler is None else scaler.scale(loss)).backward()
-                    if privacy is not None and step == start:
-                        privacy.check(model)
-                for k, v in zip(terms, values.tolist()):
-                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
+            micro_batches = [to_device(next(batches), self.device) for _ in range(cfg.grad_accum)]
+            step_ctx = _StepContext(model, ddp, run, scaler, privacy, sharded, step, step == start)
+            try:
+                sums = self._accumulate(step_ctx, micro_batches, precision.used)
+                finite = not guard_cpu_low_precision or self._gradients_finite(model)
+            except TrainingDiverged:
+                if not guard_cpu_low_precision:
+                    raise
+                finite = False
+            if not finite:
+                # oneDNN's CPU bf16 convolution backward can return NaN weight gradients from a primitive cached
+                # by an earlier fp32 run in the same process (found on an avx512_bf16 CPU: fp32 then bf16 LoRA
+                # training of a ResNet; ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 avoids it at several times the cost of
+                # a step). The step is recomputed in fp32 instead of letting Adam write NaN into the weights; a
+                # real divergence is still an error, since the fp32 loss and gradients must then be finite.
+                opt.zero_grad(set_to_none=True)
+                sums = self._accumulate(step_ctx, micro_batches, "fp32")
+                if not self._gradients_finite(model):
+                    raise TrainingDiverged(f"the gradients became non-finite at step {step + 1} (the loss is "
+                                           "finite)", "lower optim.lr or set optim.grad_clip=1.0; the last "
+                                           "checkpoint is kept, re-run to resume from it")
+                recomputed.append(step + 1)
+                self.run_info["steps_recomputed_in_fp32"] = list(recomputed)
+                if is_main() and len(recomputed) == 1:
+                    print(f"[mmfm] {precision.used} gave a non-finite loss or gradients at step {step + 1} where "
+                          "fp32 does not (a CPU kernel issue); such steps are recomputed in fp32 (listed in "
+                          "run_info)", flush=True)
+            del micro_batches
             if scaler is not None:
                 scaler.unscale_(opt)
             if self.ocfg.grad_clip and privacy is None:   # under DP, each sample's gradient is clipped instead
@@ -461,6 +482,40 @@ class Trainer:
         if writer:
             writer.close()
         return last
+
+    def _accumulate(self, c: _StepContext, micro_batches: list[Any], used: str) -> dict[str, float]:
+        """Forward and backward of one optimiser step's micro-batches (gradients accumulate; DDP syncs on the
+        last); returns the mean of each loss term over micro-batches and processes."""
+        cfg, sums = self.cfg, {}
+        for micro, batch in enumerate(micro_batches):
+            last_micro = micro == len(micro_batches) - 1
+            if c.sharded:
+                c.model.set_requires_gradient_sync(last_micro)
+            sync = nullcontext() if (c.ddp is c.model or last_micro) else c.ddp.no_sync()
+            with sync:
+                with autocast(used, self.device):
+                    out = c.run(batch)
+                terms = {k: v for k, v in out.items() if k == "loss" or k.endswith("_loss")}
+                values = all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]))
+                if not bool(torch.isfinite(values).all()):  # every rank sees it: none is left waiting
+                    raise TrainingDiverged(
+                        f"the loss became {values[0].item()} at step {c.step + 1}"
+                        + (" on at least one process" if self.world > 1 else ""),
+                        "lower optim.lr (or set optim.grad_clip=1.0), and check the inputs for extreme "
+                        "values; the last checkpoint is kept, re-run to resume from it")
+                loss = out["loss"] / cfg.grad_accum
+                (loss if c.scaler is None else c.scaler.scale(loss)).backward()
+                if c.privacy is not None and c.first:
+                    c.privacy.check(c.model)
+            for k, v in zip(terms, values.tolist()):
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
+        return sums
+
+    def _gradients_finite(self, model: nn.Module) -> bool:
+        """Whether every gradient is finite on every process (all processes get the same answer)."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
+        return all_reduce_mean(torch.tensor([float(finite)], device=self.device)).item() == 1.0
 
     def _resume(self, model: nn.Module, opt: torch.optim.Optimizer, sharded: bool) -> dict[str, Any]:
         if not sharded:

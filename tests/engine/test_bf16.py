@@ -196,3 +196,57 @@ def test_every_loss_computes_in_fp32_under_autocast():
         ref, got = (ref[0], got[0]) if isinstance(ref, tuple) else (ref, got)   # (loss, per-patch error)
         assert got.dtype == torch.float32, name
         assert torch.allclose(got, ref, atol=1e-6), (name, got, ref)
+
+
+class _NaNGradientIn(torch.autograd.Function):
+    """Identity whose backward returns NaN when its input was bf16 (``always``: in any precision): a stand-in for
+    the oneDNN bf16 convolution backward that returned NaN weight gradients from a stale cached primitive."""
+
+    @staticmethod
+    def forward(ctx, x, always):
+        ctx.nan = always or x.dtype == torch.bfloat16
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * float("nan") if ctx.nan else g), None
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, always: bool) -> None:
+        super().__init__()
+        self.lin, self.always = torch.nn.Linear(16 * 16, 2), always
+
+    def forward(self, batch):
+        logits = _NaNGradientIn.apply(self.lin(batch["image"].flatten(1)), self.always)
+        ce = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
+        return {"loss": ce, "ce_loss": ce}
+
+
+def _train_net(tmp_path, always: bool):
+    from mmfm.data.datasets import ArrayDataset
+    from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer
+
+    d = phantoms(32, 2, 16, seed=0)
+    torch.manual_seed(0)
+    net = _Net(always)
+    t = Trainer(net, ArrayDataset(d["image"], d["label"]), TrainConfig(max_steps=3, batch_size=8, precision="bf16",
+                progress=False, ckpt_every=3), OptimConfig(lr=0.01), tmp_path, run_info={"config": {}})
+    return net, t
+
+
+def test_a_bf16_step_with_nan_gradients_and_a_finite_loss_is_recomputed_in_fp32(tmp_path):
+    net, t = _train_net(tmp_path, always=False)
+    t.fit()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert t.run_info["steps_recomputed_in_fp32"] == [1, 2, 3]
+    torch.manual_seed(0)
+    assert not torch.equal(net.lin.weight, _Net(False).lin.weight)   # the fp32 recomputation trained the model
+
+
+def test_gradients_that_are_nan_in_fp32_too_stop_the_run(tmp_path):
+    from mmfm.engine.trainer import TrainingDiverged
+
+    _, t = _train_net(tmp_path, always=True)
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        t.fit()
