@@ -81,6 +81,14 @@ def test_check_names_a_stale_block_and_leaves_it(tmp_path, monkeypatch):
     assert dt.check() == [] and "| effusion | 30 | 0.847 | 30 | 0.800 | 0.900 | 0.847 |" in doc.read_text()
 
 
+# Decimal numbers in prose that are facts about inputs, not results, each with its reason: (doc, number, count).
+FACTS = {
+    ("downstream.md", "1.5", 2): "the registration test's target grid (1.5 mm voxels) and MedSAM's training set "
+                                 "(1.5 M image-mask pairs, Ma et al. 2024)",
+    ("vision_pretraining.md", "1.5", 1): "MedSAM's training set (1.5 M image-mask pairs)",
+}
+
+
 def test_no_result_number_in_the_docs_prose_is_missing_from_the_results_files():
     dt = _module()
     values: set[float] = set()
@@ -88,6 +96,11 @@ def test_no_result_number_in_the_docs_prose_is_missing_from_the_results_files():
         _values(json.loads(p.read_text()), values)
     bad = {p.name: found for p in sorted((ROOT / "docs").glob("*.md"))
            if (found := unbacked_numbers(p.read_text(), values, dt.BLOCK))}
+    for (doc, number, count) in FACTS:   # a listed fact must still be there, exactly as often: no blanket pass
+        assert bad.get(doc, []).count(number) == count, (doc, number, bad.get(doc))
+        bad[doc] = [n for n in bad[doc] if n != number]
+        if not bad[doc]:
+            del bad[doc]
     assert not bad, f"numbers written by hand (move them into a generated block, or delete them): {bad}"
 
 

@@ -41,7 +41,7 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def labelled_subset(dataset: Any, task: str, fraction: float, seed: int) -> np.ndarray:
     """Indices of the training samples kept at ``data.label_fraction``: stratified by class for classification,
     a seeded random ``fraction`` of the images (at least one) for tasks labelled per voxel or per box."""
-    if not hasattr(dataset, "subset"):   # a stream (shards) has no random access to keep a subset of
+    if isinstance(dataset, torch.utils.data.IterableDataset):   # a stream (shards): no random access to subset
         raise ConfigError("data.label_fraction < 1 needs random access to the training samples, which streamed "
                           "shards do not give", "train at a label budget on the source folder, or set "
                           "data.label_fraction=1 (mmfm evaluate --fractions streams shards)")

@@ -30,6 +30,9 @@ def _git(*args: str) -> str:
 
 
 def test_the_block_names_this_checkout_this_machine_and_now():
+    from mmfm.workflows.provenance import git_commit
+
+    git_commit.cache_clear()   # read once per process (the code a process runs); HEAD may have moved since
     p = provenance()
     if _git("rev-parse", "--is-inside-work-tree") == "true":
         assert p["commit"] == _git("rev-parse", "HEAD") and isinstance(p["uncommitted_changes"], bool)
