@@ -19,6 +19,7 @@ from tests.engine.test_engine import _losses, _run, _weights
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv("MMFM_NATIVE_BF16", raising=False)      # the flags decide, not the override
     monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     p = prec.resolve_precision("auto", cpu)
     assert (p.used, p.requested) == ("fp32", "auto") and "emulated" in p.why
