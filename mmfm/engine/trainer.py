@@ -418,10 +418,11 @@ class Trainer:
                 finite = False
             if not finite:
                 # oneDNN's CPU bf16 convolution backward can return NaN weight gradients from a primitive cached
-                # by an earlier fp32 run in the same process (found on an avx512_bf16 CPU: fp32 then bf16 LoRA
-                # training of a ResNet; ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 avoids it at several times the cost of
-                # a step). The step is recomputed in fp32 instead of letting Adam write NaN into the weights; a
-                # real divergence is still an error, since the fp32 loss and gradients must then be finite.
+                # by earlier convolutions in the same process (found on an avx512_bf16 CPU: fp32 then bf16 LoRA
+                # training of a ResNet, VoCo 3D after other objectives; ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 avoids
+                # it at several times the cost of a step). The step is recomputed in fp32 instead of letting Adam
+                # write NaN into the weights; a real divergence is still an error, since the fp32 loss and
+                # gradients must then be finite.
                 opt.zero_grad(set_to_none=True)
                 sums = self._accumulate(step_ctx, micro_batches, "fp32")
                 if not self._gradients_finite(model):
