@@ -17,12 +17,10 @@ from pathlib import Path
 
 import torch
 
-from mmfm.engine.precision import cpu_flags, cpu_has_native_bf16, resolve_precision
+from mmfm.engine.precision import REPORTED_FLAGS, cpu_flags, cpu_has_native_bf16, cpu_summary, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
-# The CPU flags that decide which precision is fast: bf16 dot products (avx512_bf16, AMX), int8/bf16-adjacent
-# dot products (VNNI), and the AVX2/AVX-512 baseline every fp32 kernel uses.
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+FLAGS = REPORTED_FLAGS   # the CPU flags that decide which precision is fast (one list, mmfm.engine.precision)
 
 
 def register_fused_attention_flops() -> None:
@@ -160,8 +158,7 @@ def cpu_header(device: torch.device) -> str:
     (and why: the flags, or ``MMFM_NATIVE_BF16``)."""
     have = cpu_flags()
     flags = ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in FLAGS)
-    forced = os.environ.get("MMFM_NATIVE_BF16", "").strip()
-    why = f" (MMFM_NATIVE_BF16={forced})" if forced in ("0", "1") else ""
+    why = f" (MMFM_NATIVE_BF16={os.environ['MMFM_NATIVE_BF16'].strip()})" if cpu_summary()["native_bf16_forced"] else ""
     return (f"device {device.type}: {device_name(device)}; torch {torch.__version__}, {torch.get_num_threads()} "
             f"threads; cpu flags: {flags}; native bf16 here: {'yes' if native('bf16', device) else 'no'}{why}")
 

@@ -32,8 +32,10 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-_REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
-                   "amx_int8", "avx512_fp16")
+# the flags that decide which precision is fast (bf16/AMX dot products, VNNI, the AVX2/AVX-512 baseline):
+# printed by benchmarks and recorded in results provenance
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
+                  "amx_int8", "avx512_fp16")
 
 
 @functools.cache
@@ -59,7 +61,7 @@ def cpu_has_native_bf16() -> bool:
 def cpu_summary() -> dict[str, object]:
     """The CPU flags that decide precision and speed (for results records and benchmark headers)."""
     flags = cpu_flags()
-    return {"flags": sorted(f for f in _REPORTED_FLAGS if f in flags), "native_bf16": cpu_has_native_bf16(),
+    return {"flags": sorted(f for f in REPORTED_FLAGS if f in flags), "native_bf16": cpu_has_native_bf16(),
             "native_bf16_forced": os.environ.get("MMFM_NATIVE_BF16", "").strip() in ("0", "1")}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mmfm.data.catalog.confine import inside
 from mmfm.data.deid import Deidentifier, leaked
 from mmfm.data.deid_text import deidentify_text, known_names
 from mmfm.data.pseudonym import pseudonym
@@ -83,13 +84,6 @@ def check_folders(inp: Path, out: Path) -> None:
                         "choose a new output folder")
 
 
-def _outside(path: Path, root: Path) -> bool:
-    try:
-        return not path.resolve().is_relative_to(root)
-    except (OSError, RuntimeError):   # a symlink loop
-        return True
-
-
 def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[str] = (),
                       progress: bool = True, allow_outside_root: bool = False) -> dict[str, Any]:
     """De-identify every DICOM and text file under ``inp`` into ``out``; return the summary (also deid.json)."""
@@ -119,7 +113,7 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
     try:
         for path in tqdm(files, desc="deid", disable=not progress, unit="file"):
             file_id = pseudonym(str(path.relative_to(inp) if inp.is_dir() else path.name), "file")
-            if inp.is_dir() and not allow_outside_root and _outside(path, root):
+            if inp.is_dir() and not allow_outside_root and not inside(root, path):
                 summary["skipped"].append({"file": file_id, "reason": "a symlink to a file outside the input folder: "
                                            "not followed (--allow-outside-root includes it)"})
                 continue
