@@ -8,6 +8,12 @@ files that are not images at all (CSV, JSON, text, the ``.raw`` of a MetaImage) 
 Without ``labels.csv`` the folder is an unlabelled pretraining set. With it (columns ``image,label`` and optionally a
 patient column) only the listed images are used, each with its class.
 
+Masks (segmentation) are paired with their images by the conventions of :mod:`mmfm.data.catalog.masks`
+(``labelsTr/`` beside ``imagesTr/``, ``<name>_label|_seg|_mask.<ext>`` beside ``<name>.<ext>``, or a ``mask`` column
+in ``labels.csv``); a mask is never an image. When any image has a mask, the images without one are left out
+(counted in ``scan["unmasked"]``): the folder is a segmentation set. Each mask is put on its image's grid when read
+(:func:`mmfm.data.io.labels.place_mask`).
+
 A folder is confined to its root (a downloaded folder is as hostile as any file): a ``labels.csv`` row that leaves
 it (``../``, an absolute path, a link out) is an error naming its line, and a scanned file or DICOM series folder
 that links out is skipped with that reason, unless the user opts in with ``data.allow_outside_root=true``.
@@ -22,8 +28,10 @@ from typing import Any
 
 from mmfm.data.catalog.confine import OUTSIDE, confine_rows, inside
 from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
+from mmfm.data.catalog.masks import pair_records
 from mmfm.data.io import image_format, image_info, read_image
 from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
+from mmfm.data.io.labels import place_mask, read_label_map
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, make_sample
 from mmfm.errors import InputFileError
@@ -121,9 +129,13 @@ def scan_folder(root: Path, allow_outside_root: bool = False
 
 @LAYOUTS.register("folder")
 def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", label_column: str = "label",
-           patient_column: str = "", modality: str = "", allow_outside_root: bool = False) -> SampleList:
-    """A plain directory of images (any supported format, nested), labelled by ``labels`` when that CSV exists.
+           patient_column: str = "", mask_column: str = "mask", modality: str = "",
+           allow_outside_root: bool = False) -> SampleList:
+    """A plain directory of images (any supported format, nested), labelled by ``labels`` when that CSV exists,
+    with masks paired by the conventions of :mod:`mmfm.data.catalog.masks`.
 
+    ``mask_column``: the ``labels`` column naming each image's mask (used when the table has it; the class column
+    is then optional).
     ``modality``: for files that do not record it (NIfTI, PNG, ...); DICOM files keep their Modality tag.
     ``allow_outside_root`` (``data.allow_outside_root``): follow rows and links that leave ``root``.
     """
@@ -137,28 +149,44 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
         rows = _rows(table)
         if not rows:
             raise InputFileError(table, "has no rows", "one row per image: image,label")
-        _need_columns(table, rows, [image_column, label_column, patient_column])
+        have = set(rows[0][1])
+        with_masks = mask_column in have
+        _need_columns(table, rows, [image_column, label_column if label_column in have or not with_masks else "",
+                                    patient_column])
         confine_rows(root, table, rows, image_column, allow_outside_root)
         paths = _resolve_images(root, table, rows, image_column)
+        mask_paths: list[Path | None] = [None] * len(rows)
+        if with_masks:
+            listed = [(n, row) for n, row in rows if (row[mask_column] or "").strip()]
+            confine_rows(root, table, listed, mask_column, allow_outside_root)
+            found = dict(zip([n for n, _ in listed], _resolve_images(root, table, listed, mask_column)))
+            mask_paths = [found.get(n) for n, _ in rows]
         records, skipped = [], []
-        for p, (n, row) in zip(paths, rows):
+        for p, m, (n, row) in zip(paths, mask_paths, rows):
             try:
                 info = image_info(p)
             except InputFileError as e:
                 skipped.append({"file": shown_name(p, root), "reason": f"line {n}: {_reason(e, p, root)}"})
                 continue
-            records.append({"path": p, "format": image_format(p), **info, "label": row[label_column],
-                            "patient": row.get(patient_column, "") if patient_column else ""})
+            records.append({"path": p, "format": image_format(p), **info, "label": row.get(label_column, ""),
+                            "patient": row.get(patient_column, "") if patient_column else "",
+                            **({"mask": m, "mask_format": image_format(m)} if m is not None else {})})
         others = 0
     else:
         records, skipped, others = scan_folder(root, allow_outside_root)
+        records, orphans = pair_records(records, lambda p: shown_name(p, root))
+        skipped += orphans
+    masked = sum(1 for r in records if r.get("mask") is not None)
+    unmasked = len(records) - masked if masked else 0
+    if masked:   # a segmentation set: an image without a mask has nothing to learn from
+        records = [r for r in records if r.get("mask") is not None]
     if not records:
         why = (f"; {len(skipped)} file(s) could not be read, e.g. {skipped[0]['file']}: {skipped[0]['reason']}"
                if skipped else "")
         raise InputFileError(root, f"no readable image in this folder{why}",
                              "mmfm reads DICOM, NIfTI, MetaImage (.mha/.mhd), NRRD, PNG/JPEG/TIFF and MRC, in any "
                              "sub-folder")
-    classes = sorted({r["label"] for r in records}) if table.exists() else []
+    classes = sorted({r["label"] for r in records}) if table.exists() and any(r["label"] for r in records) else []
     for r in records:
         # the group that keeps related images in one split: the CSV's patient, else the image (all its slices)
         rel = r["path"].relative_to(root) if r["path"].is_relative_to(root) else r["path"]   # outside: opted in
@@ -174,10 +202,16 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
             img = read_image(r["path"], modality=modality or None)
             sid = file_id(r["path"], dicom=r["format"] == "dicom")
         labels_ = {"label": classes.index(r["label"])} if classes else {}
-        return make_sample({img.modality: img}, labels=labels_, ids=Ids(sample_id=sid, patient_id=r["patient"]))
+        mask = None
+        if r.get("mask") is not None:
+            mask, _ = place_mask(read_label_map(r["mask"]), img, shown_name(r["mask"], root))
+        return make_sample({img.modality: img}, mask=mask, labels=labels_,
+                           ids=Ids(sample_id=sid, patient_id=r["patient"]))
 
     out = SampleList(records, read, classes, [classes.index(r["label"]) for r in records] if classes else None)
     out.scan = {"images": len(records), "skipped": skipped, "other_files": others,
                 "by_format": dict(Counter(r["format"] for r in records)),
-                "by_dims": dict(Counter(f"{r['spatial_dims']}D" for r in records))}
+                "by_dims": dict(Counter(f"{r['spatial_dims']}D" for r in records)),
+                "masks": masked, "unmasked": unmasked,
+                "mask_formats": dict(Counter(r["mask_format"] for r in records if r.get("mask") is not None))}
     return out

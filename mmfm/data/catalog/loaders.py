@@ -22,9 +22,10 @@ import numpy as np
 
 from mmfm.data.catalog.confine import KEY, confine, confine_rows, inside_root
 from mmfm.data.catalog.entries import get_entry
+from mmfm.data.catalog.masks import NNUNET_CHANNEL, labels_folder_mask, labels_index, stem
 from mmfm.data.io import read_image
 from mmfm.data.io.checks import check_file
-from mmfm.data.io.nifti import label_nifti
+from mmfm.data.io.labels import place_mask, read_label_map
 from mmfm.data.io.npz import read_medmnist_npz
 from mmfm.data.io.reports import clean_text, parse_iu_xml, split_sections
 from mmfm.data.modality import canonical_modality
@@ -285,13 +286,10 @@ def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Pat
                                 if e.get(k)], allow_outside_root, "path(s) lead")
         return [(root / e["image"], root / e["label"] if e.get("label") else None,
                  Path(e["image"]).name.split(".")[0]) for e in entries]
-    if (root / "imagesTr").is_dir():
-        out = []
-        for img in sorted((root / "imagesTr").glob("*.nii*")):
-            case = img.name.split(".")[0]
-            cands = [root / "labelsTr" / img.name, root / "labelsTr" / img.name.replace("_0000", ""),
-                     root / "labelsTr" / img.name.replace("img", "label")]
-            out.append((img, next((c for c in cands if c.exists()), None), case.replace("_0000", "")))
+    if (root / "imagesTr").is_dir():   # any format mmfm reads, masks paired as the folder layout pairs them
+        index = labels_index(root / "labelsTr")
+        out = [(img, labels_folder_mask(img, index), stem(img).removesuffix(NNUNET_CHANNEL))
+               for img in _images_in(root / "imagesTr")]
     else:
         cases = sorted(d for d in root.iterdir() if d.is_dir() and (d / "ct.nii.gz").exists())
         out = [(d / "ct.nii.gz", d / "combined_labels.nii.gz" if (d / "combined_labels.nii.gz").exists() else None,
@@ -301,27 +299,50 @@ def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Pat
     return out
 
 
+def _images_in(folder: Path) -> list[Path]:
+    """The images right inside ``folder``: files of a format mmfm reads (not tables or notes) and DICOM series
+    folders."""
+    from mmfm.data.io import image_format
+
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or f.suffix.lower() in (".json", ".csv", ".txt", ".md", ".raw", ".zraw"):
+            continue
+        try:
+            if image_format(f) != "npz":
+                out.append(f)
+        except InputFileError:
+            continue
+    return out
+
+
 @LAYOUTS.register("nifti_folders")
 def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False,
                   allow_outside_root: bool = False) -> SampleList:
-    """NIfTI volumes with label maps: MSD (dataset.json), ``imagesTr/labelsTr`` (BTCV, AMOS, nnU-Net) or
-    AbdomenAtlas case folders (``<case>/ct.nii.gz`` + ``combined_labels.nii.gz``)."""
+    """Volumes with label maps: MSD (dataset.json), ``imagesTr/labelsTr`` (BTCV, AMOS, nnU-Net; any format mmfm
+    reads on either side: NIfTI, NRRD, MetaImage, DICOM series folders) or AbdomenAtlas case folders
+    (``<case>/ct.nii.gz`` + ``combined_labels.nii.gz``). Each label map is put on its image's grid when read
+    (:func:`mmfm.data.io.labels.place_mask`)."""
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "dataset folder not found")
     pairs = _nifti_pairs(root, allow_outside_root)
     if not pairs:
-        raise InputFileError(root, "no NIfTI images found", "expected dataset.json, imagesTr/ or <case>/ct.nii.gz")
+        raise InputFileError(root, "no images found", "expected dataset.json, imagesTr/ (any image format mmfm "
+                             "reads, masks in labelsTr/) or <case>/ct.nii.gz")
     for img, lab, _ in pairs:
         if not img.exists():
             raise InputFileError(img, "listed image is missing")
         if lab is None and require_labels:
             raise InputFileError(img, "has no label map", "put it in labelsTr/ with the same file name")
-    records = [{"image": i, "label": lbl, "case": c} for i, lbl, c in pairs]
+    records = [{"image": i, "label": lbl, "mask": lbl, "case": c} for i, lbl, c in pairs]
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
         img = read_image(r["image"], modality=modality)
-        mask = label_nifti(r["label"]) if r["label"] is not None else None
+        mask = None
+        if r["label"] is not None:
+            mask, _ = place_mask(read_label_map(r["label"]), img, r["label"].relative_to(root)
+                                 if r["label"].is_relative_to(root) else r["label"].name)
         return make_sample({img.modality: img}, mask=mask, ids=Ids(sample_id=r["case"], patient_id=r["case"]))
 
     return SampleList(records, read)
