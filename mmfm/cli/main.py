@@ -24,6 +24,7 @@ EPILOG = """examples:
   mmfm data prepare mini                   build the built-in corpus and print its data card
   mmfm train configs/quickstart_classification.yaml train.max_steps=50 out=runs/cls
   mmfm pretrain configs/pretrain/mae_2d.yaml              pretrain a ViT by masked autoencoding
+  mmfm predict runs/cls scan.dcm --out predictions/         apply a trained run to new images
   mmfm evaluate --encoder runs/pretrain/mae_2d random:vit_mini litemedsam --protocol linear knn
   mmfm pretrain configs/pretrain/clip_2d.yaml             align images and captions (CLIP; also gloria, medclip)
   mmfm zeroshot --model runs/pretrain/clip_2d             classify mini patches from prompts, no labels used
@@ -341,6 +342,29 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from mmfm.workflows.predict import predict_files
+
+    rec = predict_files(a.run, a.inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
+                        progress=not a.quiet and not a.json)
+    if a.json:
+        print(json.dumps(rec))
+        return 0
+    for c in rec["cases"]:
+        if rec["task"] == "segmentation":
+            vols = ", ".join(f"{n} {v.get('ml', v.get('mm2'))} {'mL' if 'ml' in v else 'mm2'}"
+                             for n, v in c["volumes"].items())
+            print(f"  {c['case']}: {c['mask']}" + (" (EMPTY: the model predicts no foreground)" if c["empty"]
+                                                   else f" ({vols})"))
+        elif rec["task"] == "classification":
+            print(f"  {c['case']}: {c['predicted']} (p={c['probabilities'][c['predicted']]:.3f})")
+        else:
+            print(f"  {c['case']}: {len(c['boxes'])} box(es)")
+    print(f"wrote {a.out} (predict.json{', predictions.csv' if rec['task'] == 'classification' else ''}"
+          f"{', detections.csv' if rec['task'] == 'detection' else ''})")
+    return 0
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from mmfm.app.server import serve
 
@@ -648,6 +672,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "avx512_bf16/amx or on a recent GPU; emulated and slow elsewhere), or auto (bf16 only where "
                          "native); the choice is in the JSON record")
     sg.set_defaults(func=_cmd_segment)
+    pr = sub.add_parser(
+        "predict", help="apply a trained run (mmfm train) to new images: masks, class probabilities, boxes",
+        description="Apply RUN (the out= folder of `mmfm train`: segmentation, classification or detection) to "
+                    "each INPUT through the run's own preprocessing. Segmentation: sliding-window inference at the "
+                    "run's spacing, a label map per input written to OUT/<name>_seg.nii.gz on the input's own grid "
+                    "(shape and affine); a 2D run segments a volume slice by slice. Classification: "
+                    "OUT/predictions.csv and .json (probabilities, with the run's calibrated temperature). "
+                    "Detection: OUT/detections.csv and .json (boxes in voxel indices and world mm). OUT/predict.json "
+                    "records the run, its checkpoint's SHA-256 and every case.",
+        epilog="example:\n  mmfm predict runs/seg scan1.nrrd scan2.nii.gz --out masks/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("run", help="a training run folder (mmfm train out=...)")
+    pr.add_argument("inputs", nargs="+", help="image files or DICOM series folders (anything mmfm data inspect reads)")
+    pr.add_argument("--out", required=True, help="output folder (new, empty, or an earlier mmfm predict output)")
+    pr.add_argument("--modality", help="CT, MR, ... for formats that do not record it (default: the run's own)")
+    pr.add_argument("--preset", help="intensity preset instead of the run's own (`mmfm data presets`)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an earlier mmfm predict output in --out")
+    pr.add_argument("--json", action="store_true", help="print predict.json")
+    pr.add_argument("--quiet", action="store_true", help="no progress lines")
+    pr.set_defaults(func=_cmd_predict)
+
     sv = sub.add_parser("serve", help="a local web app: upload a scan, segment with a box, zero-shot, saliency",
                         description="Start a web app on this machine (127.0.0.1 by default): upload a DICOM file or "
                                     "series (zip), NIfTI, MetaImage, NRRD or PNG; scroll the slices with a window "
