@@ -68,7 +68,8 @@ class MoCo(Objective):
         k = gather_with_grad(k)
         n, ptr = len(k), int(self.queue_ptr)
         idx = (torch.arange(n, device=k.device) + ptr) % len(self.queue)
-        self.queue[idx] = F.normalize(k, dim=1)
+        # under autocast the keys are bf16/fp16; the queue stays fp32 (the loss reads it in fp32)
+        self.queue[idx] = F.normalize(k.float(), dim=1).to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + n) % len(self.queue))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -272,3 +272,19 @@ def test_gradients_that_are_nan_in_fp32_too_stop_the_run(tmp_path):
     _, t = _train_net(tmp_path, always=True)
     with pytest.raises(TrainingDiverged, match="non-finite"):
         t.fit()
+
+
+def test_moco_queue_fills_under_bf16_autocast():
+    """The bf16 step test replaces MoCo's enqueue (both precisions must see the same negatives); here the real
+    queue takes the bf16 keys of two steps: it stays fp32, unit-norm and finite, and the keys land in it."""
+    _, batch = build_case("moco-resnet_tiny-10-2d")
+    obj = build_objective("moco", build_encoder("resnet_tiny", spatial_dims=2, in_channels=1), image_size=32,
+                          queue_size=64)
+    before = obj.queue.clone()
+    for _ in range(2):
+        loss, _, _ = one_step(obj, batch, "bf16")
+        assert math.isfinite(loss)
+    assert obj.queue.dtype == torch.float32 and torch.isfinite(obj.queue).all()
+    assert int(obj.queue_ptr) == 16 and not torch.equal(obj.queue[:16], before[:16])
+    assert torch.equal(obj.queue[16:], before[16:])
+    assert torch.allclose(obj.queue.norm(dim=1), torch.ones(64), atol=1e-3)
