@@ -118,6 +118,23 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
+_ANNOUNCED: set[str] = set()
+
+
+def announce_precision(cfg: TrainConfig, device: torch.device | None = None) -> Precision:
+    """Print, once per process and on the main rank, the precision a run takes (and why) and its device: the
+    first lines of a run's log (`mmfm train` says it before reading data, the trainer again only if not said)."""
+    device = device or _device()
+    precision = resolve_precision(cfg.precision, device)
+    where = device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})"
+    line = (f"[mmfm] precision {precision.used} (train.precision={cfg.precision}: {precision.why}); device {where}"
+            + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""))
+    if line not in _ANNOUNCED and is_main():
+        _ANNOUNCED.add(line)
+        print(line, flush=True)
+    return precision
+
+
 def check_train_config(cfg: TrainConfig) -> None:
     """Reject values that would otherwise run silently with another meaning."""
     if cfg.precision not in PRECISIONS:
@@ -307,13 +324,14 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         private = bool(cfg.dp.epsilon)
-        precision = resolve_precision(cfg.precision, self.device)
+        precision = announce_precision(cfg, self.device)
         if private and precision.used != "fp32":
             # torch's expanded weights (Opacus's per-sample gradients) multiply the layer's fp32 weight by the
             # activations' dtype and fail under autocast; DP steps run in fp32, and the record says so
             precision = Precision(cfg.precision, "fp32", f"differential privacy computes per-sample gradients in "
                                   f"fp32 (asked/chosen: {precision.used}, {precision.why})")
         self.run_info["precision"] = precision.as_dict()
+        self.precision = precision
         sharded = self.world > 1 and cfg.strategy == "fsdp"
         if cfg.peft:  # before the copy FSDP shards and before resuming: the checkpoint holds the adapters
             from mmfm.encoders.adapters import add_adapters, has_adapters
@@ -360,7 +378,8 @@ class Trainer:
             state = read_state(self.ckpt_dir)
             if state.get("run_info", {}).get("config") != self.run_info.get("config"):
                 raise CheckpointError(f"{self.run_dir} holds a run with another configuration",
-                                      "use a new output folder (--out) or delete the old run")
+                                      "write to a new output folder (mmfm train / pretrain: out=DIR; quickstart: "
+                                      "--out DIR) or delete the old run")
             state = self._resume(model, opt, sharded)
             if scaler is not None and "grad_scaler" in state:
                 scaler.load_state_dict(state["grad_scaler"])
@@ -427,8 +446,8 @@ class Trainer:
                 sums = self._accumulate(step_ctx, micro_batches, "fp32")
                 if not self._gradients_finite(model):
                     raise TrainingDiverged(f"the gradients became non-finite at step {step + 1} (the loss is "
-                                           "finite)", "lower optim.lr or set optim.grad_clip=1.0; the last "
-                                           "checkpoint is kept, re-run to resume from it")
+                                           f"finite; {precision.used}, recomputed in fp32)",
+                                           self._diverged_hint("fp32"))
                 recomputed.append(step + 1)
                 self.run_info["steps_recomputed_in_fp32"] = list(recomputed)
                 if is_main() and len(recomputed) == 1:
@@ -501,9 +520,9 @@ class Trainer:
                 if not bool(torch.isfinite(values).all()):  # every rank sees it: none is left waiting
                     raise TrainingDiverged(
                         f"the loss became {values[0].item()} at step {c.step + 1}"
-                        + (" on at least one process" if self.world > 1 else ""),
-                        "lower optim.lr (or set optim.grad_clip=1.0), and check the inputs for extreme "
-                        "values; the last checkpoint is kept, re-run to resume from it")
+                        + (" on at least one process" if self.world > 1 else "") + f" (precision {used}"
+                        + (f"; the run's is {self.precision.used}" if getattr(self, "precision", None)
+                           and self.precision.used != used else "") + ")", self._diverged_hint(used))
                 loss = out["loss"] / cfg.grad_accum
                 (loss if c.scaler is None else c.scaler.scale(loss)).backward()
                 if c.privacy is not None and c.first:
@@ -511,6 +530,24 @@ class Trainer:
             for k, v in zip(terms, values.tolist()):
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
         return sums
+
+    def _diverged_hint(self, used: str) -> str:
+        """What to try after a non-finite loss: full precision first when the run was not in it, then the
+        learning rate; and the checkpoint to resume from, only when one was written."""
+        run = getattr(getattr(self, "precision", None), "used", used)
+        tries = [f"set train.precision=fp32 (this run used {run})"] if run != "fp32" else []
+        tries.append("lower optim.lr or set optim.grad_clip=1.0, and check the inputs for extreme values")
+        ckpt = self.ckpt_dir
+        if ckpt.exists():
+            try:
+                step = int(read_state(ckpt).get("step", 0))
+            except Exception:   # a checkpoint that cannot be read is not promised
+                step = 0
+            if step:
+                tries.append(f"the checkpoint of step {step} ({ckpt}) is kept: re-run to resume from it")
+        else:
+            tries.append(f"no checkpoint was written yet (every train.ckpt_every={self.cfg.ckpt_every} steps)")
+        return "; ".join(tries)
 
     def _gradients_finite(self, model: nn.Module) -> bool:
         """Whether every gradient is finite on every process (all processes get the same answer)."""

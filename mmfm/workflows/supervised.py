@@ -303,9 +303,12 @@ def evaluate_without_each_modality(prep: Prepared, cfg: RunConfig) -> list[Resul
 
 
 def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
-    """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report."""
+    """Train ``cfg.task`` on ``cfg.data`` into ``cfg.out``; write config, metrics, checkpoint, results, report.
+    Checks what would fail later (empty splits, masks, label values) before anything is built or written."""
     from mmfm.engine.distributed import is_main
+    from mmfm.workflows.preflight import preflight
 
+    preflight(cfg)
     if cfg.task.get("name") == "classification":   # a calibration split it trains on: refused before anything
         from mmfm.trust.temperature import check_held_out
 
