@@ -8,6 +8,8 @@ The CLI is a thin shell over these same functions::
     ds = mmfm.load_dataset("my_images/", size=(64, 64))            # torch Dataset of {"image", ...}
     run = mmfm.pretrain("configs/pretrain/simclr_2d.yaml", data={"dataset": "folder", "root": "my_images/"})
     enc = mmfm.create_encoder(pretrained=run)                      # the pretrained encoder, ready to fine-tune
+    seg = mmfm.load_trained("runs/seg")                            # a `mmfm train` run, ready to apply
+    out = seg.predict("new_scan.nrrd")                             # {"mask": on the scan's grid, "affine", ...}
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from mmfm.errors import ConfigError
 
 __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
-           "continual"]
+           "continual", "load_trained"]
 
 KINDS = ("images", "classification", "segmentation", "pairs")
 
@@ -139,6 +141,17 @@ def continual(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> 
     c = _as_config(cfg, overrides, sections)
     run_continual(c)
     return Path(c.out)
+
+
+def load_trained(run: str | Path) -> Any:
+    """A trained supervised run (`mmfm train` out= folder: segmentation, classification or detection) as a
+    :class:`mmfm.workflows.predict.TrainedModel`: ``.predict(image)`` with ``image`` a path, an
+    :class:`~mmfm.data.sample.Image` or an array (``affine=`` 4x4) returns the mask on the image's own grid, the
+    class probabilities (calibrated temperature applied) or the boxes (voxel and world mm); ``.model`` is the
+    ``torch.nn.Module``. A run that is not supervised is a ConfigError."""
+    from mmfm.workflows.predict import TrainedModel
+
+    return TrainedModel(run)
 
 
 def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] | None = None,
