@@ -20,12 +20,14 @@ from mmfm.evaluation.metrics.calibration import (
 )
 from mmfm.evaluation.metrics.segmentation import dice_rows, reduce_rows
 from mmfm.evaluation.metrics.surface import surface_rows
+from mmfm.evaluation.per_case import case_row
 
 
 @torch.no_grad()
 def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_size: int = 64,
              class_names: list[str] | None = None, roi_size: Sequence[int] = (),
-             spacing: Sequence[float] = (), tolerance_mm: float = 2.0) -> dict[str, float]:
+             spacing: Sequence[float] = (), tolerance_mm: float = 2.0, cases: list[dict[str, Any]] | None = None,
+             split: str = "test") -> dict[str, float]:
     """Metrics of ``model`` (a task module with ``predict``) on ``dataset``; keys name the metric.
 
     ``roi_size``: whole volumes of any size, one at a time, through MONAI's sliding-window inference with windows
@@ -33,6 +35,9 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
     ``spacing``: the voxel size (mm) of the evaluated grid; with it, segmentation also reports ``hd95_<class>``
     (mm) and ``nsd_<class>`` (normalised surface Dice at ``tolerance_mm``), policy in
     :mod:`mmfm.evaluation.metrics.surface`.
+    ``cases``: a list that receives one row per segmented image (:func:`mmfm.evaluation.per_case.case_row`: case id
+    ``<split>-NNN``, Dice, HD95 -- mm with ``spacing``, else in voxels of the evaluated grid --, predicted and true
+    sizes, empty predictions flagged), for ``cases_<split>.json`` and the report's per-case table.
     """
     if task == "registration":
         return evaluate_registration(model, dataset)
@@ -72,10 +77,17 @@ def evaluate(model: Any, dataset: torch.utils.data.Dataset, task: str, batch_siz
                                   batch["mask"].reshape(-1))
             rows.append(dice_rows(p, t, model.num_classes))
             whole.append(dice_rows((p > 0).long(), (t > 0).long(), 2))
+            hd = None
             if spacing:
                 hd, nsd = surface_rows(p, t, model.num_classes, spacing, tolerance_mm)
                 hds.append(hd)
                 nsds.append(nsd)
+            if cases is not None:
+                names = class_names or [str(c) for c in range(model.num_classes)]
+                for b in range(p.shape[0]):
+                    hd_b = hd[b] if hd is not None else surface_rows(p[b:b + 1], t[b:b + 1], model.num_classes)[0][0]
+                    cases.append(case_row(split, len(cases), p[b:b + 1], t[b:b + 1], names, rows[-1][b], hd_b,
+                                          spacing))
     model.train(was_training)
     if task == "classification":
         return classification_and_calibration(torch.cat(preds), torch.cat(targets),

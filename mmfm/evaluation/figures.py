@@ -72,6 +72,50 @@ def plot_segmentation_cases(model: Any, dataset: Any, out_png: Path, max_images:
 
 
 @torch.no_grad()
+def plot_case_overlays(model: Any, dataset: Any, rows: list[dict[str, Any]], out_png: Path,
+                       roi_size: tuple[int, ...] = ()) -> Path | None:
+    """Best, median and worst case of a per-case table (:mod:`mmfm.evaluation.per_case`), each predicted again
+    (sliding windows of ``roi_size`` for whole volumes, as evaluated): image, reference (green) and prediction
+    (red) outlines; a volume shows the slice with the most reference foreground. A case where the model predicts
+    nothing says so in its title."""
+    from mmfm.evaluation.per_case import mean_dice, picks
+
+    chosen = picks(rows)
+    if not chosen or not hasattr(model, "logits"):
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.4 * len(chosen), 3.6), squeeze=False)
+    for ax, (name, row) in zip(axes[0], chosen.items()):
+        item = dataset[int(row["index"])]
+        x = torch.as_tensor(item["image"])[None].to(device)
+        if roi_size:
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size=4, predictor=model.logits,
+                                              overlap=0.25, mode="gaussian")
+        else:
+            logits = model.logits(x)
+        pred = logits.argmax(1)[0].cpu().numpy()
+        ref = np.asarray(item["mask"])[0]
+        img = np.asarray(item["image"])[0]
+        if img.ndim == 3:       # the slice with the most reference foreground (else the middle one)
+            k = int(np.argmax((ref > 0).sum((0, 1)))) if ref.any() else img.shape[-1] // 2
+            img, ref, pred = img[..., k], ref[..., k], pred[..., k]
+        ax.imshow(img.T, cmap="gray")
+        for lab in np.unique(ref[ref > 0]):
+            ax.contour((ref == lab).T.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+        for lab in np.unique(pred[pred > 0]):
+            ax.contour((pred == lab).T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        empty = " -- predicts NOTHING" if row.get("empty_prediction") else ""
+        ax.set_title(f"{name}: {row['case']}, Dice {mean_dice(row):.2f}{empty}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("per-case results (green: reference, red: prediction)", fontsize=9)
+    return _save(fig, out_png)
+
+
+@torch.no_grad()
 def plot_embeddings(encoder: Any, dataset: Any, out_png: Path, class_names: list[str] | None = None,
                     max_images: int = 512) -> Path | None:
     """The first two principal components of the encoder's pooled features, coloured by label and by modality."""

@@ -125,6 +125,36 @@ def _results_table(records: list[Any]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _cases_section(run: Path) -> str:
+    """Per-case segmentation results (``cases_<split>.json``, :mod:`mmfm.evaluation.per_case`): a plain warning when
+    the model predicts nothing on some case, then one table per split (at most 200 rows shown)."""
+    from mmfm.evaluation.per_case import empty_note, read_cases
+
+    parts = []
+    for split, rows in read_cases(run).items():
+        if not rows:
+            continue
+        keys = [k for k in rows[0] if k not in ("split", "index", "size_unit", "hd95_unit")]
+        note = empty_note(split, rows)
+        warn = f'<p style="color:#a40000;font-weight:bold">{html.escape(note)}</p>' if note else ""
+        head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
+
+        def cell(v: Any) -> str:
+            if v is None:
+                return "<td class=n>missing</td>"
+            if isinstance(v, bool):
+                return f"<td>{'YES' if v else ''}</td>"
+            n = _number(v)
+            return f"<td class=n>{n:.4g}</td>" if n is not None else f"<td>{html.escape(str(v)[:80])}</td>"
+
+        body = "".join("<tr>" + "".join(cell(r.get(k)) for k in keys) + "</tr>" for r in rows[:200])
+        more = f"<p>... {len(rows) - 200} more rows in cases_{html.escape(split)}.csv</p>" if len(rows) > 200 else ""
+        unit = f"sizes in {rows[0].get('size_unit', 'voxels')}, HD95 in {rows[0].get('hd95_unit', 'mm')}"
+        parts.append(f"<h3>Per-case results: {html.escape(split)} ({html.escape(unit)})</h3>{warn}"
+                     f"<table><tr>{head}</tr>{body}</table>{more}")
+    return "".join(parts)
+
+
 def _kv_table(d: dict[str, Any]) -> str:
     def text(v: Any) -> str:
         return html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))
@@ -181,6 +211,7 @@ def _run_section(run: Path, root: Path) -> str:
             recs = []
         if isinstance(recs, list) and recs:
             parts.append("<h3>Results</h3>" + _results_table(recs))
+    parts.append(_cases_section(run))
     for name in ("calibration.json", "privacy.json", "federation.json", "continual.json", "explain.json"):
         f = run / name
         if f.is_file():
@@ -221,7 +252,7 @@ def run_folders(root: Path, depth: int = 3) -> list[Path]:
     found = []
 
     def walk(p: Path, d: int) -> None:
-        if any((p / m).is_file() for m in marks) or (p / "plots").is_dir():
+        if any((p / m).is_file() for m in marks) or (p / "plots").is_dir() or any(p.glob("cases_*.json")):
             found.append(p)
         if d:
             for child in sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")

@@ -44,6 +44,9 @@ def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots:
         lines.append(f"| {r.task} | {r.dataset} | {r.split} | {r.method} | {r.metric} | {r.value:.4f} | {r.seed} "
                      f"| {r.label_fraction:g} |")
     lines.append("")
+    from mmfm.evaluation.per_case import markdown_tables, read_cases
+
+    lines += markdown_tables(read_cases(path.parent))     # segmentation: cases_<split>.json beside the report
     for name, png in plots.items():
         if png is not None:
             lines += [f"## {name}", "", f"![{name}]({png.relative_to(path.parent)})", ""]
