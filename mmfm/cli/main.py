@@ -55,14 +55,15 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
 
 def _run_config(a: argparse.Namespace, kind: str) -> int:
     """`mmfm train|pretrain|report-gen|vqa`: load the config, run the workflow, print on the main process."""
-    from mmfm.engine.distributed import is_main
     from mmfm.workflows.config import load_config
+
+    cfg = load_config(a.config, a.overrides)     # a config error is reported before any workflow is imported
+    from mmfm.engine.distributed import is_main
     from mmfm.workflows.pretrain import run_pretrain
     from mmfm.workflows.supervised import run_supervised
     from mmfm.workflows.vision_language import run_report_generation, run_vqa
 
     runs = {"train": run_supervised, "pretrain": run_pretrain, "report-gen": run_report_generation, "vqa": run_vqa}
-    cfg = load_config(a.config, a.overrides)
     records = runs[kind](cfg)
     if is_main():
         _print_records(records, cfg.out)
