@@ -20,6 +20,7 @@ app stops</span></header>
     <button id="clear">clear</button></div>
   <div id="viewer"><canvas id="view" width="512" height="512"></canvas></div>
   <div class="row"><button id="segment" disabled>Segment</button>
+    <button id="predict" disabled>Trained segmenter</button>
     <a id="download" href="#" hidden download="mask.nii.gz">download mask</a>
     <span id="result"></span></div>
 </div>
@@ -106,7 +107,7 @@ $("file").addEventListener("change", async e => {
     $("status").textContent = `loaded: ${info.format}, ${info.modality}, ${info.shape.join("×")}`;
     const fields = Object.entries(info.header);
     $("header").replaceChildren(fields.length ? table(fields.map(([a, b]) => [a, JSON.stringify(b)])) : el("span", "(not DICOM)"));
-    $("segment").disabled = !has("promptable"); $("zeroshot").disabled = !has("dual"); $("explain").disabled = !has("classification");
+    $("segment").disabled = !has("promptable"); $("predict").disabled = !has("segmenter"); $("zeroshot").disabled = !has("dual"); $("explain").disabled = !has("classification");
     await loadSlice();
   } catch (x) { cur = null; $("status").textContent = "no image"; err(x.message); draw(); }
 });
@@ -134,6 +135,16 @@ $("segment").addEventListener("click", async () => {
     $("result").textContent = `mask: ${r.foreground} voxels` + (r.slices ? `, slices ${r.slices[0]}–${r.slices[1]}` : "");
     const d = $("download"); d.href = r.mask; d.download = cur.format === "raster" ? "mask.png" : "mask.nii.gz";
     d.hidden = false; await loadSlice();
+  } catch (x) { $("result").textContent = ""; err(x.message); }
+});
+$("predict").addEventListener("click", async () => {
+  if (!cur) return; err(""); $("result").textContent = "segmenting the whole scan…";
+  try {
+    const r = await api(`/api/predict/${cur.id}`, {method: "POST", headers: {"Content-Type": "application/json"},
+      body: "{}"});
+    cur.hasMask = true;
+    $("result").textContent = r.empty ? "the trained model predicts nothing on this scan" : `mask: ${r.foreground} voxels`;
+    const d = $("download"); d.href = r.mask; d.download = "mask.nii.gz"; d.hidden = false; await loadSlice();
   } catch (x) { $("result").textContent = ""; err(x.message); }
 });
 $("zeroshot").addEventListener("click", async () => {

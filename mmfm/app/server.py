@@ -65,6 +65,13 @@ class ZeroShotRequest(BaseModel):
     model: str | None = Field(None, max_length=200)
 
 
+class PredictRequest(BaseModel):
+    """``POST /api/predict/{id}``: a trained segmentation run applied to the whole upload (no prompt)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, max_length=200)
+
+
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     slice: int | None = None
@@ -93,7 +100,7 @@ class Session:
 @dataclass
 class LoadedModel:
     name: str
-    kind: str                      # promptable | classification | dual
+    kind: str                      # promptable | segmenter (a trained segmentation run) | classification | dual
     source: str
 
 
@@ -127,9 +134,11 @@ class ServeState:
             raise ConfigError(f"--model {source}: neither litemedsam nor a run folder",
                               "give litemedsam, a classification or promptable run, or an image-text run")
         task = json.loads(state.read_text())["run_info"].get("task")
-        kinds = {"classification": "classification", "promptable_segmentation": "promptable"}
+        kinds = {"classification": "classification", "promptable_segmentation": "promptable",
+                 "segmentation": "segmenter"}
         if task not in kinds:
-            raise ConfigError(f"--model {source}: the app serves classification, promptable and image-text runs, "
+            raise ConfigError(f"--model {source}: the app serves classification, segmentation, promptable and "
+                              "image-text runs, "
                               f"not '{task}'", "give another run")
         return LoadedModel(run.name, kinds[task], source)
 
@@ -364,6 +373,20 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         s.mask, s.mask_array = out, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
                 "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name}
+
+    @app.post("/api/predict/{sid}")
+    def predict(sid: str, body: PredictRequest) -> dict[str, Any]:
+        """The trained segmenter's mask of the whole upload, on its grid (NIfTI), as `mmfm predict` writes it."""
+        from mmfm.workflows.segment import segment as run_segment
+
+        s = state.get(sid)
+        model = state.model("segmenter", body.model)
+        out = s.folder / "mask.nii.gz"
+        with state.lock:
+            rec = run_segment(s.path, out, model=model.source, overwrite=True, progress=False)
+        s.mask, s.mask_array = out, None
+        return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
+                "empty": rec["empty"], "mask": f"/api/mask/{sid}", "model": model.name}
 
     @app.get("/api/mask/{sid}")
     def mask_file(sid: str) -> Response:

@@ -360,7 +360,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
                                     "spacing": [round(s, 4) for s in img.spacing], "modality": img.modality}
             if model.task == "segmentation":
                 target = out / f"{name}_seg.nii.gz"
-                write_label_nifti(staged.path(target), r["mask"], img)
+                write_label_nifti(staged.path(target), r["mask"], img.affine)
                 case.update(mask=target.name, volumes=r["volumes"], empty=r["empty"])
             elif model.task == "classification":
                 case.update(probabilities=r["probabilities"], predicted=r["predicted"])
@@ -396,13 +396,13 @@ def _write_table(staged: Staged, stem: Path, cases: list[dict[str, Any]], rows: 
     staged.path(stem.with_suffix(".json")).write_text(json.dumps(cases, indent=2))
 
 
-def write_label_nifti(target: Path, labels: np.ndarray, img: Any) -> None:
-    """A label map (uint8) on the input's grid: its shape and its affine as qform and sform."""
+def write_label_nifti(target: Path, labels: np.ndarray, affine: np.ndarray, gz: bool = True) -> None:
+    """A label map (uint8) on the input's grid: its shape, and its affine as qform and sform."""
     import gzip
 
     import nibabel as nib
 
-    nii = nib.Nifti1Image(labels.astype(np.uint8), img.affine)
-    nii.set_qform(img.affine, code=1)
-    nii.set_sform(img.affine, code=1)
-    target.write_bytes(gzip.compress(nii.to_bytes(), compresslevel=6))
+    nii = nib.Nifti1Image(labels.astype(np.uint8), affine)
+    nii.set_qform(affine, code=1)
+    nii.set_sform(affine, code=1)
+    target.write_bytes(gzip.compress(nii.to_bytes(), compresslevel=6) if gz else nii.to_bytes())

@@ -112,6 +112,11 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
         raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
                           f"use one of {', '.join(INFERENCE_PRECISIONS)}")
     image, out = Path(image), Path(out)
+    if _trained_task(model) == "segmentation":     # a trained (not promptable) segmenter: no prompt, every voxel
+        if box is not None or points or negative_points or text or slice_index is not None:
+            raise ConfigError(f"--model {model} is a trained segmentation run: it takes no prompt",
+                              "drop --box/--point/--text/--slice, or use litemedsam or a promptable run")
+        return _segment_trained(model, image, out, modality, preset, overwrite)
     if box is None and not points and not text:
         raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1, --point X Y, or --text NAME (a text-prompted model)")
     if text is not None and not text.strip():
@@ -237,6 +242,44 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             PILImage.fromarray((mask_ij.T * 255).astype(np.uint8), mode="L").save(target, format="PNG")
         else:
             _write_nifti(target, mask_ij.astype(np.uint8), img, image, fmt, out.name.lower().endswith(".gz"))
+        staged.path(sidecar).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _trained_task(model: str) -> str | None:
+    """The task a training run folder trained (from its checkpoint), or None for anything else."""
+    ckpt = Path(model) / "checkpoints" / "last"
+    if model == "litemedsam" or not ckpt.is_dir():
+        return None
+    from mmfm.engine.checkpoint import read_state
+
+    return (read_state(ckpt).get("run_info") or {}).get("task")
+
+
+def _segment_trained(run: str, image: Path, out: Path, modality: str | None, preset: str | None,
+                     overwrite: bool) -> dict[str, Any]:
+    """`mmfm segment IMAGE --model SEG_RUN`: the run applied as `mmfm predict` applies it, written to ``out``."""
+    from mmfm.data.sources.fetch import sha256
+    from mmfm.workflows.predict import TrainedModel, write_label_nifti
+
+    if not out.name.lower().endswith((".nii.gz", ".nii")):
+        raise ConfigError(f"--out {out}: a trained segmenter's mask is written as NIfTI on the input's grid",
+                          "name the output e.g. mask.nii.gz")
+    sidecar = Path(f"{_stem(out)}.json")
+    check_writable(out)
+    check_ours([out, sidecar], sidecar, COMMAND, overwrite)
+    if not image.exists():
+        raise InputFileError(image, "no such file or folder", "check the path")
+    trained = TrainedModel(run)
+    r = trained.predict(image, modality=modality, preset=preset)
+    record = {"written_by": COMMAND, "model": {"name": f"run:{Path(run).name}", "task": "segmentation",
+                                               "sha256": sha256(Path(run) / "checkpoints" / "last" /
+                                                                "model.safetensors")},
+              "preset": preset or "the run's", "preprocessing": trained.prep.to_dict(), "volumes": r["volumes"],
+              "empty": r["empty"], ("foreground_voxels" if r["mask"].ndim == 3 else "foreground_pixels"):
+                  int((r["mask"] > 0).sum())}
+    with Staged() as staged:
+        write_label_nifti(staged.path(out), r["mask"], r["affine"], gz=out.name.lower().endswith(".gz"))
         staged.path(sidecar).write_text(json.dumps(record, indent=2))
     return record
 

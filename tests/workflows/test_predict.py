@@ -160,3 +160,33 @@ def test_predict_classification_writes_calibrated_probabilities(tmp_path):
         expect = (model.model.logits(x) / temperature).softmax(-1)[0].numpy()
     got = np.array([cases[0]["probabilities"][n] for n in ("class0", "class1")])
     assert np.allclose(got, expect, atol=1e-5) and got.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_segment_and_serve_apply_a_trained_segmenter(seg_run, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from mmfm.app.server import create_app
+
+    root, run = seg_run
+    nii = root / "imagesTr" / "case02_0000.nii.gz"
+    ref = nib.load(nii)
+    out = tmp_path / "mask.nii.gz"
+    assert main(["segment", str(nii), "--model", str(run), "--out", str(out)]) == 0
+    assert nib.load(out).shape == ref.shape and np.allclose(nib.load(out).affine, ref.affine)
+    assert json.loads((tmp_path / "mask.json").read_text())["model"]["task"] == "segmentation"
+    assert main(["segment", str(nii), "--model", str(run), "--box", "1", "1", "5", "5", "--out",
+                 str(tmp_path / "m2.nii.gz")]) == 2
+    assert "takes no prompt" in capsys.readouterr().err
+    with TestClient(create_app(["litemedsam", str(run)]), base_url="http://127.0.0.1") as c:   # loopback only
+        kinds = {m["kind"] for m in c.get("/api/models").json()["models"]}
+        assert "segmenter" in kinds
+        sid = c.post("/api/upload", content=nii.read_bytes(), headers={"X-Filename": nii.name}).json()["id"]
+        r = c.post(f"/api/predict/{sid}", json={})
+        assert r.status_code == 200 and r.json()["empty"] == (r.json()["foreground"] == 0)
+        served = c.get(f"/api/mask/{sid}")
+        assert served.status_code == 200
+        (tmp_path / "served.nii.gz").write_bytes(served.content)
+        served_mask = np.asarray(nib.load(tmp_path / "served.nii.gz").dataobj)
+        assert np.array_equal(served_mask, np.asarray(nib.load(out).dataobj))
+        assert c.get(f"/api/maskslice/{sid}", params={"k": 3}).headers["content-type"] == "image/png"
+        assert c.post(f"/api/predict/{sid}", json={"model": "x", "extra": 1}).status_code == 400
