@@ -159,6 +159,9 @@ def all_samples(data: Any) -> SampleList:
         if scan.get("skipped"):
             say(f"{len(scan['skipped'])} file(s) in data.root could not be read and are skipped (listed by "
                 f"`mmfm data prepare folder`), e.g. {scan['skipped'][0]['file']}: {scan['skipped'][0]['reason']}")
+        if scan.get("unmasked"):
+            say(f"{scan['masks']} image(s) of data.root have masks: it is read as a segmentation set, and the "
+                f"{scan['unmasked']} image(s) without a mask are left out")
         _LOADED[key] = samples
     return _LOADED[key]
 

@@ -40,6 +40,7 @@ def inspect_path(path: str | Path, modality: str | None = None, show_names: bool
                                     "classes": int(labels.max()) + 1}
         return out
     img = read_image(p, modality=modality)
+    label_map = looks_like_label_map(p, img.array)
     make_sample({img.modality: img}, ids=Ids(sample_id="inspected"))  # NaN/Inf, dimensions: the sample checks
     arr = img.array
     # a DICOM file or folder name is often built from a patient name or accession number: not echoed
@@ -48,13 +49,33 @@ def inspect_path(path: str | Path, modality: str | None = None, show_names: bool
            "spatial_dims": img.spatial_dims, "spacing": [round(s, 6) for s in img.spacing],
            "orientation": img.orientation, **geometry(img.affine, img.spatial_dims),
            "min": float(np.min(arr)), "max": float(np.max(arr)), "mean": float(np.mean(arr))}
-    if img.modality == "unknown":
+    if label_map:   # a mask: its label values and their voxels, not a modality to give
+        values, counts = np.unique(np.rint(arr).astype(np.int64), return_counts=True)
+        out["kind"] = "label map"
+        out["labels"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+        out["empty"] = not bool((values != 0).any())
+    elif img.modality == "unknown":
         out["modality_note"] = f"{fmt} does not record the modality; give --modality (e.g. CT, MR, XR)"
     if img.meta.get("assumed"):
         out["assumed"] = img.meta["assumed"]
     if "header" in img.meta:
         out["dicom"] = img.meta["header"]
     return out
+
+
+def looks_like_label_map(p: Path, arr: np.ndarray) -> bool:
+    """A mask by name (the pairing conventions of :mod:`mmfm.data.catalog.masks`) or by content: one channel of
+    a few non-negative integer values (2 to 64, background 0 among them; an all-zero image is not called one)."""
+    from mmfm.data.catalog.masks import image_folder_of, mask_suffix
+
+    if arr.shape[0] != 1 or arr.size == 0 or arr.min() < 0 or not np.array_equal(arr, np.rint(arr)):
+        return False
+    if mask_suffix(p) or image_folder_of(p) is not None:
+        return True
+    if len(np.unique(arr[:, ::max(1, arr.shape[1] // 64)])) > 64:  # a strided look first: images fail fast
+        return False
+    values = np.unique(arr)
+    return 2 <= len(values) <= 64 and 0 in values
 
 
 def geometry(affine: np.ndarray, spatial_dims: int) -> dict[str, Any]:

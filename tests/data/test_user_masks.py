@@ -159,3 +159,16 @@ def _msd(root: Path) -> Path:
 def _mk(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def test_data_inspect_recognises_a_mask_as_a_label_map(tmp_path):
+    from mmfm.workflows.inspect import inspect_path
+
+    root = write_suffix_folder(tmp_path / "f", n=2, image_ext="nrrd", mask="_seg.nrrd")
+    mask = inspect_path(root / "p0" / "scan_seg.nrrd")
+    assert mask["kind"] == "label map" and set(mask["labels"]) == {"0", "1"} and "modality_note" not in mask
+    assert mask["spacing"] == [2.0, 2.0, 4.0]
+    image = inspect_path(root / "p0" / "scan.nrrd")
+    assert "kind" not in image and "--modality" in image["modality_note"]
+    folder = inspect_path(root)
+    assert folder["images"] == 2 and folder["masks"] == 2 and folder["mask_formats"] == {"nrrd": 2}
