@@ -6,7 +6,9 @@
 # 2. labeller: the rule-based labeller against the IU MeSH terms.
 # 3. generation: report generation and VQA on mini slices (2D) and crops (3D), generated captions and questions.
 # Usage: scripts/reproduce_report_tables.sh [OUT] [PART ...]    (default: runs/reports, all parts)
-#        SEEDS="0 1 2" (default) sets the seeds of the trained models.
+#        SEEDS="0 1 2" (default) sets the seeds of the trained models; STEPS_2D / STEPS_3D (default: the
+#        configs' train.max_steps) the training steps of the 2D / 3D generation and VQA runs; the tables
+#        read the test split, so the generation runs evaluate on test only.
 set -euo pipefail
 OUT=${1:-runs/reports}
 shift || true
@@ -14,6 +16,11 @@ PARTS=${*:-section_matching labeller generation}
 SEEDS=${SEEDS:-0 1 2}
 MMFM=${MMFM:-.venv/bin/mmfm}
 PY=${PY:-.venv/bin/python}
+STEPS_2D=${STEPS_2D:+train.max_steps=$STEPS_2D}
+STEPS_3D=${STEPS_3D:+train.max_steps=$STEPS_3D}
+STEPS_2D="$STEPS_2D data.eval_splits=[test]"
+STEPS_3D="$STEPS_3D data.eval_splits=[test]"
+TABLES=""
 $MMFM data prepare mini > /dev/null
 mkdir -p $OUT
 if [[ " $PARTS " == *" section_matching "* ]]; then
@@ -25,25 +32,28 @@ if [[ " $PARTS " == *" section_matching "* ]]; then
       --out $OUT/section_matching/minilm_rsm_s$seed > /dev/null
   done
   $PY scripts/doc_tables.py collect section_matching $OUT/section_matching --splits val test
+  TABLES="$TABLES section-matching"
 fi
 if [[ " $PARTS " == *" labeller "* ]]; then
   $MMFM data label --check-mesh --out $OUT/labeller > /dev/null
   $PY scripts/doc_tables.py collect labeller $OUT/labeller --splits dev held_out
+  TABLES="$TABLES labeller"
 fi
 if [[ " $PARTS " == *" generation "* ]]; then
   for seed in $SEEDS; do
-    $MMFM report-gen configs/report_generation_2d.yaml train.seed=$seed train.progress=false \
+    $MMFM report-gen configs/report_generation_2d.yaml $STEPS_2D train.seed=$seed train.progress=false \
       out=$OUT/report_generation_2d/s$seed > $OUT/report_generation_2d_s$seed.log 2>&1
-    $MMFM vqa configs/vqa_2d.yaml train.seed=$seed train.progress=false out=$OUT/vqa_2d/s$seed \
+    $MMFM vqa configs/vqa_2d.yaml $STEPS_2D train.seed=$seed train.progress=false out=$OUT/vqa_2d/s$seed \
       > $OUT/vqa_2d_s$seed.log 2>&1
     # 3D: 32^3 crops; a 3D ResNet step costs about 1.5 s on 2 cores
-    $MMFM report-gen configs/report_generation_3d.yaml train.seed=$seed train.progress=false \
+    $MMFM report-gen configs/report_generation_3d.yaml $STEPS_3D train.seed=$seed train.progress=false \
       out=$OUT/report_generation_3d/s$seed > $OUT/report_generation_3d_s$seed.log 2>&1
-    $MMFM vqa configs/vqa_3d.yaml train.seed=$seed train.progress=false out=$OUT/vqa_3d/s$seed \
+    $MMFM vqa configs/vqa_3d.yaml $STEPS_3D train.seed=$seed train.progress=false out=$OUT/vqa_3d/s$seed \
       > $OUT/vqa_3d_s$seed.log 2>&1
   done
   for name in report_generation_2d report_generation_3d vqa_2d vqa_3d; do
     $PY scripts/doc_tables.py collect $name $OUT/$name
   done
+  TABLES="$TABLES report-generation-2d report-generation-3d vqa-2d vqa-3d"
 fi
-$PY scripts/doc_tables.py write
+$PY scripts/doc_tables.py write $TABLES      # only the tables of the parts that ran

@@ -27,4 +27,4 @@ for seed in 0 1 2; do
   done
 done
 $PY scripts/doc_tables.py collect vlm $OUT
-$PY scripts/doc_tables.py write
+$PY scripts/doc_tables.py write vlm      # only this table

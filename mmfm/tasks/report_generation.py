@@ -2,14 +2,18 @@
 
     forward(batch{"image": (B, C, *s), "text": B strings}) -> {"loss", "lm_loss"}
     generate(images) -> list of reports (greedy)
-Works for 2D and 3D images (the decoder sees the encoder's token sequence either way).
+Works for 2D and 3D images (the decoder sees the encoder's token sequence either way). The baselines a model
+has to beat: :func:`majority_report` and :func:`nearest_neighbour_reports`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmfm.encoders import Encoder
@@ -45,3 +49,21 @@ class ReportGenerator(nn.Module):
 def report_generation(encoder: Encoder, vocab: Vocabulary, dim: int = 128, depth: int = 2, heads: int = 4,
                       max_len: int = 64, freeze_encoder: bool = False) -> ReportGenerator:
     return ReportGenerator(encoder, vocab, dim, depth, heads, max_len, freeze_encoder)
+
+
+# -- baselines a generated report has to beat (no decoder) -------------------------------------------------------
+def majority_report(train_texts: Sequence[str], n: int) -> list[str]:
+    """The most frequent training report for every image (ties: the first in sorted order). On texts generated
+    from labels this is the label-only caption template filled with the majority label."""
+    counts = Counter(train_texts)
+    best = max(sorted(counts), key=lambda t: counts[t])
+    return [best] * n
+
+
+def nearest_neighbour_reports(query: torch.Tensor, train: torch.Tensor, train_texts: Sequence[str]) -> list[str]:
+    """The training report of each query's nearest training image by cosine similarity of its features
+    (the 1-NN retrieval baseline of report generation, e.g. Liu et al. 2019).
+
+    Shape: query (Q, D), train (N, D) -> Q reports."""
+    sim = F.normalize(query.flatten(1).float(), dim=1) @ F.normalize(train.flatten(1).float(), dim=1).T  # (Q, N)
+    return [train_texts[i] for i in sim.argmax(1).tolist()]

@@ -5,11 +5,14 @@ and the question's tokens (from a text tower).
 * closed-set answers (yes/no, or any candidate list): the candidate with the highest likelihood under the
   decoder, so one model answers both kinds (as generative medical VQA models do).
 
+The baseline it has to beat: :func:`majority_answers` (the question prior, no image).
+
     forward(batch{"image", "question", "answer"}) -> {"loss", "lm_loss"}
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,3 +64,21 @@ class VQAModel(nn.Module):
 def vqa(encoder: Encoder, text_encoder: TextEncoder, vocab: Vocabulary, dim: int = 128, depth: int = 2,
         heads: int = 4, max_len: int = 16, question_length: int = 32, freeze_text: bool = True) -> VQAModel:
     return VQAModel(encoder, text_encoder, vocab, dim, depth, heads, max_len, question_length, freeze_text)
+
+
+def majority_answers(train_questions: Sequence[str], train_answers: Sequence[str],
+                     questions: Sequence[str]) -> list[str]:
+    """The no-image baseline: each question gets its most frequent training answer (an unseen question the most
+    frequent answer overall; ties: the first in sorted order). A VQA model that does not beat it answers from
+    the question prior alone."""
+    per: dict[str, Counter[str]] = {}
+    for q, a in zip(train_questions, train_answers):
+        per.setdefault(q, Counter())[a] += 1
+    overall = Counter(train_answers)
+
+    def top(c: Counter[str]) -> str:
+        return max(sorted(c), key=lambda a: c[a])
+
+    best = {q: top(c) for q, c in per.items()}
+    fallback = top(overall)
+    return [best.get(q, fallback) for q in questions]

@@ -28,7 +28,9 @@ from mmfm.evaluation.protocols.retrieval import frequency_baseline, image_text_r
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
+from mmfm.tasks.report_generation import majority_report, nearest_neighbour_reports
 from mmfm.tasks.text_decoder import Vocabulary
+from mmfm.tasks.vqa import majority_answers
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.pretrain import load_encoder
@@ -36,6 +38,9 @@ from mmfm.workflows.provenance import provenance
 from mmfm.workflows.towers import load_dual, load_text_encoder
 
 FREQUENCY_BASELINE = "most-frequent-impression (no model)"
+MAJORITY_REPORT = "majority report (no image)"
+NN_PIXELS = "nearest-neighbour report (pixels)"
+MAJORITY_ANSWER = "majority answer per question (no image)"
 
 
 def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
@@ -161,22 +166,43 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     write_json_atomic(out / "vocabulary.json", model.vocab.to_dict())
     records: list[ResultRecord] = []
     method = cfg.method or f"{cfg.encoder['name']}-decoder"
+    train_pixels, train_features = _pixels_and_features(model.encoder, train)
     for split in cfg.data.eval_splits:
         ds = dataspec.pairs(cfg.data, split)
         gen = [t for x in image_batches(ds, 64) for t in model.generate(x)]
         with open(out / f"generated_{split}.jsonl", "w") as f:
             for g, r in zip(gen, ds.texts):
                 f.write(json.dumps({"generated": g, "reference": r}) + "\n")
-        records += [ResultRecord("report_generation", dataspec.name(cfg.data), split, method, k, float(v),
-                                 cfg.train.seed) for k, v in generation_metrics(gen, ds.texts).items()]
+        pixels, features = _pixels_and_features(model.encoder, ds)
+        outputs = {(method, cfg.train.seed): gen,   # the model, then the baselines it has to beat
+                   (MAJORITY_REPORT, 0): majority_report(train.texts, len(ds.texts)),
+                   (NN_PIXELS, 0): nearest_neighbour_reports(pixels, train_pixels, train.texts),
+                   (f"nearest-neighbour report ({method} features)", cfg.train.seed):
+                       nearest_neighbour_reports(features, train_features, train.texts)}
+        records += [ResultRecord("report_generation", dataspec.name(cfg.data), split, name, k, float(v), seed)
+                    for (name, seed), texts in outputs.items()
+                    for k, v in generation_metrics(texts, ds.texts).items()]
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "report generation")}
-    notes = ["CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)"]
+    notes = ["CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)",
+             f"baselines: {MAJORITY_REPORT} (the most frequent training text for every image); {NN_PIXELS} and "
+             "nearest-neighbour report (<model> features): the training text of the nearest training image by "
+             "cosine similarity of pixels / of the trained encoder's pooled features"]
     if dataspec.is_mini(cfg.data):
         notes.insert(0, "references are the mini captions, GENERATED from labels (see the data card), not "
                         "radiologists' reports")
     else:
         notes.insert(0, f"references: the reports/captions of {dataspec.name(cfg.data)} at data.root")
     return _finish(cfg, "Report generation", records, notes, plots)
+
+
+def _pixels_and_features(encoder: torch.nn.Module, ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of ``ds`` flattened, and the encoder's pooled features. Shape: (N, C*prod(s)), (N, D)."""
+    pixels, features = [], []
+    with torch.no_grad():
+        for x in image_batches(ds, 64):
+            pixels.append(x.flatten(1).float())
+            features.append(encoder(x)["pooled"].float())
+    return torch.cat(pixels), torch.cat(features)
 
 
 # -- VQA -------------------------------------------------------------------------------------------------------
@@ -291,9 +317,13 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
                 f.write(json.dumps({"question": q, "predicted": p, "answer": a, "type": t}) + "\n")
         records += [ResultRecord("vqa", _vqa_name(cfg), split, method, k, v, cfg.train.seed)
                     for k, v in vqa_metrics(pred, d["answer"], d["answer_type"]).items()]
+        prior = majority_answers(train["question"], train["answer"], d["question"])   # no image: the baseline
+        records += [ResultRecord("vqa", _vqa_name(cfg), split, MAJORITY_ANSWER, k, v, 0)
+                    for k, v in vqa_metrics(prior, d["answer"], d["answer_type"]).items()]
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "VQA")}
     notes = ["mini questions are generated from the slice labels (modality, region, lesion), not written by people"
-             if cfg.data.dataset == "mini" else f"data: {cfg.data.dataset} at data.root"]
+             if cfg.data.dataset == "mini" else f"data: {cfg.data.dataset} at data.root",
+             f"baseline: {MAJORITY_ANSWER}: each question's most frequent training answer, without the image"]
     return _finish(cfg, "Visual question answering", records, notes, plots)
 
 
