@@ -45,8 +45,11 @@ def _load(model: str) -> tuple[str, Any, dict[str, Any]]:
     task, state = load_trained(run)
     info = state["run_info"]
     if info["task"] != "classification":
+        hint = ("apply it with `mmfm predict RUN IMAGE --out DIR` (its mask on the image's grid) or "
+                "`mmfm serve --model RUN` (the mask over the scan)" if info["task"] in ("segmentation", "detection")
+                else "give a classification run or a vision-language run")
         raise ConfigError(f"--model {model}: explanations are for classification and image-text runs, this run "
-                          f"trained '{info['task']}'", "give a classification run or a vision-language run")
+                          f"trained '{info['task']}'", hint)
     return "classification", task, info
 
 
