@@ -25,3 +25,16 @@ def test_help_and_argument_errors_load_no_heavy_library():
             "for argv in (['--help'], ['train', '--help'], ['predict', '--help'], ['predict', 'run'], ['nope']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass")
     assert _loaded_after(code) == []
+
+
+def test_a_bad_config_file_is_reported_without_loading_torch(tmp_path):
+    """`mmfm train|pretrain bad.yaml` answer from the config alone (mmfm.engine.settings is torch-free)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    code = ("import io, contextlib\nfrom mmfm.cli.main import main\ncodes, errs = [], []\n"
+            f"for kind in ('train', 'pretrain'):\n    err = io.StringIO()\n"
+            f"    with contextlib.redirect_stderr(err):\n        codes.append(main([kind, {str(bad)!r}]))\n"
+            "    errs.append(err.getvalue())\n"
+            "assert codes == [2, 2], codes\n"
+            "assert all(\"unknown config key 'train.max_stepz'\" in e and 'train.max_steps' in e for e in errs), errs")
+    assert _loaded_after(code) == []

@@ -25,21 +25,14 @@ Yousefpour et al., Opacus, 2021.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
+from mmfm.engine.settings import DPConfig  # also importable from here, its first home
 from mmfm.errors import ConfigError
-
-
-@dataclass
-class DPConfig:
-    epsilon: float = 0.0           # privacy budget of the whole run; 0 = no differential privacy
-    delta: float = 1e-5            # should be below 1 / training samples
-    max_grad_norm: float = 1.0     # per-sample gradient clipping norm
-    fix_norms: bool = False        # replace layers Opacus cannot handle (BatchNorm -> GroupNorm) instead of failing
 
 
 def check_dp_config(dp: DPConfig, grad_accum: int, world: int, compile_: bool, batch_size: int) -> None:

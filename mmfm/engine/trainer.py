@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,52 +41,14 @@ from mmfm.engine.checkpoint import (
 )
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
 from mmfm.engine.precision import PRECISIONS, Precision, autocast, grad_scaler, resolve_precision
-from mmfm.engine.privacy import DPConfig, PrivateTraining, check_dp_config, fix_layers, poisson_indices
+from mmfm.engine.privacy import PrivateTraining, check_dp_config, fix_layers, poisson_indices
+from mmfm.engine.settings import OptimConfig, TrainConfig  # also importable from here, their first home
 from mmfm.engine.sync_batchnorm import convert_batchnorm
 from mmfm.errors import CheckpointError, ConfigError, MMFMError
 
 
 class TrainingDiverged(MMFMError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    schedule: str = "cosine"       # cosine | constant
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 0.0         # 0 = off
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = 100
-    batch_size: int = 32
-    grad_accum: int = 1
-    seed: int = 0
-    precision: str = "auto"        # auto (bf16 where the device computes it natively, fp16 on older GPUs, else
-                                   # fp32; see mmfm.engine.precision) | fp32 | bf16 | fp16
-    workers: int = -1              # DataLoader worker processes per rank; -1 auto: up to 4 for datasets that read
-                                   # files, 0 for in-memory arrays (workers would only add copying)
-    ckpt_every: int = 50
-    log_every: int = 10
-    progress: bool = True
-    tensorboard: bool = False
-    compile: bool = False          # torch.compile the model (the first steps wait for the compiler)
-    channels_last: bool = False    # channels-last memory for 2D/3D convolution weights (faster CNNs on CPU/GPU)
-    grad_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~1 more forward
-    strategy: str = "ddp"          # with several torchrun processes: ddp (replicas) | fsdp (sharded parameters,
-                                   # gradients and optimiser state, for models that do not fit one device)
-    peft: str = ""                 # parameter-efficient tuning of the pretrained parts (mmfm.encoders.adapters):
-                                   # lora | dora | loha | lokr; "" trains every parameter
-    peft_rank: int = 8
-    peft_alpha: float = 16.0
-    peft_dropout: float = 0.0
-    peft_targets: list[str] = field(default_factory=list)  # layer names (qkv, fc1, re:<regex>); []: all linear
-    peft_modules: list[str] = field(default_factory=list)  # modules to adapt; []: every encoder (+ model.adaptable)
-    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy (DP-SGD, Opacus): train.dp.epsilon=8
 
 
 def seed_everything(seed: int) -> None:

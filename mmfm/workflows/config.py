@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mmfm.engine.trainer import OptimConfig, TrainConfig
+from mmfm.engine.settings import OptimConfig, TrainConfig  # torch-free: a config error answers at once
 from mmfm.errors import ConfigError
 
 
