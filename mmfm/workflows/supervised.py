@@ -15,6 +15,7 @@ from mmfm.data.batches import first_item, iter_items
 from mmfm.engine.trainer import Trainer, seed_everything
 from mmfm.errors import ConfigError, MMFMError
 from mmfm.evaluation.evaluate import evaluate
+from mmfm.evaluation.per_case import write_cases
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
@@ -117,11 +118,14 @@ def calibrate(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Any] | Non
     return info
 
 
-def report_figures(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Path | None]:
+def report_figures(prep: Prepared, cfg: RunConfig, out: Path,
+                   cases: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Path | None]:
     """Figures drawn from the trained model on the last evaluated split for the report: a classifier's
-    reliability diagram, embedding map and saliency examples, a segmenter's best/median/worst cases. A figure
-    that fails is left out with a message (the run's results stand)."""
-    from mmfm.evaluation.figures import plot_embeddings, plot_segmentation_cases
+    reliability diagram, embedding map and saliency examples, a segmenter's best/median/worst cases of that
+    split's per-case rows (``cases``: split -> rows, from :func:`evaluate_splits`), whole volumes predicted by
+    sliding window as they were evaluated. A figure that fails is left out with a message (the run's results
+    stand)."""
+    from mmfm.evaluation.figures import plot_case_overlays, plot_embeddings
     from mmfm.trust.explain import plot_saliency_examples
 
     if not cfg.data.eval_splits or prep.task not in ("classification", "segmentation"):
@@ -135,9 +139,9 @@ def report_figures(prep: Prepared, cfg: RunConfig, out: Path) -> dict[str, Path 
                     "embeddings": plot_embeddings(prep.model.encoder, ds, out / "plots" / "embeddings.png", names),
                     "saliency": plot_saliency_examples(prep.model, ds, out / "plots" / "saliency.png",
                                                        class_names=names)}
-        if cfg.data.patch:   # whole volumes by sliding window: the cases figure would need it too
-            return {}
-        return {"segmentation cases": plot_segmentation_cases(prep.model, ds, out / "plots" / "cases.png")}
+        rows = (cases or {}).get(split) or []
+        return {"segmentation cases": plot_case_overlays(prep.model, ds, rows, out / "plots" / "cases.png",
+                                                         tuple(cfg.data.patch))}
     except (RuntimeError, ValueError, MMFMError) as e:
         print(f"[mmfm] report figures skipped: {e}", flush=True)
         return {}
@@ -260,8 +264,10 @@ def method_name(cfg: RunConfig, prep: Prepared) -> str:
 
 
 def evaluate_splits(model: Any, cfg: RunConfig, task_name: str, method: str,
-                    datasets: dict[str, Any] | None = None, dataset_name: str | None = None) -> list[ResultRecord]:
-    """Records of ``model`` on each of ``data.eval_splits`` (or the given ``datasets``: split -> dataset)."""
+                    datasets: dict[str, Any] | None = None, dataset_name: str | None = None,
+                    cases: dict[str, list[dict[str, Any]]] | None = None) -> list[ResultRecord]:
+    """Records of ``model`` on each of ``data.eval_splits`` (or the given ``datasets``: split -> dataset).
+    ``cases``: for segmentation, receives split -> one row per image (:mod:`mmfm.evaluation.per_case`)."""
     dataset = dataset_name or dataspec.name(cfg.data)
     records = []
     for split in cfg.data.eval_splits:
@@ -272,8 +278,9 @@ def evaluate_splits(model: Any, cfg: RunConfig, task_name: str, method: str,
         # boundary distances in mm need the evaluated grid's voxel size: known when volumes are resampled to
         # data.spacing and evaluated whole (data.patch), not after a resize to data.size
         spacing = cfg.data.spacing if (roi and cfg.data.spacing) else ()
+        rows = cases.setdefault(split, []) if cases is not None and task_name == "segmentation" else None
         for metric, value in evaluate(model, ds, task_name, class_names=cfg.task.get("class_names"),
-                                      roi_size=roi, spacing=spacing).items():
+                                      roi_size=roi, spacing=spacing, cases=rows, split=split).items():
             if metric != "classes_evaluated":
                 records.append(ResultRecord(task_name, dataset, split, method, metric, value, cfg.train.seed,
                                             cfg.data.label_fraction))
@@ -322,7 +329,10 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     if not is_main():
         return []
     calibration = calibrate(prep, cfg, out)
-    records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep))
+    cases: dict[str, list[dict[str, Any]]] = {}   # segmentation: per-case rows, cases_<split>.json/.csv
+    records = evaluate_splits(prep.model, cfg, prep.task, method_name(cfg, prep), cases=cases)
+    for split, rows in cases.items():
+        write_cases(out, split, rows)
     if cfg.data.eval_missing:
         records += evaluate_without_each_modality(prep, cfg)
     if prep.run_info.get("dp"):   # differential privacy: the budget spent, next to the metrics it bought
@@ -333,7 +343,7 @@ def run_supervised(cfg: RunConfig) -> list[ResultRecord]:
     write_results(out / "results.json", records, provenance(out))
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png",
                                           f"{prep.task} training loss"),
-             **report_figures(prep, cfg, out)}
+             **report_figures(prep, cfg, out, cases)}
     notes = [f"{len(prep.train_ds)} training samples, {prep.num_classes} classes, {cfg.train.max_steps} steps"]
     if prep.run_info.get("dp"):
         dp = prep.run_info["dp"]
