@@ -325,21 +325,31 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
 
 
 def _cmd_segment(a: argparse.Namespace) -> int:
-    from mmfm.workflows.segment import segment
+    from mmfm.workflows.segment import labelled_structures, segment
 
-    rec = segment(a.image, a.out, box=a.box, points=a.point or (), negative_points=a.negative_point or (),
-                  slice_index=a.slice, axis=a.axis, modality=a.modality, preset=a.preset, model=a.model,
+    boxes = a.box or []
+    structures = labelled_structures(boxes, a.label or [], a.prompts, bool(a.point or a.negative_point))
+    rec = segment(a.image, a.out, box=boxes[0] if structures is None and boxes else None,
+                  points=a.point or (), negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
+                  modality=a.modality, preset=a.preset, model=a.model,
                   min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
-                  text=a.text, precision=a.precision)
+                  text=a.text, precision=a.precision, structures=structures)
     if a.json:
         print(json.dumps(rec))
         return 0
-    where = (f", slices {rec['slices'][0]}..{rec['slices'][1]}" if rec.get("slices") else "")
-    n = rec.get("foreground_voxels", rec.get("foreground_pixels", 0))
-    print(f"wrote {a.out} ({n} foreground {'voxels' if 'foreground_voxels' in rec else 'pixels'}{where}) and its "
-          f"JSON; model {rec['model']['name']}, preset {rec['preset']}")
-    for direction, why in rec.get("stopped", {}).items():
-        print(f"  propagation {direction}: stopped at {why}" if "end" not in why else f"  {direction}: {why}")
+    multi = "structures" in rec
+    if multi:
+        print(f"wrote {a.out} (a label map of {len(rec['structures'])} structures) and its JSON; model "
+              f"{rec['model']['name']}, preset {rec['preset']}")
+    for e in rec.get("structures", [rec]):
+        where = (f", slices {e['slices'][0]}..{e['slices'][1]}" if e.get("slices") else "")
+        n = e.get("foreground_voxels", e.get("foreground_pixels", 0))
+        unit = "voxels" if "foreground_voxels" in e else "pixels"
+        print(f"  {e['value']} = {e['label']} ({n} foreground {unit}{where})" if multi else
+              f"wrote {a.out} ({n} foreground {unit}{where}) and its JSON; model {rec['model']['name']}, "
+              f"preset {rec['preset']}")
+        for direction, why in e.get("stopped", {}).items():
+            print(f"  propagation {direction}: stopped at {why}" if "end" not in why else f"  {direction}: {why}")
     return 0
 
 
@@ -642,11 +652,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "intensity inside it jumps by more than --max-change.\n"
                     "Output: a NIfTI mask on the input's exact grid and affine (1 = structure), or a PNG of the "
                     "input's size for PNG/JPEG/TIFF input (255 = structure), plus OUT's stem + .json with the "
-                    "prompt, the model and its SHA-256.",
+                    "prompt, the model and its SHA-256. DICOM input: OUT.dcm is a DICOM Segmentation (SEG), "
+                    "OUT.rtstruct.dcm an RT Structure Set, on the source's own slices.\n"
+                    "Several structures: --box ... --label NAME, repeated (or --prompts FILE.json), give one label "
+                    "map (value n = the n-th structure; a later one wins where two overlap) with the names in the "
+                    "JSON's 'labels' (one DICOM segment each).",
         epilog="examples:\n  mmfm segment chest.png --box 40 60 200 220 --out lung.png\n"
-               "  mmfm segment ct.nii.gz --slice 60 --box 30 25 110 90 --modality CT --out liver.nii.gz")
+               "  mmfm segment ct.nii.gz --slice 60 --box 30 25 110 90 --modality CT --out liver.nii.gz\n"
+               "  mmfm segment ct_series/ --slice 40 --box 30 25 110 90 --label liver --box 120 40 150 80 "
+               "--label spleen --out organs.dcm")
     sg.add_argument("image", help="an image file or DICOM series folder (anything `mmfm data inspect` reads)")
-    sg.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt, pixels")
+    sg.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                    help="box prompt, pixels; repeat it with --label for several structures in one label map")
+    sg.add_argument("--label", action="append",
+                    help="the name of the structure of the --box before it (repeatable: one per --box): one label "
+                         "map, value n for the n-th structure, names in the JSON (and as DICOM segments)")
+    sg.add_argument("--prompts", help='a JSON list of structures [{"label": "liver", "box": [x0, y0, x1, y1], '
+                                      '"slice": K, "points": [[x, y]], "negative_points": [[x, y]]}, ...] '
+                                      "instead of --box/--label")
     sg.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"),
                     help="a point inside the structure (repeatable)")
     sg.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
@@ -664,7 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--max-change", type=float, default=0.15,
                     help="volumes: stop where the mean intensity inside the mask (after the preset, 0..1) changes by "
                          "more than this from the previous slice: the structure ended (default 0.15)")
-    sg.add_argument("--out", required=True, help="mask file: .nii.gz / .nii (volumes, DICOM, NIfTI) or .png")
+    sg.add_argument("--out", required=True, help="mask file: .nii.gz / .nii (volumes, DICOM, NIfTI) or .png; for "
+                                                 "DICOM input also .dcm (a DICOM SEG) or .rtstruct.dcm (an RT "
+                                                 "Structure Set), on the source's slices")
     sg.add_argument("--overwrite", action="store_true", help="replace an earlier output of mmfm segment")
     sg.add_argument("--json", action="store_true", help="print the JSON record")
     sg.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -26,7 +26,7 @@ from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
 
 COMMAND = "mmfm segment"
-MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
+MASK_SUFFIXES = (".nii.gz", ".nii", ".png", ".rtstruct.dcm", ".dcm")
 INFERENCE_PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -97,153 +97,309 @@ def _preset(img: Any, preset: str | None) -> tuple[Any, str]:
     return get_preset("percentile"), "the file does not record its modality (give --modality or --preset)"
 
 
+def load_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """A prompts JSON: ``[{"label": "liver", "box": [x0, y0, x1, y1], "slice": 60, "points": [[x, y]],
+    "negative_points": [[x, y]]}, ...]`` (or ``{"structures": [...]}``); label and box or points per structure."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--prompts {p}: cannot read it as JSON ({type(e).__name__})",
+                          'give a JSON list such as [{"label": "liver", "box": [10, 20, 90, 100], "slice": 40}]'
+                          ) from None
+    items = data.get("structures") if isinstance(data, dict) else data
+    keys = {"label", "box", "slice", "points", "negative_points"}
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) and set(i) <= keys for i in items):
+        raise ConfigError(f"--prompts {p}: expected a non-empty list of structures with keys {sorted(keys)}",
+                          'e.g. [{"label": "liver", "box": [10, 20, 90, 100], "slice": 40}]')
+    return items
+
+
+def labelled_structures(boxes: Sequence[Sequence[float]], labels: Sequence[str], prompts: str | Path | None,
+                        has_points: bool) -> list[dict[str, Any]] | None:
+    """The CLI's prompts: None for one unlabelled structure (``--box`` at most once), else the labelled structures
+    of ``--box ... --label NAME`` pairs (every box on ``--slice``) or of the ``--prompts`` file."""
+    if prompts is not None:
+        if boxes or labels or has_points:
+            raise ConfigError("--prompts lists every structure; --box/--label/--point are not combined with it",
+                              "put all prompts in the JSON file, or leave out --prompts")
+        return load_prompts(prompts)
+    if not labels and len(boxes) <= 1:
+        return None
+    if len(labels) != len(boxes):
+        raise ConfigError(f"{len(boxes)} --box and {len(labels)} --label: several structures need one label each",
+                          "write --box X0 Y0 X1 Y1 --label NAME for every structure")
+    if has_points:
+        raise ConfigError("--point belongs to one structure; with labelled boxes give points in --prompts",
+                          'e.g. [{"label": "liver", "box": [..], "points": [[x, y]]}]')
+    return [{"label": name, "box": list(box)} for box, name in zip(boxes, labels)]
+
+
+def _structures(box: Sequence[float] | None, points: Sequence[Sequence[float]],
+                negative_points: Sequence[Sequence[float]], slice_index: int | None,
+                structures: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """One prompt per structure: the single-structure arguments, or ``structures`` (each named by its label)."""
+    if structures is None:
+        return [{"label": None, "box": box, "points": list(points), "negative_points": list(negative_points),
+                 "slice": slice_index}]
+    if box is not None or points or negative_points:
+        raise ConfigError("--box/--point are given twice: alone and in the list of labelled structures",
+                          "give each structure as --box ... --label NAME, or all of them in --prompts")
+    names = [str(s.get("label") or "").strip() for s in structures]
+    if not all(names) or len(set(names)) != len(names) or len(names) > 255:
+        raise ConfigError(f"structure labels {names}: each structure needs its own non-empty label (at most 255)",
+                          "name every box: --box X0 Y0 X1 Y1 --label liver --box ... --label spleen")
+    return [{"label": n, "box": s.get("box"), "points": list(s.get("points") or []),
+             "negative_points": list(s.get("negative_points") or []),
+             "slice": s.get("slice", slice_index)} for n, s in zip(names, structures)]
+
+
+def _check_suffix(out: Path) -> None:
+    if not out.name.lower().endswith(MASK_SUFFIXES):
+        raise ConfigError(f"--out {out}: a mask is written as .nii.gz, .nii, .png, or .dcm (DICOM SEG) / "
+                          ".rtstruct.dcm for DICOM input",
+                          "name the output e.g. mask.nii.gz (volumes, DICOM, NIfTI) or mask.png (PNG/JPEG input)")
+
+
+def _output_kind(out: Path, fmt: str) -> str:
+    """'png', 'nifti', 'SEG' or 'RTSTRUCT' for ``--out``, checked against the input's format."""
+    from mmfm.data.io.dicom_seg import DICOM_FORMATS, dicom_output_kind
+
+    kind = dicom_output_kind(out) or ("png" if out.name.lower().endswith(".png") else "nifti")
+    if kind in ("SEG", "RTSTRUCT") and fmt not in DICOM_FORMATS:
+        raise ConfigError(f"--out {out}: a DICOM {kind} references DICOM source images; this input is {fmt}",
+                          "give a DICOM file or series, or write .nii.gz / .png")
+    if (kind == "png") != (fmt == "raster"):
+        raise ConfigError(f"--out {out}: " + ("PNG/JPEG/TIFF input gives a .png mask" if fmt == "raster" else
+                                              f"{fmt} input gives a NIfTI mask (.nii.gz) on its grid"),
+                          "change the suffix of --out")
+    return kind
+
+
 def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = None,
             points: Sequence[Sequence[float]] = (), negative_points: Sequence[Sequence[float]] = (),
             slice_index: int | None = None, axis: int = 2, modality: str | None = None, preset: str | None = None,
             model: str = "litemedsam", min_score: float = 0.5, max_change: float = 0.15, overwrite: bool = False,
-            progress: bool = True, text: str | None = None, precision: str = "fp32") -> dict[str, Any]:
+            progress: bool = True, text: str | None = None, precision: str = "fp32",
+            structures: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
-    slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``)."""
+    slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``).
+
+    ``structures``: several labelled structures in one call (``[{"label", "box", "points", "negative_points",
+    "slice"}]``, :func:`load_prompts`): one label map, value n for the n-th structure (a later structure wins
+    where two overlap), the names in the JSON's ``labels``. ``out`` ending ``.dcm`` (DICOM input only): a DICOM
+    SEG with one segment per structure; ``.rtstruct.dcm``: an RT Structure Set."""
     from mmfm.engine.precision import autocast, resolve_precision
-    from mmfm.tasks.promptable import for_inference, predict_slice, propagate
+    from mmfm.tasks.promptable import for_inference
 
     if precision not in INFERENCE_PRECISIONS:
         raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
                           f"use one of {', '.join(INFERENCE_PRECISIONS)}")
     image, out = Path(image), Path(out)
     if _trained_task(model) == "segmentation":     # a trained (not promptable) segmenter: no prompt, every voxel
-        if box is not None or points or negative_points or text or slice_index is not None:
+        if box is not None or points or negative_points or text or slice_index is not None or structures:
             raise ConfigError(f"--model {model} is a trained segmentation run: it takes no prompt",
                               "drop --box/--point/--text/--slice, or use litemedsam or a promptable run")
         return _segment_trained(model, image, out, modality, preset, overwrite)
-    if box is None and not points and not text:
+    prompts = _structures(box, points, negative_points, slice_index, structures)
+    if text and structures is not None:
+        raise ConfigError("--text segments one structure; labelled --box prompts are not combined with it",
+                          "give --text alone, or labelled boxes")
+    if not text and any(p["box"] is None and not p["points"] for p in prompts):
         raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1, --point X Y, or --text NAME (a text-prompted model)")
     if text is not None and not text.strip():
         raise ConfigError("--text is empty", "name the structure, e.g. --text liver")
-    if not out.name.lower().endswith(MASK_SUFFIXES):
-        raise ConfigError(f"--out {out}: a mask is written as .nii.gz, .nii or .png",
-                          "name the output e.g. mask.nii.gz (volumes, DICOM, NIfTI) or mask.png (PNG/JPEG input)")
+    _check_suffix(out)
     sidecar = Path(f"{_stem(out)}.json")
     check_writable(out)
     check_ours([out, sidecar], sidecar, COMMAND, overwrite)
     if not image.exists():
         raise InputFileError(image, "no such file or folder", "check the path")
     fmt = image_format(image)
-    raster = fmt == "raster"
-    if out.name.lower().endswith(".png") != raster:
-        raise ConfigError(f"--out {out}: " + ("PNG/JPEG/TIFF input gives a .png mask" if raster else
-                                              f"{fmt} input gives a NIfTI mask (.nii.gz) on its grid"),
-                          "change the suffix of --out")
+    kind = _output_kind(out, fmt)
     img = read_image(image, modality=modality)
     arr = img.array
     if not np.isfinite(arr).all():
         raise InputFileError(image, f"has {int((~np.isfinite(arr)).sum())} NaN/Inf voxels",
                              "fix or mask the file before segmenting")
     pre, why = _preset(img, preset)
-    where = "the image"
     record: dict[str, Any] = {"written_by": COMMAND, "preset": pre.name, "preset_reason": why,
-                              "input_format": fmt, "input_shape": list(img.spatial_shape),
-                              "prompt": {"box": None, "points": [], "negative_points": []}}
+                              "input_format": fmt, "input_shape": list(img.spatial_shape)}
     if text and img.spatial_dims == 3 and (box is not None or points):
         raise ConfigError("a text prompt segments every slice of a volume; --box/--point are not combined with it",
                           "give --text alone, or --slice with --box/--point")
-    if img.spatial_dims == 2:
-        if slice_index is not None:
-            raise ConfigError("--slice is for volumes; this image is 2D", "leave out --slice")
-        plane = np.moveaxis(pre(arr[:3] if arr.shape[0] >= 3 else arr[:1]), 0, -1)   # (I, J, C)
-        plane = np.swapaxes(plane, 0, 1)                                              # rows = j, columns = i
-        height, width = plane.shape[:2]
-    else:
-        if arr.shape[0] != 1:
-            raise InputFileError(image, f"is a volume with {arr.shape[0]} channels",
-                                 "segment one channel: save it as its own file")
-        if axis not in (0, 1, 2):
-            raise ConfigError(f"--axis {axis}: a volume has axes 0 (i), 1 (j), 2 (k)", "use --axis 0, 1 or 2")
-        n = arr.shape[1 + axis]
-        if slice_index is None and not text:
-            raise ConfigError(f"{image.name if fmt != 'dicom-series' else 'the series'} is a volume "
-                              f"{tuple(img.spatial_shape)}: say which slice the prompt is on",
-                              f"add --slice K (0..{n - 1}, along axis {axis})")
-        if slice_index is not None and not 0 <= slice_index < n:
-            raise ConfigError(f"--slice {slice_index} is out of range: axis {axis} has slices 0..{n - 1}",
-                              f"give --slice between 0 and {n - 1}")
-        volume = pre(arr)[0]
-        plane_shape = [s for a, s in enumerate(volume.shape) if a != axis]
-        width, height = plane_shape
-        where = f"slice {slice_index} of axis {axis} ({width} x {height} voxels)" if slice_index is not None else ""
-    if box is not None:
-        record["prompt"]["box"] = _check_box(box, width, height, where)
-    pts = [_check_point(p, width, height, where) for p in points]
-    neg = [_check_point(p, width, height, where) for p in negative_points]
-    if neg and not pts and box is None:
-        raise ConfigError("only negative points", "give a --box or at least one --point inside the structure")
-    record["prompt"].update(points=pts, negative_points=neg)
-    labels = [1] * len(pts) + [0] * len(neg)
+    pixels = _pixels(img, pre, image, fmt, axis, text, prompts)
+    for p in prompts:
+        _check_prompt(p, pixels, img.spatial_dims, axis)
     net, record["model"], task = load_model(model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = for_inference(net).to(device)
     used = resolve_precision(precision, device)
     record["precision"] = used.as_dict()
-
     with autocast(used.used, device):   # the prediction only; masks are written as before
-        text_emb = None
-        if text:
-            if task is None or not task.prompt.startswith("text"):
-                raise ConfigError(f"{record['model']['name']} takes no text prompt",
-                                  "train a text-prompted model (mmfm train with task.prompt=text) and pass its run as "
-                                  "--model, or prompt with --box / --point")
-            text_emb = task.embed_text([text])[0]
-            sims = F.cosine_similarity(text_emb[None], task.class_text[1:], dim=1)
-            record["prompt"]["text"] = text
-            record["prompt"]["closest_trained_class"] = {"name": task.class_names[1 + int(sims.argmax())],
-                                                         "cosine": round(float(sims.max()), 4)}
-        if img.spatial_dims == 2:
-            mask, score = predict_slice(net, plane, record["prompt"]["box"], pts + neg, labels, text_emb)
-            mask_ij = mask.T
-            record.update(score=round(score, 4), foreground_pixels=int(mask.sum()))
-        elif text:
-            from tqdm import tqdm
+        text_emb = _text_embedding(task, text, record) if text else None
+        results = [_predict(net, pixels, p, img, axis, text_emb, min_score, max_change, progress) for p in prompts]
+    if structures is None:
+        mask_ij, facts = results[0]
+        record["prompt"] = _prompt_record(prompts[0], img.spatial_dims, axis, bool(text), record.get("prompt"))
+        record.update(facts)
+        names = {1: "structure"}
+        fg = 255 if kind == "png" else 1
+    else:
+        mask_ij, record["structures"] = _label_map(prompts, results, img.spatial_dims, axis)
+        names = {i + 1: p["label"] for i, p in enumerate(prompts)}
+        record["labels"] = {str(v): n for v, n in names.items()}
+        fg = None
+    record["mask"] = {"file": out.name, "format": kind, **({"foreground_value": fg} if fg else
+                                                           {"label_values": record["labels"]})}
+    _write(out, sidecar, kind, mask_ij, fg or 1, names, img, image, fmt, record)
+    return record
 
-            mask_ij = np.zeros(volume.shape, dtype=bool)
-            moved = np.moveaxis(mask_ij, axis, 2)        # a view: filling it fills mask_ij
-            planes = np.moveaxis(volume, axis, 2)
-            for k in tqdm(range(n), desc="segment", unit="slice", disable=not progress, file=sys.stderr):
-                m, _ = predict_slice(net, np.swapaxes(planes[:, :, k], 0, 1), text=text_emb)
-                moved[:, :, k] = m.T
-            vox_ml = float(np.prod(img.spacing)) / 1000.0
-            filled = np.flatnonzero(moved.any(axis=(0, 1)))
-            record["prompt"]["axis"] = axis
-            record.update(slices=[int(filled[0]), int(filled[-1])] if filled.size else [],
-                          foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
-        else:
-            from tqdm import tqdm
 
-            bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
-            result = propagate(net, volume, slice_index, record["prompt"]["box"], pts + neg, labels, axis=axis,
-                               min_score=min_score, max_change=max_change, progress=bar,
-                               batch=8 if next(net.parameters()).is_cuda else 1)
-            bar.close()
-            mask_ij = result.mask
-            record["prompt"].update(slice=slice_index, axis=axis)
-            filled = sorted(result.scores) if mask_ij.any() else []
-            vox_ml = float(np.prod(img.spacing)) / 1000.0
-            record.update(slices=[filled[0], filled[-1]] if filled else [], stopped=result.stopped,
-                          min_score=min_score, max_change=max_change,
-                          scores={str(k): round(v, 4) for k, v in sorted(result.scores.items())},
-                          foreground_voxels=int(mask_ij.sum()), volume_ml=round(float(mask_ij.sum()) * vox_ml, 3))
-    record["mask"] = {"file": out.name, "foreground_value": 255 if raster else 1}
+def _pixels(img: Any, pre: Any, image: Path, fmt: str, axis: int, text: str | None,
+            prompts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model's view of the image: a 2D plane (rows, columns, C) or the preset volume, and its plane size."""
+    arr = img.array
+    if img.spatial_dims == 2:
+        if any(p["slice"] is not None for p in prompts):
+            raise ConfigError("--slice is for volumes; this image is 2D", "leave out --slice")
+        plane = np.moveaxis(pre(arr[:3] if arr.shape[0] >= 3 else arr[:1]), 0, -1)   # (I, J, C)
+        plane = np.swapaxes(plane, 0, 1)                                              # rows = j, columns = i
+        return {"plane": plane, "height": plane.shape[0], "width": plane.shape[1]}
+    if arr.shape[0] != 1:
+        raise InputFileError(image, f"is a volume with {arr.shape[0]} channels",
+                             "segment one channel: save it as its own file")
+    if axis not in (0, 1, 2):
+        raise ConfigError(f"--axis {axis}: a volume has axes 0 (i), 1 (j), 2 (k)", "use --axis 0, 1 or 2")
+    n = arr.shape[1 + axis]
+    for p in prompts:
+        k = p["slice"]
+        if k is None and not text:
+            raise ConfigError(f"{image.name if fmt != 'dicom-series' else 'the series'} is a volume "
+                              f"{tuple(img.spatial_shape)}: say which slice the prompt is on",
+                              f"add --slice K (0..{n - 1}, along axis {axis})")
+        if k is not None and not (isinstance(k, int) and 0 <= k < n):
+            raise ConfigError(f"--slice {k} is out of range: axis {axis} has slices 0..{n - 1}",
+                              f"give --slice between 0 and {n - 1}")
+    volume = pre(arr)[0]
+    width, height = [s for a, s in enumerate(volume.shape) if a != axis]
+    return {"volume": volume, "n": n, "width": width, "height": height}
+
+
+def _check_prompt(p: dict[str, Any], pixels: dict[str, Any], dims: int, axis: int) -> None:
+    """Box and points inside the prompted plane (in place: as floats)."""
+    width, height = pixels["width"], pixels["height"]
+    where = "the image" if dims == 2 else (f"slice {p['slice']} of axis {axis} ({width} x {height} voxels)"
+                                           if p["slice"] is not None else "")
+    if p["box"] is not None:
+        if len(p["box"]) != 4:
+            raise ConfigError(f"the box {p['box']} has {len(p['box'])} values", "give a box as X0 Y0 X1 Y1")
+        p["box"] = _check_box(p["box"], width, height, where)
+    p["points"] = [_check_point(q, width, height, where) for q in p["points"]]
+    p["negative_points"] = [_check_point(q, width, height, where) for q in p["negative_points"]]
+    if p["negative_points"] and not p["points"] and p["box"] is None:
+        raise ConfigError("only negative points", "give a --box or at least one --point inside the structure")
+
+
+def _text_embedding(task: Any, text: str, record: dict[str, Any]) -> Any:
+    if task is None or not task.prompt.startswith("text"):
+        raise ConfigError(f"{record['model']['name']} takes no text prompt",
+                          "train a text-prompted model (mmfm train with task.prompt=text) and pass its run as "
+                          "--model, or prompt with --box / --point")
+    text_emb = task.embed_text([text])[0]
+    sims = F.cosine_similarity(text_emb[None], task.class_text[1:], dim=1)
+    record["prompt"] = {"text": text, "closest_trained_class": {"name": task.class_names[1 + int(sims.argmax())],
+                                                                 "cosine": round(float(sims.max()), 4)}}
+    return text_emb
+
+
+def _prompt_record(p: dict[str, Any], dims: int, axis: int, text: bool, given: dict[str, Any] | None
+                   ) -> dict[str, Any]:
+    """The JSON's ``prompt`` of one structure (as mmfm segment has always written it)."""
+    rec = {"box": p["box"], "points": p["points"], "negative_points": p["negative_points"], **(given or {})}
+    if dims == 3:
+        rec["axis"] = axis
+        if not text:
+            rec["slice"] = p["slice"]
+    return rec
+
+
+def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis: int, text_emb: Any,
+             min_score: float, max_change: float, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """One structure: its mask on the input's (i, j[, k]) grid and the facts the JSON records."""
+    from mmfm.tasks.promptable import predict_slice, propagate
+
+    pts, neg = p["points"], p["negative_points"]
+    labels = [1] * len(pts) + [0] * len(neg)
+    if img.spatial_dims == 2:
+        mask, score = predict_slice(net, pixels["plane"], p["box"], pts + neg, labels, text_emb)
+        return mask.T, {"score": round(score, 4), "foreground_pixels": int(mask.sum())}
+    from tqdm import tqdm
+
+    volume, n = pixels["volume"], pixels["n"]
+    vox_ml = float(np.prod(img.spacing)) / 1000.0
+    if text_emb is not None:
+        mask_ij = np.zeros(volume.shape, dtype=bool)
+        moved = np.moveaxis(mask_ij, axis, 2)        # a view: filling it fills mask_ij
+        planes = np.moveaxis(volume, axis, 2)
+        for k in tqdm(range(n), desc="segment", unit="slice", disable=not progress, file=sys.stderr):
+            m, _ = predict_slice(net, np.swapaxes(planes[:, :, k], 0, 1), text=text_emb)
+            moved[:, :, k] = m.T
+        filled = np.flatnonzero(moved.any(axis=(0, 1)))
+        return mask_ij, {"slices": [int(filled[0]), int(filled[-1])] if filled.size else [],
+                         "foreground_voxels": int(mask_ij.sum()),
+                         "volume_ml": round(float(mask_ij.sum()) * vox_ml, 3)}
+    bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
+    result = propagate(net, volume, p["slice"], p["box"], pts + neg, labels, axis=axis,
+                       min_score=min_score, max_change=max_change, progress=bar,
+                       batch=8 if next(net.parameters()).is_cuda else 1)
+    bar.close()
+    mask_ij = result.mask
+    filled = sorted(result.scores) if mask_ij.any() else []
+    return mask_ij, {"slices": [filled[0], filled[-1]] if filled else [], "stopped": result.stopped,
+                     "min_score": min_score, "max_change": max_change,
+                     "scores": {str(k): round(v, 4) for k, v in sorted(result.scores.items())},
+                     "foreground_voxels": int(mask_ij.sum()), "volume_ml": round(float(mask_ij.sum()) * vox_ml, 3)}
+
+
+def _label_map(prompts: list[dict[str, Any]], results: list[tuple[np.ndarray, dict[str, Any]]], dims: int,
+               axis: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Masks -> one label map (value n + 1 for structure n; a later structure wins where two overlap) and each
+    structure's JSON entry (its prompt, what the model did, and its voxels in the label map)."""
+    labels = np.zeros(results[0][0].shape, np.uint8)
+    entries = []
+    for value, (p, (mask, facts)) in enumerate(zip(prompts, results), start=1):
+        overlap = int((mask & (labels > 0)).sum())
+        labels[mask] = value
+        entries.append({"value": value, "label": p["label"],
+                        "prompt": _prompt_record(p, dims, axis, False, None), **facts,
+                        "overlap_with_earlier": overlap})
+    unit = "foreground_pixels" if dims == 2 else "foreground_voxels"
+    for e in entries:
+        e[f"{unit}_in_label_map"] = int((labels == e["value"]).sum())
+    return labels, entries
+
+
+def _write(out: Path, sidecar: Path, kind: str, mask: np.ndarray, fg: int, names: dict[int, str], img: Any,
+           image: Path, fmt: str, record: dict[str, Any]) -> None:
+    """The mask (PNG, NIfTI, DICOM SEG or RTSTRUCT) and its JSON, renamed into place together."""
     with Staged() as staged:
         target = staged.path(out)
-        if raster:
+        if kind == "png":
             from PIL import Image as PILImage
 
             # mmfm arrays are (i = column, j = row): the PNG is rows x columns
-            PILImage.fromarray((mask_ij.T * 255).astype(np.uint8), mode="L").save(target, format="PNG")
+            PILImage.fromarray((mask.T * fg).astype(np.uint8), mode="L").save(target, format="PNG")
+        elif kind == "nifti":
+            _write_nifti(target, (mask * fg).astype(np.uint8), img, image, fmt, out.name.lower().endswith(".gz"))
         else:
-            _write_nifti(target, mask_ij.astype(np.uint8), img, image, fmt, out.name.lower().endswith(".gz"))
+            from mmfm import __version__
+            from mmfm.data.io.dicom_seg import write_dicom_result
+
+            write_dicom_result(target, kind, (mask * fg).astype(np.uint8), names, image,
+                               str(record["model"]["name"]), f"mmfm {__version__}")
         staged.path(sidecar).write_text(json.dumps(record, indent=2))
-    return record
 
 
 def _trained_task(model: str) -> str | None:
