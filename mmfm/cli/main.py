@@ -357,7 +357,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from mmfm.workflows.predict import predict_files
 
     rec = predict_files(a.run, a.inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
-                        progress=not a.quiet and not a.json)
+                        progress=not a.quiet and not a.json, fmt=a.format)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -715,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--modality", help="CT, MR, ... for formats that do not record it (default: the run's own)")
     pr.add_argument("--preset", help="intensity preset instead of the run's own (`mmfm data presets`)")
     pr.add_argument("--overwrite", action="store_true", help="replace an earlier mmfm predict output in --out")
+    pr.add_argument("--format", default="nifti", choices=["nifti", "dcm"],
+                    help="segmentation masks: nifti (default, <name>_seg.nii.gz) or dcm (<name>_seg.dcm, a DICOM "
+                         "SEG on the source's slices, one segment per class; DICOM inputs only)")
     pr.add_argument("--json", action="store_true", help="print predict.json")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=_cmd_predict)

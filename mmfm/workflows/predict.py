@@ -313,19 +313,25 @@ def _names(inputs: Sequence[Path]) -> list[str]:
     return out
 
 
-def _outputs(task: str, names: Sequence[str], out: Path) -> list[Path]:
+MASK_FORMATS = {"nifti": ".nii.gz", "dcm": ".dcm"}     # segmentation outputs: label map NIfTI, or DICOM SEG
+
+
+def _outputs(task: str, names: Sequence[str], out: Path, fmt: str = "nifti") -> list[Path]:
     if task == "segmentation":
-        return [out / f"{n}_seg.nii.gz" for n in names]
+        return [out / f"{n}_seg{MASK_FORMATS[fmt]}" for n in names]
     stem = "predictions" if task == "classification" else "detections"
     return [out / f"{stem}.csv", out / f"{stem}.json"]
 
 
 def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path, modality: str | None = None,
-                  preset: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                  preset: str | None = None, overwrite: bool = False, progress: bool = True,
+                  fmt: str = "nifti") -> dict[str, Any]:
     """`mmfm predict`: apply ``run`` to every input, write the outputs and ``predict.json`` into ``out``; return
     the record. The run, --out and every input's format are checked before any compute; the outputs appear
-    together (staged), so an input that fails leaves none."""
+    together (staged), so an input that fails leaves none. ``fmt``: segmentation masks as ``nifti`` label maps or
+    ``dcm``, a DICOM SEG per input (DICOM inputs only) with one segment per foreground class."""
     from mmfm.data.io import image_format
+    from mmfm.data.io.dicom_seg import DICOM_FORMATS
     from mmfm.data.sources.fetch import sha256
 
     if not inputs:
@@ -341,15 +347,21 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
             raise InputFileError(p, "not found", "check the path")
     names = _names(paths)
     sidecar = out / "predict.json"
-    check_ours([*_outputs(model.task, names, out), sidecar], sidecar, COMMAND, overwrite)
+    if fmt not in MASK_FORMATS:
+        raise ConfigError(f"--format {fmt} is not an output format of mmfm predict", "use nifti or dcm")
+    if fmt == "dcm" and model.task != "segmentation":
+        raise ConfigError(f"--format dcm writes DICOM SEG masks; the run is {model.task}", "leave out --format")
+    check_ours([*_outputs(model.task, names, out, fmt), sidecar], sidecar, COMMAND, overwrite)
     record: dict[str, Any] = {
         "written_by": COMMAND, "task": model.task, "run": model.run.name,
         "checkpoint_sha256": sha256(model.run / "checkpoints" / "last" / "model.safetensors"),
         "classes": model.class_names, "preprocessing": model.prep.to_dict(), "cases": []}
     if model.task == "classification":
         record["temperature"] = model.temperature
-    for p in paths:
-        image_format(p)          # every input's format known before any compute (unknown: one error, exit 2)
+    for p in paths:              # every input's format known before any compute (unknown: one error, exit 2)
+        if image_format(p) not in DICOM_FORMATS and fmt == "dcm":
+            raise ConfigError(f"--format dcm: {p.name} is not DICOM; a DICOM SEG references DICOM source images",
+                              "give DICOM files or series folders, or leave out --format")
     with Staged() as staged:     # a failure on a later input leaves no output at all
         for i, (name, path) in enumerate(zip(names, paths)):
             if progress:
@@ -359,8 +371,8 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
             case: dict[str, Any] = {"case": name, "shape": list(img.spatial_shape),
                                     "spacing": [round(s, 4) for s in img.spacing], "modality": img.modality}
             if model.task == "segmentation":
-                target = out / f"{name}_seg.nii.gz"
-                write_label_nifti(staged.path(target), r["mask"], img.affine)
+                target = _outputs(model.task, [name], out, fmt)[0]
+                _write_mask(staged.path(target), fmt, r["mask"], img.affine, model, path)
                 case.update(mask=target.name, volumes=r["volumes"], empty=r["empty"])
             elif model.task == "classification":
                 case.update(probabilities=r["probabilities"], predicted=r["predicted"])
@@ -374,6 +386,19 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
             _write_table(staged, out / "detections", record["cases"], _detection_rows(record["cases"]))
         staged.path(sidecar).write_text(json.dumps(record, indent=2))
     return record
+
+
+def _write_mask(target: Path, fmt: str, mask: np.ndarray, affine: np.ndarray, model: TrainedModel,
+                source: Path) -> None:
+    """A label map as NIfTI on the input's grid, or as a DICOM SEG on the source's slices (one segment per class)."""
+    if fmt == "nifti":
+        write_label_nifti(target, mask, affine)
+        return
+    from mmfm import __version__
+    from mmfm.data.io.dicom_seg import write_dicom_result
+
+    names = {c: n for c, n in enumerate(model.class_names) if c > 0}
+    write_dicom_result(target, "SEG", mask, names, source, f"run:{model.run.name}", f"mmfm {__version__}")
 
 
 def _classification_rows(cases: list[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:

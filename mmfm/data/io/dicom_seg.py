@@ -124,7 +124,8 @@ def write_seg(target: Path, labels: np.ndarray, names: Mapping[int, str], source
         segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="mmfm", manufacturer_model_name=algorithm[:64],
         software_versions=version[:64], device_serial_number="none", content_description=description[:64],
-        content_label="MMFM_SEG", series_description=description[:64])
+        content_label="MMFM_SEG", series_description=description[:64],
+        omit_empty_frames=bool(frames.any()))      # an empty result keeps its frames: a SEG needs at least one
     _required_identifiers_only(seg)
     seg.save_as(target, enforce_file_format=True)
     return seg
