@@ -7,8 +7,10 @@
   NIfTI with the input's shape and affine. A 2D run on a volume segments every slice along the third axis.
 * classification: class probabilities (softmax of the logits divided by the run's calibrated temperature when it
   has ``calibration.json``), one row per input in ``predictions.csv`` and ``predictions.json``.
-* detection: boxes in the input's voxel indices (i, j[, k], min then max corner) and in world millimetres (RAS,
-  the two corners mapped by the affine), in ``detections.csv`` and ``detections.json``.
+* detection: boxes in the input's voxel coordinates (i, j[, k], min then max corner, voxel edges: voxel n spans
+  [n, n+1), so a box [2, 5) covers voxels 2, 3 and 4, as the training boxes do) and in world millimetres (RAS, the
+  two corners mapped by the affine, which maps voxel centres: corner e lies at index e - 0.5), each labelled by
+  its class (the mask value or box category of ``task.classes``), in ``detections.csv`` and ``detections.json``.
 
 Every output folder holds ``predict.json`` (written by mmfm predict: the run, its checkpoint's SHA-256, the
 preprocessing, one entry per input). Inputs are named in outputs by their file stem (the user's own names, in the
@@ -211,10 +213,11 @@ class TrainedModel:
         nd = self.prep.dims
         names = self.class_names
         boxes = []
+        classes = list(getattr(self.model, "classes", []))
         for b, lab, s in zip(out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()):
-            vox = np.asarray(b, float).reshape(2, nd) * scale                   # min corner, max corner (i, j[, k])
-            world = [world_point(img.affine, c) for c in vox]
-            label = int(lab)
+            vox = np.asarray(b, float).reshape(2, nd) * scale           # [2, nd]: min, max corner (voxel edges)
+            world = [world_point(img.affine, c - 0.5) for c in vox]     # the affine maps centres: edge e = e - 0.5
+            label = classes[int(lab)] if int(lab) < len(classes) else int(lab)   # detector index -> task class
             boxes.append({"label": names[label] if label < len(names) else str(label), "score": float(s),
                           "voxel": [round(float(v), 2) for v in vox.ravel()],
                           "world_mm": [round(float(v), 2) for c in world for v in c]})
