@@ -156,6 +156,37 @@ def label_efficiency_litemedsam() -> str:
     return _label_efficiency("vfm_litemedsam")
 
 
+def quickstart_selection() -> str:
+    """The quickstart's pretraining choice, made on validation (scripts/select_quickstart.py): every candidate and
+    the random baselines at 1% and 10% labels, and the candidate with the best mean over both."""
+    recs = [r for r in load("quickstart_selection") if r["metric"] == "balanced_accuracy" and r["split"] == "val"]
+    fr = sorted({r["label_fraction"] for r in recs})
+    means = {m: np.mean([r["value"] for r in recs if r["method"] == m]) for m in {r["method"] for r in recs}}
+    chosen = max((m for m in means if not m.endswith("-random")), key=means.get)
+    return (grid(recs, lambda r: (r["method"],), [f"{f:g}" for f in fr], lambda r: f"{r['label_fraction']:g}",
+                 ["method"]) + "\n\nColumns: fraction of the training labels; cells: VALIDATION balanced accuracy "
+            f"(linear probe), mean ± sample sd over label seeds. Chosen: `{chosen}` (best mean over both fractions, "
+            f"{means[chosen]:.3f}).")
+
+
+def quickstart_table() -> str:
+    recs = [r for r in load("quickstart") if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
+    fr = sorted({r["label_fraction"] for r in recs})
+    return grid(recs, lambda r: (r["method"],), [f"{f:g}" for f in fr], lambda r: f"{r['label_fraction']:g}",
+                ["starting point"]) + \
+        "\n\nColumns: fraction of the training labels; cells: test balanced accuracy (linear probe), mean ± sample " \
+        "sd over seeds 0-2 (seed s pretrains or initialises the encoder and draws the labels)."
+
+
+def quickstart_headline() -> str:
+    """The sentence the quickstart's report leads with, from the same records and the same function."""
+    from mmfm.evaluation.claims import pretraining_headline
+    from mmfm.evaluation.results import ResultRecord
+
+    fields = ("task", "dataset", "split", "method", "metric", "value", "seed", "label_fraction")
+    return pretraining_headline([ResultRecord(*(r[f] for f in fields)) for r in load("quickstart")])
+
+
 def vfm_findings() -> str:
     """For each label fraction <= 10%: the best pretrained encoder against the random one of its architecture."""
     recs = [r for r in load("vfm") if r["metric"] == "balanced_accuracy" and r["task"].endswith("linear")]
@@ -240,13 +271,24 @@ def promptable_lits() -> str:
         s = d[key]
         lines.append(f"| box on every slice | {what} | {s['n']} {unit} | {s['mean']:.3f} ± {s['std']:.3f} | "
                      f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}] |")
-    for name, p in d["propagation"].items():
-        lines.append(f"| one box on the {name.replace('-', ' ')} ({p['slice']}), propagated | liver (3D) | "
-                     f"slices {p['slices_reached'][0]}..{p['slices_reached'][1]} of {p['slices_with_liver']} | "
-                     f"{p['dice_3d']:.3f} | - |")
-    return "\n".join(lines) + (f"\n\nModel SHA-256 `{d['model_sha256'][:16]}...`, box margin "
-                               f"{d['box_margin_voxels']:g} voxels, preset {d['preset']}, {d['seconds_per_slice']} s "
-                               "per slice on this CPU.")
+    prop = ["| propagation | structure | boxes | 3D Dice | HD95 (mm) | decoder s per slice |",
+            "|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for r in d["propagation"]:
+        kind = "liver" if r["structure"] == "liver" else "tumour"
+        groups.setdefault((r["method"], kind, r["boxes"]), []).append(r)
+    for (method, kind, boxes), rs in groups.items():
+        dices, hds = [r["dice_3d"] for r in rs], [r["hd95"] for r in rs]
+        where = (f"slice {rs[0]['prompt_slices'][0]}" if boxes == 1 else
+                 f"slices {', '.join(str(k) for k in rs[0]['prompt_slices'])}") if kind == "liver" else \
+            f"{len(rs)} lesions of >= {d['min_lesion_voxels_3d']} voxels, mean"
+        spread = f" ± {np.std(dices, ddof=1):.3f}" if len(rs) > 1 else ""
+        prop.append(f"| {method} | {kind} ({where}) | {boxes} | {np.mean(dices):.3f}{spread} | "
+                    f"{np.mean(hds):.1f} | {np.mean([r['decoder_seconds_per_slice'] for r in rs]):.3f} |")
+    return ("\n".join(lines) + "\n\n" + "\n".join(prop) +
+            f"\n\nModel SHA-256 `{d['model_sha256'][:16]}...`, box margin {d['box_margin_voxels']:g} voxels, preset "
+            f"{d['preset']}; image encoder {d['embed_seconds_per_slice']:.2f} s per slice on this CPU "
+            f"({d['threads']} threads), once per slice (cached: prompts and corrections run the decoder only).")
 
 
 def registration() -> str:
@@ -555,10 +597,13 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "label-efficiency": label_efficiency,
     "label-efficiency-litemedsam": label_efficiency_litemedsam,
     "vfm-findings": vfm_findings,
+    "quickstart-selection": quickstart_selection,
+    "quickstart": quickstart_table,
+    "quickstart-headline": quickstart_headline,
     "section-matching": section_matching,
     "labeller": labeller,
-    "vlm": lambda: _metric_table("vlm", ["balanced_accuracy", "chance_balanced_accuracy", "auroc", "i2t_R@1",
-                                         "i2t_chance_R@1", "t2i_R@1", "t2i_mAP", "t2i_chance_mAP"]),
+    "vlm": lambda: _metric_table("vlm", ["accuracy", "chance_accuracy", "balanced_accuracy", "chance_balanced_accuracy",
+                                         "auroc", "i2t_R@1", "i2t_chance_R@1", "t2i_R@1", "t2i_mAP", "t2i_chance_mAP"]),
     "report-generation-2d": lambda: _metric_table("report_generation_2d", TEXT_GEN),
     "report-generation-3d": lambda: _metric_table("report_generation_3d", TEXT_GEN),
     "vqa-2d": lambda: _metric_table("vqa_2d", VQA),
