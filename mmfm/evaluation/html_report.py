@@ -264,6 +264,18 @@ def run_folders(root: Path, depth: int = 3) -> list[Path]:
     return found
 
 
+def _headline(root: Path) -> str:
+    """The sentence the run leads with (headline.json, written by write_report's ``summary``), escaped."""
+    path = root / "headline.json"
+    if not path.is_file() or path.stat().st_size > 8192:
+        return ""
+    try:
+        text = json.loads(path.read_text(encoding="utf-8")).get("text", "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ""
+    return f"<p class=headline><strong>{html.escape(str(text))}</strong></p>" if text else ""
+
+
 def write_html_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from the run's files; return its path."""
     root = Path(run_dir)
@@ -273,7 +285,7 @@ def write_html_report(run_dir: str | Path, title: str | None = None) -> Path:
     body = "".join(_run_section(r, root) for r in runs) or "<section><p>No run outputs found.</p></section>"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or root.name)}"
             f"</title><style>{CSS}</style></head><body><header><h1>{html.escape(title or 'mmfm run: ' + root.name)}"
-            "</h1>"
+            "</h1>" + _headline(root) +
             f"<p>{len(runs)} run folder(s) · written by mmfm from the run's files</p></header>"
             f"<main><nav>{nav}</nav>{body}</main>"
             "</body></html>")

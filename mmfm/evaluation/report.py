@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mmfm.evaluation.metrics.calibration import CalibrationBins
-from mmfm.evaluation.results import ResultRecord
+from mmfm.evaluation.results import ResultRecord, write_json_atomic
 
 
 def plot_losses(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
@@ -37,8 +37,14 @@ def plot_losses(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
 
 
 def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots: dict[str, Path | None],
-                 notes: list[str]) -> Path:
-    lines = [f"# {title}", "", "| task | dataset | split | method | metric | value | seed | labels |",
+                 notes: list[str], summary: str | None = None) -> Path:
+    """report.md (and report.html) of a run; ``summary``, when given, is the sentence the report opens with (also
+    written to headline.json, which report.html shows first)."""
+    lines = [f"# {title}", ""]
+    if summary:
+        lines += [f"**{summary}**", ""]
+        write_json_atomic(path.parent / "headline.json", {"text": summary})
+    lines += ["| task | dataset | split | method | metric | value | seed | labels |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r.task} | {r.dataset} | {r.split} | {r.method} | {r.metric} | {r.value:.4f} | {r.seed} "

@@ -51,23 +51,37 @@ def _cap(ds: ArrayDataset, n: int | None, seed: int = 0) -> ArrayDataset:
 
 def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig, fractions: list[float],
                       seeds: list[int], out: str | Path, finetune_steps: int = 100,
-                      max_per_split: int | None = None) -> list[ResultRecord]:
+                      max_per_split: int | None = None, score_split: str = "test",
+                      seeded_init: bool = False) -> list[ResultRecord]:
+    """Evaluate each encoder at each label fraction and seed; records, summary.json and report.md in ``out``.
+
+    Seeds: seed ``s`` draws the labelled subset (and the probe's initialisation). A source holding ``{seed}``
+    (``runs/pretrain/seed{seed}``) is a different pretraining run per seed, and with ``seeded_init`` a
+    ``random:`` encoder is initialised with ``s`` too, so the spread covers pretraining, initialisation and label
+    sampling together; otherwise one encoder serves every seed (a random baseline is then the same network).
+    ``score_split="val"`` scores on the validation split (for choosing a method or budget) and never reads the
+    test split: the linear head is chosen on a label-budget subset of val and scored on the rest of val."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}", f"choose from {PROTOCOLS}")
+    if score_split not in ("test", "val"):
+        raise ConfigError(f"score_split '{score_split}' is not a split to score on", "use test or val")
+    if score_split == "val" and "finetune" in protocols:
+        raise ConfigError("fine-tuning is scored on test only", "use linear or knn to choose on validation")
     if dataspec.is_shards(data) and "finetune" in protocols:
         raise ConfigError("fine-tuning at a label budget needs random access to the training samples",
                           "run --protocol finetune on the source folder or dataset; linear and knn stream shards")
     if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # bring the data to what the encoder takes
-        _, first = load_encoder(sources[0])
+        _, first = load_encoder(sources[0].replace("{seed}", str(seeds[0])))
         grid = data.patch or dataspec.grid_size(data)
         if len(grid) != first["spatial_dims"]:
             raise ConfigError(f"{sources[0]} is a {first['spatial_dims']}D encoder but data.size {grid} is "
                               f"{len(grid)}D", f"set data.size to {first['spatial_dims']} numbers")
         data.channels = data.channels or int(first["in_channels"])
-    splits = {s: build_split(data, s, "classification") for s in ("train", "val", "test")}
+    used = ("train", "val", "test") if score_split == "test" else ("train", "val")   # val scoring never reads test
+    splits = {s: build_split(data, s, "classification") for s in used}
     splits = {s: (_cap(ds, max_per_split), names) for s, (ds, names) in splits.items()}
     names = splits["train"][1]
     k = len(names)
@@ -76,49 +90,60 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
     if max_per_split:
         dataset += f" (<= {max_per_split} per split)"
     for source in sources:
-        seed_everything(0)  # a random-init baseline is the same network in every run
-        encoder, spec = load_encoder(source)
-        method = spec.get("method", source)
-        print(f"[mmfm] evaluating {method}", flush=True)
-        feats = {}
-        if source.startswith("random:") and refit_batchnorm(encoder, splits["train"][0]):
-            print("[mmfm] random init: BatchNorm statistics recomputed on the training images (as a pretrained "
-                  "encoder's were fitted)", flush=True)
-        if {"linear", "knn"} & set(protocols):
-            feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
-        for fraction in fractions:
-            for seed in seeds:
+        per_seed = "{seed}" in source or (seeded_init and source.startswith("random:"))
+        loaded: dict[int, tuple[str, str, dict]] = {}     # the encoder of the current seed (one in memory)
+        for seed in seeds:
+            key = seed if per_seed else 0
+            if key not in loaded:
+                src = source.replace("{seed}", str(seed))
+                seed_everything(key)  # without seeded_init a random-init baseline is one network for every seed
+                encoder, spec = load_encoder(src)
+                method = spec.get("method", src)
+                print(f"[mmfm] evaluating {method}" + (f" (seed {seed})" if per_seed else ""), flush=True)
+                if src.startswith("random:") and refit_batchnorm(encoder, splits["train"][0]):
+                    print("[mmfm] random init: BatchNorm statistics recomputed on the training images (as a "
+                          "pretrained encoder's were fitted)", flush=True)
+                feats = {}
+                if {"linear", "knn"} & set(protocols):
+                    feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}
+                loaded = {key: (src, method, feats)}
+            src, method, feats = loaded[key]
+            for fraction in fractions:
                 train_labels = feats["train"][1].numpy() if feats else splits["train"][0].labels
                 idx = label_subset(train_labels, fraction, seed)
                 results: dict[str, dict[str, float]] = {}
+                scored = feats.get(score_split)
                 if "linear" in protocols:
                     # the head is chosen on validation labels at the same budget: at 1% of the training labels,
                     # 1% of the validation labels (stratified, at least one per class), never the full split
                     vidx = label_subset(feats["val"][1].numpy(), fraction, seed + 7919)
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     va = (feats["val"][0][vidx], feats["val"][1][vidx])
-                    results["linear"] = linear_probe(tr, va, feats["test"], k, seed=seed)
+                    if score_split == "val":   # scored on the validation samples the head was not chosen on
+                        rest = np.setdiff1d(np.arange(len(feats["val"][1])), vidx)
+                        scored = (feats["val"][0][rest], feats["val"][1][rest])
+                    results["linear"] = linear_probe(tr, va, scored, k, seed=seed)
                 if "knn" in protocols:
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
-                    m = classification_metrics(knn_predict(tr, feats["test"][0], k), feats["test"][1])
+                    m = classification_metrics(knn_predict(tr, feats[score_split][0], k), feats[score_split][1])
                     m.pop("classes_evaluated", None)
                     results["knn"] = m
                 if "finetune" in protocols:
                     run = out / "finetune" / slug(f"{method}-{fraction}-{seed}")  # never outside --out
-                    results["finetune"] = _finetune(source, splits["train"][0].subset(idx), splits["test"][0], k, seed,
+                    results["finetune"] = _finetune(src, splits["train"][0].subset(idx), splits["test"][0], k, seed,
                                                     finetune_steps, run)
                 for protocol, m in results.items():
                     # a fine-tune trained (at the trainer's precision); the probes' features are fp32 inference
                     prov = provenance(run) if protocol == "finetune" else None
                     for metric in METRICS:
                         if metric in m:
-                            records.append(ResultRecord(f"classification/{protocol}", dataset, "test", method,
+                            records.append(ResultRecord(f"classification/{protocol}", dataset, score_split, method,
                                                         metric, float(m[metric]), seed, fraction, prov))
         # after every encoder: a killed sweep keeps what it has
         write_results(out / "results.json", records, provenance(out))
     summary = summarise(records)
     write_json_atomic(out / "summary.json", summary)
-    write_label_efficiency_report(out, summary, dataset)
+    write_label_efficiency_report(out, summary, dataset, score_split)
     write_json_atomic(out / "status.json", {"status": "complete"})
     return records
 
@@ -133,14 +158,15 @@ def summarise(records: list[ResultRecord]) -> list[dict[str, Any]]:
             for (t, m, me, f), v in sorted(groups.items())]
 
 
-def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], dataset: str) -> None:
+def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], dataset: str,
+                                  split: str = "test") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [s for s in summary if s["metric"] == "balanced_accuracy"]
-    lines = [f"# Label efficiency on {dataset}", "", "Balanced accuracy on the test split, mean ± sd over seeds.",
+    lines = [f"# Label efficiency on {dataset}", "", f"Balanced accuracy on the {split} split, mean ± sd over seeds.",
              ""]
     fractions = sorted({r["label_fraction"] for r in rows})
     lines += ["| protocol | method | " + " | ".join(f"{f:g} labels" for f in fractions) + " |",
@@ -157,7 +183,7 @@ def write_label_efficiency_report(out: Path, summary: list[dict[str, Any]], data
         ax.errorbar(fractions, ys, yerr=es, marker="o", capsize=3, label=f"{method} ({task.split('/')[-1]})")
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training labels")
-    ax.set_ylabel("balanced accuracy (test)")
+    ax.set_ylabel(f"balanced accuracy ({split})")
     ax.legend(fontsize=6)
     fig.tight_layout()
     (out / "plots").mkdir(exist_ok=True)

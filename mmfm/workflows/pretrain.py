@@ -42,9 +42,22 @@ def save_encoder(encoder: Encoder, spec: dict[str, Any], folder: Path) -> None:
 PACKAGED = {n: int(e.contract["spatial_dims"]) for n, e in ZOO.items() if e.kind == "image"}
 
 
+def _packaged_options(name: str, text: str) -> dict[str, Any]:
+    """``key=value,key=value`` after a packaged encoder's name: integer options its builder takes."""
+    opts: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = (t.strip() for t in item.partition("="))
+        if not eq or not value.strip().isdigit() or key == "pretrained" or not ENCODERS.accepts(name, key):
+            raise ConfigError(f"'{name}:{text}': '{item}' is not an option of {name}",
+                              f"write {name}:input_size=64 (integer options the encoder takes), or {name} alone")
+        opts[key] = int(value)
+    return opts
+
+
 def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     """An encoder from ``<pretrain run dir>`` (or its ``encoder/`` folder), ``random:<name>[:<2|3>D]``,
-    ``litemedsam`` / ``merlin`` (the packaged pretrained weights) or a name added with `mmfm zoo add`."""
+    ``litemedsam`` / ``merlin`` (the packaged pretrained weights; ``litemedsam:input_size=64`` passes an option)
+    or a name added with `mmfm zoo add`."""
     if source.startswith("random:"):
         parts = source.split(":")
         dims = int(parts[2].rstrip("dD")) if len(parts) > 2 else 2
@@ -60,10 +73,12 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
         if entry["format"] in ("mmfm-encoder", "mmfm-run"):
             return load_encoder(entry["path"])
         return zoo.load_user_encoder(source)
-    if source in PACKAGED:
-        dims = PACKAGED[source]
-        enc = build_encoder(source, spatial_dims=dims, in_channels=1)
-        return enc, {"name": source, "options": {}, "method": f"{source}-pretrained", "spatial_dims": dims,
+    name, _, opt_text = source.partition(":")
+    if name in PACKAGED:   # litemedsam, or litemedsam:input_size=64 (options of the packaged encoder)
+        dims, opts = PACKAGED[name], _packaged_options(name, opt_text)
+        enc = build_encoder(name, spatial_dims=dims, in_channels=1, **opts)
+        suffix = "".join(f"[{k}={v}]" for k, v in opts.items())
+        return enc, {"name": name, "options": opts, "method": f"{name}-pretrained{suffix}", "spatial_dims": dims,
                      "in_channels": 1}
     folder = Path(source)
     folder = folder / "encoder" if (folder / "encoder").is_dir() else folder
