@@ -35,7 +35,10 @@ def _set_aside_finished(out: Path) -> None:
         print(f"[mmfm] moved the finished previous quickstart to {old}", flush=True)
 
 
-def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None) -> list[ResultRecord]:
+def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None,
+               max_per_split: int | None = None) -> list[ResultRecord]:
+    """mmfm's main job on the built-in corpus (see `mmfm quickstart --help`); ``max_per_split`` caps the patches
+    per split of the label-efficiency comparison (a stratified subset; default all)."""
     out = Path(out)
     _set_aside_finished(out)
     root = build_mini()
@@ -59,7 +62,8 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
           flush=True)
     records += evaluate_encoders([f"random:{cfg.encoder['name']}", str(out / "pretrain" / "seed{seed}"), FOUNDATION],
                                  ["linear"], DataConfig(set="patches2d", label="tissue", root=cfg.data.root),
-                                 [0.01, 0.1, 1.0], list(SEEDS), out / "label_efficiency", seeded_init=True)
+                                 [0.01, 0.1, 1.0], list(SEEDS), out / "label_efficiency",
+                                 max_per_split=max_per_split, seeded_init=True)
     plots["label efficiency"] = out / "label_efficiency" / "plots" / "label_efficiency.png"
     headline = pretraining_headline(records)
     write_results(out / "results.json", records, provenance(out))

@@ -77,14 +77,23 @@ def test_train_end_to_end_and_resume(mini_root, tmp_path):
 @pytest.mark.realdata
 def test_quickstart_tiny(mini_root, tmp_path):
     out = tmp_path / "qs"
-    r = _cli("quickstart", "--out", str(out), "train.max_steps=2", "train.batch_size=4")
+    r = _cli("quickstart", "--out", str(out), "--max-per-split", "40", "train.max_steps=2", "train.batch_size=4")
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
     assert {x["task"] for x in results} == {"classification", "segmentation", "classification/linear"}
     assert any(x["metric"] == "dice_liver" for x in results)
-    fractions = {x["label_fraction"] for x in results if x["task"] == "classification/linear"}
-    assert fractions == {0.01, 0.1, 1.0} and (out / "pretrain" / "encoder" / "encoder.safetensors").exists()
-    assert (out / "report.md").exists() and json.loads((out / "status.json").read_text())["status"] == "complete"
+    probe = [x for x in results if x["task"] == "classification/linear"]
+    assert {x["label_fraction"] for x in probe} == {0.01, 0.1, 1.0}
+    # three starting points, each with 3 seeds (pretraining runs, random inits, label draws)
+    methods = {x["method"] for x in probe}
+    assert len(methods) == 3 and "litemedsam-pretrained[input_size=64]" in methods
+    assert sum(m.endswith("-random") for m in methods) == 1
+    assert all({x["seed"] for x in probe if x["method"] == m} == {0, 1, 2} for m in methods)
+    for seed in (0, 1, 2):
+        assert (out / "pretrain" / f"seed{seed}" / "encoder" / "encoder.safetensors").exists()
+    headline = json.loads((out / "headline.json").read_text())["text"]
+    assert "at 1% of the labels" in headline and headline in (out / "report.md").read_text()
+    assert json.loads((out / "status.json").read_text())["status"] == "complete"
 
 
 @pytest.mark.realdata
