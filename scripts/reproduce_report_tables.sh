@@ -16,10 +16,8 @@ PARTS=${*:-section_matching labeller generation}
 SEEDS=${SEEDS:-0 1 2}
 MMFM=${MMFM:-.venv/bin/mmfm}
 PY=${PY:-.venv/bin/python}
-STEPS_2D=${STEPS_2D:+train.max_steps=$STEPS_2D}
-STEPS_3D=${STEPS_3D:+train.max_steps=$STEPS_3D}
-STEPS_2D="$STEPS_2D data.eval_splits=[test]"
-STEPS_3D="$STEPS_3D data.eval_splits=[test]"
+OPTS_2D="${STEPS_2D:+train.max_steps=$STEPS_2D} data.eval_splits=[test]"
+OPTS_3D="${STEPS_3D:+train.max_steps=$STEPS_3D} data.eval_splits=[test]"
 TABLES=""
 $MMFM data prepare mini > /dev/null
 mkdir -p $OUT
@@ -40,16 +38,25 @@ if [[ " $PARTS " == *" labeller "* ]]; then
   TABLES="$TABLES labeller"
 fi
 if [[ " $PARTS " == *" generation "* ]]; then
+  # run NAME SEED COMMAND CONFIG OPTIONS: a run already complete in OUT is kept (a second call resumes); a run
+  # that fails is listed in its failed.jsonl, which the table shows as FAILED, and the others go on
+  run() {
+    local name=$1 seed=$2 dir=$OUT/$1/s$2; shift 2
+    if grep -qs complete $dir/status.json; then echo "$name seed $seed: kept"; return; fi
+    rm -f $dir/failed.jsonl
+    $MMFM "$@" train.seed=$seed train.progress=false out=$dir > $OUT/${name}_s$seed.log 2>&1 || {
+      echo "$name seed $seed FAILED (see $OUT/${name}_s$seed.log)"
+      mkdir -p $dir
+      $PY -c "import json, sys; sys.path.insert(0, 'scripts'); from doc_tables import failed_record
+print(json.dumps(failed_record('$name', 'mini', '$name', $seed, open('$OUT/${name}_s$seed.log').read())))" \
+        > $dir/failed.jsonl; }
+  }
   for seed in $SEEDS; do
-    $MMFM report-gen configs/report_generation_2d.yaml $STEPS_2D train.seed=$seed train.progress=false \
-      out=$OUT/report_generation_2d/s$seed > $OUT/report_generation_2d_s$seed.log 2>&1
-    $MMFM vqa configs/vqa_2d.yaml $STEPS_2D train.seed=$seed train.progress=false out=$OUT/vqa_2d/s$seed \
-      > $OUT/vqa_2d_s$seed.log 2>&1
+    run report_generation_2d $seed report-gen configs/report_generation_2d.yaml $OPTS_2D
+    run vqa_2d $seed vqa configs/vqa_2d.yaml $OPTS_2D
     # 3D: 32^3 crops; a 3D ResNet step costs about 1.5 s on 2 cores
-    $MMFM report-gen configs/report_generation_3d.yaml $STEPS_3D train.seed=$seed train.progress=false \
-      out=$OUT/report_generation_3d/s$seed > $OUT/report_generation_3d_s$seed.log 2>&1
-    $MMFM vqa configs/vqa_3d.yaml $STEPS_3D train.seed=$seed train.progress=false out=$OUT/vqa_3d/s$seed \
-      > $OUT/vqa_3d_s$seed.log 2>&1
+    run report_generation_3d $seed report-gen configs/report_generation_3d.yaml $OPTS_3D
+    run vqa_3d $seed vqa configs/vqa_3d.yaml $OPTS_3D
   done
   for name in report_generation_2d report_generation_3d vqa_2d vqa_3d; do
     $PY scripts/doc_tables.py collect $name $OUT/$name
