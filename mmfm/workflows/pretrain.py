@@ -145,35 +145,68 @@ def method_name(encoder: dict[str, Any], objective: dict[str, Any]) -> str:
     return f"{encoder['name']}-{name}"
 
 
-def build_image_objective(cfg: RunConfig, ds: Any) -> tuple[Any, Encoder, Any, Any]:
+def build_image_objective(cfg: RunConfig, ds: Any, start: Encoder | None = None) -> tuple[Any, Encoder, Any, Any]:
     """(objective, image encoder, text encoder or None, first image) of an objective on images (or pairs) of
-    ``ds``; the encoder carries the preprocessing contract of ``cfg.data``."""
+    ``ds``; the encoder carries the preprocessing contract of ``cfg.data``. ``start``: an encoder whose weights the
+    objective continues from (:func:`start_from`), instead of a new ``cfg.encoder``."""
     inputs = getattr(OBJECTIVES.get(cfg.objective["name"]), "inputs", ("image",))
     obj_opts = {k: v for k, v in cfg.objective.items() if k != "name"}
-    enc_opts = {k: v for k, v in cfg.encoder.items() if k != "name"}
+    enc_opts = {k: v for k, v in cfg.encoder.items() if k not in ("name", "weights")}
     txt_opts = {k: v for k, v in cfg.text_encoder.items() if k != "name"}
     seed_everything(cfg.train.seed)
     text_encoder = None
     x = first_item(ds)["image"]
-    encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
+    if start is None:
+        encoder = build_encoder(cfg.encoder["name"], spatial_dims=x.ndim - 1, in_channels=x.shape[0], **enc_opts)
+    else:
+        encoder = start
+        if (encoder.spatial_dims, encoder.in_channels) != (x.ndim - 1, x.shape[0]):
+            raise ConfigError(f"encoder.weights={cfg.encoder['weights']} is a {encoder.spatial_dims}D encoder of "
+                              f"{encoder.in_channels} channel(s), the data give {x.ndim - 1}D images of "
+                              f"{x.shape[0]} channel(s)", "pretrain it on data of its own kind (e.g. 2D slices: "
+                                                          "data.set=patches2d, or data.size with 2 numbers)")
     context: dict[str, Any] = {"image_size": int(x.shape[-1])}
     if "text" in inputs:
         text_encoder = build_text_encoder(cfg.text_encoder["name"], **txt_opts)
         context["text_encoder"] = text_encoder
         if ds.labels is not None:
             context["num_labels"] = int(ds.labels.max()) + 1
-    objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context}, "objective")
+    try:
+        objective = OBJECTIVES.build_with(cfg.objective["name"], obj_opts, {"encoder": encoder, **context},
+                                          "objective")
+    except ConfigError as e:
+        if start is None:
+            raise
+        why = str(e).splitlines()[0]   # the objective's problem, without its hint
+        raise ConfigError(f"objective '{cfg.objective['name']}' cannot continue from encoder.weights="
+                          f"{cfg.encoder['weights']}: {why}", "continue it with an objective that takes any "
+                                                              "encoder (simclr, moco, dae, ...)") from None
     encoder.contract = {**dataspec.contract(cfg.data, ds), "input_size": list(x.shape[1:]),
                         "in_channels": int(x.shape[0])}
     return objective, encoder, text_encoder, x
 
 
-def encoder_record(cfg: RunConfig, x: Any, method: str) -> dict[str, Any]:
-    """What encoder.json records of a pretrained image encoder."""
-    return {"name": cfg.encoder["name"], "options": {k: v for k, v in cfg.encoder.items() if k != "name"},
-            "spatial_dims": x.ndim - 1, "in_channels": int(x.shape[0]), "objective": cfg.objective,
-            "method": method, "pretrain_data": f"{dataspec.name(cfg.data)}:train", "steps": cfg.train.max_steps,
-            "seed": cfg.train.seed}
+def encoder_record(cfg: RunConfig, x: Any, method: str, started: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What encoder.json records of a pretrained image encoder; ``started``: the spec of the encoder it continued
+    from (its name and options are the architecture; ``started_from`` keeps the provenance)."""
+    rec = {"name": cfg.encoder["name"], "options": {k: v for k, v in cfg.encoder.items() if k != "name"},
+           "spatial_dims": x.ndim - 1, "in_channels": int(x.shape[0]), "objective": cfg.objective,
+           "method": method, "pretrain_data": f"{dataspec.name(cfg.data)}:train", "steps": cfg.train.max_steps,
+           "seed": cfg.train.seed}
+    if started is not None:
+        opts = dict(started.get("options", {}))
+        if ENCODERS.accepts(started["name"], "pretrained"):
+            opts["pretrained"] = False   # the weights are in encoder.safetensors; do not load the package's first
+        rec.update(name=started["name"], options=opts, started_from={
+            "source": str(cfg.encoder["weights"]), "method": started.get("method", started["name"]),
+            **{k: started[k] for k in ("objective", "pretrain_data", "steps", "seed", "started_from")
+               if k in started}})
+    return rec
+
+
+def continued_method(started: dict[str, Any], objective: dict[str, Any]) -> str:
+    """``litemedsam-pretrained[input_size=64]+simclr[continued]``: the starting encoder, then the objective."""
+    return f"{started.get('method', started['name'])}+{method_name({'name': ''}, objective)[1:]}[continued]"
 
 
 def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
@@ -186,6 +219,12 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     txt_opts = {k: v for k, v in cfg.text_encoder.items() if k != "name"}
     seed_everything(cfg.train.seed)
     encoder, text_encoder, x = None, None, None
+    start, started = None, None
+    if cfg.encoder.get("weights"):   # continued (domain-adaptive) pretraining from a foundation or earlier encoder
+        if inputs != ("image",):
+            raise ConfigError(f"encoder.weights is not used by objective '{cfg.objective['name']}'",
+                              "continue pretraining with an image objective (simclr, moco, dae, ...)")
+        start, started = start_from(cfg)   # before the data: it applies the encoder's preprocessing contract
     if inputs == ("text",):
         if dataspec.is_mini(cfg.data) and cfg.data.set != "reports":
             raise ConfigError(f"objective '{cfg.objective['name']}' trains the text tower on reports",
@@ -196,7 +235,7 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
     else:
         ds = dataspec.pairs(cfg.data) if "text" in inputs else dataspec.unlabelled(
             cfg.data, dataspec.pretraining_split(cfg.data))
-        objective, encoder, text_encoder, x = build_image_objective(cfg, ds)
+        objective, encoder, text_encoder, x = build_image_objective(cfg, ds, start)
     if is_main():
         dump_config(cfg, out / "config.yaml")
     key = resume_key(cfg)
@@ -206,12 +245,12 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
         return []
     objective.eval()
     towers = method_name(cfg.text_encoder if encoder is None else cfg.encoder, cfg.objective)
-    method = cfg.method or towers
+    method = cfg.method or (continued_method(started, cfg.objective) if started else towers)
     common = {"objective": cfg.objective, "method": method, "pretrain_data": f"{dataspec.name(cfg.data)}:train",
               "steps": cfg.train.max_steps, "seed": cfg.train.seed}
     saved: dict[str, str] = {}
     if encoder is not None:
-        image_spec = encoder_record(cfg, x, method)
+        image_spec = encoder_record(cfg, x, method, started)
         if run_info.get("dp_fixed_layers"):
             image_spec["dp_fixed_layers"] = True
         save_encoder(encoder, image_spec, out / "encoder")

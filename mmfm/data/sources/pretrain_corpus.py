@@ -295,8 +295,8 @@ def build_pretrain_corpus(root: Path | None = None, force: bool = False, progres
         try:
             sources[key] = step()
         except MMFMError as e:
-            missing[key] = e.problem
-            print(f"[{NAME}] skipped {title}: {e.problem}", flush=True)
+            missing[key] = str(e).splitlines()[0]   # the problem, without the hint
+            print(f"[{NAME}] skipped {title}: {missing[key]}", flush=True)
     if not c.rows:
         shutil.rmtree(tmp, ignore_errors=True)   # our own partial folder
         raise MMFMError(f"no source could be fetched; {NAME} was not built", "see the messages above")
