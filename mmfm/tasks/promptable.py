@@ -38,6 +38,7 @@ from mmfm.encoders.base import swap_class, to_channels_last
 from mmfm.encoders.litemedsam import fuse_batchnorm, litemedsam_state, tinyvit
 from mmfm.errors import ConfigError
 from mmfm.tasks import TASKS
+from mmfm.tasks.propagation import EmbeddingCache, Rules, SliceOutput, VolumePropagation, box_of
 
 INPUT_SIZE = 256
 
@@ -102,11 +103,18 @@ class PromptableSegmenter(nn.Module):
 
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor | None = None,
                points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               text: torch.Tensor | None = None, mask_input: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """boxes (B, 4), points (B, N, 2) with labels (B, N) (1 inside, 0 outside), in input-size pixels;
-        text (B, T): text embeddings (a model with a text prompt)."""
+        text (B, T): text embeddings (a model with a text prompt); mask_input (B, 1, S, S): mask logits (a previous
+        prediction, as :meth:`decode` returns them) as SAM's dense mask prompt, resized to the prompt encoder's
+        mask input size."""
+        if mask_input is not None:
+            size = tuple(self.prompt_encoder.mask_input_size)
+            if tuple(mask_input.shape[-2:]) != size:
+                mask_input = F.interpolate(mask_input, size=size, mode="bilinear", align_corners=False)
         sparse, dense = self.prompt_encoder(points=None if points is None else (points, labels),
-                                            boxes=None if boxes is None else boxes[:, None, :], masks=None)
+                                            boxes=None if boxes is None else boxes[:, None, :], masks=mask_input)
         b = embedding.shape[0]
         if sparse.shape[0] != b:       # no box or point: the prompt encoder answers for a batch of one
             sparse, dense = sparse.expand(b, -1, -1), dense.expand(b, -1, -1, -1)
@@ -227,16 +235,6 @@ def from_model(logits: torch.Tensor, frame: Frame) -> np.ndarray:
     return (up[0, 0] > 0).cpu().numpy()
 
 
-def box_of(mask: np.ndarray, margin: float = 0.0) -> list[float] | None:
-    """(x0, y0, x1, y1) around the True pixels of a (H, W) mask, widened by ``margin`` pixels (None if empty)."""
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        return None
-    h, w = mask.shape
-    return [max(0.0, cols.min() - margin), max(0.0, rows.min() - margin),
-            min(w - 1.0, cols.max() + margin), min(h - 1.0, rows.max() + margin)]
-
-
 @torch.no_grad()
 def embed_image(model: PromptableSegmenter, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
     """The image embedding of one (H, W[, C]) image (the expensive part; prompts are cheap after it)."""
@@ -253,18 +251,30 @@ def embed_images(model: PromptableSegmenter, images: Sequence[np.ndarray]) -> li
 
 
 @torch.no_grad()
-def decode_prompt(model: PromptableSegmenter, embedding: torch.Tensor, frame: Frame,
+def decode_logits(model: PromptableSegmenter, embedding: torch.Tensor, frame: Frame,
                   box: Sequence[float] | None = None, points: Sequence[Sequence[float]] = (),
-                  point_labels: Sequence[int] = (), text: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
-    """(H, W) bool mask and the decoder's IoU estimate for one prompt on an embedded image."""
+                  point_labels: Sequence[int] = (), text: torch.Tensor | None = None,
+                  mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Mask logits (1, 1, S, S) in the model's input frame and the decoder's IoU estimate for one prompt on an
+    embedded image; ``mask_input``: earlier logits of the same frame as SAM's dense mask prompt."""
     dev = embedding.device
     boxes = torch.tensor([to_frame(box, frame)], device=dev) if box is not None else None
     pts = lab = None
     if len(points):
         pts = torch.tensor([[to_frame(p, frame) for p in points]], device=dev)
         lab = torch.tensor([list(point_labels) or [1] * len(points)], device=dev)
-    logits, iou = model.decode(embedding, boxes, pts, lab, None if text is None else text.reshape(1, -1).to(dev))
-    return from_model(logits, frame), float(iou.reshape(-1)[0])
+    logits, iou = model.decode(embedding, boxes, pts, lab, None if text is None else text.reshape(1, -1).to(dev),
+                               None if mask_input is None else mask_input.to(dev))
+    return logits, float(iou.reshape(-1)[0])
+
+
+@torch.no_grad()
+def decode_prompt(model: PromptableSegmenter, embedding: torch.Tensor, frame: Frame,
+                  box: Sequence[float] | None = None, points: Sequence[Sequence[float]] = (),
+                  point_labels: Sequence[int] = (), text: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+    """(H, W) bool mask and the decoder's IoU estimate for one prompt on an embedded image."""
+    logits, score = decode_logits(model, embedding, frame, box, points, point_labels, text)
+    return from_model(logits, frame), score
 
 
 def predict_slice(model: PromptableSegmenter, image: np.ndarray, box: Sequence[float] | None = None,
@@ -276,76 +286,76 @@ def predict_slice(model: PromptableSegmenter, image: np.ndarray, box: Sequence[f
     return decode_prompt(model, embedding, frame, box, points, point_labels, text)
 
 
+class ModelSlices:
+    """A :class:`~mmfm.tasks.propagation.SlicePredictor` for a :class:`PromptableSegmenter` on the slices of a
+    volume (I, J, K[, C]) along its third axis, each shown as rows = j, columns = i; image embeddings are cached
+    per slice (``cache``), so a further prompt on a slice runs only the prompt encoder and the mask decoder."""
+
+    def __init__(self, model: PromptableSegmenter, volume: np.ndarray, batch: int = 1,
+                 mask_logit_clip: float = 20.0) -> None:
+        self.model, self.volume = model, volume
+        self.n_slices = volume.shape[2]
+        self.mask_logit_clip = mask_logit_clip
+        self.cache = EmbeddingCache(lambda ks: embed_images(model, [self.image(k) for k in ks]), self.n_slices, batch)
+
+    def image(self, k: int) -> np.ndarray:
+        return np.swapaxes(self.volume[:, :, k], 0, 1)                       # rows = j, columns = i
+
+    def predict(self, k: int, box: Sequence[float] | None, points: Sequence[Sequence[float]] = (),
+                labels: Sequence[int] = (), mask_prompt: torch.Tensor | None = None) -> SliceOutput:
+        embedding, frame = self.cache.get(k)
+        if mask_prompt is not None:      # SAM feeds back its unthresholded low-resolution logits, kept bounded
+            mask_prompt = mask_prompt.clamp(-self.mask_logit_clip, self.mask_logit_clip)
+        logits, score = decode_logits(self.model, embedding, frame, box, points, labels, mask_input=mask_prompt)
+        return SliceOutput(from_model(logits, frame), logits, score)
+
+    def to_mask(self, k: int, logits: torch.Tensor) -> np.ndarray:
+        return from_model(logits, self.cache.get(k)[1])
+
+
 @dataclass
 class Propagation:
     mask: np.ndarray                                   # (I, J, K) bool, on the volume's grid
     scores: dict[int, float] = field(default_factory=dict)   # slice -> decoder IoU estimate
-    stopped: dict[str, str] = field(default_factory=dict)    # direction -> why it stopped
+    stopped: dict[str, str] = field(default_factory=dict)    # sweep -> why it stopped
+    sources: dict[int, list[int]] = field(default_factory=dict)   # slice -> the prompted slices it came from
 
 
 @torch.no_grad()
-def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int, box: Sequence[float] | None,
+def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Sequence[int],
+              box: Sequence[float] | None | Sequence[Sequence[float] | None],
               points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = (), axis: int = 2,
-              min_score: float = 0.5, max_change: float = 0.15, min_pixels: int = 1, margin: float = 3.0,
-              progress: Any = None, batch: int = 1) -> Propagation:
-    """Segment a volume (I, J, K) (or (C, I, J, K)) from a prompt on slice ``index`` of ``axis``, then slice by
-    slice outwards, each slice prompted by the box (``margin`` model-input pixels wider) around the previous
-    slice's mask. A direction stops at the volume's end or at the first slice (left empty) whose mask
+              min_score: float = 0.5, max_change: float | None = None, min_pixels: int = 1, margin: float = 2.0,
+              progress: Any = None, batch: int = 1, rules: Rules | None = None) -> Propagation:
+    """Segment a volume (I, J, K) (or (C, I, J, K)) from prompts on slice ``index`` of ``axis`` (or on several
+    slices: ``index`` and ``box`` as lists, the points going with the first), then both ways from each prompted
+    slice, each next slice prompted by the previous mask (its box ``margin`` model-input pixels plus 4% of its
+    size wider; ``rules`` for the mask prompt and the rest), stopping where the structure ends (the model's IoU
+    estimate below ``min_score``, the mask vanishing or jumping in area or place; an intensity change above
+    ``max_change`` when given). :class:`~mmfm.tasks.propagation.VolumePropagation` has the details, and clicks
+    that correct a result.
 
-    * has fewer than ``min_pixels`` pixels (the structure ended), or
-    * has an IoU estimate below ``min_score``, or
-    * has a mean intensity (after the preset, in [0, 1] for windows and percentiles) that differs from the previous
-      slice's by more than ``max_change``: a box prompt always gives *some* mask, so where the structure ends the
-      decoder outlines whatever the box holds (fat, air, a neighbouring organ), which this catches.
-
-    Image embeddings do not depend on the prompt, so the next ``batch`` slices of a direction are embedded in one
+    Image embeddings do not depend on the prompt, so the next ``batch`` slices of a sweep are embedded in one
     forward (faster on a GPU; on a CPU a batch of 1 is fastest, measured in ``benchmarks/promptable.py``).
     """
     vol = volume if volume.ndim == 3 else np.moveaxis(volume, 0, -1)          # (I, J, K[, C])
     vol = np.moveaxis(vol, axis, 2)                                              # slices along the third axis
-    out = np.zeros(vol.shape[:3], dtype=bool)
-
-    def image_of(k: int) -> np.ndarray:
-        return np.swapaxes(vol[:, :, k], 0, 1)                                   # rows = j, columns = i
-
-    first, score = predict_slice(model, image_of(index), box, points, point_labels)
-    result = Propagation(out)
-    result.scores[index] = score
-    if first.sum() < min_pixels:
-        result.stopped = {"both": f"the prompted slice gave an empty mask (IoU estimate {score:.2f})"}
-        result.mask = np.moveaxis(out, 2, axis)
-        return result
-    out[:, :, index] = first.T
-    def mean_in(k: int, mask: np.ndarray) -> float:
-        im = image_of(k)
-        return float(im[mask].mean()) if im.ndim == 2 else float(im[mask].mean(axis=0).mean())
-
-    for step, name in ((1, "up"), (-1, "down")):
-        prev, k, prev_mean = first, index + step, mean_in(index, first)
-        result.stopped[name] = "reached the end of the volume"
-        ahead: dict[int, tuple[torch.Tensor, Frame]] = {}
-        while 0 <= k < vol.shape[2]:
-            if k not in ahead:
-                ks = [j for j in range(k, k + step * batch, step) if 0 <= j < vol.shape[2]]
-                ahead = dict(zip(ks, embed_images(model, [image_of(j) for j in ks])))
-            frame_scale = model.input_size / max(prev.shape)
-            mask, score = decode_prompt(model, *ahead[k], box_of(prev, margin / frame_scale))
-            if progress is not None:
-                progress.update(1)
-            why = ""
-            if mask.sum() < min_pixels:
-                why = "the mask vanished"
-            elif score < min_score:
-                why = f"IoU estimate {score:.2f} < {min_score}"
-            elif abs(mean_in(k, mask) - prev_mean) > max_change:
-                why = f"mean intensity changed by {abs(mean_in(k, mask) - prev_mean):.2f} > {max_change}"
-            if why:
-                result.stopped[name] = f"slice {k}: {why}"
-                break
-            out[:, :, k], result.scores[k], prev, prev_mean = mask.T, score, mask, mean_in(k, mask)
-            k += step
-    result.mask = np.moveaxis(out, 2, axis)
-    return result
+    slices = ModelSlices(model, vol, batch)
+    scale = model.input_size / max(vol.shape[0], vol.shape[1])                   # model pixels per voxel
+    rules = rules or Rules(margin=margin / scale, min_score=min_score, min_pixels=min_pixels, max_change=max_change)
+    job = VolumePropagation(slices, rules, progress)
+    indices = [index] if isinstance(index, int | np.integer) else list(index)
+    boxes = [box] if isinstance(index, int | np.integer) else list(box or [None] * len(indices))  # type: ignore
+    for n, (k, b) in enumerate(zip(indices, boxes)):
+        job.add_prompt(int(k), b, points if n == 0 else (), point_labels if n == 0 else ())
+    job.run()
+    stopped = job.stopped
+    if len(indices) == 1:                              # one prompt: the sweeps are 'up' and 'down', as before
+        k = int(indices[0])
+        stopped = {"both": stopped[f"{k}"]} if f"{k}" in stopped else {
+            d: stopped[f"{k} {d}"] for d in ("up", "down")}
+    mask = np.moveaxis(job.volume((vol.shape[1], vol.shape[0])).transpose(0, 2, 1), 0, 2)   # (I, J, K)
+    return Propagation(np.moveaxis(mask, 2, axis), job.scores, stopped, job.sources)
 
 
 # ---- training on a user's masks with simulated prompts ----------------------------------------------------------

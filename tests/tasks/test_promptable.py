@@ -51,42 +51,6 @@ def test_model_input_keeps_the_aspect_ratio_and_pads_bottom_right():
     assert P.to_frame([100, 10, 150, 20], frame) == pytest.approx([128, 12.8, 192, 25.6])
 
 
-def test_propagation_fills_the_structure_and_stops_where_it_ends(monkeypatch):
-    """The propagation logic with an oracle segmenter (threshold inside the prompted box): it must cover exactly
-    the slices the structure spans, in both directions, prompting each slice from the previous mask."""
-    vol = np.zeros((40, 30, 20), np.float32)           # (I, J, K)
-    truth = np.zeros(vol.shape, bool)
-    for k in range(5, 15):                              # a structure on slices 5..14 that drifts along i
-        truth[8 + k // 2: 20 + k // 2, 6:18, k] = True
-    vol[truth] = 1.0
-    vol[30:36, 20:26, :] = 1.0                          # another bright object on every slice, outside the box
-    boxes = []
-
-    def oracle(model, image, box=None, points=(), point_labels=()):
-        boxes.append(box)
-        m = np.zeros(image.shape, bool)
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        m[y0:y1 + 1, x0:x1 + 1] = image[y0:y1 + 1, x0:x1 + 1] > 0.5
-        return m, 0.9 if m.any() else 0.1
-
-    monkeypatch.setattr(P, "predict_slice", oracle)                   # the prompted slice
-    monkeypatch.setattr(P, "embed_images", lambda model, images: [(im, None) for im in images])  # the others
-    monkeypatch.setattr(P, "decode_prompt", lambda model, image, frame, box: oracle(model, image, box))
-    model = type("M", (), {"input_size": 256})()
-    start = 9
-    box = P.box_of(truth[:, :, start].T)
-    res = P.propagate(model, vol, start, box, margin=256 / 40)   # one voxel of margin: follows the drift
-    assert np.array_equal(res.mask, truth)
-    assert sorted(res.scores) == list(range(5, 15))
-    assert res.stopped["up"].startswith("slice 15") and res.stopped["down"].startswith("slice 4")
-    # along another axis: the same volume sliced along j
-    res_j = P.propagate(model, np.moveaxis(vol, 1, 2), start, box, axis=1, margin=256 / 40)
-    assert np.array_equal(res_j.mask, np.moveaxis(truth, 1, 2))
-    # slices embedded 4 at a time: the same masks and stops
-    res_4 = P.propagate(model, vol, start, box, margin=256 / 40, batch=4)
-    assert np.array_equal(res_4.mask, truth) and res_4.stopped == res.stopped
-
-
 def test_simulated_prompts_lie_around_and_inside_the_mask():
     g = torch.Generator().manual_seed(0)
     masks = torch.zeros(3, 32, 48, dtype=torch.bool)
