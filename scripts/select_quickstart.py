@@ -23,7 +23,7 @@ from mmfm.workflows.pretrain import run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 # the quickstart's former MAE ViT and the two contrastive families that suit a small CNN at this scale
-CANDIDATES = {"mae_vit_mini": ROOT / "configs" / "quickstart_pretrain.yaml",
+CANDIDATES = {"mae_vit_mini": ROOT / "configs" / "pretrain" / "mae_quickstart_former.yaml",
               "simclr_resnet_small": ROOT / "configs" / "pretrain" / "simclr_2d.yaml",
               "moco_resnet_small": ROOT / "configs" / "pretrain" / "moco_2d.yaml"}
 
