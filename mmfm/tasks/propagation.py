@@ -4,8 +4,8 @@ model such as LiteMedSAM, which has no memory of its own).
 * Each next slice is prompted by the previous slice's mask: its box, enlarged by a pixel and a fraction of its
   size so that the structure can grow, and (``mask_prompt``) its logits as SAM's dense mask prompt (the prompt
   encoder's mask-downscaling path). The mask prompt is off by default: LiteMedSAM's decoder was trained with box
-  prompts only (MedSAM), and on the LiTS liver the mask prompt lowered the 3D Dice from 0.89 to 0.69
-  (scripts/real_promptable_lits.py); a model fine-tuned with mask prompts can turn it on.
+  prompts only (MedSAM), and on the LiTS liver the mask prompt lowered the 3D Dice (docs/downstream.md,
+  scripts/real_promptable_lits.py); a model fine-tuned with mask prompts can turn it on.
 * Propagation runs both ways from every prompted slice. Between two prompted slices both sweeps are kept and
   their logits fused, each weighted by its nearness to its own prompt; outside them the nearest prompt's sweep
   rules.
