@@ -41,7 +41,7 @@ EPILOG = """examples:
 def _cmd_quickstart(a: argparse.Namespace) -> int:
     from mmfm.workflows.quickstart import quickstart
 
-    records = quickstart(a.out, a.overrides)
+    records = quickstart(a.out, a.overrides, a.max_per_split)
     print(f"\nresults ({a.out}/results.json):")
     for r in records:
         if r.task in ("classification", "segmentation"):
@@ -520,11 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="the main job: prepare mini, train baselines, pretrain, compare, report",
                        description="Prepare the built-in 'mini' corpus if needed, train a tissue classifier on 2D "
-                                   "patches and a liver/tumour segmenter on LiTS slices, pretrain a ViT with MAE on "
-                                   "the unlabelled patches, compare it with random initialisation by linear probe "
-                                   "at 1%, 10% and 100% of the labels (3 seeds), and write results.json, "
-                                   "report.md and plots under --out.")
+                                   "patches and a liver/tumour segmenter on LiTS slices, pretrain an encoder on the "
+                                   "unlabelled patches (3 seeds; the recipe in configs/quickstart_pretrain.yaml, "
+                                   "chosen on validation), compare three starting points (random initialisation, "
+                                   "that pretraining, LiteMedSAM's packaged encoder) by linear probe at 1%, 10% and "
+                                   "100% of the labels (3 seeds), and write results.json, report.md, report.html "
+                                   "and plots under --out; the report opens with the comparison in one sentence.")
     q.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    q.add_argument("--max-per-split", type=int, default=None, metavar="N",
+                   help="compare the starting points on a stratified subset of at most N patches per split "
+                        "(default: all; for a quick look, e.g. 200)")
     q.add_argument("overrides", nargs="*", help="config overrides for both runs, e.g. train.max_steps=20")
     q.set_defaults(func=_cmd_quickstart)
 

@@ -14,9 +14,9 @@ from mmfm.cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args, cwd=None):
+def _cli(*args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "mmfm.cli.main", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=600)
+                          cwd=cwd or ROOT, timeout=timeout)
 
 
 @pytest.mark.parametrize("args", [[], ["data"], ["quickstart"], ["train"], ["data", "inspect"], ["data", "prepare"],
@@ -77,7 +77,9 @@ def test_train_end_to_end_and_resume(mini_root, tmp_path):
 @pytest.mark.realdata
 def test_quickstart_tiny(mini_root, tmp_path):
     out = tmp_path / "qs"
-    r = _cli("quickstart", "--out", str(out), "--max-per-split", "40", "train.max_steps=2", "train.batch_size=4")
+    # the whole main job at 2 steps: three pretraining runs and LiteMedSAM's encoder make it the longest CLI test
+    r = _cli("quickstart", "--out", str(out), "--max-per-split", "20", "train.max_steps=2", "train.batch_size=4",
+             timeout=1800)
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
     assert {x["task"] for x in results} == {"classification", "segmentation", "classification/linear"}
