@@ -19,7 +19,7 @@ class MMFMError(Exception):
             # re-raised by torch from a DataLoader worker as ``Type(traceback text)``: keep the original message
             tail = problem.rsplit(f"{type(self).__module__}.{type(self).__name__}: ", 1)[-1].strip()
             problem, _, hint = tail.partition("\n  hint: ")
-        self.hint = hint
+        self.problem, self.hint = problem, hint
         super().__init__(f"{problem}" + (f"\n  hint: {hint}" if hint else ""))
 
 

@@ -83,8 +83,9 @@ def test_check_names_a_stale_block_and_leaves_it(tmp_path, monkeypatch):
 
 # Decimal numbers in prose that are facts about inputs, not results, each with its reason: (doc, number, count).
 FACTS = {
-    ("downstream.md", "1.5", 2): "the registration test's target grid (1.5 mm voxels) and MedSAM's training set "
-                                 "(1.5 M image-mask pairs, Ma et al. 2024)",
+    ("downstream.md", "1.5", 3): "the registration test's target grid (1.5 mm voxels), MedSAM's training set "
+                                 "(1.5 M image-mask pairs, Ma et al. 2024) and the former propagation's box margin "
+                                 "(1.5 voxels, a constant of the old code)",
     ("vision_pretraining.md", "1.5", 1): "MedSAM's training set (1.5 M image-mask pairs)",
 }
 
