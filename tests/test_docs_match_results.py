@@ -98,8 +98,10 @@ def test_no_result_number_in_the_docs_prose_is_missing_from_the_results_files():
     bad = {p.name: found for p in sorted((ROOT / "docs").glob("*.md"))
            if (found := unbacked_numbers(p.read_text(), values, dt.BLOCK))}
     for (doc, number, count) in FACTS:   # a listed fact must still be there, exactly as often: no blanket pass
-        assert bad.get(doc, []).count(number) == count, (doc, number, bad.get(doc))
-        bad[doc] = [n for n in bad[doc] if n != number]
+        # counted in the prose itself: a results file may hold a value that rounds to it (then it is not "bad")
+        raw = unbacked_numbers((ROOT / "docs" / doc).read_text(), set(), dt.BLOCK)
+        assert raw.count(number) == count, (doc, number, raw)
+        bad[doc] = [n for n in bad.get(doc, []) if n != number]
         if not bad[doc]:
             del bad[doc]
     assert not bad, f"numbers written by hand (move them into a generated block, or delete them): {bad}"
