@@ -54,10 +54,32 @@ def _packaged_options(name: str, text: str) -> dict[str, Any]:
     return opts
 
 
+def _supervised_encoder(run: Path) -> tuple[Encoder, dict[str, Any]]:
+    """The encoder of a `mmfm train` run, with the preprocessing it was trained on: a supervised model as the
+    starting point of another task (the transfer STU-Net and the TotalSegmentator-pretrained models use)."""
+    from mmfm.workflows.supervised import load_trained  # supervised imports this module: not at the top
+
+    model, state = load_trained(run)
+    info = state["run_info"]
+    enc = getattr(model, "encoder", None)
+    if not isinstance(enc, Encoder):
+        raise CheckpointError(f"{run}: this {info['task']} run trained a network without a registry encoder "
+                              "(task.network=basicunet or similar), so there is no encoder to start from",
+                              "train with task.network=encoder (the default) to transfer it, or pass a pretrain run")
+    arch = dict(info.get("encoder") or {})
+    name = str(arch.pop("name", type(enc).__name__))
+    pre = dict(info.get("preprocessing") or {})
+    enc.contract = {**pre, **({"input_size": list(pre["shape"][1:])} if pre.get("shape") else {})}
+    opts = {k: v for k, v in arch.items() if k not in ("weights",)}
+    return enc.train(), {"name": name, "options": opts, "spatial_dims": int(enc.spatial_dims),
+                         "in_channels": int(enc.in_channels), "method": f"{name}-supervised[{info['task']}]",
+                         "contract": enc.contract}
+
+
 def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
     """An encoder from ``<pretrain run dir>`` (or its ``encoder/`` folder), ``random:<name>[:<2|3>D]``,
-    ``litemedsam`` / ``merlin`` (the packaged pretrained weights; ``litemedsam:input_size=64`` passes an option)
-    or a name added with `mmfm zoo add`."""
+    ``litemedsam`` / ``merlin`` (the packaged pretrained weights; ``litemedsam:input_size=64`` passes an option),
+    a `mmfm train` run (its task's encoder) or a name added with `mmfm zoo add`."""
     if source.startswith("random:"):
         parts = source.split(":")
         dims = int(parts[2].rstrip("dD")) if len(parts) > 2 else 2
@@ -81,11 +103,14 @@ def load_encoder(source: str) -> tuple[Encoder, dict[str, Any]]:
         return enc, {"name": name, "options": opts, "method": f"{name}-pretrained{suffix}", "spatial_dims": dims,
                      "in_channels": 1}
     folder = Path(source)
+    if not (folder / "encoder").is_dir() and not (folder / "encoder.json").exists() and \
+            (folder / "checkpoints" / "last" / "state.json").is_file() and (folder / "config.yaml").is_file():
+        return _supervised_encoder(folder)
     folder = folder / "encoder" if (folder / "encoder").is_dir() else folder
     if not (folder / "encoder.json").exists():
         raise CheckpointError(f"{source}: no encoder.json", "pass a `mmfm pretrain` run directory (or its "
-                                                              "encoder/ folder), random:<encoder>, litemedsam or "
-                                                              "merlin")
+                                                              "encoder/ folder), a `mmfm train` run, "
+                                                              "random:<encoder>, litemedsam or merlin")
     spec = json.loads((folder / "encoder.json").read_text())
     enc = build_encoder(spec["name"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
                         **spec.get("options", {}))
