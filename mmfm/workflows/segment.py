@@ -30,6 +30,17 @@ MASK_SUFFIXES = (".nii.gz", ".nii", ".png", ".rtstruct.dcm", ".dcm")
 INFERENCE_PRECISIONS = ("fp32", "bf16", "auto")
 
 
+def _claim_output(image: Path, out: Path, overwrite: bool) -> Path:
+    """Check that ``out`` and its JSON sidecar may be written (never over a file mmfm did not write) and that
+    ``image`` exists, before any work; return the sidecar's path."""
+    sidecar = Path(f"{_stem(out)}.json")
+    check_writable(out)
+    check_ours([out, sidecar], sidecar, COMMAND, overwrite)
+    if not image.exists():
+        raise InputFileError(image, "no such file or folder", "check the path")
+    return sidecar
+
+
 def _stem(out: Path) -> Path:
     name = out.name
     for suffix in MASK_SUFFIXES:
@@ -211,11 +222,7 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     if text is not None and not text.strip():
         raise ConfigError("--text is empty", "name the structure, e.g. --text liver")
     _check_suffix(out)
-    sidecar = Path(f"{_stem(out)}.json")
-    check_writable(out)
-    check_ours([out, sidecar], sidecar, COMMAND, overwrite)
-    if not image.exists():
-        raise InputFileError(image, "no such file or folder", "check the path")
+    sidecar = _claim_output(image, out, overwrite)
     fmt = image_format(image)
     kind = _output_kind(out, fmt)
     img = read_image(image, modality=modality)
@@ -421,11 +428,7 @@ def _segment_trained(run: str, image: Path, out: Path, modality: str | None, pre
     if not out.name.lower().endswith((".nii.gz", ".nii")):
         raise ConfigError(f"--out {out}: a trained segmenter's mask is written as NIfTI on the input's grid",
                           "name the output e.g. mask.nii.gz")
-    sidecar = Path(f"{_stem(out)}.json")
-    check_writable(out)
-    check_ours([out, sidecar], sidecar, COMMAND, overwrite)
-    if not image.exists():
-        raise InputFileError(image, "no such file or folder", "check the path")
+    sidecar = _claim_output(image, out, overwrite)
     trained = TrainedModel(run)
     r = trained.predict(image, modality=modality, preset=preset)
     record = {"written_by": COMMAND, "model": {"name": f"run:{Path(run).name}", "task": "segmentation",

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def extract_member(archive: Path, member: str, out: Path) -> Path:
         subprocess.run(["dpkg-deb", "-x", str(archive), str(tmp)], check=True, capture_output=True)
     shutil.copy(tmp / member, out)
     return out
+
+
+def start_build(root: Path, built: Callable[[Path], bool], what: str, name: str, force: bool = False) -> Path | None:
+    """The first step of building a corpus into ``root`` atomically: None when ``root`` already holds a finished
+    build (and not ``force``), else a fresh ``<root>.partial-<pid>`` folder to build in and move into place. A
+    ``root`` that exists, is not empty and was not built by mmfm is refused: never overwritten."""
+    if built(root) and not force:
+        return None
+    if root.exists() and not built(root) and (not root.is_dir() or any(root.iterdir())):
+        raise MMFMError(f"{root} exists and is not {what} built by mmfm; nothing was changed",
+                        f"choose a new or empty folder, e.g. --root {root / name}")
+    tmp = root.with_name(root.name + f".partial-{os.getpid()}")
+    tmp.mkdir(parents=True)  # a fresh name (pid): nothing to clear
+    return tmp

@@ -35,7 +35,7 @@ from mmfm.data.io.mrc import read_mrc_array
 from mmfm.data.io.reports import parse_iu_xml
 from mmfm.data.presets import get_preset
 from mmfm.data.sources.card import card_markdown, split_counts
-from mmfm.data.sources.fetch import Source, extract_member, fetch, mmfm_home
+from mmfm.data.sources.fetch import Source, extract_member, fetch, mmfm_home, start_build
 from mmfm.data.splits import group_split
 from mmfm.errors import MMFMError
 
@@ -300,15 +300,10 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     """Build the corpus into ``root`` (default ``$MMFM_HOME/data/mini``) atomically; return its path."""
     home = mmfm_home()
     root = Path(root) if root else home / "data" / "mini"
-    if is_mini_folder(root) and not force:
+    tmp = start_build(root, is_mini_folder, "a mini corpus", "mini", force)   # never over a foreign folder
+    if tmp is None:
         return root
-    if root.exists() and not is_mini_folder(root) and (not root.is_dir() or any(root.iterdir())):
-        # never delete or overwrite what mmfm did not create (e.g. `--root ~/datasets`)
-        raise MMFMError(f"{root} exists and is not a mini corpus built by mmfm; nothing was changed",
-                        f"choose a new or empty folder, e.g. --root {root / 'mini'}")
     cache = home / "sources"
-    tmp = root.with_name(root.name + f".partial-{os.getpid()}")
-    tmp.mkdir(parents=True)  # a fresh name (pid): nothing to clear
     t0 = time.time()
     b = _Builder()
     sources: dict[str, Any] = {}

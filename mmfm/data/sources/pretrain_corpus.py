@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 
 from mmfm.data.presets import get_preset
-from mmfm.data.sources.fetch import Source, mmfm_home
+from mmfm.data.sources.fetch import Source, mmfm_home, start_build
 from mmfm.data.sources.mini import PRESET_BY_MODALITY, SLABS, SOURCES, lits_files
 from mmfm.data.splits import group_split
 from mmfm.errors import MMFMError
@@ -271,14 +271,10 @@ def build_pretrain_corpus(root: Path | None = None, force: bool = False, progres
     A finished corpus is kept (``force`` rebuilds it); a folder mmfm did not build is never touched."""
     home = mmfm_home()
     root = Path(root) if root else home / "data" / NAME
-    if is_corpus_folder(root) and not force:
+    tmp = start_build(root, is_corpus_folder, "a pretraining corpus", NAME, force)
+    if tmp is None:
         return root
-    if root.exists() and not is_corpus_folder(root) and (not root.is_dir() or any(root.iterdir())):
-        raise MMFMError(f"{root} exists and is not a pretraining corpus built by mmfm; nothing was changed",
-                        f"choose a new or empty folder, e.g. --root {root / NAME}")
     cache = home / "sources"
-    tmp = root.with_name(root.name + f".partial-{os.getpid()}")
-    tmp.mkdir(parents=True)
     t0 = time.time()
     c = _Corpus(tmp)
     sources: dict[str, Any] = {}
