@@ -139,13 +139,65 @@ def grid(records: list[dict], rows: Callable[[dict], tuple], cols: list[str], co
     return "\n".join(out)
 
 
+def paired_differences(recs: list[dict], a: str, b: str) -> list[float]:
+    """``a - b`` for each seed that both methods hold, in seed order (``recs``: one metric, split and column).
+
+    Arms that share a seed share what the seed draws (the labelled subset, the initialisation, the data order),
+    so the spread of these differences is the comparison's own noise, not the two arms' spreads added."""
+    va = {r["seed"]: float(r["value"]) for r in recs if r["method"] == a}
+    vb = {r["seed"]: float(r["value"]) for r in recs if r["method"] == b}
+    return [va[s] - vb[s] for s in sorted(va.keys() & vb.keys())]
+
+
+def diff_cell(diffs: list[float], digits: int = 3) -> str:
+    """Mean ± sample sd of paired differences, signed, with n (the seeds both arms hold)."""
+    present = [d for d in diffs if not np.isnan(d)]
+    if not present:
+        return "-"
+    m, s, n = _stats(present)
+    m = m if round(m, digits) != 0 else 0.0   # no "-0.000"
+    return f"{m:+.{digits}f} ± {s:.{digits}f} (n={n})"
+
+
+def paired_table(recs: list[dict], pairs: list[tuple[str, str]], cols: list[str], col_of: Callable[[dict], str],
+                 digits: int = 3) -> str:
+    """One row per ``(a, b)`` pair, one column per value of ``col_of``: mean ± sd of the per-seed ``a - b``."""
+    out = ["| paired difference | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for a, b in pairs:
+        cells = [diff_cell(paired_differences([r for r in recs if col_of(r) == c], a, b), digits) for c in cols]
+        out.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def best_on_val(val: list[dict], candidates: list[str], baseline: Callable[[str], str | None] = lambda m: None
+                ) -> tuple[str, float] | None:
+    """The candidate with the highest mean VALIDATION value (minus its ``baseline``'s mean where one is named), and
+    that value; ``val``: records of one metric, split ``val`` and column. The test split is never read here."""
+    means = {m: float(np.mean([r["value"] for r in val if r["method"] == m])) for m in {r["method"] for r in val}}
+    scored = {}
+    for m in candidates:
+        base = baseline(m)
+        if m in means and (base is None or base in means):
+            scored[m] = means[m] - (means[base] if base else 0.0)
+    if not scored:
+        return None
+    best = max(sorted(scored), key=scored.get)   # sorted: a tie goes to the first name, the same on every run
+    return best, scored[best]
+
+
 # -- generators -------------------------------------------------------------------------------------------------
 def _label_efficiency(name: str) -> str:
-    recs = [r for r in load(name) if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
+    recs = [r for r in load(name) if r["metric"] == "balanced_accuracy" and r["split"] in ("test", "val")]
     fr = sorted({r["label_fraction"] for r in recs})
-    return grid(recs, lambda r: (r["task"].split("/")[-1], r["method"]), [f"{f:g}" for f in fr],
-                lambda r: f"{r['label_fraction']:g}", ["protocol", "method"]) + \
-        "\n\nColumns: fraction of the training labels; cells: test balanced accuracy, mean ± sample sd over seeds."
+    splits = [s for s in ("val", "test") if any(r["split"] == s for r in recs)]
+    cols = [f"{f:g} {s}" for f in fr for s in splits]
+    note = ("; `val`: the validation patches the probe's head was not chosen on (what a best row is picked by), "
+            "`test`: the test patches" if "val" in splits else
+            " (no validation records in this file: nothing can be chosen from it without reading test)")
+    return grid(recs, lambda r: (r["task"].split("/")[-1], r["method"]), cols,
+                lambda r: f"{r['label_fraction']:g} {r['split']}", ["protocol", "method"]) + \
+        f"\n\nColumns: fraction of the training labels and split{note}; cells: balanced accuracy, mean ± sample sd " \
+        "over seeds."
 
 
 def label_efficiency() -> str:
@@ -188,27 +240,29 @@ def quickstart_headline() -> str:
 
 
 def vfm_findings() -> str:
-    """For each label fraction <= 10%: the best pretrained encoder against the random one of its architecture."""
+    """For each label fraction <= 10%, linear probe: the pretrained encoder with the largest VALIDATION gain over
+    the random encoder of its architecture, then its TEST score against that baseline, unpaired (mean ± sd of
+    each) and paired by seed (seed s draws the same labelled subset for both)."""
     recs = [r for r in load("vfm") if r["metric"] == "balanced_accuracy" and r["task"].endswith("linear")]
-    by: dict[tuple, list[float]] = defaultdict(list)
-    for r in recs:
-        by[(r["method"], r["label_fraction"])].append(r["value"])
+    val, test = ([r for r in recs if r["split"] == s] for s in ("val", "test"))
+    if not val:
+        raise Missing("_`docs/results/vfm.json` holds no validation records, so no best encoder can be chosen "
+                      f"without reading test: run `{SOURCE['vfm']}` (it records validation beside test)._")
     lines = []
-    for f in sorted({k[1] for k in by if k[1] <= 0.1}):
-        best = None
-        for (method, frac), v in by.items():
-            arch = method.split("-")[0]
-            base = by.get((f"{arch}-random", frac))
-            if frac != f or method.endswith("-random") or not base:
-                continue
-            gain = np.mean(v) - np.mean(base)
-            if best is None or gain > best[0]:
-                best = (gain, method, _stats(v), _stats(base))
-        if best:
-            g, method, (m, s, n), (bm, bs, _) = best
-            lines.append(f"- {f:g} of the labels, linear probe: best pretrained encoder `{method}` "
-                         f"{m:.3f} ± {s:.3f} against `{method.split('-')[0]}-random` {bm:.3f} ± {bs:.3f} "
-                         f"({100 * g:+.1f} points, {n} seeds).")
+    for f in sorted({r["label_fraction"] for r in val if r["label_fraction"] <= 0.1}):
+        at_val = [r for r in val if r["label_fraction"] == f]
+        pretrained = sorted({r["method"] for r in at_val if not r["method"].endswith("-random")})
+        chosen = best_on_val(at_val, pretrained, lambda m: f"{m.split('-')[0]}-random")
+        if chosen is None:
+            continue
+        method, val_gain = chosen
+        base = f"{method.split('-')[0]}-random"
+        at = [r for r in test if r["label_fraction"] == f]
+        (m, s, n), (bm, bs, bn) = (_stats([r["value"] for r in at if r["method"] == x]) for x in (method, base))
+        lines.append(f"- {f:g} of the labels, linear probe: chosen on validation `{method}` ({100 * val_gain:+.1f} "
+                     f"points over `{base}` on val); on test {m:.3f} ± {s:.3f} against {bm:.3f} ± {bs:.3f} "
+                     f"({100 * (m - bm):+.1f} points, n = {n} and {bn}); paired by seed: "
+                     f"{diff_cell(paired_differences(at, method, base))}.")
     return "\n".join(lines) or "_no label fraction at or below 10%_"
 
 
@@ -480,10 +534,10 @@ def speed_targets() -> str:
 
 def vfm_folder() -> str:
     """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
-    via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy"]
+    via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
     methods = {r["method"] for r in via_folder}
     arrays = [dict(r, method=r["method"]) for r in load("vfm") if r["metric"] == "balanced_accuracy"
-              and r["method"] in methods]
+              and r["method"] in methods and r["split"] == "test"]
     rows = [dict(r, path="mini arrays") for r in arrays] + [dict(r, path="plain folder") for r in via_folder]
     fr = sorted({r["label_fraction"] for r in rows})
     return grid(rows, lambda r: (r["task"].split("/")[-1], r["method"], r["path"]), [f"{f:g}" for f in fr],
@@ -547,11 +601,74 @@ def adapt_federated_kill() -> str:
 def adapt_federated() -> str:
     recs = [r for r in load("adapt_federated") if r["split"] == "test" and r["metric"] == "balanced_accuracy"]
     where = ["mini/patches2d", "mini/patches2d@CT", "mini/patches2d@MR"]
+    pairs = [("federated-iid-fedavg", "centralised"), ("federated-modality-fedavg", "centralised"),
+             ("federated-modality-fedprox", "federated-modality-fedavg")]
     return grid(recs, lambda r: (r["method"],), where, lambda r: r["dataset"], ["training"]) + (
         "\n\nTest balanced accuracy of each final model on all of mini's test patches and on each modality's share "
         "(CT: LiTS background/liver/tumour; MR: brain grey/white matter), mean ± sd over seeds. "
         "`federated-modality-*`: one site per modality (non-IID: the sites hold disjoint classes, CT about five "
-        "times more samples); `federated-iid-*`: the same data split at random into 2 sites.")
+        "times more samples); `federated-iid-*`: the same data split at random into 2 sites.\n\n"
+        "The same runs paired by seed (every arm was run with `train.seed` 0, 1, 2; per-seed differences of test "
+        "balanced accuracy, mean ± sample sd of the differences, n = seeds both arms hold):\n\n"
+        + paired_table(recs, pairs, where, lambda r: r["dataset"]))
+
+
+LR = re.compile(r"(?P<arm>.+)\[lr=(?P<lr>[^\]]+)\]")
+
+
+def adapt_peft() -> str:
+    """LoRA, full fine-tuning and the linear probe from one learning-rate sweep (methods ``<arm>[lr=<lr>]``, the
+    same seeds at every rate): each arm at the rate with the best mean VALIDATION balanced accuracy, its TEST
+    numbers at that rate, and LoRA minus full fine-tuning paired by seed."""
+    recs = load("adapt_peft")
+    swept = [dict(r, arm=m.group("arm"), lr=float(m.group("lr"))) for r in recs if (m := LR.fullmatch(r["method"]))]
+    cols = ["balanced_accuracy", "auroc", "trainable_fraction"]
+    if not swept:   # an older file: one learning rate per arm, set by hand; shown as such, nothing chosen
+        return (grid([r for r in recs if r["metric"] in cols], lambda r: (r["method"],), cols, lambda r: r["metric"],
+                     ["method"], 4) + "\n\nOne learning rate per arm, set by hand (no sweep, no validation scores): "
+                f"not a comparison at each arm's best rate; `{SOURCE['adapt_peft']}` runs the sweep.")
+    val = [r for r in swept if r["split"] == "val" and r["metric"] == "balanced_accuracy"]
+    lrs = sorted({r["lr"] for r in swept})
+    sweep = grid(val, lambda r: (r["arm"],), [f"{lr:g}" for lr in lrs], lambda r: f"{r['lr']:g}", ["arm"], 4)
+    chosen = {}
+    for arm in sorted({r["arm"] for r in swept}):
+        best = best_on_val([r for r in val if r["arm"] == arm], sorted({r["method"] for r in swept if r["arm"] == arm}))
+        if best:
+            chosen[best[0]] = arm
+    at = [dict(r, method=f"{chosen[r['method']]} (lr {r['lr']:g})") for r in swept if r["method"] in chosen
+          and r["split"] in ("test", "train")]
+    table = grid([r for r in at if r["metric"] in cols], lambda r: (r["method"],), cols, lambda r: r["metric"],
+                 ["arm (learning rate chosen on val)"], 4)
+    names = {arm: f"{arm} (lr {float(LR.fullmatch(m).group('lr')):g})" for m, arm in chosen.items()}
+    pairs = [(names[a], names[b]) for a, b in (("vit_mini-mae-lora", "vit_mini-mae-full"),
+                                               ("vit_mini-mae-lora", "vit_mini-mae-linear_probe"))
+             if a in names and b in names]
+    paired = paired_table([r for r in at if r["split"] == "test"], pairs, ["balanced_accuracy", "auroc"],
+                          lambda r: r["metric"], 4)
+    return (f"Validation balanced accuracy of every arm at every learning rate (the sweep; mean ± sample sd over "
+            f"seeds):\n\n{sweep}\n\nEach arm at its learning rate of best mean validation balanced accuracy, on the "
+            f"test split (mean ± sample sd over the same seeds):\n\n{table}\n\nPaired by seed (every arm was run "
+            f"with the same `train.seed` values; per-seed differences on test, mean ± sample sd):\n\n{paired}")
+
+
+def adapt_peft_sam() -> str:
+    cols = ["dice_liver", "dice_tumour", "trainable_fraction"]
+    recs = [r for r in load("adapt_peft_sam") if r["metric"] in cols]
+    pairs = [("litemedsam-lora", "litemedsam-decoder_only"), ("litemedsam-full", "litemedsam-decoder_only"),
+             ("litemedsam-lora", "litemedsam-full")]
+    return (grid(recs, lambda r: (r["method"],), cols, lambda r: r["metric"], ["method"], 4) +
+            "\n\nThe trained arms paired by seed (per-seed differences of test Dice, mean ± sample sd):\n\n" +
+            paired_table([r for r in recs if r["split"] == "test"], pairs, cols[:2], lambda r: r["metric"], 4))
+
+
+def adapt_missing() -> str:
+    recs = [r for r in load("adapt_missing") if r["metric"] == "balanced_accuracy" and r["split"] != "train"]
+    cols = ["test", "test-noCT", "test-noPT"]
+    pairs = [("early-dropout0.5", "early-dropout0.0"), ("late-dropout0.5", "late-dropout0.0"),
+             ("late-dropout0.0", "early-dropout0.0")]
+    return (grid(recs, lambda r: (r["method"],), cols, lambda r: r["split"], ["fusion, dropout"]) +
+            "\n\nPaired by seed (every variant was run with the same `train.seed` values; per-seed differences of "
+            "balanced accuracy, mean ± sample sd):\n\n" + paired_table(recs, pairs, cols, lambda r: r["split"]))
 
 
 def trust_calibration() -> str:
@@ -629,14 +746,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-data": lambda: grid(load("bench_data"), lambda r: (r["method"],), sorted(
         {r["metric"] for r in load("bench_data")}), lambda r: r["metric"], ["data"], 2),
     "speed-targets": speed_targets,
-    "adapt-peft": lambda: grid([r for r in load("adapt_peft") if r["metric"] in
-                                ("balanced_accuracy", "auroc", "trainable_fraction")], lambda r: (r["method"],),
-                               ["balanced_accuracy", "auroc", "trainable_fraction"], lambda r: r["metric"],
-                               ["method"], 4),
-    "adapt-peft-sam": lambda: grid([r for r in load("adapt_peft_sam") if r["metric"] in
-                                    ("dice_liver", "dice_tumour", "trainable_fraction")], lambda r: (r["method"],),
-                                   ["dice_liver", "dice_tumour", "trainable_fraction"], lambda r: r["metric"],
-                                   ["method"], 4),
+    "adapt-peft": adapt_peft,
+    "adapt-peft-sam": adapt_peft_sam,
     "adapt-federated": adapt_federated,
     "trust-calibration": trust_calibration,
     "trust-pointing": trust_pointing,
@@ -648,9 +759,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "adapt-continual": adapt_continual,
     "adapt-federated-kill": adapt_federated_kill,
     "litemedsam-liver": litemedsam_liver,
-    "adapt-missing": lambda: grid([r for r in load("adapt_missing") if r["metric"] == "balanced_accuracy"
-                                   and r["split"] != "train"], lambda r: (r["method"],),
-                                  ["test", "test-noCT", "test-noPT"], lambda r: r["split"], ["fusion, dropout"]),
+    "adapt-missing": adapt_missing,
     "bench-clip": _bench_clip,
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)

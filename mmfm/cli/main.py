@@ -123,7 +123,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
                         "write data.<key>=value (e.g. data.size=[32,32]); the protocols have their own flags")
     data = _named_data(a, load_config(None, a.overrides, base={"data": {**_data_base(a), "set": a.set,
                                                                         "label": a.label}}).data)
-    evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split)
+    evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split,
+                      record_val=a.record_val)
     print((Path(a.out) / "report.md").read_text())
     return 0
 
@@ -601,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--finetune-steps", type=int, default=100, help="optimiser steps per fine-tuning run")
     ev.add_argument("--max-per-split", type=int, default=None,
                     help="evaluate on a stratified subset of at most N samples per split (slow encoders)")
+    ev.add_argument("--record-val", action="store_true",
+                    help="also record every linear/k-NN score on the validation split (beside test in results.json), "
+                         "so a best method can be chosen on validation")
     ev.add_argument("--out", default="runs/evaluate", help="output folder")
     ev.add_argument("overrides", nargs="*", help="data options, e.g. data.size=[32,32] data.channels=1")
     ev.set_defaults(func=_cmd_evaluate)

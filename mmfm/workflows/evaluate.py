@@ -52,7 +52,7 @@ def _cap(ds: ArrayDataset, n: int | None, seed: int = 0) -> ArrayDataset:
 def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig, fractions: list[float],
                       seeds: list[int], out: str | Path, finetune_steps: int = 100,
                       max_per_split: int | None = None, score_split: str = "test",
-                      seeded_init: bool = False) -> list[ResultRecord]:
+                      seeded_init: bool = False, record_val: bool = False) -> list[ResultRecord]:
     """Evaluate each encoder at each label fraction and seed; records, summary.json and report.md in ``out``.
 
     Seeds: seed ``s`` draws the labelled subset (and the probe's initialisation). A source holding ``{seed}``
@@ -60,7 +60,11 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
     ``random:`` encoder is initialised with ``s`` too, so the spread covers pretraining, initialisation and label
     sampling together; otherwise one encoder serves every seed (a random baseline is then the same network).
     ``score_split="val"`` scores on the validation split (for choosing a method or budget) and never reads the
-    test split: the linear head is chosen on a label-budget subset of val and scored on the rest of val."""
+    test split: the linear head is chosen on a label-budget subset of val and scored on the rest of val.
+    ``record_val`` (with ``score_split="test"``): every linear and k-NN score is recorded on validation too (split
+    ``val``, the same numbers ``score_split="val"`` gives: the same head scored on the rest of val), beside test, so
+    a table can pick its best method on validation and report that method's test score. summary.json and
+    report.md stay on ``score_split``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -119,13 +123,18 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                     vidx = label_subset(feats["val"][1].numpy(), fraction, seed + 7919)
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     va = (feats["val"][0][vidx], feats["val"][1][vidx])
-                    if score_split == "val":   # scored on the validation samples the head was not chosen on
-                        rest = np.setdiff1d(np.arange(len(feats["val"][1])), vidx)
-                        scored = (feats["val"][0][rest], feats["val"][1][rest])
-                    results["linear"] = linear_probe(tr, va, scored, k, seed=seed)
+                    rest = np.setdiff1d(np.arange(len(feats["val"][1])), vidx)
+                    val_rest = (feats["val"][0][rest], feats["val"][1][rest])   # the samples the head was not
+                    if score_split == "val":                                     # chosen on
+                        scored = val_rest
+                    also = {"val": val_rest} if record_val and score_split == "test" else None
+                    results["linear"] = linear_probe(tr, va, scored, k, seed=seed, also=also)
                 if "knn" in protocols:
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     m = classification_metrics(knn_predict(tr, feats[score_split][0], k), feats[score_split][1])
+                    if record_val and score_split == "test":
+                        v = classification_metrics(knn_predict(tr, feats["val"][0], k), feats["val"][1])
+                        m.update({f"val/{metric}": value for metric, value in v.items()})
                     m.pop("classes_evaluated", None)
                     results["knn"] = m
                 if "finetune" in protocols:
@@ -135,13 +144,14 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                 for protocol, m in results.items():
                     # a fine-tune trained (at the trainer's precision); the probes' features are fp32 inference
                     prov = provenance(run) if protocol == "finetune" else None
-                    for metric in METRICS:
-                        if metric in m:
-                            records.append(ResultRecord(f"classification/{protocol}", dataset, score_split, method,
-                                                        metric, float(m[metric]), seed, fraction, prov))
+                    for split, prefix in ((score_split, ""), ("val", "val/")):
+                        for metric in METRICS:
+                            if prefix + metric in m:
+                                records.append(ResultRecord(f"classification/{protocol}", dataset, split, method,
+                                                            metric, float(m[prefix + metric]), seed, fraction, prov))
         # after every encoder: a killed sweep keeps what it has
         write_results(out / "results.json", records, provenance(out))
-    summary = summarise(records)
+    summary = summarise([r for r in records if r.split == score_split])
     write_json_atomic(out / "summary.json", summary)
     write_label_efficiency_report(out, summary, dataset, score_split)
     write_json_atomic(out / "status.json", {"status": "complete"})

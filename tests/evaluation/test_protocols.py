@@ -23,6 +23,19 @@ def test_linear_probe_separates_clusters():
     assert out["balanced_accuracy"] > 0.95 and out["auroc"] > 0.99 and out["lr"] in (1e-3, 1e-2, 1e-1)
 
 
+def test_linear_probe_scores_another_set_with_the_same_head():
+    """``also``: a second labelled set (validation beside test) scored by the head chosen once."""
+    g = torch.Generator().manual_seed(0)
+    train, val, test = _clusters(60, 0), _clusters(30, 1), _clusters(90, 2)
+    other = (_clusters(45, 3)[0] + 3 * torch.randn(45, 4, generator=g), _clusters(45, 3)[1])   # harder: not all 1.0
+    alone = linear_probe(train, val, other, 3, steps=50)
+    both = linear_probe(train, val, test, 3, steps=50, also={"val": other})
+    assert (both["lr"], both["wd"]) == (alone["lr"], alone["wd"]) and alone["balanced_accuracy"] < 1.0
+    for metric in ("balanced_accuracy", "accuracy", "auroc"):
+        assert both[f"val/{metric}"] == alone[metric]
+    assert both["balanced_accuracy"] == linear_probe(train, val, test, 3, steps=50)["balanced_accuracy"]
+
+
 def test_linear_probe_at_chance_on_noise():
     g = torch.Generator().manual_seed(0)
     noise = lambda n: (torch.randn(n, 8, generator=g), torch.arange(n) % 2)  # noqa: E731

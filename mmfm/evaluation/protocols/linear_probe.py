@@ -18,8 +18,11 @@ from mmfm.evaluation.metrics import classification_metrics
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], num_classes: int, seed: int = 0, steps: int = 300,
                  lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1), wds: tuple[float, ...] = (0.0, 1e-4, 1e-2),
-                 ) -> dict[str, float]:
-    """train/val/test: (features (N, D), labels (N,)). Returns test metrics plus the chosen ``lr`` and ``wd``."""
+                 also: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
+    """train/val/test: (features (N, D), labels (N,)). Returns test metrics plus the chosen ``lr`` and ``wd``.
+
+    ``also``: more labelled sets scored by the same chosen head (e.g. ``{"val": the validation samples the head
+    was not chosen on}``); their metrics come back under ``"<name>/<metric>"``."""
     g = torch.Generator().manual_seed(seed)
     xtr, ytr = train
     mean, std = xtr.mean(0), xtr.std(0) + 1e-6
@@ -43,6 +46,13 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
         val_scores = [classification_metrics((norm(val[0]) @ w[i] + b[i]).softmax(-1), val[1])["balanced_accuracy"]
                       for i in range(k)]
         best = int(torch.tensor(val_scores).argmax())
-        out = classification_metrics((norm(test[0]) @ w[best] + b[best]).softmax(-1), test[1])
-    out.pop("classes_evaluated", None)
+
+        def score(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+            m = classification_metrics((norm(x) @ w[best] + b[best]).softmax(-1), y)
+            m.pop("classes_evaluated", None)
+            return m
+
+        out = score(*test)
+        for name, (x, y) in (also or {}).items():
+            out.update({f"{name}/{metric}": v for metric, v in score(x, y).items()})
     return {**out, "lr": grid[best][0], "wd": grid[best][1]}
