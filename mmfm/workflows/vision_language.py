@@ -24,7 +24,12 @@ from mmfm.errors import ConfigError, unknown_option
 from mmfm.evaluation.figures import plot_retrieval_examples
 from mmfm.evaluation.metrics.classification import classification_metrics
 from mmfm.evaluation.metrics.text import generation_metrics, tokenize
-from mmfm.evaluation.protocols.retrieval import frequency_baseline, image_text_retrieval, section_matching
+from mmfm.evaluation.protocols.retrieval import (
+    frequency_baseline,
+    image_text_retrieval,
+    label_only_retrieval,
+    section_matching,
+)
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
@@ -41,6 +46,7 @@ FREQUENCY_BASELINE = "most-frequent-impression (no model)"
 MAJORITY_REPORT = "majority report (no image)"
 NN_PIXELS = "nearest-neighbour report (pixels)"
 MAJORITY_ANSWER = "majority answer per question (no image)"
+LABEL_ONLY = "label-only retriever (expected, no model)"
 
 
 def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
@@ -126,12 +132,30 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
         m = image_text_retrieval(model, ds, ds.texts)
         records += [ResultRecord("retrieval", dataspec.name(cfg.data), split, spec["method"], k, float(v),
                                  _seed(spec, cfg)) for k, v in m.items()]
+        labels = _caption_labels(cfg, split, list(ds.texts))
+        if labels is not None:
+            records += [ResultRecord("retrieval", dataspec.name(cfg.data), split, LABEL_ONLY, k, v, 0)
+                        for k, v in label_only_retrieval(list(ds.texts), labels).items()]
         plots[f"retrieval examples ({split})"] = plot_retrieval_examples(
             model, ds, list(ds.texts), Path(cfg.out) / "plots" / f"retrieval_{split}.png")
     notes = ["an identical text counts as relevant"]
     if dataspec.is_mini(cfg.data):
-        notes.insert(0, "the mini captions are GENERATED from labels (see the data card), so many texts are identical")
+        notes.insert(0, "the mini captions are GENERATED from the labels, masks and slice positions (see the data "
+                        "card), so many texts are identical")
+        notes.append(f"{LABEL_ONLY}: the expected scores of a retriever that knows each pair's label caption "
+                     "(caption_label) and nothing else; a model above it retrieves more than the label")
     return _finish(cfg, "Image-text retrieval", records, notes, plots)
+
+
+def _caption_labels(cfg: RunConfig, split: str, texts: list[str]) -> list[str] | None:
+    """mini's label-only captions of the pairs of ``split``, in the order of ``texts``; None where the corpus has
+    none (mini built before v2, other datasets)."""
+    if not dataspec.is_mini(cfg.data):
+        return None
+    d = dataspec.mini_arrays(dataclasses.replace(cfg.data, size=[]), split)
+    if "caption_label" not in d or [str(c) for c in d["caption"]] != texts:
+        return None
+    return [str(c) for c in d["caption_label"]]
 
 
 # -- report generation -----------------------------------------------------------------------------------------

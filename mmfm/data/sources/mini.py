@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from mmfm.data.io.mrc import read_mrc_array
 from mmfm.data.io.reports import parse_iu_xml
 from mmfm.data.presets import get_preset
+from mmfm.data.sources import mini_captions as cap
 from mmfm.data.sources.card import card_markdown, split_counts
 from mmfm.data.sources.fetch import Source, extract_member, fetch, mmfm_home, start_build
 from mmfm.data.splits import group_split
 from mmfm.errors import MMFMError
 
-VERSION = 1
+VERSION = 2   # 2: captions from masks and positions (mini_captions), the label-only caption in caption_label
 SIZE2D, PATCH, CROP = 128, 32, 32
 TISSUES = ["ct_background", "liver", "liver_tumour", "brain_grey_matter", "brain_white_matter"]
 REGIONS = ["abdomen", "brain", "chest", "leg", "shoulder", "eye", "tissue_slide", "unspecified"]
@@ -76,6 +77,10 @@ def _resize(a: np.ndarray, size: int, mask: bool = False) -> np.ndarray:
     return t[0, 0].numpy()
 
 
+def _tissue_words(t: int) -> str:
+    return TISSUES[t].replace("_", " ").replace("ct ", "CT ")
+
+
 def _slab(z: int, n: int) -> str | None:
     f = z / n
     return next((s for s, (lo, hi) in SLABS.items() if lo <= f < hi or (hi == 1.0 and lo <= f)), None)
@@ -94,44 +99,54 @@ class _Builder:
     def __init__(self) -> None:
         self.s2d: dict[str, list[Any]] = {k: [] for k in
                                           ("image", "mask", "region", "lesion", "modality", "patient_id", "series_id",
-                                           "slice_index", "split", "split_group", "caption", "source")}
+                                           "slice_index", "split", "split_group", "caption", "caption_label",
+                                           "source")}
         self.p2d: dict[str, list[Any]] = {k: [] for k in ("image", "tissue", "modality", "patient_id", "slice_index",
-                                                          "split", "split_group", "caption")}
+                                                          "split", "split_group", "caption", "caption_label")}
         self.c3d: dict[str, list[Any]] = {k: [] for k in ("image", "mask", "label", "modality", "patient_id",
-                                                          "slice_index", "split", "split_group", "caption")}
+                                                          "slice_index", "split", "split_group", "caption",
+                                                          "caption_label")}
 
     def add_slice(self, img: np.ndarray, mask: np.ndarray, region: str, lesion: int, modality: str, patient: str,
-                  z: int, split: str, caption: str, source: str) -> None:
+                  z: int, split: str, captions: tuple[str, str], source: str) -> None:
+        """captions: (caption, caption_label), see mini_captions."""
         v = dict(image=img[None].astype(np.float32), mask=mask[None].astype(np.uint8), region=REGIONS.index(region),
                  lesion=lesion, modality=modality, patient_id=patient, series_id=f"{patient}/axial",
-                 slice_index=z, split=split, split_group=f"{patient}:{split}", caption=caption, source=source)
+                 slice_index=z, split=split, split_group=f"{patient}:{split}", caption=captions[0],
+                 caption_label=captions[1], source=source)
         for k, x in v.items():
             self.s2d[k].append(x)
 
-    def add_patch(self, img: np.ndarray, tissue: int, modality: str, patient: str, z: int, split: str) -> None:
-        word = {"CT": "CT", "MR": "T1 MRI"}[modality]
+    def add_patch(self, img: np.ndarray, tissue: int, modality: str, patient: str, z: int, split: str,
+                  captions: tuple[str, str]) -> None:
         v = dict(image=img[None].astype(np.float32), tissue=tissue, modality=modality, patient_id=patient,
-                 slice_index=z, split=split, split_group=f"{patient}:{split}",
-                 caption=f"{word} patch centred on {TISSUES[tissue].replace('_', ' ')}.")
+                 slice_index=z, split=split, split_group=f"{patient}:{split}", caption=captions[0],
+                 caption_label=captions[1])
         for k, x in v.items():
             self.p2d[k].append(x)
 
     def patches(self, img: np.ndarray, tissue_map: np.ndarray, modality: str, patient: str, z: int, split: str,
-                allowed: set[int]) -> None:
-        """Patches at stride 16; label = majority tissue of the central 8x8 (skip if < 75% agree)."""
+                allowed: set[int], where: tuple[str, str]) -> None:
+        """Patches at stride 16; label = majority tissue of the central 8x8 (skip if < 75% agree).
+        where: (organ, position of the slice in it) for the caption."""
         for y in range(0, img.shape[0] - PATCH + 1, 16):
             for x in range(0, img.shape[1] - PATCH + 1, 16):
                 centre = tissue_map[y + 12:y + 20, x + 12:x + 20].ravel()
                 vals, counts = np.unique(centre, return_counts=True)
                 t = int(vals[counts.argmax()])
                 if t in allowed and counts.max() >= 48:
-                    self.add_patch(img[y:y + PATCH, x:x + PATCH], t, modality, patient, z, split)
+                    whole = tissue_map[y:y + PATCH, x:x + PATCH]
+                    share = {o: float((whole == o).mean()) for o in allowed if o != t}
+                    other = max(share, key=lambda o: share[o]) if share else t
+                    near = _tissue_words(other) if other != t and share[other] >= 0.2 else ""
+                    words = cap.patch(f"{patient}:{z}:{y}:{x}", modality, _tissue_words(t), *where, near)
+                    self.add_patch(img[y:y + PATCH, x:x + PATCH], t, modality, patient, z, split, words)
 
     def add_crop(self, img: np.ndarray, mask: np.ndarray, label: int, modality: str, patient: str, z: int,
-                 split: str, caption: str) -> None:
+                 split: str, captions: tuple[str, str]) -> None:
         v = dict(image=img[None].astype(np.float32), mask=mask[None].astype(np.uint8), label=label,
                  modality=modality, patient_id=patient, slice_index=z, split=split,
-                 split_group=f"{patient}:{split}", caption=caption)
+                 split_group=f"{patient}:{split}", caption=captions[0], caption_label=captions[1])
         for k, x in v.items():
             self.c3d[k].append(x)
 
@@ -152,30 +167,34 @@ def _lits(b: _Builder, cache: Path) -> dict[str, Any]:
     ct = get_preset(PRESET_BY_MODALITY["CT"])(ct[None])[0]  # (z, y, x) in [0, 1]
     lab = lab.astype(np.uint8)
     n = ct.shape[0]
+    zs = [z for z in range(n) if (lab[z] > 0).sum() >= 20] or [0, n - 1]   # the liver's extent, for positions
     for z in range(n):
         split = _slab(z, n)
         if split is None:
             continue
         tum = int((lab[z] == 2).sum())
+        pos = cap.third(z, zs[0], zs[-1], cap.LITS_THIRDS)
         b.add_slice(ct[z], lab[z], "abdomen", int(tum >= 20), "CT", "lits-117", z, split,
-                    "Axial CT slice of the abdomen showing the liver" + (" with a tumour." if tum >= 20 else "."),
-                    "LiTS #117")
+                    cap.lits_slice(f"lits-117:{z}", pos, tum), "LiTS #117")
         if z % 2 == 0:
-            b.patches(ct[z], lab[z], "CT", "lits-117", z, split, {0, 1, 2})
+            b.patches(ct[z], lab[z], "CT", "lits-117", z, split, {0, 1, 2}, ("liver", pos))
     for z0, split in _crop_starts(n):
         for y0 in range(0, ct.shape[1] - CROP + 1, 32):
             for x0 in range(0, ct.shape[2] - CROP + 1, 32):
                 m = lab[z0:z0 + CROP, y0:y0 + CROP, x0:x0 + CROP]
                 lesion = int((m == 2).mean() > 0.01)
+                pos = cap.third(z0 + CROP / 2, zs[0], zs[-1], cap.LITS_THIRDS)
                 b.add_crop(ct[z0:z0 + CROP, y0:y0 + CROP, x0:x0 + CROP], m, lesion, "CT", "lits-117", z0, split,
-                           "CT crop of the abdomen" + (" containing liver tumour." if lesion else " without tumour."))
+                           cap.lits_crop(f"lits-117:{z0}:{y0}:{x0}", pos, float((m == 2).mean()),
+                                         float((m > 0).mean())))
     return {"files": ["img_117.mrc", "lab_117.mrc"], "shape": list(ct.shape), "classes": {0: "bg", 1: "liver",
                                                                                         2: "tumour"}}
 
 
 def _brain(b: _Builder, t1: np.ndarray, tissue: np.ndarray, brain: np.ndarray, patient: str, source: str,
            patches: bool) -> None:
-    """t1, tissue, brain: RAS volumes (x, y, z); axial slices along z, rows = anterior-posterior."""
+    """t1, tissue, brain: RAS volumes (x, y, z); axial slices along z, rows = anterior-posterior. ``patches``
+    (tissue masks, patches and crops) is given for the MNI152 template only."""
     t1 = get_preset(PRESET_BY_MODALITY["MR"])(t1[None].astype(np.float32))[0]
     zs = [z for z in range(t1.shape[2]) if brain[:, :, z].sum() > 500]
     lo, hi = zs[0], zs[-1]
@@ -185,10 +204,12 @@ def _brain(b: _Builder, t1: np.ndarray, tissue: np.ndarray, brain: np.ndarray, p
             continue
         img = _resize(np.rot90(t1[:, :, z]), SIZE2D)
         msk = _resize(np.rot90(brain[:, :, z]).astype(np.float32), SIZE2D, mask=True)
-        b.add_slice(img, msk, "brain", 0, "MR", patient, z, split, "Axial T1-weighted MRI slice of the brain.", source)
+        pos = cap.third(z, lo, hi, cap.BRAIN_THIRDS)
+        b.add_slice(img, msk, "brain", 0, "MR", patient, z, split, cap.brain_slice(f"{patient}:{z}", pos, patches),
+                    source)
         if patches:
             tis = _resize(np.rot90(tissue[:, :, z]).astype(np.float32), SIZE2D, mask=True).astype(np.int64)
-            b.patches(img, tis, "MR", patient, z, split, {3, 4})
+            b.patches(img, tis, "MR", patient, z, split, {3, 4}, ("brain", pos))
     if patches:  # 3D crops of the downsampled volume (2 mm), tissue mask 3 = GM, 4 = WM
         t2 = t1[::2, ::2, ::2]
         m2 = tissue[::2, ::2, ::2]
@@ -200,8 +221,10 @@ def _brain(b: _Builder, t1: np.ndarray, tissue: np.ndarray, brain: np.ndarray, p
                     if (m > 0).mean() < 0.3:
                         continue
                     crop = np.transpose(t2[x0:x0 + CROP, y0:y0 + CROP, z0:z0 + CROP], (2, 1, 0))
+                    main = _tissue_words(3 if (m == 3).sum() >= (m == 4).sum() else 4)
+                    pos = cap.third(2 * (z0 + CROP / 2), lo, hi, cap.BRAIN_THIRDS)   # 2 mm grid -> 1 mm slices
                     b.add_crop(crop, np.transpose(m, (2, 1, 0)), 0, "MR", patient, z0, split,
-                               "T1 MRI crop of the brain.")
+                               cap.brain_crop(f"{patient}:{z0}:{x0}:{y0}", pos, main))
 
 
 def _colin(b: _Builder, cache: Path) -> dict[str, Any]:
@@ -254,14 +277,14 @@ def _singles(b: _Builder) -> dict[str, Any]:
         arr = get_preset(PRESET_BY_MODALITY[im.modality])(arr[None])[0]
         img = _resize(np.ascontiguousarray(arr.T), SIZE2D)  # back to (rows, cols) for display order
         b.add_slice(img, np.zeros_like(img), region, 0, im.modality, im.meta["ids"]["patient_id"] or name, 0,
-                    "train", f"{im.modality} image of the {region}.", f"pydicom test file {name}")
+                    "train", (f"{im.modality} image of the {region}.",) * 2, f"pydicom test file {name}")
         used.append(name)
-    for fn, region, mod, cap in [(skimage.data.retina, "eye", "fundus", "Colour fundus photograph of the retina."),
+    for fn, region, mod, text in [(skimage.data.retina, "eye", "fundus", "Colour fundus photograph of the retina."),
                                  (skimage.data.immunohistochemistry, "tissue_slide", "pathology",
                                   "Immunohistochemistry-stained tissue section.")]:
         rgb = fn().astype(np.float32) / 255.0
         img = _resize(rgb.mean(axis=-1), SIZE2D)
-        b.add_slice(img, np.zeros_like(img), region, 0, mod, f"skimage-{fn.__name__}", 0, "train", cap,
+        b.add_slice(img, np.zeros_like(img), region, 0, mod, f"skimage-{fn.__name__}", 0, "train", (text, text),
                     f"scikit-image {fn.__name__}")
         used.append(fn.__name__)
     return {"package": "pydicom + pydicom-data, scikit-image",
@@ -355,8 +378,13 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
             "and of MNI152 at 2 mm (label 0; mask 3 = grey, 4 = white matter).",
             "Splits: each volume is one patient; a single volume is split into slabs along the slice axis "
             f"({SLABS}), leaving a gap of ~4 slices between splits. IU reports are split 80/10/10 by report.",
-            "Captions are GENERATED from the masks and source (modality, region, tissue, tumour present); they "
-            "are not clinical reports. The IU X-ray reports are real but come without their images.",
+            "Captions are GENERATED, not clinical reports: 'caption' is written from the masks, the source and "
+            "the position (modality, organ/region, tissue, position as thirds of the organ along the slice axis, "
+            "tumour size in pixels and small/medium/large bins from the tumour mask; LiTS has no voxel size, so "
+            "no mm), in one of three wordings chosen by a fixed hash (mmfm.data.sources.mini_captions); "
+            "'caption_label' is the label alone in words (mini v1's caption), for label-only baselines. Splits "
+            "are slabs along the same slice axis, so the position words are correlated with the split. The IU "
+            "X-ray reports are real but come without their images.",
             "Privacy: DICOM patient identifiers appear only as keyed pseudonyms (HMAC-SHA256 with this installation's "
             "key, mmfm.data.pseudonym).",
         ],

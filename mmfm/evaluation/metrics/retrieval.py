@@ -47,13 +47,25 @@ def mean_average_precision(sim: torch.Tensor, relevant: torch.Tensor) -> float:
     return float(np.mean(aps)) if aps else 0.0
 
 
-def chance_average_precision(relevant: torch.Tensor) -> float:
-    """Expected mAP of a random ranking: for R relevant among N items,
-    E[AP] = (R - 1) / (N - 1) + (N - R) / (N (N - 1)) * H_N, with H_N the N-th harmonic number."""
-    n = relevant.shape[1]
+def random_average_precision(n: int, r: int) -> float:
+    """Expected AP of a random ranking of n items of which r (> 0) are relevant:
+    E[AP] = (r - 1) / (n - 1) + (n - r) / (n (n - 1)) * H_n, with H_n the n-th harmonic number."""
+    if n == 1:
+        return 1.0
     h = float(np.sum(1.0 / np.arange(1, n + 1)))
-    vals = [1.0 if n == 1 else (r - 1) / (n - 1) + (n - r) / (n * (n - 1)) * h
-            for r in relevant.sum(1).tolist() if r > 0]
+    return (r - 1) / (n - 1) + (n - r) / (n * (n - 1)) * h
+
+
+def random_recall_at(n: int, r: int, k: int) -> float:
+    """P(at least one of r relevant items in the top k of a random ranking of n) = 1 - C(n - r, k) / C(n, k)."""
+    return 1.0 - float(np.prod([(n - r - i) / (n - i) for i in range(min(k, n))])) if r > 0 else 0.0
+
+
+def chance_average_precision(relevant: torch.Tensor) -> float:
+    """Expected mAP of a random ranking (mean of :func:`random_average_precision` over queries with a relevant
+    item)."""
+    n = relevant.shape[1]
+    vals = [random_average_precision(n, r) for r in relevant.sum(1).tolist() if r > 0]
     return float(np.mean(vals)) if vals else 0.0
 
 
@@ -69,8 +81,7 @@ def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None,
     out["mAP"] = mean_average_precision(sim, relevant)
     out["chance_mAP"] = chance_average_precision(relevant)
     g = sim.shape[1]
-    n_rel = relevant.sum(1).double().numpy()
-    for k in ks:  # P(at least one relevant item in a random top k) = 1 - C(G - r, k) / C(G, k)
-        p = [1.0 - np.prod([(g - r - i) / (g - i) for i in range(min(k, g))]) if r > 0 else 0.0 for r in n_rel]
-        out[f"chance_R@{k}"] = float(np.mean(p))
+    n_rel = relevant.sum(1).tolist()
+    for k in ks:
+        out[f"chance_R@{k}"] = float(np.mean([random_recall_at(g, r, k) for r in n_rel]))
     return out

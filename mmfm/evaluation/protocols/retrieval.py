@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mmfm.encoders.dual import DualEncoder
 from mmfm.encoders.text import TextEncoder
-from mmfm.evaluation.metrics.retrieval import relevance_from_texts, retrieval_metrics
+from mmfm.evaluation.metrics.retrieval import (
+    random_average_precision,
+    random_recall_at,
+    relevance_from_texts,
+    retrieval_metrics,
+)
 from mmfm.tasks.retrieval import embed_batches, embed_texts
 
 
@@ -33,6 +39,29 @@ def image_text_retrieval(model: DualEncoder, images: torch.Tensor, texts: Sequen
     t2i = retrieval_metrics(sim.T, rel.T, ks)
     return {**{f"i2t_{k}": x for k, x in i2t.items()}, **{f"t2i_{k}": x for k, x in t2i.items()},
             "distinct_texts": float(len(distinct))}
+
+
+def label_only_retrieval(texts: Sequence[str], label_texts: Sequence[str],
+                         ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """The label-only baseline of image<->text retrieval: the expected scores of a retriever that knows every
+    item's label perfectly and nothing else. Pairs (image i, ``texts[i]``) with label ``label_texts[i]`` (e.g.
+    mini's ``caption_label``); the text side is deduplicated as in :func:`image_text_retrieval`, a distinct text
+    takes the label of its first image. Each query ranks the gallery items of its own label first, in a random
+    order, then the rest; R@K and AP are the expectations over that order (the chance formulas within the label's
+    block). Returns ``i2t_R@K``, ``i2t_mAP``, ``t2i_R@K``, ``t2i_mAP``. With label-only captions it is perfect
+    (1.0); what a model scores above it is retrieval of more than the label."""
+    norm = [" ".join(t.lower().split()) for t in texts]
+    distinct = list(dict.fromkeys(norm))
+    label_of = {t: label_texts[norm.index(t)] for t in distinct}
+    rel = relevance_from_texts(list(texts), distinct)                                  # (N, T)
+    same = torch.tensor([[label_texts[i] == label_of[t] for t in distinct] for i in range(len(texts))])  # (N, T)
+    out: dict[str, float] = {}
+    for side, r, b in (("i2t", rel, same), ("t2i", rel.T, same.T)):
+        n_block, n_rel = b.sum(1).tolist(), (r & b).sum(1).tolist()   # per query: its label's items, relevant ones
+        for k in ks:
+            out[f"{side}_R@{k}"] = float(np.mean([random_recall_at(n, m, k) for n, m in zip(n_block, n_rel)]))
+        out[f"{side}_mAP"] = float(np.mean([random_average_precision(n, m) for n, m in zip(n_block, n_rel) if m]))
+    return out
 
 
 @torch.no_grad()
