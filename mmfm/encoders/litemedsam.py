@@ -66,15 +66,20 @@ def tinyvit(in_channels: int = 3, input_size: int = INPUT_SIZE) -> torch.nn.Modu
     return net
 
 
+def _grid(tokens: torch.Tensor) -> torch.Tensor:
+    """TinyViT's square token sequence (B, N, C) -> (B, C, sqrt N, sqrt N)."""
+    b, n, c = tokens.shape
+    side = int(round(n ** 0.5))
+    return tokens.reshape(b, side, side, c).permute(0, 3, 1, 2)
+
+
 def tinyvit_features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, C, S, S) -> (B, 256, S/4, S/4): the package's ``forward_features`` without its fixed 64 x 64 grid (it
     reshapes to 64 x 64 whatever the input size)."""
     x = net.patch_embed(x)
     for layer in net.layers:
         x = layer(x)
-    b, n, c = x.shape
-    side = int(round(n ** 0.5))
-    return net.neck(x.view(b, side, side, c).permute(0, 3, 1, 2))
+    return net.neck(_grid(x))
 
 
 def fuse_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
@@ -136,11 +141,29 @@ class LiteMedSAMEncoder(Encoder):
             sd[key] = adapt_input_channels(sd[key], in_channels)
             self.net.load_state_dict(sd, strict=True)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
         s = self.input_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-        fmap = tinyvit_features(self.net, x)                # (B, 256, S/4, S/4)
+        return x
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Three levels for a U-Net decoder (UNETR / Swin UNETR style), on grids S, S/2 and S/4: the patch
+        embedding (64 channels; LiteMedSAM's stem keeps the full grid), the first stage after its patch merging
+        (128) and the neck (256, what the mask decoder reads). Stages 2-4 share the S/4 grid, so only the last of
+        them is a level. Slower than :meth:`forward` by nothing: the same layers run once."""
+        net = self.net
+        x = net.patch_embed(self._resize(x))                # (B, 64, S, S)
+        levels = [x]
+        x = net.layers[0](x)                                # tokens (B, (S/2)^2, 128)
+        levels.append(_grid(x))
+        for layer in net.layers[1:]:
+            x = layer(x)
+        levels.append(net.neck(_grid(x)))                   # (B, 256, S/4, S/4)
+        return levels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fmap = tinyvit_features(self.net, self._resize(x))  # (B, 256, S/4, S/4)
         tokens = fmap.flatten(2).transpose(1, 2)            # (B, (S/4)^2, 256)
         return {"tokens": tokens, "pooled": tokens.mean(dim=1)}
 

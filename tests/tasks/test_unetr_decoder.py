@@ -17,6 +17,8 @@ from mmfm.tasks.segmentation import segmentation
     ("vit_micro", {"patch_size": 8}, (32, 32, 32), [(4, 4, 4)] * 2),             # capped by its depth (2)
     ("resnet_tiny", {}, (64, 64), [(16, 16), (8, 8), (4, 4), (2, 2)]),
     ("swin_tiny", {}, (32, 32), [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]),
+    # LiteMedSAM's TinyViT: stem (full grid), stage 1, neck; a 32 x 32 input is resized to its 64 x 64 grid
+    ("litemedsam", {"pretrained": False, "input_size": 64}, (32, 32), [(64, 64), (32, 32), (16, 16)]),
 ])
 def test_encoder_pyramids(name, kw, size, expect):
     enc = build_encoder(name, spatial_dims=len(size), in_channels=1, **kw)
@@ -52,3 +54,5 @@ def test_decoder_choice_is_checked():
     with pytest.raises(ConfigError, match="unetr or token"):
         segmentation(2, 2, 1, encoder={"name": "vit_micro"}, decoder="fpn")
     assert segmentation(2, 2, 1, encoder={"name": "vit_micro"}, decoder="token").decoder == "token"
+    lite = {"name": "litemedsam", "pretrained": False, "input_size": 64}
+    assert segmentation(3, 2, 1, encoder=lite, image_size=[64, 64]).decoder == "unetr"   # auto: it has a pyramid
