@@ -60,6 +60,18 @@ def majority_report(train_texts: Sequence[str], n: int) -> list[str]:
     return [best] * n
 
 
+def label_majority_reports(train_texts: Sequence[str], train_labels: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """For each image, the most frequent training report among the training images of its label (ties: the first
+    in sorted order; a label unseen in training: the overall majority): a generator that knows the label perfectly
+    and nothing else. On label-only captions it is perfect; on captions that say more, what a model scores above it
+    comes from more than the label."""
+    by_label: dict[str, list[str]] = {}
+    for t, lab in zip(train_texts, train_labels):
+        by_label.setdefault(lab, []).append(t)
+    fallback = majority_report(train_texts, 1)[0]
+    return [majority_report(by_label[lab], 1)[0] if lab in by_label else fallback for lab in labels]
+
+
 def nearest_neighbour_reports(query: torch.Tensor, train: torch.Tensor, train_texts: Sequence[str]) -> list[str]:
     """The training report of each query's nearest training image by cosine similarity of its features
     (the 1-NN retrieval baseline of report generation, e.g. Liu et al. 2019).

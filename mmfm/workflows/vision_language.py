@@ -33,7 +33,7 @@ from mmfm.evaluation.protocols.retrieval import (
 from mmfm.evaluation.report import plot_losses, write_report
 from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_results
 from mmfm.tasks import TASKS
-from mmfm.tasks.report_generation import majority_report, nearest_neighbour_reports
+from mmfm.tasks.report_generation import label_majority_reports, majority_report, nearest_neighbour_reports
 from mmfm.tasks.text_decoder import Vocabulary
 from mmfm.tasks.vqa import majority_answers
 from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
@@ -47,6 +47,7 @@ MAJORITY_REPORT = "majority report (no image)"
 NN_PIXELS = "nearest-neighbour report (pixels)"
 MAJORITY_ANSWER = "majority answer per question (no image)"
 LABEL_ONLY = "label-only retriever (expected, no model)"
+LABEL_MAJORITY = "majority report of the true label (no image)"
 
 
 def _finish(cfg: RunConfig, title: str, records: list[ResultRecord], notes: list[str],
@@ -191,6 +192,7 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     records: list[ResultRecord] = []
     method = cfg.method or f"{cfg.encoder['name']}-decoder"
     train_pixels, train_features = _pixels_and_features(model.encoder, train)
+    train_labels = _caption_labels(cfg, cfg.data.train_split, list(train.texts))
     for split in cfg.data.eval_splits:
         ds = dataspec.pairs(cfg.data, split)
         gen = [t for x in image_batches(ds, 64) for t in model.generate(x)]
@@ -203,6 +205,9 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
                    (NN_PIXELS, 0): nearest_neighbour_reports(pixels, train_pixels, train.texts),
                    (f"nearest-neighbour report ({method} features)", cfg.train.seed):
                        nearest_neighbour_reports(features, train_features, train.texts)}
+        labels = _caption_labels(cfg, split, list(ds.texts))
+        if train_labels is not None and labels is not None:
+            outputs[(LABEL_MAJORITY, 0)] = label_majority_reports(train.texts, train_labels, labels)
         records += [ResultRecord("report_generation", dataspec.name(cfg.data), split, name, k, float(v), seed)
                     for (name, seed), texts in outputs.items()
                     for k, v in generation_metrics(texts, ds.texts).items()]
@@ -210,7 +215,9 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     notes = ["CE_* = clinical efficacy: labeller findings of generated vs reference texts (micro)",
              f"baselines: {MAJORITY_REPORT} (the most frequent training text for every image); {NN_PIXELS} and "
              "nearest-neighbour report (<model> features): the training text of the nearest training image by "
-             "cosine similarity of pixels / of the trained encoder's pooled features"]
+             "cosine similarity of pixels / of the trained encoder's pooled features",
+             f"{LABEL_MAJORITY} (mini): the most frequent training caption of the image's own label caption, a "
+             "generator that knows the label and nothing else"]
     if dataspec.is_mini(cfg.data):
         notes.insert(0, "references are the mini captions, GENERATED from labels (see the data card), not "
                         "radiologists' reports")

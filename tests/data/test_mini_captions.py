@@ -51,3 +51,18 @@ def test_built_mini_captions_follow_the_masks(mini_root):
     for name in ("patches2d", "crops3d"):
         s = load_mini_arrays(mini_root, name, "train")
         assert len(set(s["caption"])) > len(set(s["caption_label"]))
+
+
+def test_an_older_mini_build_is_not_current(mini_root, tmp_path):
+    import json
+    import shutil
+
+    from mmfm.data.sources.mini import is_current_mini, is_mini_folder
+
+    assert is_current_mini(mini_root)
+    old = tmp_path / "mini"
+    old.mkdir()
+    card = json.loads((mini_root / "card.json").read_text())
+    (old / "card.json").write_text(json.dumps({**card, "version": 1}))   # v1: label-only captions
+    shutil.copy(mini_root / "crops3d.npz", old / "crops3d.npz")
+    assert is_mini_folder(old) and not is_current_mini(old)              # build_mini rebuilds it

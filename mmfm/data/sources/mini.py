@@ -323,6 +323,7 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     """Build the corpus into ``root`` (default ``$MMFM_HOME/data/mini``) atomically; return its path."""
     home = mmfm_home()
     root = Path(root) if root else home / "data" / "mini"
+    force = force or (is_mini_folder(root) and not is_current_mini(root))      # an older build is replaced, not mixed
     tmp = start_build(root, is_mini_folder, "a mini corpus", "mini", force)   # never over a foreign folder
     if tmp is None:
         return root
@@ -403,6 +404,14 @@ def build_mini(root: Path | None = None, force: bool = False, progress: bool = T
     else:
         os.replace(tmp, root)
     return root
+
+
+def is_current_mini(root: Path) -> bool:
+    """True for a mini corpus built by this version of the build (``VERSION`` in its card)."""
+    try:
+        return json.loads((root / "card.json").read_text()).get("version") == VERSION
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def is_mini_folder(root: Path) -> bool:
