@@ -22,6 +22,7 @@ app stops</span></header>
   <div class="row"><button id="segment" disabled>Segment</button>
     <button id="predict" disabled>Trained segmenter</button>
     <a id="download" href="#" hidden download="mask.nii.gz">download mask</a>
+    <a id="download-seg" href="#" hidden download="mask_seg.dcm">download DICOM SEG</a>
     <span id="result"></span></div>
 </div>
 <div class="side">
@@ -97,7 +98,7 @@ async function loadSlice() {
 }
 $("file").addEventListener("change", async e => {
   const f = e.target.files[0]; if (!f) return;
-  err(""); $("status").textContent = "uploading…"; $("download").hidden = true; $("result").textContent = "";
+  err(""); $("status").textContent = "uploading…"; $("download").hidden = true; $("download-seg").hidden = true; $("result").textContent = "";
   try {
     const info = await api("/api/upload", {method: "POST", body: f, headers: {"X-Filename": f.name}});
     cur = info; box = null; points = [];
@@ -123,6 +124,8 @@ $("view").addEventListener("mousemove", e => { if (!drag) return; const p = pos(
 window.addEventListener("mouseup", () => { if (!drag) return;
   const b = [Math.min(drag[0], drag[2]), Math.min(drag[1], drag[3]), Math.max(drag[0], drag[2]), Math.max(drag[1], drag[3])];
   drag = null; box = (b[2] - b[0] > 1 && b[3] - b[1] > 1) ? b.map(v => Math.round(v)) : null; draw(); });
+// a DICOM upload: its mask is also offered as a DICOM Segmentation (r.seg)
+function seg(r) { const s = $("download-seg"); s.hidden = !r.seg; if (r.seg) s.href = r.seg; }
 $("segment").addEventListener("click", async () => {
   if (!cur) return; err(""); $("result").textContent = "segmenting…";
   const body = {box: box, points: points.filter(p => p[2]).map(p => [Math.round(p[0]), Math.round(p[1])]),
@@ -134,7 +137,7 @@ $("segment").addEventListener("click", async () => {
     cur.hasMask = true;
     $("result").textContent = `mask: ${r.foreground} voxels` + (r.slices ? `, slices ${r.slices[0]}–${r.slices[1]}` : "");
     const d = $("download"); d.href = r.mask; d.download = cur.format === "raster" ? "mask.png" : "mask.nii.gz";
-    d.hidden = false; await loadSlice();
+    d.hidden = false; seg(r); await loadSlice();
   } catch (x) { $("result").textContent = ""; err(x.message); }
 });
 $("predict").addEventListener("click", async () => {
@@ -144,7 +147,7 @@ $("predict").addEventListener("click", async () => {
       body: "{}"});
     cur.hasMask = true;
     $("result").textContent = r.empty ? "the trained model predicts nothing on this scan" : `mask: ${r.foreground} voxels`;
-    const d = $("download"); d.href = r.mask; d.download = "mask.nii.gz"; d.hidden = false; await loadSlice();
+    const d = $("download"); d.href = r.mask; d.download = "mask.nii.gz"; d.hidden = false; seg(r); await loadSlice();
   } catch (x) { $("result").textContent = ""; err(x.message); }
 });
 $("zeroshot").addEventListener("click", async () => {

@@ -94,6 +94,8 @@ class Session:
     display: dict[str, np.ndarray] = field(default_factory=dict)   # preset name -> (*spatial) in [0, 1]
     mask: Path | None = None
     mask_array: np.ndarray | None = None   # the mask as read back, kept while the user scrolls its slices
+    mask_model: str = ""           # the model that made the mask (named in the DICOM SEG)
+    seg: Path | None = None        # the mask as a DICOM SEG, written on first download (DICOM uploads)
     client: str = ""               # who uploaded it (IP address): the per-client quota
 
 
@@ -370,9 +372,9 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
                               negative_points=body.negative_points or (),
                               slice_index=body.slice if s.image.spatial_dims == 3 else None,
                               model=model.source, overwrite=True, progress=False)
-        s.mask, s.mask_array = out, None
+        s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
-                "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name}
+                "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name, **_seg_link(s, sid)}
 
     @app.post("/api/predict/{sid}")
     def predict(sid: str, body: PredictRequest) -> dict[str, Any]:
@@ -384,9 +386,9 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         out = s.folder / "mask.nii.gz"
         with state.lock:
             rec = run_segment(s.path, out, model=model.source, overwrite=True, progress=False)
-        s.mask, s.mask_array = out, None
+        s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
-                "empty": rec["empty"], "mask": f"/api/mask/{sid}", "model": model.name}
+                "empty": rec["empty"], "mask": f"/api/mask/{sid}", "model": model.name, **_seg_link(s, sid)}
 
     @app.get("/api/mask/{sid}")
     def mask_file(sid: str) -> Response:
@@ -397,6 +399,21 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         name = "mask.png" if s.mask.suffix == ".png" else "mask.nii.gz"
         return Response(s.mask.read_bytes(), media_type=kind,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/seg/{sid}")
+    def seg_file(sid: str) -> Response:
+        """The mask as a DICOM Segmentation of the uploaded DICOM image (its instances referenced, its grid)."""
+        s = state.get(sid)
+        if s.mask is None or not s.mask.exists():
+            raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
+        if not _seg_link(s, sid):
+            raise ConfigError(f"a DICOM SEG references DICOM source images; this upload is {s.fmt}",
+                              "download the mask as NIfTI or PNG")
+        with state.lock:
+            if s.seg is None or not s.seg.exists():
+                s.seg = write_seg_of_mask(s)
+        return Response(s.seg.read_bytes(), media_type="application/dicom",
+                        headers={"Content-Disposition": 'attachment; filename="mask_seg.dcm"'})
 
     @app.get("/api/maskslice/{sid}")
     def mask_slice(sid: str, k: int = 0) -> Response:
@@ -445,6 +462,31 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         return state.get(sid).header
 
     return app
+
+
+def _seg_link(s: Session, sid: str) -> dict[str, str]:
+    """``{"seg": URL}`` where the upload is DICOM (the SEG download), else nothing."""
+    from mmfm.data.io.dicom_seg import DICOM_FORMATS
+
+    return {"seg": f"/api/seg/{sid}"} if s.fmt in DICOM_FORMATS else {}
+
+
+def write_seg_of_mask(s: Session) -> Path:
+    """The session's mask (NIfTI on the upload's grid: the label map itself) as a DICOM SEG beside it, with
+    mmfm's writer (one segment per label value), moved into place whole."""
+    import nibabel as nib
+
+    from mmfm import __version__
+    from mmfm.data.io.dicom_seg import write_dicom_result
+
+    assert s.mask is not None
+    labels = np.asarray(nib.load(s.mask).dataobj).astype(np.uint8)          # (I, J[, K])
+    values = [int(v) for v in np.unique(labels) if v > 0] or [1]
+    names = {v: "structure" if values == [1] else f"label {v}" for v in values}
+    target, tmp = s.folder / "mask_seg.dcm", s.folder / ".mask_seg.dcm.partial"
+    write_dicom_result(tmp, "SEG", labels, names, s.path, s.mask_model or "mmfm", f"mmfm {__version__}")
+    tmp.replace(target)
+    return target
 
 
 def _read_mask(s: Session) -> np.ndarray:

@@ -300,6 +300,16 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
         zoo.remove_user(a.name)
         print(f"forgot '{a.name}' (its files are left where they are)")
         return 0
+    if a.action == "export":
+        from mmfm.workflows.export import export_model
+
+        if not a.name or not a.target:
+            raise MMFMError("mmfm zoo export needs a model and an output folder",
+                            "mmfm zoo export litemedsam --format onnx OUT_FOLDER")
+        m = export_model(a.name, a.target, a.format, int8=a.int8, overwrite=a.overwrite)
+        print(json.dumps(m) if a.json else f"wrote {', '.join(m['files'])} and model.onnx.json (inputs, outputs, "
+              f"preprocessing, SHA-256) to {a.target}")
+        return 0
     user = zoo.user_entries()
     if a.action == "list":
         rows = [zoo.manifest(n, checksum=False) for n in zoo.ZOO]
@@ -329,12 +339,21 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     from mmfm.workflows.segment import labelled_structures, segment
 
     boxes = a.box or []
-    structures = labelled_structures(boxes, a.label or [], a.prompts, bool(a.point or a.negative_point))
+    if any(v[0] != int(v[0]) for v in (a.slice_box or []) + (a.click or []) + (a.negative_click or [])):
+        raise MMFMError("--slice-box and --click start with a slice index K, a whole number",
+                        "e.g. --slice-box 80 35 30 100 85 or --click 70 95 60")
+    clicks = [{"slice": int(k), "point": [x, y], "positive": pos} for pos, given in ((True, a.click),
+                                                                                    (False, a.negative_click))
+              for k, x, y in given or []]
+    slice_boxes = [{"slice": int(b[0]), "box": list(b[1:])} for b in a.slice_box or []]
+    structures = labelled_structures(boxes, a.label or [], a.prompts,
+                                     bool(a.point or a.negative_point or slice_boxes or clicks))
     rec = segment(a.image, a.out, box=boxes[0] if structures is None and boxes else None,
                   points=a.point or (), negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
                   modality=a.modality, preset=a.preset, model=a.model,
                   min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
-                  text=a.text, precision=a.precision, structures=structures)
+                  text=a.text, precision=a.precision, structures=structures, engine=a.engine,
+                  slice_boxes=slice_boxes, clicks=clicks)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -675,7 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  mmfm segment chest.png --box 40 60 200 220 --out lung.png\n"
                "  mmfm segment ct.nii.gz --slice 60 --box 30 25 110 90 --modality CT --out liver.nii.gz\n"
                "  mmfm segment ct_series/ --slice 40 --box 30 25 110 90 --label liver --box 120 40 150 80 "
-               "--label spleen --out organs.dcm")
+               "--label spleen --out organs.dcm\n"
+               "  mmfm segment ct.nii.gz --slice 60 --box 30 25 110 90 --slice-box 80 35 30 100 85 "
+               "--negative-click 70 95 60 --out liver.nii.gz")
     sg.add_argument("image", help="an image file or DICOM series folder (anything `mmfm data inspect` reads)")
     sg.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                     help="box prompt, pixels; repeat it with --label for several structures in one label map")
@@ -683,12 +704,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the name of the structure of the --box before it (repeatable: one per --box): one label "
                          "map, value n for the n-th structure, names in the JSON (and as DICOM segments)")
     sg.add_argument("--prompts", help='a JSON list of structures [{"label": "liver", "box": [x0, y0, x1, y1], '
-                                      '"slice": K, "points": [[x, y]], "negative_points": [[x, y]]}, ...] '
-                                      "instead of --box/--label")
+                                      '"slice": K, "points": [[x, y]], "negative_points": [[x, y]], "boxes": '
+                                      '[{"slice": K2, "box": [..]}], "clicks": [{"slice": K3, "point": [x, y], '
+                                      '"positive": false}]}, ...] instead of --box/--label ("boxes", "clicks": '
+                                      "as --slice-box, --click)")
     sg.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"),
                     help="a point inside the structure (repeatable)")
     sg.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
                     help="a point outside the structure (repeatable)")
+    sg.add_argument("--slice-box", nargs=5, type=float, action="append", metavar=("K", "X0", "Y0", "X1", "Y1"),
+                    help="volumes: a box on another slice K of the same structure (repeatable); propagation runs "
+                         "from every prompted slice and is fused between them")
+    sg.add_argument("--click", nargs=3, type=float, action="append", metavar=("K", "X", "Y"),
+                    help="volumes: a correction click inside the structure on slice K (repeatable), applied after "
+                         "propagation: slice K is re-decoded (its embedding reused) and re-propagated locally")
+    sg.add_argument("--negative-click", nargs=3, type=float, action="append", metavar=("K", "X", "Y"),
+                    help="volumes: a correction click outside the structure on slice K (repeatable)")
     sg.add_argument("--text", help="a structure's name (a text-prompted model trained with task.prompt=text): "
                                    "segments the 2D image or every slice of a volume")
     sg.add_argument("--slice", type=int, help="volumes: the prompted slice index along --axis")
@@ -712,6 +743,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="arithmetic of the model: fp32 (default), bf16 autocast (fast where the CPU has "
                          "avx512_bf16/amx or on a recent GPU; emulated and slow elsewhere), or auto (bf16 only where "
                          "native); the choice is in the JSON record")
+    sg.add_argument("--engine", default="auto", choices=["torch", "onnx", "onnx-int8", "auto"],
+                    help="what runs the model: torch, onnx (ONNX Runtime, fp32; exported once per model into "
+                         "$MMFM_HOME/onnx), onnx-int8 (its image encoder's matrix products in int8), or auto "
+                         "(default: ONNX Runtime on a CPU in fp32, measured faster; torch on a GPU, in bf16 and "
+                         "for text prompts); the choice is in the JSON record")
     sg.set_defaults(func=_cmd_segment)
     pr = sub.add_parser(
         "predict", help="apply a trained run (mmfm train) to new images: masks, class probabilities, boxes",
@@ -826,9 +862,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder's image tower, a Hugging Face folder; MONAI bundles are recorded with "
                                    "checksums only) in "
                                    "$MMFM_HOME/zoo/user.json; encoder.weights=NAME then loads it.")
-    z.add_argument("action", choices=["list", "info", "add", "remove"],
-                   help="list | info NAME | add PATH (your own checkpoint) | remove NAME (forget, files kept)")
-    z.add_argument("name", nargs="?", help="model name (info, remove) or a checkpoint path (add)")
+    z.add_argument("action", choices=["list", "info", "add", "remove", "export"],
+                   help="list | info NAME | add PATH (your own checkpoint) | remove NAME (forget, files kept) | "
+                        "export MODEL --format onnx OUT (litemedsam or a promptable run, as ONNX graphs + a JSON "
+                        "of inputs, outputs, preprocessing and SHA-256, for 3D Slicer / OHIF plug-ins)")
+    z.add_argument("name", nargs="?", help="model name (info, remove, export) or a checkpoint path (add)")
+    z.add_argument("target", nargs="?", help="export: the output folder (new, empty, or an earlier export)")
+    z.add_argument("--format", default="onnx", choices=["onnx"], help="export: the format (onnx)")
+    z.add_argument("--int8", action="store_true",
+                   help="export: also an image encoder with int8 matrix products (ONNX Runtime dynamic quantisation)")
+    z.add_argument("--overwrite", action="store_true", help="export: replace an earlier export in OUT")
     z.add_argument("--name", dest="as_name", help="add: the name to use it by (default: the file or folder name)")
     z.add_argument("--architecture", help="add: the timm model name of a timm checkpoint (e.g. vit_small_patch16_224)")
     z.add_argument("--json", action="store_true", help="one JSON document")

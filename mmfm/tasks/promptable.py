@@ -235,6 +235,12 @@ def from_model(logits: torch.Tensor, frame: Frame) -> np.ndarray:
     return (up[0, 0] > 0).cpu().numpy()
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (the CPU for an engine without torch parameters, such as ONNX Runtime)."""
+    p = next(model.parameters(), None)
+    return torch.device("cpu") if p is None else p.device
+
+
 @torch.no_grad()
 def embed_image(model: PromptableSegmenter, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
     """The image embedding of one (H, W[, C]) image (the expensive part; prompts are cheap after it)."""
@@ -246,7 +252,7 @@ def embed_images(model: PromptableSegmenter, images: Sequence[np.ndarray]) -> li
     """:func:`embed_image` for several images in one forward."""
     model.eval()
     inputs = [model_input(im, model.input_size) for im in images]
-    emb = model.embed(torch.cat([x for x, _ in inputs]).to(next(model.parameters()).device))
+    emb = model.embed(torch.cat([x for x, _ in inputs]).to(model_device(model)))
     return [(emb[i:i + 1], frame) for i, (_, frame) in enumerate(inputs)]
 
 
@@ -319,6 +325,7 @@ class Propagation:
     scores: dict[int, float] = field(default_factory=dict)   # slice -> decoder IoU estimate
     stopped: dict[str, str] = field(default_factory=dict)    # sweep -> why it stopped
     sources: dict[int, list[int]] = field(default_factory=dict)   # slice -> the prompted slices it came from
+    corrected: dict[int, list[int]] = field(default_factory=dict)  # clicked slice -> the slices its clicks changed
 
 
 @torch.no_grad()
@@ -326,14 +333,17 @@ def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Seque
               box: Sequence[float] | None | Sequence[Sequence[float] | None],
               points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = (), axis: int = 2,
               min_score: float = 0.5, max_change: float | None = None, min_pixels: int = 1, margin: float = 2.0,
-              progress: Any = None, batch: int = 1, rules: Rules | None = None) -> Propagation:
+              progress: Any = None, batch: int = 1, rules: Rules | None = None,
+              clicks: Sequence[tuple[int, Sequence[float], int]] = ()) -> Propagation:
     """Segment a volume (I, J, K) (or (C, I, J, K)) from prompts on slice ``index`` of ``axis`` (or on several
     slices: ``index`` and ``box`` as lists, the points going with the first), then both ways from each prompted
     slice, each next slice prompted by the previous mask (its box ``margin`` model-input pixels plus 4% of its
     size wider; ``rules`` for the mask prompt and the rest), stopping where the structure ends (the model's IoU
     estimate below ``min_score``, the mask vanishing or jumping in area or place; an intensity change above
-    ``max_change`` when given). :class:`~mmfm.tasks.propagation.VolumePropagation` has the details, and clicks
-    that correct a result.
+    ``max_change`` when given). :class:`~mmfm.tasks.propagation.VolumePropagation` has the details. ``clicks``:
+    (slice, (x, y), label 1 structure / 0 not) on any slices, applied after the propagation as corrections
+    (:meth:`~mmfm.tasks.propagation.VolumePropagation.correct`, one slice's clicks at a time, in the order given):
+    each re-decodes its slice (embedding reused) and re-propagates locally.
 
     Image embeddings do not depend on the prompt, so the next ``batch`` slices of a sweep are embedded in one
     forward (faster on a GPU; on a CPU a batch of 1 is fastest, measured in ``benchmarks/promptable.py``).
@@ -349,13 +359,17 @@ def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Seque
     for n, (k, b) in enumerate(zip(indices, boxes)):
         job.add_prompt(int(k), b, points if n == 0 else (), point_labels if n == 0 else ())
     job.run()
+    by_slice: dict[int, list[tuple[Sequence[float], int]]] = {}
+    for k, point, label in clicks:
+        by_slice.setdefault(int(k), []).append((point, int(label)))
+    corrected = {k: job.correct(k, [p for p, _ in c], [lab for _, lab in c]) for k, c in by_slice.items()}
     stopped = job.stopped
     if len(indices) == 1:                              # one prompt: the sweeps are 'up' and 'down', as before
         k = int(indices[0])
         stopped = {"both": stopped[f"{k}"]} if f"{k}" in stopped else {
             d: stopped[f"{k} {d}"] for d in ("up", "down")}
     mask = np.moveaxis(job.volume((vol.shape[1], vol.shape[0])).transpose(0, 2, 1), 0, 2)   # (I, J, K)
-    return Propagation(np.moveaxis(mask, 2, axis), job.scores, stopped, job.sources)
+    return Propagation(np.moveaxis(mask, 2, axis), job.scores, stopped, job.sources, corrected)
 
 
 # ---- training on a user's masks with simulated prompts ----------------------------------------------------------

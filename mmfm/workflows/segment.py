@@ -110,7 +110,10 @@ def _preset(img: Any, preset: str | None) -> tuple[Any, str]:
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     """A prompts JSON: ``[{"label": "liver", "box": [x0, y0, x1, y1], "slice": 60, "points": [[x, y]],
-    "negative_points": [[x, y]]}, ...]`` (or ``{"structures": [...]}``); label and box or points per structure."""
+    "negative_points": [[x, y]], "boxes": [{"slice": 80, "box": [x0, y0, x1, y1]}], "clicks": [{"slice": 70,
+    "point": [x, y], "positive": false}]}, ...]`` (or ``{"structures": [...]}``); label and box or points per
+    structure; ``boxes``: more prompted slices of the same structure, ``clicks``: corrections on any slice (volumes).
+    """
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -119,7 +122,7 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
                           'give a JSON list such as [{"label": "liver", "box": [10, 20, 90, 100], "slice": 40}]'
                           ) from None
     items = data.get("structures") if isinstance(data, dict) else data
-    keys = {"label", "box", "slice", "points", "negative_points"}
+    keys = {"label", "box", "slice", "points", "negative_points", "boxes", "clicks"}
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) and set(i) <= keys for i in items):
         raise ConfigError(f"--prompts {p}: expected a non-empty list of structures with keys {sorted(keys)}",
                           'e.g. [{"label": "liver", "box": [10, 20, 90, 100], "slice": 40}]')
@@ -132,7 +135,8 @@ def labelled_structures(boxes: Sequence[Sequence[float]], labels: Sequence[str],
     of ``--box ... --label NAME`` pairs (every box on ``--slice``) or of the ``--prompts`` file."""
     if prompts is not None:
         if boxes or labels or has_points:
-            raise ConfigError("--prompts lists every structure; --box/--label/--point are not combined with it",
+            raise ConfigError("--prompts lists every structure; --box/--label/--point/--slice-box/--click are not "
+                              "combined with it",
                               "put all prompts in the JSON file, or leave out --prompts")
         return load_prompts(prompts)
     if not labels and len(boxes) <= 1:
@@ -141,19 +145,21 @@ def labelled_structures(boxes: Sequence[Sequence[float]], labels: Sequence[str],
         raise ConfigError(f"{len(boxes)} --box and {len(labels)} --label: several structures need one label each",
                           "write --box X0 Y0 X1 Y1 --label NAME for every structure")
     if has_points:
-        raise ConfigError("--point belongs to one structure; with labelled boxes give points in --prompts",
-                          'e.g. [{"label": "liver", "box": [..], "points": [[x, y]]}]')
+        raise ConfigError("--point/--slice-box/--click belong to one structure; with labelled boxes give them in "
+                          "--prompts", 'e.g. [{"label": "liver", "box": [..], "points": [[x, y]], "boxes": '
+                          '[{"slice": K, "box": [..]}], "clicks": [{"slice": K, "point": [x, y], "positive": false}]}]')
     return [{"label": name, "box": list(box)} for box, name in zip(boxes, labels)]
 
 
 def _structures(box: Sequence[float] | None, points: Sequence[Sequence[float]],
                 negative_points: Sequence[Sequence[float]], slice_index: int | None,
-                structures: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+                structures: Sequence[dict[str, Any]] | None, slice_boxes: Sequence[dict[str, Any]] = (),
+                clicks: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """One prompt per structure: the single-structure arguments, or ``structures`` (each named by its label)."""
     if structures is None:
         return [{"label": None, "box": box, "points": list(points), "negative_points": list(negative_points),
-                 "slice": slice_index}]
-    if box is not None or points or negative_points:
+                 "slice": slice_index, "boxes": _slice_boxes(slice_boxes), "clicks": _clicks(clicks)}]
+    if box is not None or points or negative_points or slice_boxes or clicks:
         raise ConfigError("--box/--point are given twice: alone and in the list of labelled structures",
                           "give each structure as --box ... --label NAME, or all of them in --prompts")
     names = [str(s.get("label") or "").strip() for s in structures]
@@ -162,7 +168,28 @@ def _structures(box: Sequence[float] | None, points: Sequence[Sequence[float]],
                           "name every box: --box X0 Y0 X1 Y1 --label liver --box ... --label spleen")
     return [{"label": n, "box": s.get("box"), "points": list(s.get("points") or []),
              "negative_points": list(s.get("negative_points") or []),
-             "slice": s.get("slice", slice_index)} for n, s in zip(names, structures)]
+             "slice": s.get("slice", slice_index), "boxes": _slice_boxes(s.get("boxes") or []),
+             "clicks": _clicks(s.get("clicks") or [])} for n, s in zip(names, structures)]
+
+
+def _slice_boxes(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """More prompted slices of one structure: ``[{"slice": K, "box": [x0, y0, x1, y1]}]``."""
+    if not all(isinstance(b, dict) and set(b) == {"slice", "box"} and isinstance(b["slice"], int)
+               and isinstance(b["box"], list | tuple) for b in items):
+        raise ConfigError(f"slice boxes {list(items)}: each is a slice and a box",
+                          'give --slice-box K X0 Y0 X1 Y1, or "boxes": [{"slice": K, "box": [x0, y0, x1, y1]}]')
+    return [{"slice": b["slice"], "box": list(b["box"])} for b in items]
+
+
+def _clicks(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Corrections on any slice: ``[{"slice": K, "point": [x, y], "positive": true|false}]``."""
+    if not all(isinstance(c, dict) and {"slice", "point"} <= set(c) <= {"slice", "point", "positive"}
+               and isinstance(c["slice"], int) and isinstance(c["point"], list | tuple) for c in items):
+        raise ConfigError(f"clicks {list(items)}: each is a slice, a point and whether it is inside",
+                          'give --click K X Y / --negative-click K X Y, or "clicks": [{"slice": K, "point": [x, y], '
+                          '"positive": false}]')
+    return [{"slice": c["slice"], "point": list(c["point"]), "positive": bool(c.get("positive", True))}
+            for c in items]
 
 
 def _check_suffix(out: Path) -> None:
@@ -192,32 +219,48 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             slice_index: int | None = None, axis: int = 2, modality: str | None = None, preset: str | None = None,
             model: str = "litemedsam", min_score: float = 0.5, max_change: float = 0.15, overwrite: bool = False,
             progress: bool = True, text: str | None = None, precision: str = "fp32",
-            structures: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+            structures: Sequence[dict[str, Any]] | None = None, engine: str = "auto",
+            slice_boxes: Sequence[dict[str, Any]] = (), clicks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
     slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``).
+    ``engine``: torch, onnx (ONNX Runtime, fp32), onnx-int8 (its encoder's matrix products in int8) or auto
+    (ONNX Runtime on a CPU in fp32, torch otherwise: :func:`mmfm.tasks.promptable_onnx.resolve_engine`); the
+    graphs are exported once per model into ``$MMFM_HOME/onnx``.
 
     ``structures``: several labelled structures in one call (``[{"label", "box", "points", "negative_points",
     "slice"}]``, :func:`load_prompts`): one label map, value n for the n-th structure (a later structure wins
     where two overlap), the names in the JSON's ``labels``. ``out`` ending ``.dcm`` (DICOM input only): a DICOM
-    SEG with one segment per structure; ``.rtstruct.dcm``: an RT Structure Set."""
+    SEG with one segment per structure; ``.rtstruct.dcm``: an RT Structure Set.
+
+    Volumes: ``slice_boxes`` (``[{"slice": K, "box": [x0, y0, x1, y1]}]``) prompt more slices of the one
+    structure (propagation runs from each and is fused between them); ``clicks`` (``[{"slice": K, "point": [x, y],
+    "positive": bool}]``) correct the propagated mask on any slice and re-propagate locally; a structure of
+    ``structures`` takes them as its ``boxes`` and ``clicks``."""
     from mmfm.engine.precision import autocast, resolve_precision
     from mmfm.tasks.promptable import for_inference
+    from mmfm.tasks.promptable_onnx import ENGINES, inference_model, resolve_engine
 
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine} is not an inference engine mmfm offers", f"use one of {ENGINES}")
     if precision not in INFERENCE_PRECISIONS:
         raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
                           f"use one of {', '.join(INFERENCE_PRECISIONS)}")
     image, out = Path(image), Path(out)
     if _trained_task(model) == "segmentation":     # a trained (not promptable) segmenter: no prompt, every voxel
-        if box is not None or points or negative_points or text or slice_index is not None or structures:
+        if (box is not None or points or negative_points or text or slice_index is not None or structures
+                or slice_boxes or clicks):
             raise ConfigError(f"--model {model} is a trained segmentation run: it takes no prompt",
                               "drop --box/--point/--text/--slice, or use litemedsam or a promptable run")
         return _segment_trained(model, image, out, modality, preset, overwrite)
-    prompts = _structures(box, points, negative_points, slice_index, structures)
+    prompts = _structures(box, points, negative_points, slice_index, structures, slice_boxes, clicks)
     if text and structures is not None:
         raise ConfigError("--text segments one structure; labelled --box prompts are not combined with it",
                           "give --text alone, or labelled boxes")
-    if not text and any(p["box"] is None and not p["points"] for p in prompts):
+    if text and any(p["boxes"] or p["clicks"] for p in prompts):
+        raise ConfigError("--text segments every slice; --slice-box/--click are not combined with it",
+                          "give --text alone, or box prompts")
+    if not text and any(p["box"] is None and not p["points"] and not p["boxes"] for p in prompts):
         raise ConfigError("no prompt", "give --box X0 Y0 X1 Y1, --point X Y, or --text NAME (a text-prompted model)")
     if text is not None and not text.strip():
         raise ConfigError("--text is empty", "name the structure, e.g. --text liver")
@@ -244,6 +287,9 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     net = for_inference(net).to(device)
     used = resolve_precision(precision, device)
     record["precision"] = used.as_dict()
+    run_by, why = resolve_engine(engine, device, used.used, bool(text))
+    net = inference_model(net, run_by, record["model"]["sha256"])
+    record["engine"] = {"asked": engine, "used": run_by, "why": why}
     with autocast(used.used, device):   # the prediction only; masks are written as before
         text_emb = _text_embedding(task, text, record) if text else None
         results = [_predict(net, pixels, p, img, axis, text_emb, min_score, max_change, progress) for p in prompts]
@@ -271,6 +317,9 @@ def _pixels(img: Any, pre: Any, image: Path, fmt: str, axis: int, text: str | No
     if img.spatial_dims == 2:
         if any(p["slice"] is not None for p in prompts):
             raise ConfigError("--slice is for volumes; this image is 2D", "leave out --slice")
+        if any(p["boxes"] or p["clicks"] for p in prompts):
+            raise ConfigError("--slice-box and --click are for volumes; this image is 2D",
+                              "give --box and --point / --negative-point on the image")
         plane = np.moveaxis(pre(arr[:3] if arr.shape[0] >= 3 else arr[:1]), 0, -1)   # (I, J, C)
         plane = np.swapaxes(plane, 0, 1)                                              # rows = j, columns = i
         return {"plane": plane, "height": plane.shape[0], "width": plane.shape[1]}
@@ -282,13 +331,18 @@ def _pixels(img: Any, pre: Any, image: Path, fmt: str, axis: int, text: str | No
     n = arr.shape[1 + axis]
     for p in prompts:
         k = p["slice"]
-        if k is None and not text:
+        if k is None and not text and (p["box"] is not None or p["points"]):
             raise ConfigError(f"{image.name if fmt != 'dicom-series' else 'the series'} is a volume "
                               f"{tuple(img.spatial_shape)}: say which slice the prompt is on",
                               f"add --slice K (0..{n - 1}, along axis {axis})")
-        if k is not None and not (isinstance(k, int) and 0 <= k < n):
-            raise ConfigError(f"--slice {k} is out of range: axis {axis} has slices 0..{n - 1}",
-                              f"give --slice between 0 and {n - 1}")
+        for kk in [k] + [b["slice"] for b in p["boxes"]] + [c["slice"] for c in p["clicks"]]:
+            if kk is not None and not (isinstance(kk, int) and 0 <= kk < n):
+                raise ConfigError(f"--slice {kk} is out of range: axis {axis} has slices 0..{n - 1}",
+                                  f"give --slice between 0 and {n - 1}")
+        prompted = ([k] if p["box"] is not None or p["points"] else []) + [b["slice"] for b in p["boxes"]]
+        if len(set(prompted)) != len(prompted):
+            raise ConfigError(f"slice {max(prompted, key=prompted.count)} is prompted twice for one structure",
+                              "give one box per slice (clicks correct a slice: --click)")
     volume = pre(arr)[0]
     width, height = [s for a, s in enumerate(volume.shape) if a != axis]
     return {"volume": volume, "n": n, "width": width, "height": height}
@@ -304,6 +358,15 @@ def _check_prompt(p: dict[str, Any], pixels: dict[str, Any], dims: int, axis: in
             raise ConfigError(f"the box {p['box']} has {len(p['box'])} values", "give a box as X0 Y0 X1 Y1")
         p["box"] = _check_box(p["box"], width, height, where)
     p["points"] = [_check_point(q, width, height, where) for q in p["points"]]
+    for b in p["boxes"]:
+        here = f"slice {b['slice']} of axis {axis} ({width} x {height} voxels)"
+        if len(b["box"]) != 4:
+            raise ConfigError(f"the box {b['box']} has {len(b['box'])} values", "give a box as X0 Y0 X1 Y1")
+        b["box"] = _check_box(b["box"], width, height, here)
+    for c in p["clicks"]:
+        if len(c["point"]) != 2:
+            raise ConfigError(f"the click {c['point']} has {len(c['point'])} values", "give a click as K X Y")
+        c["point"] = _check_point(c["point"], width, height, f"slice {c['slice']} of axis {axis}")
     p["negative_points"] = [_check_point(q, width, height, where) for q in p["negative_points"]]
     if p["negative_points"] and not p["points"] and p["box"] is None:
         raise ConfigError("only negative points", "give a --box or at least one --point inside the structure")
@@ -329,13 +392,16 @@ def _prompt_record(p: dict[str, Any], dims: int, axis: int, text: bool, given: d
         rec["axis"] = axis
         if not text:
             rec["slice"] = p["slice"]
+        for key in ("boxes", "clicks"):
+            if p.get(key):
+                rec[key] = p[key]
     return rec
 
 
 def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis: int, text_emb: Any,
              min_score: float, max_change: float, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """One structure: its mask on the input's (i, j[, k]) grid and the facts the JSON records."""
-    from mmfm.tasks.promptable import predict_slice, propagate
+    from mmfm.tasks.promptable import model_device, predict_slice, propagate
 
     pts, neg = p["points"], p["negative_points"]
     labels = [1] * len(pts) + [0] * len(neg)
@@ -358,13 +424,19 @@ def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis
                          "foreground_voxels": int(mask_ij.sum()),
                          "volume_ml": round(float(mask_ij.sum()) * vox_ml, 3)}
     bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
-    result = propagate(net, volume, p["slice"], p["box"], pts + neg, labels, axis=axis,
+    first = [(p["slice"], p["box"])] if p["box"] is not None or pts else []
+    anchors = first + [(b["slice"], b["box"]) for b in p["boxes"]]
+    index: Any = anchors[0][0] if len(anchors) == 1 else [k for k, _ in anchors]
+    boxes: Any = anchors[0][1] if len(anchors) == 1 else [b for _, b in anchors]
+    result = propagate(net, volume, index, boxes, pts + neg if first else (), labels if first else (), axis=axis,
                        min_score=min_score, max_change=max_change, progress=bar,
-                       batch=8 if next(net.parameters()).is_cuda else 1)
+                       batch=8 if model_device(net).type == "cuda" else 1,
+                       clicks=[(c["slice"], c["point"], int(c["positive"])) for c in p["clicks"]])
     bar.close()
     mask_ij = result.mask
     filled = sorted(result.scores) if mask_ij.any() else []
-    return mask_ij, {"slices": [filled[0], filled[-1]] if filled else [], "stopped": result.stopped,
+    more = {"corrected_slices": {str(k): v for k, v in result.corrected.items()}} if result.corrected else {}
+    return mask_ij, {**more, "slices": [filled[0], filled[-1]] if filled else [], "stopped": result.stopped,
                      "min_score": min_score, "max_change": max_change,
                      "scores": {str(k): round(v, 4) for k, v in sorted(result.scores.items())},
                      "foreground_voxels": int(mask_ij.sum()), "volume_ml": round(float(mask_ij.sum()) * vox_ml, 3)}
