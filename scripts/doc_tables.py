@@ -640,13 +640,19 @@ def adapt_peft() -> str:
                      ["method"], 4) + "\n\nOne learning rate per arm, set by hand (no sweep, no validation scores): "
                 f"not a comparison at each arm's best rate; `{SOURCE['adapt_peft']}` runs the sweep.")
     val = [r for r in swept if r["split"] == "val" and r["metric"] == "balanced_accuracy"]
-    lrs = sorted({r["lr"] for r in swept})
-    sweep = grid(val, lambda r: (r["arm"],), [f"{lr:g}" for lr in lrs], lambda r: f"{r['lr']:g}", ["arm"], 4)
-    chosen = {}
+    # the rate is chosen on the seeds that ran every rate of the arm (the sweep), so a rate run with more seeds
+    # afterwards (the chosen one) is not compared on different seeds
+    sweep_val, chosen = [], {}
     for arm in sorted({r["arm"] for r in swept}):
-        best = best_on_val([r for r in val if r["arm"] == arm], sorted({r["method"] for r in swept if r["arm"] == arm}))
+        mine = [r for r in val if r["arm"] == arm]
+        by_lr = [{r["seed"] for r in mine if r["lr"] == lr} for lr in {r["lr"] for r in mine}]
+        seeds = set.intersection(*by_lr) if by_lr else set()
+        sweep_val += [r for r in mine if r["seed"] in seeds]
+        best = best_on_val([r for r in mine if r["seed"] in seeds], sorted({r["method"] for r in mine}))
         if best:
             chosen[best[0]] = arm
+    lrs = sorted({r["lr"] for r in swept})
+    sweep = grid(sweep_val, lambda r: (r["arm"],), [f"{lr:g}" for lr in lrs], lambda r: f"{r['lr']:g}", ["arm"], 4)
     at = [dict(r, method=f"{chosen[r['method']]} (lr {r['lr']:g})") for r in swept if r["method"] in chosen
           and r["split"] in ("test", "train")]
     table = grid([r for r in at if r["metric"] in cols], lambda r: (r["method"],), cols, lambda r: r["metric"],
@@ -657,10 +663,11 @@ def adapt_peft() -> str:
              if a in names and b in names]
     paired = paired_table([r for r in at if r["split"] == "test"], pairs, ["balanced_accuracy", "auroc"],
                           lambda r: r["metric"], 4)
-    return (f"Validation balanced accuracy of every arm at every learning rate (the sweep; mean ± sample sd over "
-            f"seeds):\n\n{sweep}\n\nEach arm at its learning rate of best mean validation balanced accuracy, on the "
-            f"test split (mean ± sample sd over the same seeds):\n\n{table}\n\nPaired by seed (every arm was run "
-            f"with the same `train.seed` values; per-seed differences on test, mean ± sample sd):\n\n{paired}")
+    return (f"Validation balanced accuracy of every arm at every learning rate (the sweep: mean ± sample sd over "
+            f"the seeds that ran every rate of the arm):\n\n{sweep}\n\nEach arm at its learning rate of best mean "
+            f"validation balanced accuracy in the sweep, on the test split (mean ± sample sd over every seed run at "
+            f"that rate):\n\n{table}\n\nPaired by seed (every arm was run with the same `train.seed` values; "
+            f"per-seed differences on test, mean ± sample sd):\n\n{paired}")
 
 
 def adapt_peft_sam() -> str:

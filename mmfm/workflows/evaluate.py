@@ -127,8 +127,8 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                     val_rest = (feats["val"][0][rest], feats["val"][1][rest])   # the samples the head was not
                     if score_split == "val":                                     # chosen on
                         scored = val_rest
-                    also = {"val": val_rest} if record_val and score_split == "test" else None
-                    results["linear"] = linear_probe(tr, va, scored, k, seed=seed, also=also)
+                    also = {"also": {"val": val_rest}} if record_val and score_split == "test" else {}
+                    results["linear"] = linear_probe(tr, va, scored, k, seed=seed, **also)
                 if "knn" in protocols:
                     tr = (feats["train"][0][idx], feats["train"][1][idx])
                     m = classification_metrics(knn_predict(tr, feats[score_split][0], k), feats[score_split][1])
