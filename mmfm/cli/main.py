@@ -35,6 +35,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m mmfm.cli.main train CONFIG      data-parallel training (DDP)
   mmfm federate simulate configs/federated_classification.yaml  sites trained with Flower (FedAvg/FedProx)
   mmfm continual configs/continual_mini.yaml              tasks in sequence, forgetting with/without experts
+  mmfm chat --model smollm2 "What is a CT scan?"        ask a small offline language model (research output)
 """
 
 
@@ -788,6 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sv.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted (default 512 MB)")
     sv.set_defaults(func=_cmd_serve)
+    from mmfm.cli import chat
+
+    chat.add_parser(sub)
     rp = sub.add_parser("report", help="rebuild a run's report.html (self-contained, opens offline)",
                         description="Write RUN_DIR/report.html from the run's files alone: results with seeds and "
                                     "spread, training curves, every plot the run wrote (label efficiency, "
@@ -965,6 +969,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # `mmfm zoo export NAME --format onnx OUT`: the output folder after an option (argparse has closed the
+    # positional list there too)
+    if len(extra) == 1 and not extra[0].startswith("-") and getattr(args, "action", None) == "export" \
+            and getattr(args, "target", "") is None:
+        args.target, extra = extra[0], []
     # key=value overrides after an option (`mmfm data shard A B --shard-size 5 data.size=[32,32]`): argparse has
     # already closed the positional list; they are still overrides, anything else is an unknown argument
     if extra and isinstance(getattr(args, "overrides", None), list) and all(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,11 @@ def export_onnx(model: nn.Module, folder: Path, int8: bool = False, source: dict
     with torch.no_grad():
         embedding = model.image_encoder(image)
     dim = embedding.shape[1]
-    # the TorchScript exporter: fixed shapes but the batch (encoder) and the number of prompt points (decoder)
-    torch.onnx.export(model.image_encoder, (image,), str(folder / ENCODER_FILE), input_names=["image"],
-                      output_names=["embedding"], dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
-    inputs = (embedding, torch.tensor([[[10.0, 10.0], [200.0, 200.0]]]), torch.tensor([[2.0, 3.0]]),
-              torch.zeros(1, 1, *mask_size), torch.zeros(1))
-    torch.onnx.export(DecoderGraph(model), inputs, str(folder / DECODER_FILE),
-                      input_names=["embedding", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-                      output_names=["mask_logits", "iou"],
-                      dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
-                      opset_version=OPSET, dynamo=False)
+    # the TorchScript exporter: fixed shapes but the batch (encoder) and the number of prompt points (decoder);
+    # its tracer warns about shape checks that are constants for these fixed shapes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _export_graphs(model, folder, image, embedding, mask_size)
     files = [ENCODER_FILE, DECODER_FILE]
     if int8:
         quantize_encoder(folder / ENCODER_FILE, folder / INT8_ENCODER_FILE)
@@ -159,6 +154,20 @@ def export_onnx(model: nn.Module, folder: Path, int8: bool = False, source: dict
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _export_graphs(model: nn.Module, folder: Path, image: torch.Tensor, embedding: torch.Tensor,
+                   mask_size: tuple[int, ...]) -> None:
+    torch.onnx.export(model.image_encoder, (image,), str(folder / ENCODER_FILE), input_names=["image"],
+                      output_names=["embedding"], dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+                      opset_version=OPSET, dynamo=False)
+    inputs = (embedding, torch.tensor([[[10.0, 10.0], [200.0, 200.0]]]), torch.tensor([[2.0, 3.0]]),
+              torch.zeros(1, 1, *mask_size), torch.zeros(1))
+    torch.onnx.export(DecoderGraph(model), inputs, str(folder / DECODER_FILE),
+                      input_names=["embedding", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+                      output_names=["mask_logits", "iou"],
+                      dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+                      opset_version=OPSET, dynamo=False)
 
 
 def quantize_encoder(src: Path, dst: Path) -> None:
