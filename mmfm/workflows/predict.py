@@ -11,6 +11,7 @@
   [n, n+1), so a box [2, 5) covers voxels 2, 3 and 4, as the training boxes do) and in world millimetres (RAS, the
   two corners mapped by the affine, which maps voxel centres: corner e lies at index e - 0.5), each labelled by
   its class (the mask value or box category of ``task.classes``), in ``detections.csv`` and ``detections.json``.
+  A 2D run on a volume detects on every slice along the third axis: each box spans its slice k as [k, k+1).
 
 Every output folder holds ``predict.json`` (written by mmfm predict: the run, its checkpoint's SHA-256, the
 preprocessing, one entry per input). Inputs are named in outputs by their file stem (the user's own names, in the
@@ -149,7 +150,7 @@ class TrainedModel:
         if img.spatial_dims < self.prep.dims:
             raise ConfigError(f"the run's model takes {self.prep.dims}D images, this one is {img.spatial_dims}D",
                               f"give {self.prep.dims}D images (a 2D run also segments volumes slice by slice)")
-        if img.spatial_dims > self.prep.dims and self.task != "segmentation":
+        if img.spatial_dims > self.prep.dims and self.task == "classification":
             raise ConfigError(f"the run's model takes {self.prep.dims}D images, this one is {img.spatial_dims}D",
                               f"give {self.prep.dims}D images")
         adapt_channels(img.array[:, :1, :1], self.prep.channels) if img.array.shape[0] != 1 else None  # refuses
@@ -207,6 +208,19 @@ class TrainedModel:
     def _detect(self, img: Any, preset: str | None) -> dict[str, Any]:
         import torch
 
+        from mmfm.data.sample import Image
+
+        if img.spatial_dims > self.prep.dims:   # a 2D run on a volume: every slice along the third axis
+            boxes = []
+            for k in range(img.array.shape[-1]):
+                plane = Image(img.array[..., k], img.modality, img.affine, img.meta)
+                for b in self._detect(plane, preset)["boxes"]:
+                    i0, j0, i1, j1 = b["voxel"]
+                    vox = np.array([[i0, j0, k], [i1, j1, k + 1]], float)        # slice k spans [k, k+1)
+                    boxes.append({**b, "slice": k, "voxel": [round(float(v), 2) for v in vox.ravel()],
+                                  "world_mm": [round(float(v), 2) for c in vox for v in world_point(img.affine,
+                                                                                                     c - 0.5)]})
+            return {"boxes": boxes}
         with torch.no_grad():
             out = self.model.predict(self._tensor(img, preset))[0]
         scale = np.asarray(img.spatial_shape, float) / np.asarray(self.prep.size, float)   # training grid -> input

@@ -3,14 +3,19 @@
 What would otherwise fail after minutes of training (or never be said) is a :class:`ConfigError` here, before the
 model is built, each naming its fix as ``key=value``: an empty split the run trains or evaluates on (too few cases
 for the 70/15/15 split), a case without its mask, a mask that is not a label map or lies apart from its image, a
-label value the task does not know. The log says first the precision and device, then the data decisions: cases
-per split and the spacing volumes are used at; masks that are resampled onto their image's grid are said too.
+label value the task does not know; for a mini set, shards and a MedMNIST file (splits fixed by their files)
+the empty splits and, from the arrays, label values beyond task.num_classes. The log says first the precision and
+device, then the data decisions: cases per split and the spacing volumes are used at; masks that are resampled onto
+their image's grid are said too.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mmfm.data import spec as dataspec
 from mmfm.data.catalog.entries import get_entry
@@ -26,7 +31,8 @@ def preflight(cfg: Any) -> None:
     announce_precision(cfg.train)
     data = cfg.data
     if dataspec.is_mini(data) or dataspec.is_shards(data) or get_entry(data.dataset).layout in ("medmnist_npz",):
-        return        # fixed splits of a built corpus: nothing of the user's to check
+        _check_fixed_splits(cfg)      # a built corpus, shards or a MedMNIST file: splits fixed by the files
+        return
     every = dataspec.all_samples(data)
     assign = dataspec.assign_splits(data, every)
     counts = Counter(assign)
@@ -124,3 +130,62 @@ def _check_masks(cfg: Any, records: list[dict[str, Any]], assign: list[str]) -> 
                f"the training masks hold the values 0..{known - 1} (task.num_classes is taken from them)")
         raise ConfigError(f"the mask of case {where} holds the label value {top}, but {why}",
                           f"set task.num_classes={top + 1} (background 0 and the labels 1..{top}), or fix that mask")
+
+
+def _fixed_splits(data: Any, parts: set[str], field: str | None, used: set[str]
+                  ) -> tuple[dict[str, int], dict[int, str]]:
+    """(samples per split, {label value: first split holding it}) of a dataset whose splits its files fix: a mini
+    set (arrays), a MedMNIST ``.npz`` (arrays) or shards (counts from ``shards.json``; their labels are not read
+    before training: that would read every shard). ``field``: ``mask``, ``label`` or None (no values), read from
+    the ``used`` splits only."""
+    sizes: dict[str, int] = {}
+    values: dict[int, str] = {}
+    for part in sorted(parts):
+        found: Any = None
+        if dataspec.is_shards(data):
+            from mmfm.data.shards import read_index
+
+            shards = read_index(data.root)["splits"].get(part, [])
+            sizes[part] = sum(int(s["samples"]) for s in shards)
+            continue
+        if dataspec.is_mini(data):
+            d = dataspec.mini_arrays(data, part)
+            sizes[part] = len(d.get("image", ()))
+            found = d.get(field if field != "label" else data.label) if field and part in used else None
+        else:
+            from mmfm.data.io.npz import read_medmnist_npz
+
+            try:
+                images, labels = read_medmnist_npz(Path(data.root), part)
+            except InputFileError:
+                if part in used:
+                    raise
+                continue          # a split the run does not use may be absent from the file
+            sizes[part] = len(images)
+            single = field == "label" and part in used and labels.ndim == 2 and labels.shape[1] == 1
+            found = labels if single else None
+        if found is not None and len(found):
+            for v in np.unique(np.asarray(found)).astype(int).tolist():
+                values.setdefault(int(v), part)
+    return sizes, values
+
+
+def _check_fixed_splits(cfg: Any) -> None:
+    """Empty splits and label values the task does not know, for mini, shards and MedMNIST files."""
+    data, task = cfg.data, cfg.task.get("name")
+    needed = [data.train_split, *data.eval_splits]
+    parts = {p for s in needed for p in s.split("+")}
+    field = {"segmentation": "mask", "classification": "label"}.get(str(task))
+    sizes, values = _fixed_splits(data, parts | set(dataspec.SPLITS), field, parts)
+    counts = Counter(sizes)
+    total = {s: sum(sizes.get(p, 0) for p in s.split("+")) for s in needed}
+    rule = f"fixed by the files of {dataspec.name(data)}"
+    dataspec.say(f"data: {dataspec.name(data)}: " + ", ".join(f"{p} {sizes[p]}" for p in sorted(sizes)) + f" ({rule})")
+    _check_splits(data, total, counts, rule)
+    declared = cfg.task.get("num_classes")
+    if values and declared and max(values) >= int(declared):
+        top = max(values)
+        what = "mask" if field == "mask" else f"label '{data.label}'"
+        raise ConfigError(f"the {what} of the {values[top]} split holds the value {top}, but task.num_classes="
+                          f"{declared} knows the values 0..{int(declared) - 1}",
+                          f"set task.num_classes={top + 1}, or leave task.num_classes unset (taken from the data)")

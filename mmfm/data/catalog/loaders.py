@@ -265,17 +265,14 @@ def image_text_csv(root: Path, table: str = "captions.csv", image_column: str = 
     return SampleList(records, read)
 
 
-def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Path, Path | None, str]]:
-    """(image, label map or None, case) of every case; paths from ``dataset.json`` and scanned files that link
-    out are refused unless ``allow_outside_root``."""
+def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Path | list[Path], Path | None, str]]:
+    """(image, label map or None, case) of every case; the image is a list of files, one per channel, for an
+    nnU-Net case of several (``imagesTr/<case>_0000``, ``_0001``, ...). Paths from ``dataset.json`` and scanned
+    files that link out are refused unless ``allow_outside_root``. An nnU-Net v2 ``dataset.json`` (no ``training``
+    list) only names the channels: the cases are those in ``imagesTr/``."""
     ds_json = root / "dataset.json"
-    if ds_json.exists():
-        inside_root(root, "dataset.json", "the table", allow_outside_root)
-        try:
-            entries = json.loads(check_file(ds_json).read_text(encoding="utf-8")).get("training", [])
-        except (ValueError, AttributeError) as e:
-            raise InputFileError(ds_json, f"is not an MSD dataset.json ({type(e).__name__})",
-                                 'expected {"training": [{"image": ..., "label": ...}, ...]}') from None
+    if ds_json.exists() and "training" in _dataset_json(root, ds_json, allow_outside_root):
+        entries = _dataset_json(root, ds_json, allow_outside_root)["training"]
         bad = [i for i, e in enumerate(entries if isinstance(entries, list) else [None])
                if not isinstance(e, dict) or not isinstance(e.get("image"), str)
                or not isinstance(e.get("label") or "", str)]
@@ -288,15 +285,85 @@ def _nifti_pairs(root: Path, allow_outside_root: bool = False) -> list[tuple[Pat
                  Path(e["image"]).name.split(".")[0]) for e in entries]
     if (root / "imagesTr").is_dir():   # any format mmfm reads, masks paired as the folder layout pairs them
         index = labels_index(root / "labelsTr")
-        out = [(img, labels_folder_mask(img, index), stem(img).removesuffix(NNUNET_CHANNEL))
-               for img in _images_in(root / "imagesTr")]
+        out = [(imgs if len(imgs) > 1 else imgs[0], labels_folder_mask(imgs[0], index), case)
+               for case, imgs in _channel_groups(_images_in(root / "imagesTr")).items()]
     else:
         cases = sorted(d for d in root.iterdir() if d.is_dir() and (d / "ct.nii.gz").exists())
         out = [(d / "ct.nii.gz", d / "combined_labels.nii.gz" if (d / "combined_labels.nii.gz").exists() else None,
                 d.name) for d in cases]
-    files = [p.relative_to(root) for img, lab, _ in out for p in (img, lab) if p is not None]
+    files = [p.relative_to(root) for img, lab, _ in out
+             for p in [*(img if isinstance(img, list) else [img]), lab] if p is not None]
     confine(root, root, [(str(p), p) for p in files], allow_outside_root, "file(s) link to files")
     return out
+
+
+def _dataset_json(root: Path, ds_json: Path, allow_outside_root: bool) -> dict[str, Any]:
+    """An MSD / nnU-Net ``dataset.json``, checked to be a JSON object."""
+    inside_root(root, "dataset.json", "the table", allow_outside_root)
+    try:
+        doc = json.loads(check_file(ds_json).read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InputFileError(ds_json, f"is not an MSD dataset.json ({type(e).__name__})",
+                             'expected {"training": [{"image": ..., "label": ...}, ...]}') from None
+    if not isinstance(doc, dict):
+        raise InputFileError(ds_json, "is not an MSD dataset.json (not a JSON object)",
+                             'expected {"training": [{"image": ..., "label": ...}, ...]}')
+    return doc
+
+
+def _channel_groups(images: list[Path]) -> dict[str, list[Path]]:
+    """case -> its image files in channel order: nnU-Net names the channels of a case ``<case>_0000``,
+    ``<case>_0001``, ...; any other name is a case of one file."""
+    groups: dict[str, dict[int, Path]] = {}
+    for img in images:
+        s = stem(img)
+        tail = s[-len(NNUNET_CHANNEL):]
+        if len(s) > len(NNUNET_CHANNEL) and tail[0] == "_" and tail[1:].isdigit():
+            groups.setdefault(s[:-len(NNUNET_CHANNEL)], {})[int(tail[1:])] = img
+        else:
+            groups.setdefault(s, {})[0] = img
+    out = {}
+    for case, chans in groups.items():
+        if sorted(chans) != list(range(len(chans))):
+            missing = sorted(set(range(max(chans) + 1)) - set(chans))
+            raise InputFileError(chans[max(chans)], f"case {case} lacks channel file(s) "
+                                 + ", ".join(f"{case}_{c:04d}" for c in missing),
+                                 "nnU-Net numbers the channels of each case _0000, _0001, ... without gaps")
+        out[case] = [chans[c] for c in sorted(chans)]
+    return out
+
+
+def channel_names(root: Path) -> list[str]:
+    """The channel names an MSD / nnU-Net ``dataset.json`` declares (``channel_names``, v2; ``modality``, MSD), in
+    channel order; [] without one."""
+    ds_json = root / "dataset.json"
+    if not ds_json.is_file():
+        return []
+    try:
+        doc = json.loads(ds_json.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return []
+    names = doc.get("channel_names") or doc.get("modality") if isinstance(doc, dict) else None
+    if not isinstance(names, dict):
+        return []
+    try:
+        return [str(names[k]) for k in sorted(names, key=int)]
+    except ValueError:
+        return []
+
+
+def read_channels(paths: list[Path], modality: str, names: Sequence[str] = ()) -> Image:
+    """One image of several channels, one file each (nnU-Net), all on one grid: (C, *spatial)."""
+    images = [read_image(p, modality=modality) for p in paths]
+    first = images[0]
+    for p, im in zip(paths[1:], images[1:]):
+        if im.array.shape[1:] != first.array.shape[1:] or not np.allclose(im.affine, first.affine, atol=1e-3):
+            raise InputFileError(p, f"is not on the grid of {paths[0].name} (shape {list(im.array.shape[1:])} "
+                                 f"vs {list(first.array.shape[1:])})", "write every channel of a case on one grid")
+    array = np.concatenate([im.array.astype(np.float32) for im in images], axis=0)
+    meta = {**first.meta, "channels": list(names) if len(names) == array.shape[0] else
+            [f"channel {c}" for c in range(array.shape[0])]}
+    return Image(array, first.modality, first.affine, meta)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -330,15 +397,26 @@ def nifti_folders(root: Path, modality: str = "CT", require_labels: bool = False
     if not pairs:
         raise InputFileError(root, "no images found", "expected dataset.json, imagesTr/ (any image format mmfm "
                              "reads, masks in labelsTr/) or <case>/ct.nii.gz")
+    names = channel_names(root)
+    counts = {len(img) if isinstance(img, list) else 1 for img, _, _ in pairs}
+    if len(counts) > 1:
+        raise InputFileError(root / "imagesTr", f"the cases have different numbers of channels {sorted(counts)}",
+                             "give every case the same channels (<case>_0000, <case>_0001, ...)")
+    if len(names) > 1 and counts != {1} and counts != {len(names)}:
+        raise InputFileError(root / "dataset.json", f"names {len(names)} channels ({', '.join(names)}) but the "
+                             f"cases have {counts.pop()}", "give each case one file per channel: <case>_0000, ...")
     for img, lab, _ in pairs:
-        if not img.exists():
-            raise InputFileError(img, "listed image is missing")
+        first = img[0] if isinstance(img, list) else img
+        if not first.exists():
+            raise InputFileError(first, "listed image is missing")
         if lab is None and require_labels:
-            raise InputFileError(img, "has no label map", "put it in labelsTr/ with the same file name")
-    records = [{"image": i, "label": lbl, "mask": lbl, "case": c} for i, lbl, c in pairs]
+            raise InputFileError(first, "has no label map", "put it in labelsTr/ with the same file name")
+    records = [{"image": i[0], "channel_files": i, "label": lbl, "mask": lbl, "case": c} if isinstance(i, list) else
+               {"image": i, "label": lbl, "mask": lbl, "case": c} for i, lbl, c in pairs]
 
     def read(r: dict[str, Any]) -> dict[str, Any]:
-        img = read_image(r["image"], modality=modality)
+        img = (read_channels(r["channel_files"], modality, names) if r.get("channel_files") else
+               read_image(r["image"], modality=modality))
         mask = None
         if r["label"] is not None:
             mask, _ = place_mask(read_label_map(r["label"]), img, r["label"].relative_to(root)

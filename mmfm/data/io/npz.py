@@ -59,4 +59,5 @@ def read_medmnist_npz(path: str | Path, split: str) -> tuple[np.ndarray, np.ndar
         images = np.moveaxis(images, -1, 1)
     else:
         images = images[:, None]
-    return images, labels.reshape(len(labels), -1).astype(np.int64)
+    width = int(np.prod(labels.shape[1:])) if labels.ndim > 1 else 1    # an empty split keeps its label width
+    return images, labels.reshape(len(labels), width).astype(np.int64)
