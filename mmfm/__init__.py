@@ -15,7 +15,7 @@ _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERR
 
 
 _API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
-        "continual", "load_trained")
+        "continual", "load_trained", "load_assistant")
 
 
 def __getattr__(name: str):  # the public API (mmfm.api), imported on first use so `import mmfm` stays light

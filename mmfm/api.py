@@ -10,6 +10,8 @@ The CLI is a thin shell over these same functions::
     enc = mmfm.create_encoder(pretrained=run)                      # the pretrained encoder, ready to fine-tune
     seg = mmfm.load_trained("runs/seg")                            # a `mmfm train` run, ready to apply
     out = seg.predict("new_scan.nrrd")                             # {"mask": on the scan's grid, "affine", ...}
+    bot = mmfm.load_assistant("smollm2")                           # an offline chat model (research output)
+    bot.chat("What does a CT scan measure?", max_new_tokens=64)    # greedy; temperature=, top_p=, stop=
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from mmfm.errors import ConfigError
 
 __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
-           "continual", "load_trained"]
+           "continual", "load_trained", "load_assistant"]
 
 KINDS = ("images", "classification", "segmentation", "pairs")
 
@@ -152,6 +154,18 @@ def load_trained(run: str | Path) -> Any:
     from mmfm.workflows.predict import TrainedModel
 
     return TrainedModel(run)
+
+
+def load_assistant(model: str = "smollm2", device: str | None = None, precision: str = "auto",
+                   system: str | None = None) -> Any:
+    """A chat assistant on a zoo language model (:class:`mmfm.tasks.assistant.Assistant`), as `mmfm chat` uses:
+    ``.chat(messages, max_new_tokens=, temperature=, top_p=, stop=, seed=)`` returns the answer text, ``.reply``
+    also its token counts, speed and why it stopped. ``messages``: a string or ``[{"role", "content"}, ...]``.
+    Greedy by default; bf16 autocast where native (``precision="auto"``). Answers are research output, not a
+    diagnosis."""
+    from mmfm.workflows.chat import load_assistant as _load
+
+    return _load(model, device=device, precision=precision, system=system)
 
 
 def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] | None = None,

