@@ -145,9 +145,10 @@ def labelled_structures(boxes: Sequence[Sequence[float]], labels: Sequence[str],
         raise ConfigError(f"{len(boxes)} --box and {len(labels)} --label: several structures need one label each",
                           "write --box X0 Y0 X1 Y1 --label NAME for every structure")
     if has_points:
-        raise ConfigError("--point/--slice-box/--click belong to one structure; with labelled boxes give them in "
-                          "--prompts", 'e.g. [{"label": "liver", "box": [..], "points": [[x, y]], "boxes": '
-                          '[{"slice": K, "box": [..]}], "clicks": [{"slice": K, "point": [x, y], "positive": false}]}]')
+        raise ConfigError("--point belongs to one structure (so do --slice-box and --click); with labelled boxes "
+                          "give them in --prompts",
+                          'e.g. [{"label": "liver", "box": [..], "points": [[x, y]], "boxes": [{"slice": K, "box": '
+                          '[..]}], "clicks": [{"slice": K, "point": [x, y], "positive": false}]}]')
     return [{"label": name, "box": list(box)} for box, name in zip(boxes, labels)]
 
 
