@@ -326,17 +326,27 @@ def small_data() -> str:
     vals: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for r in recs:
         vals[(r["case"], r["method"], r["metric"])].append(float(r["value"]))
-    about = {r["case"]: (r.get("modality", "?"), r["dataset"].split("; ")[-1].rstrip(")")) for r in recs}
-    lines = ["| held-out case | labels | method | seeds | Dice | HD95 (mm) | empty predictions |",
-             "|---|---|---|---|---|---|---|"]
+    about = {r["case"]: (r.get("modality", "?"), r["dataset"].split("; ", 1)[-1][:-1]) for r in recs}
+
+    def one(v: list[float], digits: int) -> str:     # a single run keeps its decimals (cell shows 2.0 as a count)
+        return f"{v[0]:.{digits}f}" if len(v) == 1 else cell(v, digits)
+
+    vol: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for r in recs:
+        if r["metric"] == "dice_liver":
+            vol[(r["case"], r["method"])].append((float(r["pred_ml"]), float(r["true_ml"])))
+    lines = ["| held-out case | labels | method | seeds | Dice | HD95 (mm) | predicted / true volume (mL) | "
+             "empty predictions |", "|---|---|---|---|---|---|---|---|"]
     for case in cases:
         for m in methods:
             d = vals[(case, m, "dice_liver")]
             if not d:
                 continue
             empty = int(sum(vals[(case, m, "empty_prediction")]))
-            lines.append(f"| {case} ({about[case][0]}) | {about[case][1]} | {m} | {len(d)} | {cell(d)} | "
-                         f"{cell(vals[(case, m, 'hd95_liver_mm')], 1)} | {empty} of {len(d)} |")
+            lines.append(f"| {case} ({about[case][0]}) | {about[case][1]} | {m} | {len(d)} | {one(d, 3)} | "
+                         f"{one(vals[(case, m, 'hd95_liver_mm')], 1) if vals[(case, m, 'hd95_liver_mm')] else '-'} | "
+                         f"{np.mean([v[0] for v in vol[(case, m)]]):.0f} / {vol[(case, m)][0][1]:.0f} | "
+                         f"{empty} of {len(d)} |")
     lines += ["", "| method | held-out cases | Dice, mean ± sd over the cases (each case: mean over its seeds) | "
                   "HD95 (mm), same |", "|---|---|---|---|"]
     means: dict[str, dict[str, float]] = {}
@@ -348,9 +358,9 @@ def small_data() -> str:
     if len(methods) == 2:
         a, b = methods
         shared = [c for c in cases if c in means[a] and c in means[b]]
-        wins = sum(means[a][c] > means[b][c] for c in shared)
-        lines += ["", f"On {wins} of {len(shared)} held-out cases `{a}` has the higher Dice, on "
-                      f"{len(shared) - wins} `{b}`."]
+        wins = {m: sum(means[m][c] > means[o][c] for c in shared) for m, o in ((a, b), (b, a))}
+        lines += ["", "Higher Dice on the same held-out case: " + "; ".join(
+            f"`{m}` on {wins[m]} of {len(shared)}" for m in sorted(wins, key=lambda m: -wins[m])) + "."]
     return "\n".join(lines) + failed_note()
 
 

@@ -44,7 +44,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_3d_totalsegmentator import ROOT, fetch_reference, labelled_case, publish  # noqa: E402
+from real_3d_totalsegmentator import ROOT, fetch_reference, labelled_case  # noqa: E402
 
 CONFIG = "configs/small_data/liver_3d.yaml"
 LIVER = {5: "liver"}                  # TotalSegmentator v2 id, CT and MR
@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["prompted", "trained"], choices=["prompted", "trained"])
     ap.add_argument("--folds", nargs="+", default=CASES, choices=CASES, help="held-out cases to run")
     ap.add_argument("--no-publish", action="store_true", help="do not write docs/results/small_data.json")
+    ap.add_argument("--collect", action="store_true", help="run nothing: publish the finished scores in OUT")
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = (ROOT / a.out).resolve()
@@ -174,7 +175,7 @@ def main() -> None:
     scores.mkdir(exist_ok=True)
     method_name = {"trained": f"trained: basicunet-3mm-patch32 ({a.steps} steps)",
                    "prompted": "prompted: litemedsam one box"}
-    for held in a.folds:
+    for held in ([] if a.collect else a.folds):
         for method in a.methods:
             for seed in (a.seeds if method == "trained" else [0]):
                 done = scores / f"{held}_{method}_{a.steps if method == 'trained' else 0}_s{seed}.json"
@@ -186,7 +187,19 @@ def main() -> None:
                 done.write_text(json.dumps(records(held, method_name[method], seed, m, extra), indent=1))
     recs = [r for f in sorted(scores.glob("*.json")) for r in json.loads(f.read_text())]
     if not a.no_publish:
-        publish(recs, out, "small_data")
+        publish(recs, out)
+
+
+def publish(recs: list[dict], out: Path) -> None:
+    """OUT/results.json and docs/results/small_data.json, then this study's table only (doc_tables write small-data)."""
+    from mmfm.workflows.provenance import provenance
+
+    here = provenance()
+    recs = [r if r.get("provenance") else {**r, "provenance": here} for r in recs]
+    for dst in (out / "results.json", ROOT / "docs" / "results" / "small_data.json"):
+        dst.write_text(json.dumps(recs, indent=1))
+    print(f"{len(recs)} records -> docs/results/small_data.json")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "doc_tables.py"), "write", "small-data"], check=True)
 
 
 if __name__ == "__main__":
