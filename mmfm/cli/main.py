@@ -744,9 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="arithmetic of the model: fp32 (default), bf16 autocast (fast where the CPU has "
                          "avx512_bf16/amx or on a recent GPU; emulated and slow elsewhere), or auto (bf16 only where "
                          "native); the choice is in the JSON record")
-    sg.add_argument("--engine", default="auto", choices=["torch", "onnx", "onnx-int8", "auto"],
+    sg.add_argument("--engine", default="auto", choices=["torch", "onnx", "auto"],
                     help="what runs the model: torch, onnx (ONNX Runtime, fp32; exported once per model into "
-                         "$MMFM_HOME/onnx), onnx-int8 (its image encoder's matrix products in int8), or auto "
+                         "$MMFM_HOME/onnx), or auto "
                          "(default: ONNX Runtime on a CPU in fp32, measured faster; torch on a GPU, in bf16 and "
                          "for text prompts); the choice is in the JSON record")
     sg.set_defaults(func=_cmd_segment)

@@ -38,7 +38,8 @@ from torch import nn
 from mmfm.data.sources.fetch import mmfm_home, sha256
 from mmfm.errors import ConfigError
 
-ENGINES = ("torch", "onnx", "onnx-int8", "auto")
+# no int8 engine: the int8 encoder changed the LiTS liver Dice beyond issue 26's rule (benchmarks/promptable.py)
+ENGINES = ("torch", "onnx", "auto")
 ENCODER_FILE, DECODER_FILE, INT8_ENCODER_FILE = "image_encoder.onnx", "prompt_mask_decoder.onnx", \
     "image_encoder.int8.onnx"
 MANIFEST = "model.onnx.json"
@@ -262,7 +263,7 @@ def _complete(root: Path, files: list[str]) -> bool:
 
 
 def resolve_engine(engine: str, device: torch.device, precision: str, text: bool = False) -> tuple[str, str]:
-    """The engine to run (torch, onnx or onnx-int8) and why. ``auto``: ONNX Runtime (fp32) on a CPU, where it
+    """The engine to run (torch or onnx) and why. ``auto``: ONNX Runtime (fp32) on a CPU, where it
     measured faster than torch for the image encoder and the decoder alike (``benchmarks/promptable.py``,
     docs/speed.md); torch on a GPU (this onnxruntime build runs on the CPU only), in bf16 and for text prompts
     (the graphs are fp32 and carry no text)."""
@@ -290,5 +291,4 @@ def inference_model(model: nn.Module, engine: str, key: str) -> nn.Module:
     (``key``: the weights' SHA-256)."""
     if engine == "torch":
         return model
-    int8 = engine == "onnx-int8"
-    return OnnxSegmenter(cached_engine(model, key, int8=int8), int8=int8, name=getattr(model, "name", "model"))
+    return OnnxSegmenter(cached_engine(model, key), name=getattr(model, "name", "model"))

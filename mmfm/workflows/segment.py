@@ -225,7 +225,7 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
     slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``).
-    ``engine``: torch, onnx (ONNX Runtime, fp32), onnx-int8 (its encoder's matrix products in int8) or auto
+    ``engine``: torch, onnx (ONNX Runtime, fp32) or auto
     (ONNX Runtime on a CPU in fp32, torch otherwise: :func:`mmfm.tasks.promptable_onnx.resolve_engine`); the
     graphs are exported once per model into ``$MMFM_HOME/onnx``.
 
