@@ -42,6 +42,7 @@ SOURCE = {  # results file -> the command that produces it
     "registration": "python scripts/real_registration.py",
     "detection": "scripts/reproduce_detection.sh",
     "segmentation": "scripts/reproduce_segmentation.sh",
+    "segmentation_foundation": "scripts/reproduce_segmentation_foundation.sh",
     "text_prompt": "python scripts/real_text_prompt.py",
     "bench_mae_vit_b": "benchmarks/mae_step.py --size vit_b --img 224 --patch 16 --batch 2 --steps 1 --rounds 3 "
                        "--json docs/results/bench_mae_vit_b.json",
@@ -598,6 +599,22 @@ def speed_targets() -> str:
     return "\n".join(lines)
 
 
+def segmentation_foundation() -> str:
+    """LiteMedSAM's encoder (full, frozen, LoRA) vs the same network from scratch: Dice per structure and label
+    fraction, then each arm minus scratch paired by seed (the seed draws the labelled slices and the decoder)."""
+    recs = [r for r in load("segmentation_foundation") if r["split"] == "test"
+            and r["metric"] in ("dice_liver", "dice_tumour")]
+    fracs = sorted({r["label_fraction"] for r in recs})
+    methods = sorted({r["method"] for r in recs})
+    table = grid(recs, lambda r: (r["method"], f"{r['label_fraction']:g}"), ["dice_liver", "dice_tumour"],
+                 lambda r: r["metric"], ["method", "labelled fraction"])
+    cols = [f"{m} at {f:g}" for f in fracs for m in ("dice_liver", "dice_tumour")]
+    pairs = [(m, "litemedsam-random") for m in methods if m != "litemedsam-random"]
+    return (table + "\n\nPaired by seed, each start minus the same network from scratch (mean ± sd of the per-seed "
+            "differences, n seeds both arms hold):\n\n"
+            + paired_table(recs, pairs, cols, lambda r: f"{r['metric']} at {r['label_fraction']:g}"))
+
+
 def vfm_folder() -> str:
     """The same encoders, protocols and seeds through the user-data path, beside the mini-array path."""
     via_folder = [r for r in load("vfm_folder") if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
@@ -813,6 +830,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
                                  lambda r: (r["method"], f"{r['label_fraction']:g}"),
                                  ["dice_liver", "dice_tumour", "dice_foreground"], lambda r: r["metric"],
                                  ["method", "labelled fraction"]),
+    "segmentation-foundation": segmentation_foundation,
     "bench-memory": lambda: grid(load("bench_memory"), lambda r: (r["method"],), ["peak_rss_main_MB",
                                  "peak_rss_with_workers_MB", "peak_ratio_to_smallest", "scan_s", "wall_s"],
                                  lambda r: r["metric"], ["corpus"], 2),
