@@ -68,7 +68,7 @@ def test_rebuild_with_force_replaces_only_an_own_corpus(tmp_path, monkeypatch, m
 
 def _fake_step(b):
     img = np.zeros((128, 128), np.float32)
-    b.add_slice(img, img, "abdomen", 0, "CT", "p", 0, "train", "c", "s")
+    b.add_slice(img, img, "abdomen", 0, "CT", "p", 0, "train", ("c", "c"), "s")
     return {}
 
 

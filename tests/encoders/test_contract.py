@@ -111,8 +111,10 @@ def test_zoo_lists_every_packaged_model_with_a_verified_manifest(capsys):
 
     assert main(["zoo", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"litemedsam", "merlin", "minilm"}
+    assert {r["name"] for r in rows} == {"litemedsam", "merlin", "minilm", "smollm2"}
     m = zoo.manifest("litemedsam")
     assert m["installed"] and m["files"][0]["matches_checked_release"] is True and m["licence"]
     assert m["contract"]["input_size"] == [256, 256] and m["version"]
+    lm = zoo.manifest("smollm2")   # the language model's GGUF, checked against the pinned SHA-256
+    assert lm["installed"] and lm["files"][0]["matches_checked_release"] is True and lm["licence"]
     assert main(["zoo", "info", "no-such-model"]) == 2
