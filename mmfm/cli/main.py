@@ -337,6 +337,8 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
 
 
 def _cmd_segment(a: argparse.Namespace) -> int:
+    from mmfm.cli import pacs
+    from mmfm.workflows.pacs import remote_paths
     from mmfm.workflows.segment import labelled_structures, segment
 
     boxes = a.box or []
@@ -349,28 +351,33 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     slice_boxes = [{"slice": int(b[0]), "box": list(b[1:])} for b in a.slice_box or []]
     structures = labelled_structures(boxes, a.label or [], a.prompts,
                                      bool(a.point or a.negative_point or slice_boxes or clicks))
-    rec = segment(a.image, a.out, box=boxes[0] if structures is None and boxes else None,
-                  points=a.point or (), negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
-                  modality=a.modality, preset=a.preset, model=a.model,
-                  min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
-                  text=a.text, precision=a.precision, structures=structures, engine=a.engine,
-                  slice_boxes=slice_boxes, clicks=clicks)
+    with remote_paths(a.image, a.out) as (image, out, store):      # DICOMweb URLs: local copies, SEG stored back
+        rec = segment(image, out, box=boxes[0] if structures is None and boxes else None,
+                      points=a.point or (), negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
+                      modality=a.modality, preset=a.preset, model=a.model,
+                      min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
+                      text=a.text, precision=a.precision, structures=structures, engine=a.engine,
+                      slice_boxes=slice_boxes, clicks=clicks)
+        if store is not None:
+            rec["stored"] = store(Path(out))
     if a.json:
         print(json.dumps(rec))
         return 0
     multi = "structures" in rec
+    wrote, its_json = ("stored a DICOM SEG", "") if "stored" in rec else (f"wrote {a.out}", " and its JSON")
     if multi:
-        print(f"wrote {a.out} (a label map of {len(rec['structures'])} structures) and its JSON; model "
+        print(f"{wrote} (a label map of {len(rec['structures'])} structures){its_json}; model "
               f"{rec['model']['name']}, preset {rec['preset']}")
     for e in rec.get("structures", [rec]):
         where = (f", slices {e['slices'][0]}..{e['slices'][1]}" if e.get("slices") else "")
         n = e.get("foreground_voxels", e.get("foreground_pixels", 0))
         unit = "voxels" if "foreground_voxels" in e else "pixels"
         print(f"  {e['value']} = {e['label']} ({n} foreground {unit}{where})" if multi else
-              f"wrote {a.out} ({n} foreground {unit}{where}) and its JSON; model {rec['model']['name']}, "
+              f"{wrote} ({n} foreground {unit}{where}){its_json}; model {rec['model']['name']}, "
               f"preset {rec['preset']}")
         for direction, why in e.get("stopped", {}).items():
             print(f"  propagation {direction}: stopped at {why}" if "end" not in why else f"  {direction}: {why}")
+    pacs.print_stored(rec.get("stored", []))
     return 0
 
 
@@ -942,6 +949,9 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--allow-outside-root", action="store_true",
                     help="follow file symlinks that point outside IN (default: skipped)")
     dd.set_defaults(func=_cmd_data_deid)
+    from mmfm.cli import pacs
+
+    pacs.add_parsers(dsub)                                   # pull, push (DICOMweb)
     dv = dsub.add_parser("verify", help="check every shard of a shard folder against its SHA-256")
     dv.add_argument("shards", help="a folder `mmfm data shard` wrote")
     dv.set_defaults(func=_cmd_data_verify)
