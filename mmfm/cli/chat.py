@@ -20,11 +20,16 @@ def add_parser(sub: Any) -> None:
                     "fluently.",
         epilog="examples:\n  mmfm chat --model smollm2 \"What does a CT scan measure?\"\n"
                "  mmfm chat --model smollm2 --json --max-tokens 64 \"Explain MRI in one sentence.\"\n"
-               "  mmfm chat --model smollm2                      (interactive)",
+               "  mmfm chat --model smollm2                      (interactive)\n"
+               "  mmfm chat --model runs/report_generation_smollm2 --image slice.png \"Describe the image.\"",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("question", nargs="?", help="the question (quote it); without it: an interactive chat")
-    c.add_argument("--model", default="smollm2", help="a zoo language model (default and only one: smollm2)")
-    c.add_argument("--image", help="an image to ask about: needs a model with a vision bridge (none yet)")
+    c.add_argument("--model", default="smollm2",
+                   help="a zoo language model (default smollm2), or the folder of a run trained with "
+                        "task.decoder=smollm2 (mmfm report-gen / mmfm vqa): its image bridge and LoRA weights")
+    c.add_argument("--image", help="an image to ask about (with --model RUN): read, preprocessed and resized as "
+                                   "the run's training images")
+    c.add_argument("--modality", help="the image's modality where its format does not record it (CT, MR, XR, ...)")
     c.add_argument("--json", action="store_true",
                    help="print each answer as one JSON object (answer, label, tokens, speed, precision)")
     c.add_argument("--max-tokens", type=int, default=256, help="most tokens in an answer (default 256)")
@@ -41,15 +46,16 @@ def add_parser(sub: Any) -> None:
 
 def _cmd_chat(a: argparse.Namespace) -> int:
     from mmfm.tasks.assistant import GenerationOptions
-    from mmfm.workflows.chat import LABEL, ask, check_image, interactive, load_assistant
+    from mmfm.workflows.chat import LABEL, ask, check_image, interactive, load_assistant, read_run_image
 
     options = GenerationOptions(max_new_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p,
                                 stop=tuple(a.stop), seed=a.seed)
     check_image(a.model, a.image)
     assistant = load_assistant(a.model, precision=a.precision, system=a.system)
+    image = read_run_image(assistant, a.image, a.modality)
     if a.question is not None:
-        rec = ask(assistant, a.question, options)
+        rec = ask(assistant, a.question, options, image)
         print(json.dumps(rec) if a.json else f"{rec['answer']}\n\n[{LABEL}]")
         return 0
-    interactive(assistant, options, sys.stdin, sys.stdout, as_json=a.json)
+    interactive(assistant, options, sys.stdin, sys.stdout, as_json=a.json, image=image)
     return 0

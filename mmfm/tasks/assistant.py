@@ -106,11 +106,18 @@ class Assistant:
     ``system`` (optional) replaces the chat template's default system prompt.
     """
 
-    vision = False        # a language model alone takes no image (a bridge run sets this)
-
-    def __init__(self, lm: Any, system: str | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, lm: Any, system: str | None = None, dtype: torch.dtype = torch.float32,
+                 bridge: Any = None) -> None:
         self.lm, self.name, self.system, self.dtype = lm, lm.name, system, dtype
+        self.bridge = bridge      # an image bridge into lm.model (mmfm.tasks.lm_bridge.LMBridge), or None
+        self.run: Any = None      # the bridge's run directory and what it recorded (mmfm.workflows.bridge)
+        self.info: dict[str, Any] = {}
         self.precision: dict[str, str] = {}     # how the caller chose dtype (recorded with each answer)
+
+    @property
+    def vision(self) -> bool:
+        """Whether it takes an image: a language model alone does not; a bridge run does."""
+        return self.bridge is not None
 
     @property
     def device(self) -> torch.device:
@@ -132,20 +139,30 @@ class Assistant:
 
     @torch.no_grad()
     def reply(self, messages: str | Sequence[dict[str, str]], options: GenerationOptions | None = None,
-              **kw: Any) -> Reply:
+              image: torch.Tensor | None = None, **kw: Any) -> Reply:
+        """The answer to the chat; ``image`` (1, C, *spatial), preprocessed as the bridge's run trained, is read
+        before the chat (its projected tokens come first, as in training)."""
         opts = options or GenerationOptions(**kw)
+        if image is not None and self.bridge is None:
+            raise ConfigError(f"'{self.name}' is a language model without a vision bridge: it takes no image",
+                              "ask without an image, or load a run trained with task.decoder (mmfm report-gen/vqa)")
         ids = self.prompt_ids(messages)                             # [1, L]
-        if ids.shape[1] + opts.max_new_tokens > self.lm.max_positions:
-            raise ConfigError(f"the chat is {ids.shape[1]} tokens; with {opts.max_new_tokens} new ones it exceeds "
+        tok = self.lm.tokenizer
+        gen: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if image is not None:   # inputs_embeds: generate returns the new tokens only
+            embeds, mask = self.bridge.embed(image.to(self.device), ids, gen["attention_mask"])   # [1, N + L, D]
+            gen = {"inputs_embeds": embeds, "attention_mask": mask}
+        length = gen["attention_mask"].shape[1]
+        if length + opts.max_new_tokens > self.lm.max_positions:
+            raise ConfigError(f"the chat is {length} tokens; with {opts.max_new_tokens} new ones it exceeds "
                               f"{self.name}'s context of {self.lm.max_positions}",
                               "shorten the chat or lower the max new tokens")
-        tok = self.lm.tokenizer
         t0 = time.perf_counter()
         with self._autocast(), _seeded(opts.seed if opts.temperature > 0 else None, self.device):
-            out = self.lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), tokenizer=tok,
-                                         pad_token_id=tok.pad_token_id, **opts.generate_kwargs())
+            out = self.lm.model.generate(**gen, tokenizer=tok, pad_token_id=tok.pad_token_id,
+                                         **opts.generate_kwargs())
         seconds = time.perf_counter() - t0
-        new = out[0, ids.shape[1]:]                                 # [T]
+        new = out[0, ids.shape[1]:] if image is None else out[0]    # [T]
         text = tok.decode(new, skip_special_tokens=True)
         eos = self.lm.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
@@ -156,7 +173,7 @@ class Assistant:
             why = "end"
         else:
             why = "max tokens"
-        return Reply(text.strip(), int(ids.shape[1]), int(len(new)), seconds, why, asdict(opts))
+        return Reply(text.strip(), int(length), int(len(new)), seconds, why, asdict(opts))
 
     def chat(self, messages: str | Sequence[dict[str, str]], **kw: Any) -> str:
         """The answer to the chat (options as :class:`GenerationOptions` keywords)."""

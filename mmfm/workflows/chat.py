@@ -26,30 +26,53 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def load_assistant(model: str = "smollm2", device: str | None = None, precision: str = "auto",
                    system: str | None = None) -> Assistant:
-    """An :class:`~mmfm.tasks.assistant.Assistant` on zoo language model ``model`` (loaded once per process)."""
-    from mmfm.encoders.text.llm import GGUF_FILES, load_language_model
+    """An :class:`~mmfm.tasks.assistant.Assistant` on zoo language model ``model`` (loaded once per process), or
+    on a run trained by `mmfm report-gen` / `mmfm vqa` with ``task.decoder`` (its bridge and any LoRA merged:
+    the assistant then takes an image)."""
+    from mmfm.encoders.text.llm import LANGUAGE_MODELS, CausalLM, load_language_model
 
-    if model not in GGUF_FILES:
-        if Path(model).is_dir():
-            raise ConfigError(f"{model}: assistant runs (an image bridge trained by mmfm) are not supported yet",
-                              f"use a zoo language model: {', '.join(GGUF_FILES)}")
-        raise UnknownNameError("language model", model, GGUF_FILES)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision not in ("auto", *DTYPES):
         raise ConfigError(f"precision '{precision}'", "use auto, fp32, bf16 or fp16")
+    if model in LANGUAGE_MODELS:
+        lm, bridge = load_language_model(model, dev), None
+    elif Path(model).exists() or "/" in model:
+        from mmfm.workflows.bridge import load_bridge_run
+
+        bridge, info, base = load_bridge_run(model, dev)
+        lm = CausalLM(f"{info['decoder']} + {info['bridge']} bridge ({Path(model).name})", bridge.lm,
+                      base.tokenizer, "run", base.sha256)
+    else:
+        raise UnknownNameError("language model", model, LANGUAGE_MODELS)
     used = resolve_precision(precision, dev)
-    assistant = Assistant(load_language_model(model, dev), system=system, dtype=DTYPES[used.used])
+    assistant = Assistant(lm, system=system, dtype=DTYPES[used.used], bridge=bridge)
+    if bridge is not None:
+        assistant.run = Path(model)
+        assistant.info = info
     assistant.precision = used.as_dict()
     return assistant
 
 
 def check_image(model: str, image: str | None) -> None:
     """``--image`` needs an assistant with a vision bridge; checked before anything loads (the file is not read)."""
-    from mmfm.encoders.text.llm import GGUF_FILES
+    from mmfm.encoders.text.llm import LANGUAGE_MODELS
 
-    if image is not None and model in GGUF_FILES:
+    if image is not None and model in LANGUAGE_MODELS:
         raise MMFMError(f"'{model}' is a language model without a vision bridge: it cannot take --image",
-                        "leave out --image (an image bridge on a registry encoder is not built yet)")
+                        "give --model RUN, a run trained with task.decoder (mmfm report-gen / mmfm vqa)")
+    if image is not None and not Path(image).is_file():
+        raise MMFMError(f"--image {image}: no such file", "give an image file mmfm reads (PNG, NIfTI, DICOM, ...)")
+
+
+def read_run_image(assistant: Assistant, image: str | None, modality: str | None = None) -> torch.Tensor | None:
+    """``image`` as the assistant's run saw its training images (None without one)."""
+    if image is None:
+        return None
+    if not assistant.vision:
+        check_image(assistant.name, image)
+    from mmfm.workflows.bridge import run_image
+
+    return run_image(assistant.info, assistant.run, image, modality)
 
 
 def record(assistant: Assistant, reply: Reply) -> dict[str, Any]:
@@ -59,15 +82,16 @@ def record(assistant: Assistant, reply: Reply) -> dict[str, Any]:
             "precision": assistant.precision}
 
 
-def ask(assistant: Assistant, question: str, options: GenerationOptions) -> dict[str, Any]:
+def ask(assistant: Assistant, question: str, options: GenerationOptions, image: torch.Tensor | None = None
+        ) -> dict[str, Any]:
     """One answer, as :func:`record`."""
     if not question.strip():
         raise ConfigError("the question is empty", "give a question, or none for the interactive loop")
-    return record(assistant, assistant.reply(question, options))
+    return record(assistant, assistant.reply(question, options, image=image))
 
 
 def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterable[str], out: IO[str],
-                as_json: bool = False) -> int:
+                as_json: bool = False, image: torch.Tensor | None = None) -> int:
     """A multi-turn chat: each input line is the user's next turn; ``exit`` or the end of input ends it. The
     oldest turns are dropped when the chat outgrows the model's context. Returns the number of answers."""
     history: list[dict[str, str]] = []
@@ -83,7 +107,7 @@ def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterabl
         history.append({"role": "user", "content": text})
         while True:
             try:
-                reply = assistant.reply(history, options)
+                reply = assistant.reply(history, options, image=image)
                 break
             except ConfigError:
                 if len(history) <= 1:

@@ -169,28 +169,51 @@ def _image_encoder(cfg: RunConfig, x: torch.Tensor) -> Any:
                          **{k: v for k, v in cfg.encoder.items() if k != "name"})
 
 
-def _train(cfg: RunConfig, model: torch.nn.Module, ds: Any, kind: str) -> None:
+def _train(cfg: RunConfig, model: torch.nn.Module, ds: Any, kind: str, info: dict[str, Any] | None = None) -> None:
     key = resume_key(cfg)
-    Trainer(model, ds, cfg.train, cfg.optim, cfg.out, run_info={"config": key, "kind": kind}).fit()
+    Trainer(model, ds, cfg.train, cfg.optim, cfg.out, run_info={"config": key, "kind": kind, **(info or {})}).fit()
     model.eval()
+
+
+def _bridge(cfg: RunConfig, x: torch.Tensor, kind: str, train: Any) -> tuple[Any, dict[str, Any], str]:
+    """``task.decoder=<language model>``: the bridge model, what its run records, its method label
+    (:mod:`mmfm.workflows.bridge`)."""
+    from mmfm.workflows import bridge
+
+    model = bridge.build_bridge(cfg, _image_encoder(cfg, x))
+    info = {"assistant": bridge.run_info(cfg, model, bridge.encoder_spec(cfg, x), kind),
+            "preprocessing": dataspec.contract(cfg.data, train)}
+    a = info["assistant"]
+    return model, info, cfg.method or f"{a['encoder']['name']}-{a['bridge']}-{a['decoder']}-stage{a['stage']}"
 
 
 def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
     """Train an image encoder + text decoder on the image-text pairs of ``data.set`` (train split), then generate
     for every eval split. task: {dim, depth, heads, max_len, encoder_from, freeze_encoder}."""
+    from mmfm.workflows.bridge import prepare, uses_language_model, write_info
+
     seed_everything(cfg.train.seed)
+    bridged = uses_language_model(cfg.task)
+    if bridged:
+        prepare(cfg)
     train = dataspec.pairs(cfg.data, cfg.data.train_split)
     x = first_item(train)["image"]
-    opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
-    model = TASKS.build_with("report_generation", opts, {"encoder": _image_encoder(cfg, x),
-                                                         "vocab": Vocabulary.build(train.texts)}, "task")
+    if bridged:   # task.decoder=smollm2: a bridge into the language model
+        model, info, method = _bridge(cfg, x, "report_generation", train)
+    else:
+        opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from", "decoder")}
+        model = TASKS.build_with("report_generation", opts, {"encoder": _image_encoder(cfg, x),
+                                                             "vocab": Vocabulary.build(train.texts)}, "task")
+        info, method = {}, cfg.method or f"{cfg.encoder['name']}-decoder"
     out = _start(cfg)
-    _train(cfg, model, train, "report_generation")
+    _train(cfg, model, train, "report_generation", info)
     if not is_main():
         return []
-    write_json_atomic(out / "vocabulary.json", model.vocab.to_dict())
+    if bridged:
+        write_info(out, info["assistant"])
+    else:
+        write_json_atomic(out / "vocabulary.json", model.vocab.to_dict())
     records: list[ResultRecord] = []
-    method = cfg.method or f"{cfg.encoder['name']}-decoder"
     train_pixels, train_features = _pixels_and_features(model.encoder, train)
     train_labels = _caption_labels(cfg, cfg.data.train_split, list(train.texts))
     for split in cfg.data.eval_splits:
@@ -319,20 +342,30 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
     """Train a generative VQA model (image tokens + question tokens -> answer) and evaluate: closed questions by
     choosing among the candidate answers seen in training for that question type, open ones by greedy
     generation (exact match, token F1, BLEU-1)."""
+    from mmfm.workflows.bridge import prepare, uses_language_model, write_info
+
     seed_everything(cfg.train.seed)
+    bridged = uses_language_model(cfg.task)
+    if bridged:
+        prepare(cfg)
     load = mini_vqa if cfg.data.dataset == "mini" else catalog_vqa
     train = load(cfg, cfg.data.train_split)
-    text_encoder, _ = load_text_encoder(cfg.text_encoder.get("name", "minilm"))
-    opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from")}
     x = torch.as_tensor(train["image"][0])
-    model = TASKS.build_with("vqa", opts, {"encoder": _image_encoder(cfg, x), "text_encoder": text_encoder,
-                                           "vocab": Vocabulary.build(train["answer"])}, "task")
+    if bridged:   # task.decoder=smollm2: a bridge into the language model, which reads the question itself
+        model, info, method = _bridge(cfg, x, "vqa", None)
+    else:
+        text_encoder, _ = load_text_encoder(cfg.text_encoder.get("name", "minilm"))
+        opts = {k: v for k, v in cfg.task.items() if k not in ("name", "encoder_from", "decoder")}
+        model = TASKS.build_with("vqa", opts, {"encoder": _image_encoder(cfg, x), "text_encoder": text_encoder,
+                                               "vocab": Vocabulary.build(train["answer"])}, "task")
+        info, method = {}, cfg.method or f"{cfg.encoder['name']}-vqa"
     out = _start(cfg)
-    _train(cfg, model, _QADataset(train), "vqa")
+    _train(cfg, model, _QADataset(train), "vqa", info)
     if not is_main():
         return []
+    if bridged:
+        write_info(out, info["assistant"])
     closed_candidates = sorted({a for a, t in zip(train["answer"], train["answer_type"]) if t == CLOSED})
-    method = cfg.method or f"{cfg.encoder['name']}-vqa"
     records: list[ResultRecord] = []
     for split in cfg.data.eval_splits:
         d = load(cfg, split)

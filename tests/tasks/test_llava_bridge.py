@@ -52,7 +52,7 @@ def test_image_tokens_enter_the_lm_and_only_the_projector_learns(smollm2, name, 
     embeds, mask = b.embed(images, batch["input_ids"], batch["attention_mask"])
     n_img = b.project_image(images).shape[1]
     assert embeds.shape == (2, n_img + batch["input_ids"].shape[1], smollm2.embed_dim) and mask[:, :n_img].all()
-    loss = b(images, **batch)["loss"]
+    loss = b.loss(images, **batch)
     loss.backward()
     assert torch.isfinite(loss) and 0 < float(loss) < 30
     learning = {n for n, p in b.named_parameters() if p.requires_grad}
@@ -69,10 +69,10 @@ def test_bridge_overfits_two_image_caption_pairs(smollm2):
     frozen = smollm2.model.lm_head.weight.clone()
     opt = torch.optim.AdamW([p for p in b.parameters() if p.requires_grad], lr=2e-3)
     for _ in range(120):
-        loss = b(images, **batch)["loss"]
+        loss = b.loss(images, **batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert float(loss) < 0.1
-    assert b.generate(images, max_new_tokens=10) == CAPTIONS
+    assert b.eval().generate(images, max_new_tokens=10) == CAPTIONS
     assert torch.equal(frozen, smollm2.model.lm_head.weight)

