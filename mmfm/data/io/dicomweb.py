@@ -9,7 +9,7 @@ A URL names the service root and, optionally, a study or one of its series::
 Anything else (user:password@ in the URL, a query string, instances, a UID that is not a UID) is refused with one
 line. The protocol is spoken by ``dicomweb-client`` over a ``requests`` session that mmfm configures here, in one
 place: TLS certificates verified (``REQUESTS_CA_BUNDLE`` names a private CA), bounded timeouts (connect 5 s,
-read 60 s), bounded retries (three attempts in all, 0.4 s and 0.8 s apart, after a connection failure or a
+read 60 s), bounded retries (three attempts in all, 400 ms and 800 ms apart, after a connection failure or a
 408/429/503/504 answer), and a byte limit on every response, checked as it streams in, before anything is decoded.
 
 Credentials, in this order: ``MMFM_DICOMWEB_TOKEN`` (a bearer token), ``MMFM_DICOMWEB_USER`` with
