@@ -4,7 +4,9 @@ response over the size limit, a bad URL) is one line without the secret."""
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pydicom
@@ -129,3 +131,48 @@ def test_a_url_names_its_service_study_and_series():
     u = parse_url("dicomweb+https://pacs.example.org:8443/orthanc/dicom-web/studies/1.2.3/series/4.5")
     assert (u.service, u.study, u.series) == ("https://pacs.example.org:8443/orthanc/dicom-web", "1.2.3", "4.5")
     assert str(u) == "dicomweb+https://pacs.example.org:8443/orthanc/dicom-web/studies/1.2.3/series/4.5"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A real HTTP server for what Orthanc cannot show: a bearer token's header, a 403, a server that never
+    answers."""
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        _Recorder.seen.append(self.headers.get("Authorization", ""))
+        if "slow" in self.path:
+            time.sleep(5)
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def recorder():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.seen = []
+    yield f"dicomweb+http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_token_is_sent_as_a_bearer_header_and_403_and_a_silent_server_give_their_lines(recorder, monkeypatch,
+                                                                                        tmp_path, capsys):
+    for key in ("MMFM_DICOMWEB_USER", "MMFM_DICOMWEB_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MMFM_DICOMWEB_TOKEN", "tok-123")
+    assert main(["data", "pull", f"{recorder}/dicom-web/studies/1.2.3", str(tmp_path / "out")]) == 2
+    err = _one_line_error(capsys)
+    assert "denied access" in err and "(HTTP 403)" in err and "tok-123" not in err
+    assert _Recorder.seen == ["Bearer tok-123"]                      # a 403 is not retried
+    start = time.monotonic()
+    with pytest.raises(DicomwebError, match="did not answer within"):
+        DicomwebClient(parse_url(f"{recorder}/slow"), timeout=(1, 1)).search_series("1.2.3")
+    assert time.monotonic() - start < 8 and len(_Recorder.seen) == 4   # three attempts, then the line
+    monkeypatch.setenv("MMFM_DICOMWEB_USER", "someone")
+    with pytest.raises(ConfigError, match="both MMFM_DICOMWEB_TOKEN and MMFM_DICOMWEB_USER"):
+        DicomwebClient(parse_url(recorder))

@@ -187,7 +187,7 @@ def _session(hostname: str, max_bytes: int) -> Any:
     s = requests.Session()
     s.auth = credentials(hostname)
     s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
-    retry = Retry(total=None, connect=0, read=0, status=0, other=0, redirect=3)   # dicomweb-client retries
+    retry = Retry(total=None, connect=0, read=False, status=0, other=0, redirect=3)   # dicomweb-client retries
     for prefix in ("http://", "https://"):
         s.mount(prefix, HTTPAdapter(max_retries=retry))
     s.hooks["response"].append(_capped(max_bytes))
