@@ -776,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace an earlier mmfm predict output in --out")
     pr.add_argument("--format", default="nifti", choices=["nifti", "dcm"],
                     help="segmentation masks: nifti (default, <name>_seg.nii.gz) or dcm (<name>_seg.dcm, a DICOM "
-                         "SEG on the source's slices, one segment per class; DICOM inputs only)")
+                         "SEG on the source's slices, one segment per class; DICOM inputs only); classification: "
+                         "dcm adds <name>_sr.dcm, a DICOM SR (TID 1500) of the class probabilities")
     pr.add_argument("--json", action="store_true", help="print predict.json")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=_cmd_predict)

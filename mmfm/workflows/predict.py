@@ -337,7 +337,8 @@ def _outputs(task: str, names: Sequence[str], out: Path, fmt: str = "nifti") -> 
     if task == "segmentation":
         return [out / f"{n}_seg{MASK_FORMATS[fmt]}" for n in names]
     stem = "predictions" if task == "classification" else "detections"
-    return [out / f"{stem}.csv", out / f"{stem}.json"]
+    reports = [out / f"{n}_sr.dcm" for n in names] if task == "classification" and fmt == "dcm" else []
+    return [out / f"{stem}.csv", out / f"{stem}.json", *reports]
 
 
 def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path, modality: str | None = None,
@@ -366,8 +367,9 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
     sidecar = out / "predict.json"
     if fmt not in MASK_FORMATS:
         raise ConfigError(f"--format {fmt} is not an output format of mmfm predict", "use nifti or dcm")
-    if fmt == "dcm" and model.task != "segmentation":
-        raise ConfigError(f"--format dcm writes DICOM SEG masks; the run is {model.task}", "leave out --format")
+    if fmt == "dcm" and model.task == "detection":
+        raise ConfigError("--format dcm writes DICOM SEG masks (segmentation) or SRs (classification); the run is "
+                          "detection", "leave out --format")
     check_ours([*_outputs(model.task, names, out, fmt), sidecar], sidecar, COMMAND, overwrite)
     record: dict[str, Any] = {
         "written_by": COMMAND, "task": model.task, "run": model.run.name,
@@ -377,7 +379,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
         record["temperature"] = model.temperature
     for p in paths:              # every input's format known before any compute (unknown: one error, exit 2)
         if image_format(p) not in DICOM_FORMATS and fmt == "dcm":
-            raise ConfigError(f"--format dcm: {p.name} is not DICOM; a DICOM SEG references DICOM source images",
+            raise ConfigError(f"--format dcm: {p.name} is not DICOM; a DICOM SEG or SR references DICOM source images",
                               "give DICOM files or series folders, or leave out --format")
     with Staged() as staged:     # a failure on a later input leaves no output at all
         for i, (name, path) in enumerate(zip(names, paths)):
@@ -393,6 +395,10 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
                 case.update(mask=target.name, volumes=r["volumes"], empty=r["empty"])
             elif model.task == "classification":
                 case.update(probabilities=r["probabilities"], predicted=r["predicted"])
+                if fmt == "dcm":
+                    _write_report(staged.path(out / f"{name}_sr.dcm"), r["probabilities"], model, path,
+                                  record["checkpoint_sha256"])
+                    case["report"] = f"{name}_sr.dcm"
             else:
                 case.update(boxes=r["boxes"])
             record["cases"].append(case)
@@ -403,6 +409,17 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
             _write_table(staged, out / "detections", record["cases"], _detection_rows(record["cases"]))
         staged.path(sidecar).write_text(json.dumps(record, indent=2))
     return record
+
+
+def _write_report(target: Path, probabilities: dict[str, float], model: TrainedModel, source: Path,
+                  checksum: str) -> None:
+    """The class probabilities as a DICOM SR (TID 1500) that references the source's images."""
+    from mmfm import __version__
+    from mmfm.data.io.dicom_seg import dicom_sources
+    from mmfm.data.io.dicom_sr import write_classification_sr
+
+    write_classification_sr(target, probabilities, dicom_sources(source), f"run:{model.run.name}",
+                            f"mmfm {__version__}", checksum)
 
 
 def _write_mask(target: Path, fmt: str, mask: np.ndarray, affine: np.ndarray, model: TrainedModel,
