@@ -76,14 +76,13 @@ def prepare(cfg: Any) -> None:
 
 
 def build_bridge(cfg: Any, encoder: torch.nn.Module) -> LMBridge:
-    """The bridge of ``cfg.task`` on ``encoder`` and the task's language model (a private copy in stage 2,
-    where adapters go into it; the loaded model is shared by the process). ``bridge_from``: start from that
-    run's bridge and encoder weights."""
+    """The bridge of ``cfg.task`` on ``encoder`` and a private copy of the task's language model (the loaded one is
+    shared by the process). ``bridge_from``: start from that run's bridge and encoder weights."""
     from mmfm.encoders.text.llm import load_language_model
 
     t = cfg.task
     lm = load_language_model(t["decoder"])
-    model = copy.deepcopy(lm.model) if t.get("stage", 1) == 2 else lm.model
+    model = copy.deepcopy(lm.model)   # training moves it to its device and adapters go into it
     bridge = BRIDGES[t.get("bridge", "llava")](encoder, model, lm.tokenizer,
                                               freeze_encoder=bool(t.get("freeze_encoder", True)),
                                               prompt=str(t.get("prompt", CAPTION_PROMPT)),
@@ -166,7 +165,7 @@ def load_bridge_run(run: str | Path, device: str | torch.device = "cpu") -> tupl
 
     run = Path(run)
     ckpt, info = _checkpoint(run)
-    lm = load_language_model(info["decoder"])
+    lm = load_language_model(info["decoder"], device)
     if lm.sha256 != info["lm_sha256"]:
         raise CheckpointError(f"{run}: trained on {info['decoder']} with SHA-256 {info['lm_sha256'][:12]}..., this "
                               f"installation has {lm.sha256[:12]}...", "install the language model the run used")

@@ -10,8 +10,8 @@ import torch
 from mmfm.encoders import build_encoder
 from mmfm.encoders.adapters import PeftSpec, add_adapters
 from mmfm.encoders.text.llm import load_language_model
-from mmfm.tasks.lm_bridge import IGNORE
 from mmfm.tasks.llava_bridge import LlavaBridge
+from mmfm.tasks.lm_bridge import IGNORE
 
 QUESTIONS = ["what?", "is this a ct scan of the liver?", "which region is shown?"]
 
