@@ -51,6 +51,8 @@ class DataConfig:
     split_seed: int = 0
     allow_outside_root: bool = False      # every layout: follow table rows, JSON entries and links that leave data.root
     options: dict[str, Any] = field(default_factory=dict)  # extra loader options
+    query: list[str] = field(default_factory=list)  # dataset dicomweb: QIDO-RS filters KEY=VALUE on data.root's
+    #                                     series (retrieved once into $MMFM_HOME/dicomweb, then read as a folder)
 
 
 @dataclass
@@ -185,7 +187,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override '{ov}' has no '='", "write key.sub=value, e.g. train.max_steps=10")
         key, val = ov.split("=", 1)
         _set(raw, key.strip(), yaml.safe_load(val))
-    return _build(RunConfig, raw)
+    cfg = _build(RunConfig, raw)
+    if cfg.data.dataset == "dicomweb" or cfg.data.query:   # a PACS: its series retrieved once, read as a folder
+        from mmfm.workflows.pacs import cached_folder
+
+        if cfg.data.dataset != "dicomweb":
+            raise ConfigError("data.query selects series on a PACS", "set data.dataset=dicomweb data.root=URL")
+        cfg.data.root, cfg.data.dataset = str(cached_folder(cfg.data.root, cfg.data.query)), "folder"
+    return cfg
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

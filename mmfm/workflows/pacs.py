@@ -63,6 +63,25 @@ def pull(url: str, out: str | Path, deid: bool = False, query: Sequence[str] = (
     return summary
 
 
+def cached_folder(url: str | None, query: Sequence[str]) -> Path:
+    """`data.dataset=dicomweb data.root=URL data.query=[KEY=VALUE, ...]`: the series they select, retrieved once
+    into ``$MMFM_HOME/dicomweb/<key of URL and query>/`` (complete or absent: :func:`pull` renames it into place)
+    and read from there afterwards, without the network."""
+    import hashlib
+    import json
+
+    from mmfm.data.sources.fetch import mmfm_home
+
+    if not url or not is_dicomweb(url):
+        raise ConfigError("data.dataset=dicomweb reads a PACS: data.root is its URL",
+                          "e.g. data.root=dicomweb+https://pacs.example.org/dicom-web data.query=[Modality=CT]")
+    key = hashlib.sha256(json.dumps([str(parse_url(url)), sorted(query)]).encode()).hexdigest()[:16]
+    folder = mmfm_home() / "dicomweb" / key
+    if not folder.is_dir():
+        pull(url, folder, query=query, progress=False)
+    return folder
+
+
 def _dicom_files(folder: Path) -> tuple[list[Path], int]:
     """The DICOM files under ``folder`` (symlinks not followed) and how many other files it holds."""
     from mmfm.data.io.dicom import is_dicom
