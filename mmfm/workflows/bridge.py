@@ -4,7 +4,8 @@
 task options (with ``decoder`` set to a language model):
 
 * ``decoder``: ``smollm2`` (or ``llama_tiny``, the random-weight stand-in the tests use);
-* ``bridge``: ``llava`` (LLaVA-1.5's MLP projector);
+* ``bridge``: ``llava`` (LLaVA-1.5's MLP projector: every image token) or ``qformer`` (MedBLIP's learned queries:
+  ``num_queries`` tokens whatever the image; ``qformer_depth``, ``qformer_width``);
 * ``stage``: 1 (LLaVA-Med's feature alignment: the bridge learns, the language model is frozen) or 2 (instruction
   tuning: the bridge and LoRA adapters on the language model; ``train.peft`` defaults to ``lora`` on the module
   ``lm`` and its attention and MLP projections);
@@ -29,11 +30,15 @@ import torch
 from mmfm.errors import CheckpointError, ConfigError, UnknownNameError, unknown_option
 from mmfm.tasks.llava_bridge import LlavaBridge
 from mmfm.tasks.lm_bridge import CAPTION_PROMPT, LMBridge
+from mmfm.tasks.qformer_bridge import QFormerBridge
 
 SMALL = "small"
-BRIDGES: dict[str, type[LMBridge]] = {"llava": LlavaBridge}
+BRIDGES: dict[str, type[LMBridge]] = {"llava": LlavaBridge, "qformer": QFormerBridge}
+# task.<key> -> the bridge's keyword, per bridge
+BRIDGE_OPTIONS = {"llava": {}, "qformer": {"num_queries": "num_queries", "qformer_depth": "depth",
+                                          "qformer_width": "width"}}
 TASK_KEYS = ("name", "decoder", "bridge", "stage", "bridge_from", "encoder_from", "freeze_encoder", "prompt",
-             "max_len")
+             "max_len", "num_queries", "qformer_depth", "qformer_width")
 SMALL_DECODER_KEYS = ("dim", "depth", "heads", "question_length", "freeze_text")
 LM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 INFO_FILE = "assistant.json"
@@ -60,8 +65,13 @@ def prepare(cfg: Any) -> None:
             raise unknown_option(f"task.{key}", key, TASK_KEYS, owner)
     if cfg.task["decoder"] not in LANGUAGE_MODELS:
         raise UnknownNameError("language model", str(cfg.task["decoder"]), (*LANGUAGE_MODELS, SMALL))
-    if cfg.task.get("bridge", "llava") not in BRIDGES:
-        raise UnknownNameError("bridge", str(cfg.task["bridge"]), BRIDGES)
+    kind = cfg.task.get("bridge", "llava")
+    if kind not in BRIDGES:
+        raise UnknownNameError("bridge", str(kind), BRIDGES)
+    other = [k for o in BRIDGE_OPTIONS.values() for k in o if k in cfg.task and k not in BRIDGE_OPTIONS[kind]]
+    if other:
+        raise ConfigError(f"task.{other[0]} is an option of another bridge than task.bridge={kind}",
+                          f"drop it, or set task.bridge={next(b for b, o in BRIDGE_OPTIONS.items() if other[0] in o)}")
     stage = cfg.task.get("stage", 1)
     if stage not in (1, 2):
         raise ConfigError(f"task.stage={stage!r}", "use 1 (the bridge alone, language model frozen) or 2 (the "
@@ -83,13 +93,19 @@ def build_bridge(cfg: Any, encoder: torch.nn.Module) -> LMBridge:
     t = cfg.task
     lm = load_language_model(t["decoder"])
     model = copy.deepcopy(lm.model)   # training moves it to its device and adapters go into it
-    bridge = BRIDGES[t.get("bridge", "llava")](encoder, model, lm.tokenizer,
-                                              freeze_encoder=bool(t.get("freeze_encoder", True)),
-                                              prompt=str(t.get("prompt", CAPTION_PROMPT)),
-                                              max_len=int(t.get("max_len", 64)))
+    kind = t.get("bridge", "llava")
+    bridge = BRIDGES[kind](encoder, model, lm.tokenizer, freeze_encoder=bool(t.get("freeze_encoder", True)),
+                           prompt=str(t.get("prompt", CAPTION_PROMPT)), max_len=int(t.get("max_len", 64)),
+                           **bridge_options(t))
     if t.get("bridge_from"):
         _load_stage(bridge, Path(t["bridge_from"]), t["decoder"], lm.sha256)
     return bridge
+
+
+def bridge_options(task: dict[str, Any]) -> dict[str, int]:
+    """The bridge's own keywords from ``task`` (the Q-Former's queries, depth, width)."""
+    names = BRIDGE_OPTIONS[task.get("bridge", "llava")]
+    return {kw: int(task[key]) for key, kw in names.items() if key in task}
 
 
 def run_info(cfg: Any, bridge: LMBridge, encoder_spec: dict[str, Any], task: str) -> dict[str, Any]:
@@ -100,7 +116,8 @@ def run_info(cfg: Any, bridge: LMBridge, encoder_spec: dict[str, Any], task: str
     t = cfg.task
     lm = load_language_model(t["decoder"])
     return {"task": task, "decoder": lm.name, "lm_sha256": lm.sha256, "bridge": t.get("bridge", "llava"),
-            "stage": int(t.get("stage", 1)), "prompt": bridge.prompt, "max_len": bridge.max_len,
+            "bridge_options": bridge_options(t), "stage": int(t.get("stage", 1)), "prompt": bridge.prompt,
+            "max_len": bridge.max_len,
             "freeze_encoder": bool(t.get("freeze_encoder", True)), "encoder": encoder_spec,
             "data": dataspec.name(cfg.data)}
 
@@ -175,7 +192,7 @@ def load_bridge_run(run: str | Path, device: str | torch.device = "cpu") -> tupl
     peft = (read_state(ckpt).get("run_info") or {}).get("peft")
     model = copy.deepcopy(lm.model) if peft else lm.model
     bridge = BRIDGES[info["bridge"]](encoder, model, lm.tokenizer, freeze_encoder=True, prompt=info["prompt"],
-                                     max_len=int(info["max_len"]))
+                                     max_len=int(info["max_len"]), **info.get("bridge_options", {}))
     if peft:   # the checkpoint holds the adapters unmerged (as trained); merged for inference
         add_adapters(bridge, PeftSpec.from_dict(peft))
     try:

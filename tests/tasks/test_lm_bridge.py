@@ -92,3 +92,21 @@ def test_a_checkpoint_holds_the_bridge_and_adapters_not_the_language_model(tiny)
     fresh.load_state_dict(b.state_dict())               # strict about what it holds
     with pytest.raises(RuntimeError, match="missing"):
         fresh.load_state_dict({k: v for k, v in b.state_dict().items() if not k.startswith("projector.")})
+
+
+@pytest.mark.parametrize(("spatial_dims", "shapes"), [(2, [(32, 32), (48, 64)]), (3, [(16, 16, 16), (32, 32, 16)])])
+def test_qformer_hands_the_lm_a_fixed_number_of_tokens_and_only_the_bridge_learns(tiny, spatial_dims, shapes):
+    import copy
+
+    from mmfm.tasks.qformer_bridge import QFormerBridge
+
+    torch.manual_seed(0)
+    enc = build_encoder("resnet_tiny", spatial_dims=spatial_dims, in_channels=1)
+    b = QFormerBridge(enc, copy.deepcopy(tiny.model), tiny.tokenizer, num_queries=5, depth=1, width=32)
+    for shape in shapes:       # more image tokens, the same number of query tokens
+        assert b.project_image(torch.rand(2, 1, *shape)).shape == (2, 5, tiny.embed_dim)
+    out = b({"image": torch.rand(2, 1, *shapes[0]), "text": ["liver", "no tumour"]})
+    out["loss"].backward()
+    learning = {n.split(".")[0] for n, p in b.named_parameters() if p.requires_grad}
+    assert learning == {"qformer", "projector"} and b.qformer.queries.grad is not None
+    assert all(p.grad is None for p in b.lm.parameters()) and all(p.grad is None for p in b.encoder.parameters())

@@ -129,12 +129,44 @@ def test_vqa_3d_with_a_bridge(mini_root, tmp_path):
     assert "majority answer per question (no image)" in methods
 
 
+def test_qformer_bridge_on_3d_crops_then_chat_about_a_volume(mini_root, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    out = tmp_path / "qformer3d"
+    assert main(["report-gen", str(ROOT / "configs/report_generation_3d.yaml"), "train.progress=false",
+                 "train.batch_size=4", "train.max_steps=2", "encoder.name=resnet_tiny", "task.decoder=llama_tiny",
+                 "task.bridge=qformer", "task.num_queries=4", "task.qformer_width=32", "task.max_len=4",
+                 "data.eval_splits=[test]", f"out={out}"]) == 0
+    info = json.loads((out / "assistant.json").read_text())
+    assert info["bridge"] == "qformer" and info["bridge_options"] == {"num_queries": 4, "width": 32}
+    assert "resnet_tiny-qformer-llama_tiny-stage1" in {r["method"] for r in
+                                                       json.loads((out / "results.json").read_text())}
+    vol = tmp_path / "crop.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 20)).astype(np.float32), np.eye(4)), vol)
+    capsys.readouterr()
+    assert main(["chat", "--model", str(out), "--image", str(vol), "--modality", "CT", "--json", "--max-tokens",
+                 "3", "Describe the image."]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["new_tokens"] == 3 and rec["prompt_tokens"] == 4 + len(
+        load_tokens("Describe the image."))      # four query tokens before the chat
+
+
+def load_tokens(question: str) -> list[int]:
+    from mmfm.encoders.text.llm import load_language_model
+
+    tok = load_language_model("llama_tiny").tokenizer
+    return list(tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=True)["input_ids"])
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["task.dimm=3"], "unknown option 'task.dimm'"),
     (["task.stage=3"], "task.stage=3"),
     (["train.peft=lora"], "stage 1 trains the bridge alone"),
     (["task.decoder=smolm2"], "unknown language model 'smolm2'"),
     (["task.bridge=qformerr"], "unknown bridge"),
+    (["task.num_queries=8"], "another bridge than task.bridge=llava"),
 ])
 def test_bad_options_are_one_line_errors(extra, message, tmp_path, capsys):
     assert main(["report-gen", *RG2D, "train.max_steps=1", *extra, f"out={tmp_path / 'x'}"]) == 2
