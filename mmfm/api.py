@@ -162,7 +162,9 @@ def load_assistant(model: str = "smollm2", device: str | None = None, precision:
     ``.chat(messages, max_new_tokens=, temperature=, top_p=, stop=, seed=)`` returns the answer text, ``.reply``
     also its token counts, speed and why it stopped. ``messages``: a string or ``[{"role", "content"}, ...]``.
     Greedy by default; bf16 autocast where native (``precision="auto"``). Answers are research output, not a
-    diagnosis."""
+    diagnosis. ``model`` may also be a `mmfm report-gen` / `mmfm vqa` run trained with ``task.decoder``: its
+    bridge and LoRA weights; then ``.reply(messages, image=mmfm.workflows.chat.read_run_image(bot, path))``
+    asks about an image."""
     from mmfm.workflows.chat import load_assistant as _load
 
     return _load(model, device=device, precision=precision, system=system)
