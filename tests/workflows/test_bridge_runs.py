@@ -223,3 +223,36 @@ def test_stage1_on_the_real_smollm2_then_chat_about_an_image(mini_root, tmp_path
                  "Describe the image."]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["new_tokens"] >= 1 and "not a diagnosis" in rec["label"]
+
+
+@pytest.mark.parametrize("layout", ["MIMIC-CXR", "IU-Xray"])
+def test_a_bridge_on_the_users_image_report_pairs(layout, tmp_path, capsys):
+    """image_text_csv (MIMIC-CXR style) and iu_xray folders train a bridge; the run answers about one of the
+    files in that layout."""
+    from tests.userdata import write_iu_xray, write_mimic_style_pairs
+
+    root = (write_mimic_style_pairs if layout == "MIMIC-CXR" else write_iu_xray)(tmp_path / "data", n=12)
+    out = tmp_path / "rg"
+    assert main(["report-gen", *RG2D, "train.max_steps=2", f"data.dataset={layout}", f"data.root={root}",
+                 "data.eval_splits=[test]", f"out={out}"]) == 0
+    rows = [json.loads(ln) for ln in (out / "generated_test.jsonl").read_text().splitlines()]
+    assert rows and all("lungs" in r["reference"].lower() or "effusion" in r["reference"].lower() for r in rows)
+    assert json.loads((out / "assistant.json").read_text())["data"] == layout
+    image = next(p for p in sorted(root.rglob("*.png")))
+    capsys.readouterr()
+    assert main(["chat", "--model", str(out), "--image", str(image), "--json", "--max-tokens", "3", "Findings?"]) == 0
+    assert json.loads(capsys.readouterr().out)["new_tokens"] == 3
+
+
+def test_a_bridge_answers_a_slake_style_vqa_json(tmp_path):
+    from tests.cli.test_cli_vision_language import _slake
+
+    root = tmp_path / "slake"
+    _slake(root)
+    out = tmp_path / "vqa"
+    assert main(["vqa", str(ROOT / "configs/vqa_2d.yaml"), *TINY, "train.max_steps=2", "data.dataset=SLAKE",
+                 f"data.root={root}", "data.modalities=[XR]", "data.eval_splits=[test]", f"out={out}"]) == 0
+    rows = [json.loads(ln) for ln in (out / "answers_test.jsonl").read_text().splitlines()]
+    closed = [r for r in rows if r["type"] == "CLOSED"]
+    assert closed and all(r["predicted"] in ("Yes", "No") for r in closed)
+    assert {r["question"] for r in rows} >= {"Is the image bright?", "What organ is shown?"}
