@@ -33,6 +33,9 @@ app stops</span></header>
     <div id="explain-out"></div><img id="explain-img" hidden alt="saliency"></div>
   <div class="panel"><b>Header (de-identified)</b><div id="header">-</div></div>
   <div class="panel"><b>Models</b><div id="models">-</div></div>
+  <div class="panel" id="pacs-panel" hidden><b>PACS</b> <button id="pacs-list">list series</button>
+    <div id="pacs-out"></div><button id="pacs-store" disabled>store the mask in the PACS (DICOM SEG)</button>
+    <div id="pacs-stored"></div></div>
 </div>
 </main>
 <script src="/static/app.js"></script></body></html>
@@ -71,6 +74,7 @@ async function init() {
   $("models").replaceChildren(...models.map(x => el("div", x.kind + ": " + x.name)));
   const auto = el("option", "auto"); auto.value = "";
   $("preset").replaceChildren(auto, ...m.presets.map(p => el("option", p)));
+  $("pacs-panel").hidden = !m.pacs;
 }
 function has(kind) { return models.some(m => m.kind === kind); }
 function k() { return cur && cur.spatial_dims === 3 ? parseInt($("slice").value) : 0; }
@@ -96,11 +100,12 @@ async function loadSlice() {
     maskEl.onerror = () => { maskEl = null; res(); }; maskEl.src = `/api/maskslice/${cur.id}?k=${k()}&t=${Date.now()}`; });
   draw();
 }
-$("file").addEventListener("change", async e => {
-  const f = e.target.files[0]; if (!f) return;
-  err(""); $("status").textContent = "uploading…"; $("download").hidden = true; $("download-seg").hidden = true; $("result").textContent = "";
+// a new image (an upload, or a series opened from the PACS)
+async function openImage(what, request) {
+  err(""); $("status").textContent = what; $("download").hidden = true; $("download-seg").hidden = true; $("result").textContent = "";
+  $("pacs-store").disabled = true; $("pacs-stored").textContent = "";
   try {
-    const info = await api("/api/upload", {method: "POST", body: f, headers: {"X-Filename": f.name}});
+    const info = await request();
     cur = info; box = null; points = [];
     const w = info.shape[0], h = info.shape[1];
     scale = Math.min(512 / w, 512 / h); const c = $("view"); c.width = Math.round(w * scale); c.height = Math.round(h * scale);
@@ -111,6 +116,25 @@ $("file").addEventListener("change", async e => {
     $("segment").disabled = !has("promptable"); $("predict").disabled = !has("segmenter"); $("zeroshot").disabled = !has("dual"); $("explain").disabled = !has("classification");
     await loadSlice();
   } catch (x) { cur = null; $("status").textContent = "no image"; err(x.message); draw(); }
+}
+$("file").addEventListener("change", async e => {
+  const f = e.target.files[0]; if (!f) return;
+  await openImage("uploading…", () => api("/api/upload", {method: "POST", body: f, headers: {"X-Filename": f.name}}));
+});
+$("pacs-list").addEventListener("click", async () => {
+  err("");
+  try { const r = await api("/api/pacs/series");
+    $("pacs-out").replaceChildren(...r.series.map(s => { const b = el("button", `${s.modality} series ${s.number}, ${s.instances} instances, patient ${s.patient}`);
+      b.addEventListener("click", () => openImage("retrieving from the PACS…", () => api("/api/pacs/open", {method: "POST",
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify({study: s.study, series: s.series})})));
+      return b; }));
+  } catch (x) { err(x.message); }
+});
+$("pacs-store").addEventListener("click", async () => {
+  err("");
+  try { const r = await api(`/api/pacs/store/${cur.id}`, {method: "POST"});
+    $("pacs-stored").textContent = "stored as SEG series " + r.stored[0].series;
+  } catch (x) { err(x.message); }
 });
 $("slice").addEventListener("input", loadSlice);
 $("preset").addEventListener("change", loadSlice);
@@ -125,7 +149,7 @@ window.addEventListener("mouseup", () => { if (!drag) return;
   const b = [Math.min(drag[0], drag[2]), Math.min(drag[1], drag[3]), Math.max(drag[0], drag[2]), Math.max(drag[1], drag[3])];
   drag = null; box = (b[2] - b[0] > 1 && b[3] - b[1] > 1) ? b.map(v => Math.round(v)) : null; draw(); });
 // a DICOM upload: its mask is also offered as a DICOM Segmentation (r.seg)
-function seg(r) { const s = $("download-seg"); s.hidden = !r.seg; if (r.seg) s.href = r.seg; }
+function seg(r) { const s = $("download-seg"); s.hidden = !r.seg; if (r.seg) s.href = r.seg; $("pacs-store").disabled = !r.seg; }
 $("segment").addEventListener("click", async () => {
   if (!cur) return; err(""); $("result").textContent = "segmenting…";
   const body = {box: box, points: points.filter(p => p[2]).map(p => [Math.round(p[0]), Math.round(p[1])]),

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,26 +161,35 @@ class ServeState:
     # -- uploads --------------------------------------------------------------------------------------------------
     def add(self, name: str, data: bytes, client: str = "") -> tuple[str, Session]:
         """Unpack and read one upload (in a worker thread: never on the event loop) and keep it as a session."""
-        from mmfm.data.io import image_format, read_image
-        from mmfm.data.io.checks import voxel_budget
-
         suffix = image_suffix(name)
         if not suffix:
             raise ConfigError("this file type is not one mmfm reads here",
                               "upload DICOM (.dcm, or a .zip of a series), NIfTI, MetaImage, NRRD or PNG/JPEG/TIFF "
                               "(a .mhd/.nhdr header with its data file in one .zip)")
+
+        def place(folder: Path) -> Path:
+            if suffix == ".zip":
+                unpack_zip(data, folder / "series", self.limits)
+                return image_in_folder(folder / "series")
+            path = folder / f"upload{suffix}"   # the user's file name (often identifying) is not kept
+            path.write_bytes(data)
+            refuse_detached(path)
+            return path
+
+        return self.load(place, len(data), client)
+
+    def load(self, place: Callable[[Path], Path], size: int, client: str = "") -> tuple[str, Session]:
+        """A new session: ``place(folder)`` puts the image in its folder (an upload, a PACS series of ``size``
+        bytes at most) and returns its path; it is read under the pixel budget of ``size`` bytes."""
+        from mmfm.data.io import image_format, read_image
+        from mmfm.data.io.checks import voxel_budget
+
         sid = secrets.token_hex(8)
         folder = self.root / sid
         folder.mkdir()
         try:
-            with self.decoding, voxel_budget(*self.limits.budget(len(data))):
-                if suffix == ".zip":
-                    unpack_zip(data, folder / "series", self.limits)
-                    path = image_in_folder(folder / "series")
-                else:
-                    path = folder / f"upload{suffix}"   # the user's file name (often identifying) is not kept
-                    path.write_bytes(data)
-                    refuse_detached(path)
+            with self.decoding, voxel_budget(*self.limits.budget(size)):
+                path = place(folder)
                 image = read_image(path)
                 if not np.isfinite(image.array).all():
                     raise ConfigError("the image has NaN or infinite values", "fix the file before uploading it")
@@ -273,9 +283,10 @@ def png(plane: np.ndarray, rgba: bool = False) -> bytes:
 
 def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_sessions: int = 16,
                hosts: list[str] | tuple[str, ...] = (), sessions_per_client: int | None = None,
-               limits: UploadLimits | None = None) -> FastAPI:
+               limits: UploadLimits | None = None, dicomweb: str | None = None) -> FastAPI:
     """The FastAPI app; ``models``: ``litemedsam`` and/or run folders (classification, promptable, image-text).
-    ``hosts``: Host names answered besides the loopback ones (the ``--host`` the app is served on)."""
+    ``hosts``: Host names answered besides the loopback ones (the ``--host`` the app is served on).
+    ``dicomweb``: a PACS (service, study or series URL) to list, open and store SEGs into (:mod:`mmfm.app.pacs`)."""
     from mmfm.app.guard import protect
     from mmfm.app.page import PAGE, SCRIPT, STYLE
 
@@ -323,12 +334,17 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
     def style() -> Response:
         return Response(STYLE, media_type="text/css; charset=utf-8")
 
+    if dicomweb:
+        from mmfm.app.pacs import add_pacs_routes
+
+        add_pacs_routes(app, state, dicomweb)
+
     @app.get("/api/models")
     def list_models() -> dict[str, Any]:
         from mmfm.data.presets import PRESETS
 
         return {"models": [m.__dict__ | {"source": m.name} for m in state.models],
-                "presets": sorted(PRESETS), "max_upload_mb": state.max_bytes / 1024 / 1024}
+                "presets": sorted(PRESETS), "max_upload_mb": state.max_bytes / 1024 / 1024, "pacs": bool(dicomweb)}
 
     @app.post("/api/upload")
     async def upload(request: Request) -> dict[str, Any]:
@@ -346,12 +362,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         name = request.headers.get("x-filename", "")
         client = request.client.host if request.client else ""
         sid, s = await run_in_threadpool(state.add, name, bytes(data), client)
-        preset, _ = display_volume(s, None)        # computed by add, in the worker thread
-        img = s.image
-        return {"id": sid, "format": s.fmt, "modality": img.modality, "shape": list(img.spatial_shape),
-                "spatial_dims": img.spatial_dims, "slices": img.spatial_shape[2] if img.spatial_dims == 3 else 1,
-                "preset": preset, "header": s.header,
-                "spacing": [float(v) for v in np.linalg.norm(img.affine[:3, :img.spatial_dims], axis=0)]}
+        return opened(sid, s)
 
     @app.get("/api/slice/{sid}")
     def slice_png(sid: str, k: int = 0, preset: str = "") -> Response:
@@ -464,6 +475,16 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
     return app
 
 
+def opened(sid: str, s: Session) -> dict[str, Any]:
+    """What the page needs of a new session (an upload, a PACS series)."""
+    preset, _ = display_volume(s, None)        # computed by ServeState.load, in the worker thread
+    img = s.image
+    return {"id": sid, "format": s.fmt, "modality": img.modality, "shape": list(img.spatial_shape),
+            "spatial_dims": img.spatial_dims, "slices": img.spatial_shape[2] if img.spatial_dims == 3 else 1,
+            "preset": preset, "header": s.header,
+            "spacing": [float(v) for v in np.linalg.norm(img.affine[:3, :img.spatial_dims], axis=0)]}
+
+
 def _seg_link(s: Session, sid: str) -> dict[str, str]:
     """``{"seg": URL}`` where the upload is DICOM (the SEG download), else nothing."""
     from mmfm.data.io.dicom_seg import DICOM_FORMATS
@@ -534,13 +555,14 @@ def served_names(host: str) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def serve(models: list[str], host: str = "127.0.0.1", port: int = 8765, max_upload_mb: float = 512) -> None:
+def serve(models: list[str], host: str = "127.0.0.1", port: int = 8765, max_upload_mb: float = 512,
+          dicomweb: str | None = None) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"[mmfm] serving on {host}: anyone who can reach this machine can upload scans to it (no login; "
               "see docs/app.md)", flush=True)
-    app = create_app(models, max_upload_mb, hosts=served_names(host))
+    app = create_app(models, max_upload_mb, hosts=served_names(host), dicomweb=dicomweb)
     print(f"[mmfm] open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C stops; "
           "uploads are deleted when the app stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning",

@@ -412,7 +412,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                                               "promptable" in (Path(m) / "config.yaml").read_text()
                                               for m in models if (Path(m) / "config.yaml").exists()):
         models = ["litemedsam", *models]          # segmentation is always on offer
-    serve(models, a.host, a.port, a.max_upload_mb)
+    serve(models, a.host, a.port, a.max_upload_mb, dicomweb=a.dicomweb)
     return 0
 
 
@@ -796,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sv.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted (default 512 MB)")
+    sv.add_argument("--dicomweb", metavar="URL", help="a PACS to list series from, open them and store masks back "
+                                                      "as DICOM SEG (dicomweb+http(s)://HOST[:PORT]/PATH[/studies/"
+                                                      "UID]; docs/pacs.md)")
     sv.set_defaults(func=_cmd_serve)
     from mmfm.cli import chat
 

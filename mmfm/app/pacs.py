@@ -1,0 +1,91 @@
+"""`mmfm serve --dicomweb URL`: the app on a PACS. Three routes beside the upload's:
+
+- ``GET /api/pacs/series``: the series of the URL's study (or of the whole service; QIDO-RS, at most 1,000),
+  each with its UIDs, modality, number of instances and the patient as a keyed pseudonym (no name, no ID);
+- ``POST /api/pacs/open``: one of them retrieved (WADO-RS) into a new session, read as an upload is: the same
+  byte limit (``--max-upload-mb``) and pixel budget, in a worker thread, removed with the app;
+- ``POST /api/pacs/store/{id}``: the session's mask as a DICOM SEG (the one the download gives) stored into the
+  image's study (STOW-RS); the answer lists its UIDs.
+
+The browser only names UIDs; the server talks to the PACS with the credentials of its own environment
+(:mod:`mmfm.data.io.dicomweb`), which never reach the page. A URL that names a study or series confines the app to
+it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from mmfm.data.io.dicomweb import DicomwebClient, DicomwebError, parse_url
+from mmfm.errors import ConfigError
+
+
+class OpenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    study: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
+    series: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
+
+
+def _row(item: dict[str, Any]) -> dict[str, Any]:
+    from mmfm.data.pseudonym import pseudonym
+
+    def value(tag: str) -> str:
+        return str((item.get(tag, {}).get("Value") or [""])[0])
+
+    return {"study": value("0020000D"), "series": value("0020000E"), "modality": value("00080060"),
+            "number": value("00200011"), "instances": value("00201209"),
+            "patient": pseudonym(value("00100020"), "patient")}
+
+
+def add_pacs_routes(app: FastAPI, state: Any, url: str) -> None:
+    """The PACS routes of the app ``state`` serves, on the DICOMweb ``url``."""
+    import pydicom
+
+    from mmfm.app.server import opened, write_seg_of_mask
+
+    service = parse_url(url)
+
+    def client() -> DicomwebClient:
+        return DicomwebClient(service, max_bytes=state.max_bytes)
+
+    @app.get("/api/pacs/series")
+    def series() -> dict[str, Any]:
+        query = {"SeriesInstanceUID": service.series} if service.series else {}
+        return {"pacs": service.host, "series": [_row(s) for s in client().search_series(service.study, query)]}
+
+    @app.post("/api/pacs/open")
+    async def open_series(request: Request, body: OpenRequest) -> dict[str, Any]:
+        if (service.study and body.study != service.study) or (service.series and body.series != service.series):
+            raise ConfigError("that series is outside the study this app serves", "pick one from the list")
+
+        def place(folder: Path) -> Path:
+            pacs = client()
+            pacs.check_image_series(body.study, body.series)
+            files = pacs.retrieve_series(body.study, body.series, folder / "series")
+            if not files:
+                raise DicomwebError(f"series {body.series} holds no instances", "pick an image series")
+            return files[0] if len(files) == 1 else folder / "series"
+
+        who = request.client.host if request.client else ""
+        sid, s = await run_in_threadpool(state.load, place, state.max_bytes, who)
+        return opened(sid, s)
+
+    @app.post("/api/pacs/store/{sid}")
+    def store(sid: str) -> dict[str, Any]:
+        from mmfm.data.io.dicom_seg import DICOM_FORMATS
+
+        s = state.get(sid)
+        if s.mask is None or not s.mask.exists():
+            raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
+        if s.fmt not in DICOM_FORMATS:
+            raise ConfigError(f"a DICOM SEG references DICOM source images; this image is {s.fmt}",
+                              "open a series from the PACS")
+        with state.lock:
+            if s.seg is None or not s.seg.exists():
+                s.seg = write_seg_of_mask(s)
+        return {"stored": client().store([pydicom.dcmread(s.seg)])}
