@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mmfm.data.catalog import load_dataset
 from mmfm.data.io import image_info, read_image
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.config import load_config
+from tests.torchrun import failure, torchrun
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from userdata import write_labelled_folder, write_mixed_folder, write_nifti_seg_folder  # noqa: E402
@@ -274,10 +274,9 @@ def test_streaming_2_ranks_x_2_workers_sees_every_sample_once(tmp_path):
     out = tmp_path / "seen"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": ROOT}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29541", str(Path(__file__).with_name("shard_stream_script.py")), str(tmp_path / "shards"),
-                        str(out)], env=env, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = torchrun([str(Path(__file__).with_name("shard_stream_script.py")), str(tmp_path / "shards"), str(out)],
+                 env=env, timeout=240)
+    assert r.returncode == 0, failure(r)
     seen = [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
     every = seen[0] + seen[1]
     assert len(every) == n and len(set(every)) == n          # each sample once, none on two ranks

@@ -15,16 +15,18 @@ from safetensors.torch import load_file
 
 from mmfm.engine.checkpoint import load_checkpoint, save_checkpoint
 from mmfm.engine.trainer import OptimConfig, lr_factor
+from tests.torchrun import failure
+from tests.torchrun import torchrun as launch
 
 SCRIPT = str(Path(__file__).with_name("train_script.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _run(args, env_extra=None, torchrun=False, timeout=300):
+    if torchrun:
+        return launch([SCRIPT, *args], env=env_extra, timeout=timeout)
     env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
-    cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-           if torchrun else [sys.executable]) + [SCRIPT, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _losses(run):
@@ -98,7 +100,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     statistics alike; the logged loss is the mean over both processes, not rank 0's alone."""
     assert _run([str(tmp_path / "single"), "16", "--bn"]).returncode == 0
     r = _run([str(tmp_path / "ddp"), "8", "--bn"], torchrun=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, failure(r)
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
     assert any("running_mean" in k for k in a)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), [

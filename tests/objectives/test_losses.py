@@ -81,17 +81,13 @@ def test_masked_reconstruction_against_loop():
 
 def test_contrastive_losses_gather_under_two_gloo_processes():
     """NT-Xent, CLIP eq. (6) (hard, duplicate groups, soft targets) and GLoRIA local: see ddp_loss_script.py."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from tests.torchrun import failure, torchrun
+
     script = Path(__file__).with_name("ddp_loss_script.py")
-    root = str(Path(__file__).resolve().parents[2])
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29541", str(script)], env={**os.environ, "PYTHONPATH": root}, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = torchrun([str(script)])
+    assert r.returncode == 0, failure(r)
 
 
 def test_masked_reconstruction_norm_pix_against_loop():

@@ -4,9 +4,7 @@ evaluate, 2D and 3D, image-text pairs, shards, and the Python API of the README.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from mmfm.cli.main import main
 from mmfm.data import spec
 from mmfm.workflows.config import load_config
+from tests.torchrun import failure, torchrun
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from userdata import (  # noqa: E402
@@ -241,13 +240,10 @@ def test_python_api_examples_in_the_readme_run(tmp_path, monkeypatch):
 def test_folder_pretraining_runs_data_parallel_on_2_processes(tmp_path):
     lab = write_labelled_folder(tmp_path / "lab", n_per_class=8)
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29547", "-m", "mmfm.cli.main", "pretrain", "configs/pretrain/simclr_2d.yaml",
-                        "data.dataset=folder", f"data.root={lab}", "data.size=[24,24]", "encoder.name=vit_micro",
-                        "train.workers=1", f"out={out}", *FAST], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = torchrun(["-m", "mmfm.cli.main", "pretrain", "configs/pretrain/simclr_2d.yaml", "data.dataset=folder",
+                  f"data.root={lab}", "data.size=[24,24]", "encoder.name=vit_micro", "train.workers=1", f"out={out}",
+                  *FAST], cwd=ROOT)
+    assert r.returncode == 0, failure(r)
     assert (out / "encoder" / "encoder.safetensors").exists() and results(out)[0]["dataset"] == "folder"
 
 
