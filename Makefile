@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	if [ "$$(id -u)" = 0 ] && ! command -v dciodvfy >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q dicom3tools >/dev/null \
 		|| echo "dicom3tools not installed: the DICOM output validation tests will be skipped"; fi
 	@# the PACS tests (tests/pacs) start Debian's Orthanc with its DICOMweb plug-in on a free loopback port; CI=true
-	@# fails them without it
-	if [ "$$(id -u)" = 0 ] && [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
-		|| echo "orthanc not installed: the PACS (DICOMweb) tests will be skipped"; fi
+	@# fails them without it. The system service the package starts (where systemd runs) is stopped and disabled:
+	@# the tests run their own server, and set-up should not leave a DICOM port open
+	if [ "$$(id -u)" = 0 ] && [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then { DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
+		&& { systemctl disable --now orthanc >/dev/null 2>&1 || true; }; } || echo "orthanc not installed: the PACS (DICOMweb) tests will be skipped"; fi
 	python3 -m venv $(VENV)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e '.[dev]'
