@@ -128,8 +128,10 @@ def encoder_spec(cfg: Any, x: torch.Tensor) -> dict[str, Any]:
         from mmfm.workflows.pretrain import load_encoder
 
         _, spec = load_encoder(str(cfg.task["encoder_from"]))
-        return {k: spec[k] for k in ("name", "options", "spatial_dims", "in_channels")} | {
-            "input_shape": list(x.shape)}
+        return {"name": spec["name"], "options": spec.get("options", {}),
+                "spatial_dims": int(spec.get("spatial_dims", x.ndim - 1)),
+                "in_channels": int(spec.get("in_channels", x.shape[0])), "input_shape": list(x.shape),
+                "dp_fixed_layers": bool(spec.get("dp_fixed_layers"))}
     return {"name": cfg.encoder["name"], "options": {k: v for k, v in cfg.encoder.items() if k != "name"},
             "spatial_dims": x.ndim - 1, "in_channels": int(x.shape[0]), "input_shape": list(x.shape)}
 
@@ -189,6 +191,10 @@ def load_bridge_run(run: str | Path, device: str | torch.device = "cpu") -> tupl
     e = info["encoder"]
     encoder = build_encoder(e["name"], spatial_dims=int(e["spatial_dims"]), in_channels=int(e["in_channels"]),
                             **e.get("options", {}))
+    if e.get("dp_fixed_layers"):   # pretrained under DP with BatchNorm replaced: the same architecture
+        from mmfm.engine.privacy import fix_layers
+
+        fix_layers(encoder)
     peft = (read_state(ckpt).get("run_info") or {}).get("peft")
     model = copy.deepcopy(lm.model) if peft else lm.model
     bridge = BRIDGES[info["bridge"]](encoder, model, lm.tokenizer, freeze_encoder=True, prompt=info["prompt"],

@@ -251,8 +251,13 @@ def test_a_bridge_answers_a_slake_style_vqa_json(tmp_path):
     _slake(root)
     out = tmp_path / "vqa"
     assert main(["vqa", str(ROOT / "configs/vqa_2d.yaml"), *TINY, "train.max_steps=2", "data.dataset=SLAKE",
-                 f"data.root={root}", "data.modalities=[XR]", "data.eval_splits=[test]", f"out={out}"]) == 0
+                 f"data.root={root}", "data.modalities=[XR]", "data.eval_splits=[test]",
+                 "task.encoder_from=random:vit_micro", f"out={out}"]) == 0
     rows = [json.loads(ln) for ln in (out / "answers_test.jsonl").read_text().splitlines()]
     closed = [r for r in rows if r["type"] == "CLOSED"]
     assert closed and all(r["predicted"] in ("Yes", "No") for r in closed)
     assert {r["question"] for r in rows} >= {"Is the image bright?", "What organ is shown?"}
+    assert json.loads((out / "assistant.json").read_text())["encoder"]["name"] == "vit_micro"   # encoder_from
+    from mmfm.workflows.bridge import load_bridge_run
+
+    assert type(load_bridge_run(out)[0].encoder).__name__ == "ViTEncoder"
