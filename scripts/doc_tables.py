@@ -43,6 +43,8 @@ SOURCE = {  # results file -> the command that produces it
     "detection": "scripts/reproduce_detection.sh",
     "segmentation": "scripts/reproduce_segmentation.sh",
     "segmentation_foundation": "scripts/reproduce_segmentation_foundation.sh",
+    "quickstart": "mmfm quickstart --out runs/quickstart --max-per-split 300 && python scripts/doc_tables.py collect "
+                  "quickstart runs/quickstart/label_efficiency --splits val test",
     "text_prompt": "python scripts/real_text_prompt.py",
     "bench_mae_vit_b": "benchmarks/mae_step.py --size vit_b --img 224 --patch 16 --batch 2 --steps 1 --rounds 3 "
                        "--json docs/results/bench_mae_vit_b.json",

@@ -63,7 +63,7 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     records += evaluate_encoders([f"random:{cfg.encoder['name']}", str(out / "pretrain" / "seed{seed}"), FOUNDATION],
                                  ["linear"], DataConfig(set="patches2d", label="tissue", root=cfg.data.root),
                                  [0.01, 0.1, 1.0], list(SEEDS), out / "label_efficiency",
-                                 max_per_split=max_per_split, seeded_init=True)
+                                 max_per_split=max_per_split, seeded_init=True, record_val=True)
     plots["label efficiency"] = out / "label_efficiency" / "plots" / "label_efficiency.png"
     headline = pretraining_headline(records)
     write_results(out / "results.json", records, provenance(out))
