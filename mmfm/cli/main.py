@@ -191,8 +191,10 @@ def _cmd_data_info(a: argparse.Namespace) -> int:
 
 def _cmd_data_inspect(a: argparse.Namespace) -> int:
     from mmfm.workflows.inspect import inspect_path
+    from mmfm.workflows.pacs import local_images
 
-    info = inspect_path(a.path, a.modality, a.show_names)
+    with local_images([a.path]) as (path,):             # a DICOMweb series URL: a temporary local copy
+        info = inspect_path(path, a.modality, a.show_names)
     if a.json:
         print(json.dumps(info))
         return 0
@@ -382,10 +384,12 @@ def _cmd_segment(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    from mmfm.workflows.pacs import local_images
     from mmfm.workflows.predict import predict_files
 
-    rec = predict_files(a.run, a.inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
-                        progress=not a.quiet and not a.json, fmt=a.format)
+    with local_images(a.inputs) as inputs:              # DICOMweb series URLs: temporary local copies
+        rec = predict_files(a.run, inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
+                            progress=not a.quiet and not a.json, fmt=a.format)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -769,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  mmfm predict runs/seg scan1.nrrd scan2.nii.gz --out masks/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("run", help="a training run folder (mmfm train out=...)")
-    pr.add_argument("inputs", nargs="+", help="image files or DICOM series folders (anything mmfm data inspect reads)")
+    pr.add_argument("inputs", nargs="+", help="image files or DICOM series folders (anything mmfm data inspect reads), "
+                                              "or DICOMweb series URLs (docs/pacs.md)")
     pr.add_argument("--out", required=True, help="output folder (new, empty, or an earlier mmfm predict output)")
     pr.add_argument("--modality", help="CT, MR, ... for formats that do not record it (default: the run's own)")
     pr.add_argument("--preset", help="intensity preset instead of the run's own (`mmfm data presets`)")
@@ -905,7 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--json", action="store_true", help="print JSON")
     di.set_defaults(func=_cmd_data_info)
     dn = dsub.add_parser("inspect", help="what mmfm reads from a file or folder (or why it cannot)")
-    dn.add_argument("path")
+    dn.add_argument("path", help="a file, a folder, or a DICOMweb series URL (docs/pacs.md)")
     dn.add_argument("--modality", help="modality for formats that do not record it (NIfTI, PNG, ...)")
     dn.add_argument("--json", action="store_true",
                     help="print one JSON object (shape, spacing, orientation, modality, min, max, ...)")

@@ -128,10 +128,21 @@ def _local_image(image: str, tmp: Path) -> Path:
     client = DicomwebClient(u)
     client.series_of(u)                                   # one line when the study or series is not there
     client.check_image_series(u.study or "", u.series)
-    files = client.retrieve_series(u.study or "", u.series, tmp / "series")
+    files = client.retrieve_series(u.study or "", u.series, tmp / u.series)
     if not files:
         raise DicomwebError(f"series {u.series} holds no instances", "give an image series")
-    return files[0] if len(files) == 1 else tmp / "series"
+    return files[0] if len(files) == 1 else tmp / u.series
+
+
+@contextmanager
+def local_images(images: Sequence[str]) -> Iterator[list[str]]:
+    """Local paths for ``images``, any of which may be a DICOMweb series URL: those are retrieved into one private
+    temporary folder (a series folder named by its UID, or its one file), removed on exit."""
+    if not any(is_dicomweb(i) for i in images):
+        yield list(images)
+        return
+    with tempfile.TemporaryDirectory(prefix="mmfm-dicomweb-") as tmp:
+        yield [str(_local_image(i, Path(tmp))) if is_dicomweb(i) else i for i in images]
 
 
 @contextmanager

@@ -4,6 +4,7 @@ response over the size limit, a bad URL) is one line without the secret."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,12 @@ def test_push_then_qido_finds_the_series_and_pull_gives_it_back(pacs, pacs_login
     assert len(found) == 1 and found[0]["00201209"]["Value"] == [3]          # NumberOfSeriesRelatedInstances
     back = client.retrieve_series(ds.StudyInstanceUID, ds.SeriesInstanceUID, tmp_path / "back")
     assert _by_uid(back) == _by_uid(files)
+
+
+def test_inspect_reads_a_series_url_as_a_volume(pacs, pacs_login, capsys):
+    assert main(["data", "inspect", pacs.url(_first(pacs.series)), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"][-3:] == [128, 128, 4] and info["modality"] == "CT"
 
 
 def test_netrc_credentials_are_used(pacs, monkeypatch, tmp_path):

@@ -1,5 +1,5 @@
-"""Classification results as a DICOM SR (TID 1500): `mmfm predict --format dcm` on a series of the test PACS writes
-a report per input that dciodvfy finds no error in, whose probabilities are those of predictions.json, and that
+"""Classification results as a DICOM SR (TID 1500): `mmfm predict --format dcm` on a series URL of the test PACS
+writes a report per input that dciodvfy finds no error in, whose probabilities are those of predictions.json, and that
 `mmfm data push` stores into the image's study, where QIDO-RS finds it as an SR series."""
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ def test_a_classification_sr_of_a_pacs_series_is_valid_and_stored_into_its_study
     assert main(["train", "configs/quickstart_classification.yaml", "data.dataset=folder", f"data.root={lab}",
                  "data.size=[16,16]", "encoder.name=vit_micro", "encoder.patch_size=4", f"out={run}", *FAST]) == 0
     src = _first(pacs.single)
-    assert main(["data", "pull", pacs.url(src), str(tmp_path / "ct")]) == 0
-    image = next((tmp_path / "ct").rglob("*.dcm"))
     out = tmp_path / "pred"
-    assert main(["predict", str(run), str(image), "--out", str(out), "--format", "dcm", "--quiet"]) == 0
+    assert main(["predict", str(run), pacs.url(src), "--out", str(out), "--format", "dcm", "--quiet"]) == 0
     case = json.loads((out / "predictions.json").read_text())[0]
+    assert case["case"] == src.SOPInstanceUID                             # the series' one instance, by its UID
     report = out / case["report"]
     assert dciodvfy_errors(report) == []
     assert read_classification_sr(report) == pytest.approx(case["probabilities"], abs=1e-6)
