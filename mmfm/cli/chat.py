@@ -17,7 +17,8 @@ def add_parser(sub: Any) -> None:
                     "Decoding is greedy by default (the same question gives the same answer); --temperature > 0 "
                     "samples (with --top-p, --seed). Every answer is research output, not a diagnosis: a "
                     "135 M-parameter general-English model knows little medicine and can state wrong things "
-                    "fluently.",
+                    "fluently. --model RUN loads a run of `mmfm report-gen` / `mmfm vqa` trained with "
+                    "task.decoder=smollm2 (its image bridge and LoRA weights), which takes --image.",
         epilog="examples:\n  mmfm chat --model smollm2 \"What does a CT scan measure?\"\n"
                "  mmfm chat --model smollm2 --json --max-tokens 64 \"Explain MRI in one sentence.\"\n"
                "  mmfm chat --model smollm2                      (interactive)\n"
