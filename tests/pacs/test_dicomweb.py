@@ -142,13 +142,21 @@ def test_a_url_names_its_service_study_and_series():
 
 class _Recorder(BaseHTTPRequestHandler):
     """A real HTTP server for what Orthanc cannot show: a bearer token's header, a 403, a server that never
-    answers."""
+    answers, a web page where a DICOMweb service was expected."""
     seen: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         _Recorder.seen.append(self.headers.get("Authorization", ""))
         if "slow" in self.path:
             time.sleep(5)
+        if "web-page" in self.path:                                  # a web server, not a DICOMweb service
+            body = b"<html>a login page</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(403)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -167,8 +175,8 @@ def recorder():
     server.server_close()
 
 
-def test_a_token_is_sent_as_a_bearer_header_and_403_and_a_silent_server_give_their_lines(recorder, monkeypatch,
-                                                                                        tmp_path, capsys):
+def test_a_token_goes_as_a_bearer_header_and_403_a_silent_server_and_a_web_page_give_their_lines(
+        recorder, monkeypatch, tmp_path, capsys):
     for key in ("MMFM_DICOMWEB_USER", "MMFM_DICOMWEB_PASSWORD"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MMFM_DICOMWEB_TOKEN", "tok-123")
@@ -180,6 +188,8 @@ def test_a_token_is_sent_as_a_bearer_header_and_403_and_a_silent_server_give_the
     with pytest.raises(DicomwebError, match="did not answer within"):
         DicomwebClient(parse_url(f"{recorder}/slow"), timeout=(1, 1)).search_series("1.2.3")
     assert time.monotonic() - start < 8 and len(_Recorder.seen) == 4   # three attempts, then the line
+    with pytest.raises(DicomwebError, match="with something that is not DICOMweb"):
+        DicomwebClient(parse_url(f"{recorder}/web-page")).search_series("1.2.3")
     monkeypatch.setenv("MMFM_DICOMWEB_USER", "someone")
     with pytest.raises(ConfigError, match="both MMFM_DICOMWEB_TOKEN and MMFM_DICOMWEB_USER"):
         DicomwebClient(parse_url(recorder))

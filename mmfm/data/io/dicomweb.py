@@ -209,6 +209,7 @@ class DicomwebClient:
     def _answers(self, what: str) -> Iterator[None]:
         """Translate what requests and dicomweb-client raise into one line naming the host, never the secrets."""
         import requests
+        from pydicom.errors import InvalidDicomError
 
         host = self.url.host
         try:
@@ -238,7 +239,7 @@ class DicomwebClient:
         except _TooLarge:
             raise DicomwebError(f"{what} on {host} is larger than the limit of {self.max_bytes / 1e6:g} MB",
                                 "retrieve less at a time (one series, a narrower query)") from None
-        except (ValueError, KeyError):   # dicomweb-client on an answer that is not DICOMweb
+        except (ValueError, KeyError, InvalidDicomError):   # dicomweb-client on an answer that is not DICOMweb
             raise DicomwebError(f"{host} answered {what} with something that is not DICOMweb",
                                 "check the service path (Orthanc: /dicom-web)") from None
 
