@@ -387,9 +387,19 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from mmfm.workflows.pacs import local_images
     from mmfm.workflows.predict import predict_files
 
+    if a.store and a.format != "dcm":
+        raise ConfigError("--store sends the DICOM outputs to a PACS", "add --format dcm")
     with local_images(a.inputs) as inputs:              # DICOMweb series URLs: temporary local copies
         rec = predict_files(a.run, inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
                             progress=not a.quiet and not a.json, fmt=a.format)
+    if a.store:
+        from mmfm.cli.pacs import print_stored
+        from mmfm.workflows.pacs import store_files
+
+        dicom = [Path(a.out) / c[k] for c in rec["cases"] for k in ("mask", "report") if c.get(k, "").endswith(".dcm")]
+        rec["stored"] = store_files(dicom, a.store)["stored"]
+        if not a.json:
+            print_stored(rec["stored"])
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -783,6 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmentation masks: nifti (default, <name>_seg.nii.gz) or dcm (<name>_seg.dcm, a DICOM "
                          "SEG on the source's slices, one segment per class; DICOM inputs only); classification: "
                          "dcm adds <name>_sr.dcm, a DICOM SR (TID 1500) of the class probabilities")
+    pr.add_argument("--store", metavar="URL", help="with --format dcm: store the SEGs or SRs into their images' "
+                                                   "studies on this DICOMweb service (STOW-RS; docs/pacs.md)")
     pr.add_argument("--json", action="store_true", help="print predict.json")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=_cmd_predict)

@@ -96,15 +96,21 @@ def _dicom_files(folder: Path) -> tuple[list[Path], int]:
 
 def push(folder: str | Path, url: str) -> dict[str, Any]:
     """Store every DICOM file under ``folder`` on the service ``url`` (STOW-RS); return what was stored."""
-    import pydicom
-
-    u, folder = parse_url(url), Path(folder)
-    if u.series:
-        raise ConfigError(f"{u}: push stores into a service (or a study), not into a series",
-                          "give the service URL, e.g. dicomweb+http://HOST:PORT/dicom-web")
+    folder = Path(folder)
     files, other = _dicom_files(folder)
     if not files:
         raise InputFileError(folder, "holds no DICOM file", "give a folder of DICOM files")
+    return {**store_files(files, url), "not_dicom": other}
+
+
+def store_files(files: Sequence[Path], url: str) -> dict[str, Any]:
+    """Store the DICOM ``files`` on the service (or into the study) ``url``, a batch of files read at a time."""
+    import pydicom
+
+    u = parse_url(url)
+    if u.series:
+        raise ConfigError(f"{u}: DICOM files are stored into a service (or a study), not into a series",
+                          "give the service URL, e.g. dicomweb+http://HOST:PORT/dicom-web")
     client, stored = DicomwebClient(u), []
     for at in range(0, len(files), STOW_BATCH):          # read a batch at a time: memory stays bounded
         batch = []
@@ -115,9 +121,9 @@ def push(folder: str | Path, url: str) -> dict[str, Any]:
                 raise InputFileError(f, f"unreadable DICOM ({type(e).__name__})", "remove or repair it") from None
         wrong = [ds for ds in batch if u.study and str(ds.get("StudyInstanceUID", "")) != u.study]
         if wrong:
-            raise ConfigError(f"{u}: the folder holds instances of another study", "push to the service URL")
+            raise ConfigError(f"{u}: the files hold instances of another study", "store them to the service URL")
         stored += client.store(batch)
-    return {"to": str(u), "stored": stored, "not_dicom": other}
+    return {"to": str(u), "stored": stored}
 
 
 def _local_image(image: str, tmp: Path) -> Path:

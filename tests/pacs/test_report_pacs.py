@@ -1,10 +1,11 @@
 """Classification results as a DICOM SR (TID 1500): `mmfm predict --format dcm` on a series URL of the test PACS
 writes a report per input that dciodvfy finds no error in, whose probabilities are those of predictions.json, and that
-`mmfm data push` stores into the image's study, where QIDO-RS finds it as an SR series."""
+`--store URL` stores into the image's study, where QIDO-RS finds it as an SR series."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_a_classification_sr_of_a_pacs_series_is_valid_and_stored_into_its_study
                  "data.size=[16,16]", "encoder.name=vit_micro", "encoder.patch_size=4", f"out={run}", *FAST]) == 0
     src = _first(pacs.single)
     out = tmp_path / "pred"
-    assert main(["predict", str(run), pacs.url(src), "--out", str(out), "--format", "dcm", "--quiet"]) == 0
+    assert main(["predict", str(run), pacs.url(src), "--out", str(out), "--format", "dcm", "--quiet",
+                 "--store", pacs.root]) == 0
+    stored = re.search(r"stored SR in study (\S+): series (\S+), instance (\S+)", capsys.readouterr().out)
     case = json.loads((out / "predictions.json").read_text())[0]
     assert case["case"] == src.SOPInstanceUID                             # the series' one instance, by its UID
     report = out / case["report"]
@@ -40,9 +43,9 @@ def test_a_classification_sr_of_a_pacs_series_is_valid_and_stored_into_its_study
     assert sr.Modality == "SR" and sr.StudyInstanceUID == src.StudyInstanceUID and "PatientAge" not in sr
     params = sr.ContentSequence[-1].ContentSequence                       # the measurement group
     assert any("sha256:" in str(item.get("TextValue", "")) for p in params for item in p.get("ContentSequence", []))
-    capsys.readouterr()
-    assert main(["data", "push", str(out), pacs.root]) == 0                # predictions.csv/json are left out
-    assert "stored 1 instances of 1 series" in capsys.readouterr().out
+    assert stored and stored.groups() == (src.StudyInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID)
     found = DicomwebClient(parse_url(pacs.root)).search_series(src.StudyInstanceUID,
                                                                {"SeriesInstanceUID": sr.SeriesInstanceUID})
     assert found[0]["00080060"]["Value"] == ["SR"]
+    assert main(["predict", str(run), pacs.url(src), "--out", str(tmp_path / "p2"), "--store", pacs.root]) == 2
+    assert "add --format dcm" in capsys.readouterr().err
