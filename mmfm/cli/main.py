@@ -442,10 +442,12 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 def _cmd_explain(a: argparse.Namespace) -> int:
     from mmfm.workflows.explain import explain
+    from mmfm.workflows.pacs import local_images
 
-    rec = explain(a.model, a.image, a.out, methods=a.method or (), text=a.text, mask=a.mask,
-                  mask_label=a.mask_label, target=a.target, slice_index=a.slice, modality=a.modality,
-                  preset=a.preset, overwrite=a.overwrite)
+    with local_images([a.image]) as (image,):           # a DICOMweb series URL: a temporary local copy
+        rec = explain(a.model, image, a.out, methods=a.method or (), text=a.text, mask=a.mask,
+                      mask_label=a.mask_label, target=a.target, slice_index=a.slice, modality=a.modality,
+                      preset=a.preset, overwrite=a.overwrite)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -834,7 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the image regions), on IMAGE through the model's own preprocessing. Written to --out as NIfTI "
                     "on the input's grid (PNG for PNG/JPEG/TIFF input), overlay.png and explain.json (prediction, "
                     "pointing game against --mask).")
-    ex.add_argument("image", help="a DICOM file or series folder, NIfTI, MetaImage, NRRD, PNG, ...")
+    ex.add_argument("image", help="a DICOM file or series folder, NIfTI, MetaImage, NRRD, PNG, ..., or a DICOMweb "
+                                  "series URL (docs/pacs.md)")
     ex.add_argument("--model", required=True, help="a classification run (mmfm train) or image-text run folder")
     ex.add_argument("--out", required=True, help="new or empty output folder (or one mmfm explain wrote)")
     ex.add_argument("--method", action="append", choices=["rollout", "gradcam", "occlusion"],

@@ -49,3 +49,5 @@ def test_a_classification_sr_of_a_pacs_series_is_valid_and_stored_into_its_study
     assert found[0]["00080060"]["Value"] == ["SR"]
     assert main(["predict", str(run), pacs.url(src), "--out", str(tmp_path / "p2"), "--store", pacs.root]) == 2
     assert "add --format dcm" in capsys.readouterr().err
+    assert main(["explain", pacs.url(src), "--model", str(run), "--out", str(tmp_path / "why")]) == 0
+    assert json.loads((tmp_path / "why" / "explain.json").read_text())["maps"]          # read from the PACS URL
