@@ -10,7 +10,8 @@ task options (with ``decoder`` set to a language model):
   tuning: the bridge and LoRA adapters on the language model; ``train.peft`` defaults to ``lora`` on the module
   ``lm`` and its attention and MLP projections);
 * ``bridge_from``: a finished run whose bridge and image encoder this one starts from (stage 2 after stage 1);
-* ``encoder_from``, ``freeze_encoder`` (default true), ``prompt`` (report generation), ``max_len`` (answer tokens).
+* ``encoder_from``, ``freeze_encoder`` (default: frozen when pretrained, i.e. with ``encoder_from``; trained when
+  built from scratch), ``prompt`` (report generation), ``max_len`` (answer tokens).
 
 The run directory is the Trainer's (``checkpoints/last``: safetensors + JSON, resumable; ``adapter/`` after
 stage 2) plus ``assistant.json``; the checkpoint holds everything but the language model's own weights, which
@@ -94,12 +95,18 @@ def build_bridge(cfg: Any, encoder: torch.nn.Module) -> LMBridge:
     lm = load_language_model(t["decoder"])
     model = copy.deepcopy(lm.model)   # training moves it to its device and adapters go into it
     kind = t.get("bridge", "llava")
-    bridge = BRIDGES[kind](encoder, model, lm.tokenizer, freeze_encoder=bool(t.get("freeze_encoder", True)),
+    bridge = BRIDGES[kind](encoder, model, lm.tokenizer, freeze_encoder=freezes_encoder(t),
                            prompt=str(t.get("prompt", CAPTION_PROMPT)), max_len=int(t.get("max_len", 64)),
                            **bridge_options(t))
     if t.get("bridge_from"):
         _load_stage(bridge, Path(t["bridge_from"]), t["decoder"], lm.sha256)
     return bridge
+
+
+def freezes_encoder(task: dict[str, Any]) -> bool:
+    """``task.freeze_encoder``; by default a pretrained encoder (``encoder_from``) is frozen, as LLaVA freezes
+    CLIP's, and one built from scratch trains (frozen, its random features are all the bridge would see)."""
+    return bool(task.get("freeze_encoder", bool(task.get("encoder_from"))))
 
 
 def bridge_options(task: dict[str, Any]) -> dict[str, int]:
@@ -118,7 +125,7 @@ def run_info(cfg: Any, bridge: LMBridge, encoder_spec: dict[str, Any], task: str
     return {"task": task, "decoder": lm.name, "lm_sha256": lm.sha256, "bridge": t.get("bridge", "llava"),
             "bridge_options": bridge_options(t), "stage": int(t.get("stage", 1)), "prompt": bridge.prompt,
             "max_len": bridge.max_len,
-            "freeze_encoder": bool(t.get("freeze_encoder", True)), "encoder": encoder_spec,
+            "freeze_encoder": freezes_encoder(t), "encoder": encoder_spec,
             "data": dataspec.name(cfg.data)}
 
 

@@ -32,7 +32,8 @@ def _run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.C
 @pytest.fixture(scope="module")
 def stage1(mini_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("bridge") / "stage1"
-    assert main(["report-gen", *RG2D, "train.max_steps=2", "data.eval_splits=[test]", f"out={out}"]) == 0
+    assert main(["report-gen", *RG2D, "train.max_steps=2", "task.freeze_encoder=true", "data.eval_splits=[test]",
+                 f"out={out}"]) == 0
     return out
 
 
@@ -140,6 +141,10 @@ def test_qformer_bridge_on_3d_crops_then_chat_about_a_volume(mini_root, tmp_path
                  "data.eval_splits=[test]", f"out={out}"]) == 0
     info = json.loads((out / "assistant.json").read_text())
     assert info["bridge"] == "qformer" and info["bridge_options"] == {"num_queries": 4, "width": 32}
+    state = json.loads((out / "checkpoints" / "last" / "state.json").read_text())
+    weights = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
+    assert not info["freeze_encoder"] and state["run_info"]["parameters"]["trainable"] == sum(
+        v.numel() for k, v in weights.items() if "running_" not in k and "num_batches" not in k)  # from scratch
     assert "resnet_tiny-qformer-llama_tiny-stage1" in {r["method"] for r in
                                                        json.loads((out / "results.json").read_text())}
     vol = tmp_path / "crop.nii.gz"
