@@ -126,8 +126,14 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                     rest = np.setdiff1d(np.arange(len(feats["val"][1])), vidx)
                     val_rest = (feats["val"][0][rest], feats["val"][1][rest])   # the samples the head was not
                     if score_split == "val":                                     # chosen on
+                        if not len(rest):
+                            raise ConfigError(f"at {fraction:g} of the labels the linear head is chosen on every "
+                                              "validation sample, so none is left to score on",
+                                              "score on validation at label fractions below 1 (e.g. 0.01 0.1)")
                         scored = val_rest
-                    also = {"also": {"val": val_rest}} if record_val and score_split == "test" else {}
+                    # at 100% of the labels the head is chosen on all of val: nothing of val is left to record
+                    also = ({"also": {"val": val_rest}} if record_val and score_split == "test" and len(rest)
+                            else {})
                     results["linear"] = linear_probe(tr, va, scored, k, seed=seed, **also)
                 if "knn" in protocols:
                     tr = (feats["train"][0][idx], feats["train"][1][idx])

@@ -25,3 +25,20 @@ def test_record_val_gives_the_validation_only_numbers_beside_test(mini_root, tmp
     # the summary and the report stay on the test split
     summary = (tmp_path / "both" / "summary.json").read_text()
     assert summary == (tmp_path / "test" / "summary.json").read_text()
+
+
+def test_at_all_labels_nothing_of_val_is_left_to_score(mini_root, tmp_path):
+    """At 100% of the labels the head is chosen on every validation sample: the linear probe records test only
+    (the quickstart's 1/10/100% comparison), and scoring on validation there is refused, not a crash."""
+    import pytest
+
+    from mmfm.errors import ConfigError
+    from mmfm.workflows.evaluate import evaluate_encoders
+
+    data = DataConfig(dataset="mini", set="patches2d", label="tissue")
+    recs = evaluate_encoders(["random:resnet_tiny"], ["linear"], data, [0.1, 1.0], [0], tmp_path / "a",
+                             record_val=True, max_per_split=40)
+    assert {(r.split, r.label_fraction) for r in recs} == {("val", 0.1), ("test", 0.1), ("test", 1.0)}
+    with pytest.raises(ConfigError, match="none is left to score on"):
+        evaluate_encoders(["random:resnet_tiny"], ["linear"], data, [1.0], [0], tmp_path / "b", score_split="val",
+                          max_per_split=40)
