@@ -20,11 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from mmfm.evaluation.headline import run_headline
+from mmfm.evaluation.loss_curves import draw_losses, loss_series
+from mmfm.evaluation.rounding import format_number, rounded
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1c2430;background:#f6f7f9}
 header{background:#17324d;color:#fff;padding:14px 28px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;opacity:.8;font-size:13px}main{padding:8px 28px 40px;max-width:1200px}
 section{background:#fff;border:1px solid #dde2e8;border-radius:8px;margin:16px 0;padding:10px 18px}
+header p.headline{opacity:1;font-size:16px}.scroll{overflow-x:auto;max-width:100%}
 h2{font-size:18px;margin:8px 0}h3{font-size:15px;margin:14px 0 6px;color:#33506e}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #dde2e8;padding:3px 8px;
 text-align:left}th{background:#eef2f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -65,12 +70,11 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _curve(metrics: Path) -> str | None:
-    """The training curves of ``metrics.jsonl`` (every loss term against the step), as a data URI; points whose step
-    or value is not a number are left out."""
-    rows = [r for r in _json_lines(metrics) if _number(r.get("step")) is not None]
-    keys = sorted({k for r in rows for k in r if (k == "loss" or k.endswith("_loss") or k == "epsilon")
-                   and _number(r[k]) is not None})
-    if not rows or not keys:
+    """The training curves of ``metrics.jsonl`` (the loss, each further term once, and DP's epsilon against the step:
+    :func:`mmfm.evaluation.loss_curves.loss_series`), as a data URI; points whose step or value is not a number are
+    left out."""
+    series = loss_series(_json_lines(metrics), extra=("epsilon",))
+    if not series:
         return None
     import matplotlib
 
@@ -78,11 +82,7 @@ def _curve(metrics: Path) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if _number(r.get(k)) is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k)
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8)
+    draw_losses(ax, series)
     fig.tight_layout()
     uri = _fig_uri(fig)
     plt.close(fig)
@@ -117,12 +117,12 @@ def _results_table(records: list[Any]) -> str:
             if not vs:
                 num = "-"
             elif len(vs) == 1:
-                num = f"{vs[0]:.4g}"
+                num = format_number(vs[0])
             else:
                 num = f"{np.mean(vs):.4g} ± {np.std(vs, ddof=1):.2g} (n={len(vs)})"
             tds += f"<td class=n>{'; '.join(([num] if vs or not texts else []) + texts)}</td>"
         body.append(f"<tr>{tds}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return _scroll(f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
 
 def _cases_section(run: Path) -> str:
@@ -145,22 +145,30 @@ def _cases_section(run: Path) -> str:
             if isinstance(v, bool):
                 return f"<td>{'YES' if v else ''}</td>"
             n = _number(v)
-            return f"<td class=n>{n:.4g}</td>" if n is not None else f"<td>{html.escape(str(v)[:80])}</td>"
+            return f"<td class=n>{format_number(n)}</td>" if n is not None else f"<td>{html.escape(str(v)[:80])}</td>"
 
         body = "".join("<tr>" + "".join(cell(r.get(k)) for k in keys) + "</tr>" for r in rows[:200])
         more = f"<p>... {len(rows) - 200} more rows in cases_{html.escape(split)}.csv</p>" if len(rows) > 200 else ""
         unit = f"sizes in {rows[0].get('size_unit', 'voxels')}, HD95 in {rows[0].get('hd95_unit', 'mm')}"
         parts.append(f"<h3>Per-case results: {html.escape(split)} ({html.escape(unit)})</h3>{warn}"
-                     f"<table><tr>{head}</tr>{body}</table>{more}")
+                     f"{_scroll(f'<table><tr>{head}</tr>{body}</table>')}{more}")
     return "".join(parts)
 
 
+def _scroll(table: str) -> str:
+    """``table`` in a box that scrolls sideways when the table is wider than the page."""
+    return f"<div class=scroll>{table}</div>"
+
+
 def _kv_table(d: dict[str, Any]) -> str:
+    """A record (calibration, privacy, ...) as a two-column table, numbers to four significant digits."""
     def text(v: Any) -> str:
-        return html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        if isinstance(v, float):
+            return format_number(v)
+        return html.escape(json.dumps(rounded(v)) if isinstance(v, (dict, list)) else str(v))
 
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{text(v)}</td></tr>" for k, v in d.items())
-    return f"<table>{rows}</table>"
+    return _scroll(f"<table>{rows}</table>")
 
 
 def _data_card(run: Path) -> dict[str, Any] | None:
@@ -238,7 +246,7 @@ def _run_section(run: Path, root: Path) -> str:
         parts.append("<h3>Plots</h3>" + "".join(figs))
     card = _data_card(run)
     if card:
-        parts.append("<h3>Data card</h3><pre>" + html.escape(json.dumps(card, indent=1)[:20000]) + "</pre>")
+        parts.append("<h3>Data card</h3><pre>" + html.escape(json.dumps(rounded(card), indent=1)[:20000]) + "</pre>")
     if (run / "config.yaml").is_file():
         config = (run / "config.yaml").read_text(errors="replace")
         parts.append("<h3>Configuration</h3><pre>" + html.escape(config) + "</pre>")
@@ -265,14 +273,17 @@ def run_folders(root: Path, depth: int = 3) -> list[Path]:
 
 
 def _headline(root: Path) -> str:
-    """The sentence the run leads with (headline.json, written by write_report's ``summary``), escaped."""
-    path = root / "headline.json"
-    if not path.is_file() or path.stat().st_size > 8192:
-        return ""
-    try:
-        text = json.loads(path.read_text(encoding="utf-8")).get("text", "")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return ""
+    """The sentence the run leads with, escaped: headline.json (written by write_report), else the headline result
+    of the run's results.json (:func:`mmfm.evaluation.headline.run_headline`; a pretraining run has no report.md)."""
+    path, text = root / "headline.json", ""
+    if path.is_file() and path.stat().st_size <= 8192:
+        try:
+            text = json.loads(path.read_text(encoding="utf-8")).get("text", "")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            text = ""
+    if not text and (root / "results.json").is_file():
+        recs = _read_json(root / "results.json")
+        text = (run_headline(recs) if isinstance(recs, list) else None) or ""
     return f"<p class=headline><strong>{html.escape(str(text))}</strong></p>" if text else ""
 
 

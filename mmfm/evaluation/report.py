@@ -6,29 +6,31 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmfm.evaluation.headline import run_headline
+from mmfm.evaluation.loss_curves import draw_losses, loss_series
 from mmfm.evaluation.metrics.calibration import CalibrationBins
 from mmfm.evaluation.results import ResultRecord, write_json_atomic
+from mmfm.evaluation.rounding import format_number
 
 
 def plot_losses(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
+    """``out_png``: the training loss of ``metrics.jsonl`` against the step (the total and, when there are several,
+    each term once: :mod:`mmfm.evaluation.loss_curves`); None when there is nothing to draw."""
     if not metrics_jsonl.exists():
+        return None
+    rows = [json.loads(ln) for ln in metrics_jsonl.read_text().splitlines() if ln.strip()]
+    series = loss_series([r for r in rows if isinstance(r, dict)])
+    if not series:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(ln) for ln in metrics_jsonl.read_text().splitlines() if ln.strip()]
-    if not rows:
-        return None
     fig, ax = plt.subplots(figsize=(5, 3))
-    for key in sorted({k for r in rows for k in r if k == "loss" or k.endswith("_loss")}):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key)
-    ax.set_xlabel("step")
+    draw_losses(ax, series)
     ax.set_ylabel("training loss")
     ax.set_title(title)
-    ax.legend()
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
@@ -38,8 +40,11 @@ def plot_losses(metrics_jsonl: Path, out_png: Path, title: str) -> Path | None:
 
 def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots: dict[str, Path | None],
                  notes: list[str], summary: str | None = None) -> Path:
-    """report.md (and report.html) of a run; ``summary``, when given, is the sentence the report opens with (also
-    written to headline.json, which report.html shows first)."""
+    """report.md (and report.html) of a run. ``summary`` is the sentence the report opens with (also written to
+    headline.json, which report.html shows first); without one, the run's headline result is
+    (:func:`mmfm.evaluation.headline.run_headline`). Values have four significant digits."""
+    records = list(records)
+    summary = summary or run_headline(records)
     lines = [f"# {title}", ""]
     if summary:
         lines += [f"**{summary}**", ""]
@@ -47,7 +52,7 @@ def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots:
     lines += ["| task | dataset | split | method | metric | value | seed | labels |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r.task} | {r.dataset} | {r.split} | {r.method} | {r.metric} | {r.value:.4f} | {r.seed} "
+        lines.append(f"| {r.task} | {r.dataset} | {r.split} | {r.method} | {r.metric} | {_cell(r.value)} | {r.seed} "
                      f"| {r.label_fraction:g} |")
     lines.append("")
     from mmfm.evaluation.per_case import markdown_tables, read_cases
@@ -63,6 +68,13 @@ def write_report(path: Path, title: str, records: Iterable[ResultRecord], plots:
 
     write_html_report(path.parent, title)   # the same run as one self-contained page (report.html)
     return path
+
+
+def _cell(value: object) -> str:
+    """A results-table cell: numbers rounded (:func:`mmfm.evaluation.rounding.format_number`), anything else as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def plot_reliability(curves: dict[str, CalibrationBins], out_png: Path, title: str) -> Path:
