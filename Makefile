@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: setup quickstart test test-bf16 lint
+.PHONY: setup quickstart test test-bf16 lint docs
 
 $(VENV)/.installed: pyproject.toml
 	@# mini needs one Debian data package (apt-get download, no root); a fresh machine may have empty package
@@ -47,3 +47,8 @@ test-bf16: setup
 
 lint: setup
 	$(VENV)/bin/ruff check mmfm tests
+
+# The documentation site (mkdocs.yml): built offline into site/; --strict fails on a broken link, anchor or API
+# reference. NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
