@@ -389,9 +389,23 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     if a.store and a.format != "dcm":
         raise ConfigError("--store sends the DICOM outputs to a PACS", "add --format dcm")
+    from mmfm.workflows.zeroshot_predict import is_image_text_run, zeroshot_files
+
+    zero_shot = is_image_text_run(a.run)
+    if zero_shot and not a.classes:
+        raise ConfigError(f"{a.run} is an image-text run: zero-shot classification needs --classes",
+                          "e.g. --classes 'pleural effusion' 'no finding'")
+    if not zero_shot and (a.classes or a.templates):
+        raise ConfigError(f"{a.run} is not an image-text run: --classes and --templates are for zero-shot "
+                          "classification", "give an image-text run (mmfm pretrain clip, medclip or gloria)")
     with local_images(a.inputs) as inputs:              # DICOMweb series URLs: temporary local copies
-        rec = predict_files(a.run, inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
-                            progress=not a.quiet and not a.json, fmt=a.format)
+        if zero_shot:
+            rec = zeroshot_files(a.run, inputs, a.out, a.classes, a.templates or (), modality=a.modality,
+                                 preset=a.preset, overwrite=a.overwrite, progress=not a.quiet and not a.json,
+                                 fmt=a.format)
+        else:
+            rec = predict_files(a.run, inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
+                                progress=not a.quiet and not a.json, fmt=a.format)
     if a.store:
         from mmfm.cli.pacs import print_stored
         from mmfm.workflows.pacs import store_files
@@ -409,11 +423,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                              for n, v in c["volumes"].items())
             print(f"  {c['case']}: {c['mask']}" + (" (EMPTY: the model predicts no foreground)" if c["empty"]
                                                    else f" ({vols})"))
-        elif rec["task"] == "classification":
+        elif rec["task"] in ("classification", "zeroshot"):
             print(f"  {c['case']}: {c['predicted']} (p={c['probabilities'][c['predicted']]:.3f})")
         else:
             print(f"  {c['case']}: {len(c['boxes'])} box(es)")
-    print(f"wrote {a.out} (predict.json{', predictions.csv' if rec['task'] == 'classification' else ''}"
+    print(f"wrote {a.out} (predict.json{', predictions.csv' if 'predicted' in rec['cases'][0] else ''}"
           f"{', detections.csv' if rec['task'] == 'detection' else ''})")
     return 0
 
@@ -444,10 +458,19 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     from mmfm.workflows.explain import explain
     from mmfm.workflows.pacs import local_images
 
+    if a.store and a.format != "dcm":
+        raise ConfigError("--store sends the DICOM outputs to a PACS", "add --format dcm")
     with local_images([a.image]) as (image,):           # a DICOMweb series URL: a temporary local copy
         rec = explain(a.model, image, a.out, methods=a.method or (), text=a.text, mask=a.mask,
                       mask_label=a.mask_label, target=a.target, slice_index=a.slice, modality=a.modality,
-                      preset=a.preset, overwrite=a.overwrite)
+                      preset=a.preset, overwrite=a.overwrite, fmt=a.format)
+    if a.store:
+        from mmfm.cli.pacs import print_stored
+        from mmfm.workflows.pacs import store_files
+
+        rec["stored"] = store_files([Path(a.out) / f for f in rec["dicom"].values()], a.store)["stored"]
+        if not a.json:
+            print_stored(rec["stored"])
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -780,9 +803,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "run's spacing, a label map per input written to OUT/<name>_seg.nii.gz on the input's own grid "
                     "(shape and affine); a 2D run segments a volume slice by slice. Classification: "
                     "OUT/predictions.csv and .json (probabilities, with the run's calibrated temperature). "
-                    "Detection: OUT/detections.csv and .json (boxes in voxel indices and world mm). OUT/predict.json "
-                    "records the run, its checkpoint's SHA-256 and every case.",
-        epilog="example:\n  mmfm predict runs/seg scan1.nrrd scan2.nii.gz --out masks/",
+                    "Detection: OUT/detections.csv and .json (boxes in voxel indices and world mm). An image-text "
+                    "run (mmfm pretrain clip/medclip/gloria) with --classes: zero-shot class probabilities, as "
+                    "for classification. OUT/predict.json records the run, its checkpoint's SHA-256 and every case.",
+        epilog="examples:\n  mmfm predict runs/seg scan1.nrrd scan2.nii.gz --out masks/\n"
+               "  mmfm predict runs/pretrain/clip_2d cxr.dcm --classes 'pleural effusion' 'no finding' --out zs/ "
+               "--format dcm",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("run", help="a training run folder (mmfm train out=...)")
     pr.add_argument("inputs", nargs="+", help="image files or DICOM series folders (anything mmfm data inspect reads), "
@@ -797,6 +823,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "dcm adds <name>_sr.dcm, a DICOM SR (TID 1500) of the class probabilities")
     pr.add_argument("--store", metavar="URL", help="with --format dcm: store the SEGs or SRs into their images' "
                                                    "studies on this DICOMweb service (STOW-RS; docs/pacs.md)")
+    pr.add_argument("--classes", nargs="+", metavar="NAME",
+                    help="RUN an image-text run (mmfm pretrain clip/medclip/gloria): zero-shot classification "
+                         "among these class names (prompt ensembles; predictions.csv, and with --format dcm an SR)")
+    pr.add_argument("--templates", nargs="+", metavar="TEMPLATE",
+                    help="with --classes: prompt templates with a {name} placeholder (default: mmfm zeroshot's)")
     pr.add_argument("--json", action="store_true", help="print predict.json")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=_cmd_predict)
@@ -851,6 +882,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--modality", help="modality for formats that do not record it (NIfTI, PNG, ...)")
     ex.add_argument("--preset", help="intensity preset instead of the model's own (`mmfm data presets`)")
     ex.add_argument("--overwrite", action="store_true", help="replace an earlier mmfm explain output in --out")
+    ex.add_argument("--format", default="nifti", choices=["nifti", "dcm"],
+                    help="dcm (DICOM input): also each map as <name>_map.dcm, a DICOM Parametric Map (float values) "
+                         "in the image's study that references its slices")
+    ex.add_argument("--store", metavar="URL", help="with --format dcm: store the maps into the image's study on this "
+                                                   "DICOMweb service (STOW-RS; docs/pacs.md)")
     ex.add_argument("--json", action="store_true", help="print explain.json")
     ex.set_defaults(func=_cmd_explain)
 

@@ -150,8 +150,10 @@ def _overlay(target: Path, base: np.ndarray, maps: dict[str, np.ndarray], title:
 def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[str] = (), text: str | None = None,
             mask: str | Path | None = None, mask_label: int | None = None, target: int | None = None,
             slice_index: int | None = None, modality: str | None = None, preset: str | None = None,
-            overwrite: bool = False) -> dict[str, Any]:
-    """Write the saliency maps of ``model`` on ``image`` into the folder ``out``; return explain.json's record."""
+            overwrite: bool = False, fmt: str = "nifti") -> dict[str, Any]:
+    """Write the saliency maps of ``model`` on ``image`` into the folder ``out``; return explain.json's record.
+    ``fmt="dcm"`` (DICOM input) adds each map (not the per-word ones) as ``<name>_map.dcm``, a DICOM Parametric
+    Map of the source's images (:mod:`mmfm.data.io.dicom_pm`)."""
     image, out = Path(image), Path(out)
     record_path = out / "explain.json"
     check_writable(out)
@@ -161,6 +163,11 @@ def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[st
             raise ConfigError(f"--out {out} is a folder with files mmfm did not write", "choose a new folder")
     if not image.exists():
         raise InputFileError(image, "no such file or folder", "check the path")
+    if fmt not in ("nifti", "dcm"):
+        raise ConfigError(f"--format {fmt} is not an output format of mmfm explain", "use nifti or dcm")
+    if fmt == "dcm" and image_format(image) not in ("dicom", "dicom-series"):
+        raise ConfigError("--format dcm writes DICOM Parametric Maps, which reference DICOM source images",
+                          "give a DICOM file, series folder or series URL, or leave out --format")
     kind, net, info = _load(model)
     img = read_image(image, modality=modality)
     if not np.isfinite(img.array).all():
@@ -223,6 +230,8 @@ def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[st
         for name, m in maps.items():
             _write_map(staged.path(out / f"{name}{suffix}"), m, img, raster)
             record["maps"][name] = f"{name}{suffix}"
+        if fmt == "dcm":
+            record["dicom"] = _write_parametric_maps(staged, out, maps, image, record["model"]["run"])
         shown = {n: m for n, m in maps.items() if not n.startswith("word")} | dict(
             list((n, m) for n, m in maps.items() if n.startswith("word"))[:4])
         title = (f"{record.get('explained_class', text)}" + (f" (slice {k})" if k is not None else ""))
@@ -232,3 +241,19 @@ def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[st
         record["overlay"] = "overlay.png"
         staged.path(record_path).write_text(json.dumps(record, indent=2))
     return record
+
+
+def _write_parametric_maps(staged: Staged, out: Path, maps: dict[str, np.ndarray], image: Path, run: str
+                           ) -> dict[str, str]:
+    """Each map but the per-word ones as a DICOM Parametric Map of ``image``'s slices: name -> file name."""
+    from mmfm import __version__
+    from mmfm.data.io.dicom_pm import write_parametric_map
+    from mmfm.data.io.dicom_seg import dicom_sources
+
+    sources, written = dicom_sources(image), {}
+    for name, m in maps.items():
+        if not name.startswith("word"):
+            write_parametric_map(staged.path(out / f"{name}_map.dcm"), m, sources, name, f"run:{run}",
+                                 f"mmfm {__version__}", description=f"mmfm explanation ({name})")
+            written[name] = f"{name}_map.dcm"
+    return written

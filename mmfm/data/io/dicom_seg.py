@@ -90,10 +90,11 @@ def dicom_sources(path: str | Path) -> list[pydicom.Dataset]:
     return [datasets[i] for i in order]
 
 
-def _frames(labels: np.ndarray, sources: Sequence[pydicom.Dataset]) -> np.ndarray:
-    """(I, J[, K]) label map -> (frames, rows, columns), checked against the sources' size."""
+def _frames(labels: np.ndarray, sources: Sequence[pydicom.Dataset], dtype: Any = np.uint8) -> np.ndarray:
+    """(I, J[, K]) label map (or, with ``dtype`` float32, any map) -> (frames, rows, columns), checked against the
+    sources' size."""
     frames = labels[..., None] if labels.ndim == 2 else labels
-    frames = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)).astype(np.uint8))   # (K, rows = J, cols = I)
+    frames = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)).astype(dtype))      # (K, rows = J, cols = I)
     first = sources[0]
     n = len(sources) if len(sources) > 1 else int(first.get("NumberOfFrames") or 1)
     if frames.shape != (n, int(first.Rows), int(first.Columns)):

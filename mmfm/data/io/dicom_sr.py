@@ -34,16 +34,19 @@ def class_code(index: int, name: str) -> object:
 
 def write_classification_sr(target: Path, probabilities: Mapping[str, float], sources: Sequence[pydicom.Dataset],
                             algorithm: str, version: str, checksum: str,
-                            description: str = "mmfm classification") -> pydicom.Dataset:
+                            description: str = "mmfm classification", parameters: Sequence[str] = ()
+                            ) -> pydicom.Dataset:
     """A TID 1500 report of ``probabilities`` (class name -> probability, in the model's class order) for the
-    images ``sources``, written to ``target``; returns the dataset."""
+    images ``sources``, written to ``target``; returns the dataset. ``parameters``: more algorithm parameters
+    after the checksum (a zero-shot model's prompt templates)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     if not probabilities or not sources:
         raise ConfigError("a classification report needs class probabilities and the images they are of")
     algo = hd.sr.AlgorithmIdentification(name=algorithm[:64], version=version[:64],
-                                         parameters=[f"sha256:{checksum}"] if checksum else None)
+                                         parameters=[*([f"sha256:{checksum}"] if checksum else []),
+                                                     *(p[:1024] for p in parameters)] or None)
     names = list(probabilities)
     measurements = [hd.sr.Measurement(name=class_code(i, n), value=float(probabilities[n]), unit=codes.UCUM.NoUnits,
                                       algorithm_id=algo) for i, n in enumerate(names)]
