@@ -482,13 +482,15 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _cmd_register(a: argparse.Namespace) -> int:
+    from mmfm.workflows.pacs import local_images
     from mmfm.workflows.register import register_files
 
-    rec = register_files(a.fixed, a.moving, a.out, mode=a.mode, similarity=a.similarity,
-                         fixed_modality=a.fixed_modality, moving_modality=a.moving_modality,
-                         moving_labels=a.moving_labels, fixed_labels=a.fixed_labels, iterations=a.iterations,
-                         steps=tuple(a.levels), smoothness=a.smoothness, overwrite=a.overwrite,
-                         progress=not a.quiet)
+    with local_images([a.fixed, a.moving]) as (fixed, moving):   # DICOMweb series URLs: temporary local copies
+        rec = register_files(fixed, moving, a.out, mode=a.mode, similarity=a.similarity,
+                             fixed_modality=a.fixed_modality, moving_modality=a.moving_modality,
+                             moving_labels=a.moving_labels, fixed_labels=a.fixed_labels, iterations=a.iterations,
+                             steps=tuple(a.levels), smoothness=a.smoothness, overwrite=a.overwrite,
+                             progress=not a.quiet)
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -904,8 +906,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "loss, Jacobian folding fraction, label Dice before/after with --fixed-labels).",
         epilog="example:\n  mmfm register atlas_t1.nii.gz subject_t1.nii.gz --out reg/ --moving-labels "
                "subject_labels.nii.gz")
-    rg_.add_argument("fixed", help="the reference image (its grid is the output grid)")
-    rg_.add_argument("moving", help="the image to align to FIXED")
+    rg_.add_argument("fixed", help="the reference image (its grid is the output grid); a file, a folder, or a "
+                                   "DICOMweb series URL (docs/pacs.md)")
+    rg_.add_argument("moving", help="the image to align to FIXED (a file, a folder, or a DICOMweb series URL)")
     rg_.add_argument("--out", required=True, help="output folder (new, empty, or an earlier mmfm register output)")
     rg_.add_argument("--mode", default="deformable", choices=("affine", "deformable"))
     rg_.add_argument("--similarity", default="lncc", choices=("lncc", "mi"),
