@@ -73,6 +73,8 @@ def test_zero_shot_sr_and_text_map_of_a_dicom_image(tmp_path, dicom_path, capsys
     capsys.readouterr()
     assert main(["predict", str(clip), src, "--out", str(tmp_path / "x")]) == 2
     assert "needs --classes" in capsys.readouterr().err
+    assert main(["predict", str(why), src, "--classes", "a", "b", "--out", str(tmp_path / "x")]) == 2
+    assert "not an image-text run" in capsys.readouterr().err
     assert main(["explain", str(why / "overlay.png"), "--model", str(clip), "--text", "liver", "--out",
                  str(tmp_path / "y"), "--format", "dcm"]) == 2
     assert "reference DICOM source images" in capsys.readouterr().err
