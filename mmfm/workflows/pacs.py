@@ -66,7 +66,9 @@ def pull(url: str, out: str | Path, deid: bool = False, query: Sequence[str] = (
 def cached_folder(url: str | None, query: Sequence[str]) -> Path:
     """`data.dataset=dicomweb data.root=URL data.query=[KEY=VALUE, ...]`: the series they select, retrieved once
     into ``$MMFM_HOME/dicomweb/<key of URL and query>/`` (complete or absent: :func:`pull` renames it into place)
-    and read from there afterwards, without the network."""
+    and read from there afterwards, without the network. The copy is de-identified on the way (the PS3.15 profile
+    of `mmfm data deid`): a cache never holds patient identifiers; the identified files only pass through a
+    private temporary folder."""
     import hashlib
     import json
 
@@ -78,7 +80,7 @@ def cached_folder(url: str | None, query: Sequence[str]) -> Path:
     key = hashlib.sha256(json.dumps([str(parse_url(url)), sorted(query)]).encode()).hexdigest()[:16]
     folder = mmfm_home() / "dicomweb" / key
     if not folder.is_dir():
-        pull(url, folder, query=query, progress=False)
+        pull(url, folder, deid=True, query=query, progress=False)
     return folder
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pydicom
 import pytest
 import yaml
 
@@ -25,6 +26,11 @@ def test_pretraining_reads_a_pacs_query_once_then_from_its_local_copy(pacs, pacs
                  f"out={tmp_path / 'pre'}", *FAST]) == 0
     copies = list((tmp_path / "home" / "dicomweb").iterdir())
     assert len(copies) == 1 and len(list(copies[0].rglob("*.dcm"))) == 4
+    # the cache is de-identified: none of the uploaded series' identifiers is in any of its files
+    for f in copies[0].rglob("*.dcm"):
+        ds = pydicom.dcmread(str(f))
+        assert ds.SeriesInstanceUID != series.SeriesInstanceUID
+        assert str(ds.get("PatientName", "")) != str(series.PatientName) and not ds.get("PatientBirthDate")
     saved = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())["data"]
     assert (saved["dataset"], saved["root"]) == ("folder", str(copies[0]))
     assert json.loads((tmp_path / "pre" / "status.json").read_text())["status"] == "complete"
