@@ -1,0 +1,151 @@
+"""The public Python API (`mmfm/api.py`): every CLI command maps to a public function of `mmfm`, every public name
+imports, and the cheap ones give the command's results as plain objects (arrays with their affine, dicts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import mmfm
+from mmfm import api
+from mmfm.cli.main import build_parser, main
+
+# `mmfm COMMAND [ACTION]` -> the public function that does the same work
+COMMANDS = {
+    "quickstart": "quickstart", "train": "train", "pretrain": "pretrain", "federate": "federate",
+    "continual": "continual", "evaluate": "evaluate", "zeroshot": "zeroshot", "retrieve": "retrieve",
+    "report-gen": "report_gen", "vqa": "vqa", "segment": "segment", "predict": "predict", "serve": "create_app",
+    "chat": "chat", "report": "report", "explain": "explain", "register": "register",
+    "zoo list": "zoo_list", "zoo info": "zoo_info", "zoo add": "zoo_add", "zoo remove": "zoo_remove",
+    "zoo export": "zoo_export",
+    "data list": "datasets", "data info": "dataset_info", "data inspect": "inspect", "data label": "label_reports",
+    "data shard": "shard", "data deid": "deid", "data pull": "pull", "data push": "push",
+    "data verify": "verify_shards", "data prepare": "prepare",
+}
+# deliberately CLI-only, with the reason
+CLI_ONLY: dict[str, str] = {}
+
+
+def _commands() -> list[str]:
+    """Every `mmfm` subcommand, with the actions of `data` (sub-parsers) and `zoo` (a choice argument)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    names = []
+    for name, parser in sub.choices.items():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        action = [a for a in parser._actions if a.dest == "action" and a.choices]
+        if nested:
+            names += [f"{name} {n}" for n in nested[0].choices]
+        elif action:
+            names += [f"{name} {n}" for n in action[0].choices]
+        else:
+            names.append(name)
+    return names
+
+
+def test_every_cli_command_maps_to_a_public_function():
+    commands = _commands()
+    assert "segment" in commands and "data deid" in commands and "zoo export" in commands
+    assert set(commands) == set(COMMANDS) | set(CLI_ONLY)
+    for command, name in COMMANDS.items():
+        assert name in mmfm.__all__ and name in api.__all__, command
+        assert callable(getattr(mmfm, name)), command
+        assert getattr(mmfm, name).__doc__, command
+
+
+def test_every_public_name_imports_and_is_documented():
+    assert set(mmfm.__all__) == set(api.__all__)
+    for name in mmfm.__all__:
+        obj = getattr(mmfm, name)
+        assert obj is getattr(api, name) and obj.__doc__, name
+    with pytest.raises(AttributeError):
+        mmfm.not_a_function  # noqa: B018
+
+
+def _volume(path=None):
+    """A 40 x 36 x 7 CT-like volume (HU) with an oblique affine; a ball on slices 1..5 (k)."""
+    i, j, k = np.mgrid[:40, :36, :7]
+    ball = ((i - 18) / 9.0) ** 2 + ((j - 17) / 8.0) ** 2 + ((k - 3) / 2.2) ** 2 <= 1
+    vol = np.where(ball, 150.0, -100.0).astype(np.float32)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0.96, -0.28, 0], [0.28, 0.96, 0], [0, 0, 1.0]]) @ np.diag([0.8, 0.8, 2.5])
+    affine[:3, 3] = [-30, 12, 40]
+    if path is not None:
+        nib.save(nib.Nifti1Image(vol, affine), str(path))
+    return vol, ball, affine
+
+
+def test_inspect_reports_the_shape_spacing_and_affine_of_a_nifti(tmp_path):
+    _, _, affine = _volume(tmp_path / "ct.nii.gz")
+    info = mmfm.inspect(tmp_path / "ct.nii.gz", modality="CT")
+    assert info["format"] == "nifti" and info["modality"] == "CT"
+    assert info["shape"] == [1, 40, 36, 7] and info["spatial_dims"] == 3
+    assert info["spacing"] == pytest.approx([0.8, 0.8, 2.5], abs=1e-4)
+    assert info["min"] == -100.0 and info["max"] == 150.0
+    assert json.loads(json.dumps(info)) == info                       # JSON-able, as `--json` prints it
+
+
+def test_segment_an_array_with_its_affine_gives_the_mask_on_its_grid(tmp_path):
+    vol, ball, affine = _volume()
+    i, j = np.nonzero(ball[:, :, 3])
+    box = [i.min() - 1, j.min() - 1, i.max() + 1, j.max() + 1]
+    seg = mmfm.segment(vol, box, affine=affine, slice_index=3, modality="CT")
+    assert isinstance(seg, mmfm.Segmentation) and seg.path is None
+    assert seg.mask.shape == ball.shape and seg.mask.dtype == np.uint8 and set(np.unique(seg.mask)) <= {0, 1}
+    assert np.allclose(seg.affine, affine)
+    pred = seg.mask > 0
+    assert 2 * (pred & ball).sum() / (pred.sum() + ball.sum()) > 0.7
+    assert seg.info["prompt"]["slice"] == 3 and seg.info["preset"] == "ct_abdomen"
+    assert seg.info["foreground_voxels"] == int(pred.sum())
+    # a 2D slice: the array call and the file call with out= (what `mmfm segment` writes) give the same mask
+    nib.save(nib.Nifti1Image(vol[:, :, 3], affine), str(tmp_path / "slice.nii.gz"))
+    flat = mmfm.segment(vol[:, :, 3], box, affine=affine, modality="CT")
+    filed = mmfm.segment(tmp_path / "slice.nii.gz", box, modality="CT", out=tmp_path / "m.nii.gz")
+    assert filed.path == tmp_path / "m.nii.gz" and (tmp_path / "m.json").exists()
+    assert flat.mask.shape == ball.shape[:2] and np.array_equal(filed.mask, flat.mask)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), flat.mask)
+    assert 2 * (flat.mask.astype(bool) & ball[:, :, 3]).sum() / (flat.mask.sum() + ball[:, :, 3].sum()) > 0.8
+    with pytest.raises(mmfm.api.ConfigError, match="no prompt"):
+        mmfm.segment(vol, affine=affine, slice_index=3, modality="CT")
+    with pytest.raises(mmfm.api.ConfigError, match="affine"):
+        mmfm.segment(vol, box, affine=np.eye(3), slice_index=3)
+
+
+def test_deid_writes_a_deidentified_copy_and_returns_the_summary(tmp_path, dicom_path):
+    import pydicom
+
+    src = tmp_path / "in"
+    src.mkdir()
+    original = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    original.save_as(src / "a.dcm")
+    summary = mmfm.deid(src, tmp_path / "out")
+    assert summary["counts"]["written"] == 1 and summary["counts"]["withheld"] == 0
+    (written,) = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix == ".dcm"]
+    ds = pydicom.dcmread(written)
+    assert str(ds.PatientName) != str(original.PatientName)
+    assert ds.SOPInstanceUID != original.SOPInstanceUID
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+def test_zoo_list_label_reports_and_the_app_factory():
+    names = [m["name"] for m in mmfm.zoo_list()]
+    assert "litemedsam" in names
+    assert mmfm.zoo_info("litemedsam")["name"] == "litemedsam"
+    labels = mmfm.label_reports(["No pleural effusion. Cardiomegaly.", "Normal chest."])
+    assert len(labels) == 2 and labels[0]["effusion"] == 0 and labels[0]["cardiomegaly"] == 1
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = mmfm.create_app()
+    assert isinstance(app, FastAPI)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        r = client.get("/api/models")
+        assert r.status_code == 200 and "litemedsam" in json.dumps(r.json())
+
+
+def test_the_cli_and_the_api_label_reports_alike(capsys):
+    assert main(["data", "label", "No pleural effusion."]) == 0
+    assert json.loads(capsys.readouterr().out) == mmfm.label_reports("No pleural effusion.")[0]
