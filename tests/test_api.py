@@ -13,6 +13,7 @@ import pytest
 import mmfm
 from mmfm import api
 from mmfm.cli.main import build_parser, main
+from mmfm.errors import ConfigError, MMFMError
 
 # `mmfm COMMAND [ACTION]` -> the public function that does the same work
 COMMANDS = {
@@ -108,9 +109,9 @@ def test_segment_an_array_with_its_affine_gives_the_mask_on_its_grid(tmp_path):
     assert flat.mask.shape == ball.shape[:2] and np.array_equal(filed.mask, flat.mask)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), flat.mask)
     assert 2 * (flat.mask.astype(bool) & ball[:, :, 3]).sum() / (flat.mask.sum() + ball[:, :, 3].sum()) > 0.8
-    with pytest.raises(mmfm.api.ConfigError, match="no prompt"):
+    with pytest.raises(ConfigError, match="no prompt"):
         mmfm.segment(vol, affine=affine, slice_index=3, modality="CT")
-    with pytest.raises(mmfm.api.ConfigError, match="affine"):
+    with pytest.raises(ConfigError, match="affine"):
         mmfm.segment(vol, box, affine=np.eye(3), slice_index=3)
 
 
@@ -149,3 +150,35 @@ def test_zoo_list_label_reports_and_the_app_factory():
 def test_the_cli_and_the_api_label_reports_alike(capsys):
     assert main(["data", "label", "No pleural effusion."]) == 0
     assert json.loads(capsys.readouterr().out) == mmfm.label_reports("No pleural effusion.")[0]
+
+
+def _dice(x, y):
+    return 2 * (x & y).sum() / (x.sum() + y.sum())
+
+
+def test_register_two_arrays_aligns_them_on_the_fixed_grid(tmp_path):
+    yy, xx = np.mgrid[:48, :48]
+    fixed = np.where((xx - 22) ** 2 + (yy - 24) ** 2 <= 100, 200.0, 20.0).T      # (I, J): i = column
+    moving = np.where((xx - 26) ** 2 + (yy - 21) ** 2 <= 100, 200.0, 20.0).T
+    r = mmfm.register(fixed, moving, tmp_path / "reg", mode="affine", iterations=10, levels=(2.0, 1.0))
+    assert isinstance(r, mmfm.Registration) and r.warped.shape == fixed.shape and np.allclose(r.affine, np.eye(4))
+    assert _dice(fixed > 110, moving > 110) < 0.7 and _dice(fixed > 110, r.warped > 110) > 0.95
+    assert r.info["mode"] == "affine" and (tmp_path / "reg" / "affine.json").exists()
+
+
+def test_shard_verify_and_prepare_a_folder(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.random.default_rng(i).integers(0, 255, (20, 20), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"x{i}.png")
+    index = mmfm.shard(tmp_path / "imgs", tmp_path / "shards", overrides=["data.size=[16,16]"])
+    assert sum(s["samples"] for shards in index["splits"].values() for s in shards) == 8
+    assert mmfm.verify_shards(tmp_path / "shards") == []
+    card = mmfm.prepare("folder", tmp_path / "imgs", out=tmp_path / "card")
+    assert json.loads((card / "card.json").read_text()) and (card / "card.md").exists()
+    assert not any(p.name.startswith("card") for p in (tmp_path / "imgs").rglob("*"))   # the data is not written to
+    with pytest.raises(MMFMError, match="cannot be downloaded"):
+        mmfm.prepare("MIMIC-CXR")
