@@ -182,3 +182,15 @@ def test_shard_verify_and_prepare_a_folder(tmp_path):
     assert not any(p.name.startswith("card") for p in (tmp_path / "imgs").rglob("*"))   # the data is not written to
     with pytest.raises(MMFMError, match="cannot be downloaded"):
         mmfm.prepare("MIMIC-CXR")
+
+
+def test_chat_answers_as_the_command_does_and_reuses_a_loaded_assistant(capsys):
+    question = "What does a CT scan measure?"
+    rec = mmfm.chat(question, max_new_tokens=8)
+    assert main(["chat", "--model", "smollm2", "--json", "--max-tokens", "8", question]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert rec["answer"] and rec["answer"] == cli["answer"] and rec["new_tokens"] <= 8     # greedy: the same
+    bot = mmfm.load_assistant("smollm2")
+    assert mmfm.chat(question, bot, max_new_tokens=8)["answer"] == rec["answer"]
+    with pytest.raises(ConfigError, match="empty"):
+        mmfm.chat("  ", bot)
