@@ -194,3 +194,26 @@ def test_chat_answers_as_the_command_does_and_reuses_a_loaded_assistant(capsys):
     assert mmfm.chat(question, bot, max_new_tokens=8)["answer"] == rec["answer"]
     with pytest.raises(ConfigError, match="empty"):
         mmfm.chat("  ", bot)
+
+
+def test_explain_an_array_as_the_command_explains_its_file_and_predict_zero_shot(tmp_path, capsys):
+    from tests.workflows.test_dicom_results import write_tiny_clip
+
+    clip = write_tiny_clip(tmp_path / "clip")
+    ct = np.random.default_rng(0).normal(0, 100, (40, 36)).astype(np.float32)
+    affine = np.diag([0.7, 0.7, 3.0, 1.0])
+    why = mmfm.explain(clip, ct, affine=affine, text="liver lesion", modality="CT")
+    assert isinstance(why, mmfm.Explanation) and why.out is None and "text" in why.maps
+    assert why.maps["text"].shape == ct.shape and np.allclose(why.affine, affine)
+    assert why.info["text_tokens"] == ["liver", "lesion"] and 0.5 < why.maps["text"].max() <= 1 + 1e-5
+    nib.save(nib.Nifti1Image(ct, affine), str(tmp_path / "ct.nii.gz"))
+    assert main(["explain", str(tmp_path / "ct.nii.gz"), "--model", str(clip), "--text", "liver lesion",
+                 "--modality", "CT", "--out", str(tmp_path / "why")]) == 0
+    cli_map = np.asarray(nib.load(tmp_path / "why" / "text.nii.gz").dataobj)
+    assert np.allclose(cli_map, why.maps["text"], atol=1e-6)
+    with pytest.raises(ConfigError, match="text"):
+        mmfm.explain(clip, ct, affine=affine)
+    rec = mmfm.predict(clip, tmp_path / "ct.nii.gz", tmp_path / "zs", classes=["liver", "bone"])
+    assert rec["task"] == "zeroshot" and sum(rec["cases"][0]["probabilities"].values()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="image-text"):
+        mmfm.predict(clip, tmp_path / "ct.nii.gz", tmp_path / "zs2")
