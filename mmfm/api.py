@@ -12,6 +12,13 @@ The CLI is a thin shell over these same functions::
     out = seg.predict("new_scan.nrrd")                             # {"mask": on the scan's grid, "affine", ...}
     bot = mmfm.load_assistant("smollm2")                           # an offline chat model (research output)
     bot.chat("What does a CT scan measure?", max_new_tokens=64)    # greedy; temperature=, top_p=, stop=
+    seg = mmfm.segment(img.array[0], [30, 28, 60, 55], affine=img.affine, slice_index=40, modality="CT")
+    seg.mask, seg.affine, seg.info                                 # uint8 (I, J, K) on the scan's grid, RAS mm
+    mmfm.deid("study/", "study_deid/")                             # PS3.15 copies; returns the summary
+
+Every `mmfm` command has its function here (``tests/test_api.py`` checks the mapping), calling the same workflow
+function as the command. Arrays are (I, J[, K]) in index order with a 4x4 voxel-index -> RAS mm affine
+(docs/conventions.md). Errors in the input raise ``mmfm.errors.MMFMError`` subclasses with a hint.
 """
 
 from __future__ import annotations
@@ -134,29 +141,80 @@ def _as_config(cfg: Any, overrides: list[str] | None, sections: dict[str, Any]) 
 
 
 def pretrain(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
-    """Run `mmfm pretrain`; returns the run folder (``encoder/``, ``results.json``, ...)."""
+    """Pretrain with ``cfg.objective`` (MAE, SimCLR, ..., CLIP, GLoRIA, MedCLIP, RSM) as `mmfm pretrain` does;
+    re-running into the same folder resumes.
+
+    Args:
+        cfg: a YAML path, a dict or a ``RunConfig`` (``config``).
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg`` (``data={...}``, ``train={...}``, ``out=...``).
+
+    Returns:
+        The run folder: ``encoder/`` (and ``text_encoder/``, ``dual/`` as the objective has them; safetensors +
+        JSON), ``metrics.jsonl``, ``results.json``, ``report.md``. ``create_encoder(pretrained=folder)`` loads it.
+
+    Raises:
+        ConfigError: an unknown or invalid config key (before anything is trained).
+    """
     from mmfm.workflows.pretrain import run_pretrain
 
     return _run(run_pretrain, cfg, overrides, sections)
 
 
 def train(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
-    """Run `mmfm train` (a supervised task, evaluated on the eval splits); returns the run folder."""
+    """Train a supervised task and evaluate it on the eval splits, as `mmfm train` does; re-running resumes.
+
+    Args:
+        cfg: a YAML path, a dict or a ``RunConfig`` (``config``).
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg`` (``data={...}``, ``train={...}``, ``out=...``).
+
+    Returns:
+        The run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/last``, ``results.json``,
+        ``report.md``); ``load_trained(folder)`` applies it.
+
+    Raises:
+        ConfigError: an unknown or invalid config key (before anything is trained).
+    """
     from mmfm.workflows.supervised import run_supervised
 
     return _run(run_supervised, cfg, overrides, sections)
 
 
 def federate(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
-    """Run `mmfm federate simulate` (every site in this process, Flower's server loop); returns the run folder
-    (global model, per-site ``results.json``, ``federation.json``). Separate processes: the CLI's server/client."""
+    """Federated training simulated in this process (`mmfm federate simulate`): every site, Flower's server loop
+    (FedAvg / FedProx). Sites in separate processes: the CLI's ``federate server`` / ``federate client``.
+
+    Args:
+        cfg: a YAML path, a dict or a ``RunConfig`` (``config``).
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg`` (``data={...}``, ``train={...}``, ``out=...``).
+
+    Returns:
+        The run folder (the global model, per-site ``results.json``, ``federation.json``).
+
+    Raises:
+        ConfigError: an unknown or invalid config key (before anything is trained).
+    """
     from mmfm.workflows.federate import run_simulation
 
     return _run(run_simulation, cfg, overrides, sections)
 
 
 def continual(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
-    """Run `mmfm continual` (tasks in sequence, forgetting measured); returns the run folder (``continual.json``)."""
+    """Tasks in sequence with forgetting measured (`mmfm continual`).
+
+    Args:
+        cfg: a YAML path, a dict or a ``RunConfig`` (``config``).
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg`` (``data={...}``, ``train={...}``, ``out=...``).
+
+    Returns:
+        The run folder (``continual.json``: per-task metrics after each stage, mean forgetting; ``results.json``).
+
+    Raises:
+        ConfigError: an unknown or invalid config key (before anything is trained).
+    """
     from mmfm.workflows.continual import run_continual
 
     return _run(run_continual, cfg, overrides, sections)
@@ -190,7 +248,23 @@ def load_assistant(model: str = "smollm2", device: str | None = None, precision:
 def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] | None = None,
              protocols: tuple[str, ...] = ("linear", "knn"), fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
              seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
-    """Run `mmfm evaluate`; returns the summary (mean and sd over seeds per method, protocol and fraction)."""
+    """Label-efficiency evaluation of encoders (`mmfm evaluate`): linear probe, k-NN (and fine-tuning) at
+    several label fractions and seeds.
+
+    Args:
+        encoders: pretrain run folders, zoo names (``litemedsam``) or ``random:<architecture>``.
+        out: the output folder (``results.json``, ``report.md``).
+        data: the ``data`` config section (default: mini).
+        protocols: ``linear``, ``knn``, ``finetune``.
+        fractions: fractions of the training labels used.
+        seeds: seeds per fraction (the label subsets and the heads).
+
+    Returns:
+        The summary: mean and sd over seeds per method, protocol and fraction.
+
+    Raises:
+        ConfigError: an unknown protocol, encoder or data key.
+    """
     from mmfm.workflows.evaluate import evaluate_encoders, summarise
 
     d = config(data=data or {}).data
