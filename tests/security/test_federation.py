@@ -280,7 +280,9 @@ def test_the_commands_run_a_federation_with_a_secret_over_tls_and_refuse_an_intr
     base = ["configs/federated_classification.yaml", [
         f"data.root={mini_root}", "encoder.name=resnet_tiny", "train.batch_size=8", "data.eval_splits=[test]",
         "federate.rounds=1", "federate.local_steps=1", f"federate.address=127.0.0.1:{_port()}",
-        "federate.wait_s=60", f"federate.tls_dir={tmp_path / 'tls'}", f"out={tmp_path / 'fed'}"]]
+        # wait_s: the first round starts once both sites are in; a loaded machine can take over a minute to start
+        # the second site (it builds its data and model in a thread of this process), and costs nothing otherwise
+        "federate.wait_s=300", f"federate.tls_dir={tmp_path / 'tls'}", f"out={tmp_path / 'fed'}"]]
     cfg = lambda secret: load_config(base[0], [*base[1], f"federate.secret_file={tmp_path / secret}"])  # noqa: E731
     errors: dict = {}
 
@@ -298,7 +300,7 @@ def test_the_commands_run_a_federation_with_a_secret_over_tls_and_refuse_an_intr
     sites = [site("CT", "secret", 1), site("MR", "other", 1), site("MR", "secret", 4)]
     run_server(cfg("secret"))
     for t in sites[::2]:
-        t.join(timeout=60)
+        t.join(timeout=300)
     fed = json.loads((tmp_path / "fed" / "federation.json").read_text())
     assert fed["authenticated"] and fed["tls"] and not fed["rejected"]
     assert [p["trained"] for p in fed["participation"]] == [["CT", "MR"]]
