@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
+from tests.network import free_port  # a port per launch: two on one port would join each other's rendezvous
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now: two launches on one fixed port (another test session, a developer's
-    run) would join each other's rendezvous."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list[str], nproc: int = 2, env: dict | None = None, timeout: int = 300, **kw

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import torch
 from mmfm.data.sites import assign_sites, site_indices
 from mmfm.engine.federated import Proximal, get_arrays, set_arrays
 from mmfm.errors import ConfigError
+from tests.network import free_port
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -144,18 +144,12 @@ def test_a_site_that_drops_out_does_not_stop_the_federation(fed_cfg):
         run_simulation(fed_cfg("federate.strategy=fedavgg"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.realdata
 def test_server_and_two_client_processes_over_loopback_survive_a_client_killed_mid_round(mini_root, tmp_path):
     out = tmp_path / "fed"
     args = ["configs/federated_classification.yaml", f"data.root={mini_root}", "encoder.name=resnet_tiny",
             "train.batch_size=8", "data.eval_splits=[test]", "federate.rounds=3", "federate.local_steps=2",
-            f"federate.address=127.0.0.1:{_free_port()}", "federate.round_timeout=120", "federate.wait_s=120",
+            f"federate.address=127.0.0.1:{free_port()}", "federate.round_timeout=120", "federate.wait_s=120",
             f"out={out}"]
     env = {**os.environ, "PYTHONPATH": ROOT}
     cmd = [sys.executable, "-m", "mmfm.cli.main", "federate"]

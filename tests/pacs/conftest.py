@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.network import free_port
 from tests.workflows.test_dicom_seg import write_series
 
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -35,12 +35,6 @@ class Pacs:
 
     def url(self, ds: pydicom.Dataset, series: bool = True) -> str:
         return f"{self.root}/studies/{ds.StudyInstanceUID}" + (f"/series/{ds.SeriesInstanceUID}" if series else "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 from mmfm.cli.main import main
 from mmfm.data.io.dicomweb import DicomwebClient, DicomwebError, parse_url
 from mmfm.errors import ConfigError
-from tests.pacs.conftest import PASSWORD, USER, free_port
+from tests.network import free_port
+from tests.pacs.conftest import PASSWORD, USER
 from tests.workflows.test_dicom_seg import write_series
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from mmfm.engine.federated import Recorder, SiteClient, get_arrays, make_strategy, simulate
+from tests.network import free_port
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 
@@ -158,12 +158,6 @@ def test_the_final_checkpoint_is_never_written_from_a_non_finite_model(tmp_path,
 
 
 # -- over loopback (Flower's gRPC) -------------------------------------------------------------------------------
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(address: str, guard, expected: int, certificates=None) -> list[np.ndarray]:  # noqa: ANN001
     """The server in this (main) thread, as Flower requires; the sites run in threads started before."""
     from mmfm.engine.federated import serve
@@ -193,7 +187,7 @@ def _site(address: str, client, delay: float = 0.0, **kw) -> tuple[threading.Thr
 def test_with_a_secret_a_client_without_it_never_joins_nor_receives_the_model(capsys):
     from mmfm.engine.federated_guard import Guard
 
-    address = f"127.0.0.1:{_port()}"
+    address = f"127.0.0.1:{free_port()}"
     honest = Toy("A", 0.01, secret=SECRET)
     intruder = Toy("B", 0.5, secret=b"not-the-secret-but-long-enough!!")
     _site(address, honest)
@@ -241,7 +235,7 @@ def test_tls_server_takes_sites_that_trust_its_ca_and_no_plain_client(tmp_path):
     from mmfm.errors import ConfigError
 
     _certificates(tmp_path / "tls")
-    address = f"127.0.0.1:{_port()}"
+    address = f"127.0.0.1:{free_port()}"
     plain = Toy("A", 0.5)
     plain_thread, plain_out = _site(address, plain, delay=1.0, retries=3)     # no TLS
     site = Toy("A", 0.01)
@@ -279,7 +273,7 @@ def test_the_commands_run_a_federation_with_a_secret_over_tls_and_refuse_an_intr
     (tmp_path / "other").write_bytes(b"x" * 32)
     base = ["configs/federated_classification.yaml", [
         f"data.root={mini_root}", "encoder.name=resnet_tiny", "train.batch_size=8", "data.eval_splits=[test]",
-        "federate.rounds=1", "federate.local_steps=1", f"federate.address=127.0.0.1:{_port()}",
+        "federate.rounds=1", "federate.local_steps=1", f"federate.address=127.0.0.1:{free_port()}",
         # wait_s: the first round starts once both sites are in; a loaded machine can take over a minute to start
         # the second site (it builds its data and model in a thread of this process), and costs nothing otherwise
         "federate.wait_s=300", f"federate.tls_dir={tmp_path / 'tls'}", f"out={tmp_path / 'fed'}"]]
