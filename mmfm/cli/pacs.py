@@ -1,4 +1,4 @@
-"""`mmfm data pull` and `mmfm data push`: parse, then call :mod:`mmfm.workflows.pacs`."""
+"""`mmfm data pull | push`: a PACS over DICOMweb (and the lines that report what was stored there)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ URL_HELP = ("dicomweb+http(s)://HOST[:PORT]/PATH[/studies/<StudyUID>[/series/<Se
             "MMFM_DICOMWEB_TOKEN, MMFM_DICOMWEB_USER / MMFM_DICOMWEB_PASSWORD or netrc (docs/pacs.md)")
 
 
-def add_parsers(dsub: Any) -> None:
+def add_pull(dsub: Any) -> None:
     pl = dsub.add_parser(
         "pull", help="retrieve a study or series from a PACS (DICOMweb WADO-RS), optionally de-identified",
         description="Retrieve the series URL names (a series, every series of a study, or with --query the "
@@ -30,6 +30,9 @@ def add_parsers(dsub: Any) -> None:
                     help="a QIDO-RS filter on a DICOM keyword (repeatable), e.g. Modality=CT, PatientID=X")
     pl.add_argument("--json", action="store_true", help="print the summary as JSON")
     pl.set_defaults(func=_cmd_pull)
+
+
+def add_push(dsub: Any) -> None:
     ps = dsub.add_parser(
         "push", help="store DICOM files on a PACS (DICOMweb STOW-RS)",
         description="Store every DICOM file under DIR (a file or folder; symlinks are not followed) on the "
@@ -78,3 +81,6 @@ def print_stored(stored: list[dict[str, str]]) -> None:
     for s in stored:
         print(f"stored {s['modality'] or 'DICOM'} in study {s['study']}: series {s['series']}, "
               f"instance {s['instance']}")
+
+
+ACTIONS = {"pull": add_pull, "push": add_push}
