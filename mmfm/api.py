@@ -16,9 +16,10 @@ The CLI is a thin shell over these same functions::
     seg.mask, seg.affine, seg.info                                 # uint8 (I, J, K) on the scan's grid, RAS mm
     mmfm.deid("study/", "study_deid/")                             # PS3.15 copies; returns the summary
 
-Every `mmfm` command has its function here (``tests/test_api.py`` checks the mapping), calling the same workflow
-function as the command. Arrays are (I, J[, K]) in index order with a 4x4 voxel-index -> RAS mm affine
-(docs/conventions.md). Errors in the input raise ``mmfm.errors.MMFMError`` subclasses with a hint.
+Every `mmfm` command has its function here, and the command's handler calls it for its work
+(``mmfm.cli.main.API_MAP``; ``tests/cli/test_cli_api_map.py`` checks the mapping). Arrays are (I, J[, K]) in index
+order with a 4x4 voxel-index -> RAS mm affine (docs/conventions.md). Errors in the input raise
+``mmfm.errors.MMFMError`` subclasses with a hint.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from mmfm.errors import ConfigError
 
 __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
-           "continual", "load_trained", "load_assistant",
+           "federate_server", "federate_client", "continual", "load_trained", "load_assistant",
            # apply a model to images
            "Segmentation", "segment", "Explanation", "explain", "Registration", "register", "predict",
            # vision-language
@@ -41,7 +42,7 @@ __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain",
            "inspect", "prepare", "shard", "verify_shards", "datasets", "dataset_info", "deid", "label_reports",
            "check_labeller", "pull", "push",
            # models and apps
-           "zoo_list", "zoo_info", "zoo_add", "zoo_remove", "zoo_export", "create_app", "report", "quickstart"]
+           "zoo_list", "zoo_info", "zoo_add", "zoo_remove", "zoo_export", "create_app", "serve", "report", "quickstart"]
 
 KINDS = ("images", "classification", "segmentation", "pairs")
 
@@ -201,6 +202,50 @@ def federate(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> P
     return _run(run_simulation, cfg, overrides, sections)
 
 
+def federate_server(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """The server of a federation whose sites run as separate processes (`mmfm federate server`): waits for
+    ``federate.min_sites`` clients at ``federate.address`` (loopback by default), aggregates their rounds
+    (FedAvg / FedProx) and evaluates the global model; sites that fail mid-round are dropped from that round.
+
+    Args:
+        cfg: a YAML path, a dict or a ``RunConfig`` (``config``) with a ``federate`` section.
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg``.
+
+    Returns:
+        The run folder (the global model, per-site ``results.json``, ``federation.json``, ``report.md``).
+
+    Raises:
+        ConfigError: an unknown or invalid config key (before anything is trained).
+    """
+    from mmfm.workflows.federate import run_server
+
+    return _run(run_server, cfg, overrides, sections)
+
+
+def federate_client(cfg: Any, site: str, overrides: list[str] | None = None, **sections: Any) -> Path:
+    """One site of a federation (`mmfm federate client --site SITE`): trains on its own samples each round and
+    sends only the weights to the server at ``federate.address``; returns when the federation ends.
+
+    Args:
+        cfg: the same config as the server's (a YAML path, a dict or a ``RunConfig``).
+        site: the site this process is (one of the names the server lists when it starts).
+        overrides: ``key.sub=value`` strings, as on the command line.
+        **sections: config sections that override ``cfg``.
+
+    Returns:
+        The run folder named by the config (the server writes the results).
+
+    Raises:
+        ConfigError: an unknown or invalid config key, or a site the data does not have.
+    """
+    from mmfm.workflows.federate import run_client
+
+    c = _as_config(cfg, overrides, sections)
+    run_client(c, site)
+    return Path(c.out)
+
+
 def continual(cfg: Any, overrides: list[str] | None = None, **sections: Any) -> Path:
     """Tasks in sequence with forgetting measured (`mmfm continual`).
 
@@ -247,7 +292,8 @@ def load_assistant(model: str = "smollm2", device: str | None = None, precision:
 
 def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] | None = None,
              protocols: tuple[str, ...] = ("linear", "knn"), fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
-             seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
+             seeds: tuple[int, ...] = (0, 1, 2), *, finetune_steps: int = 100, max_per_split: int | None = None,
+             record_val: bool = False) -> list[dict[str, Any]]:
     """Label-efficiency evaluation of encoders (`mmfm evaluate`): linear probe, k-NN (and fine-tuning) at
     several label fractions and seeds.
 
@@ -258,6 +304,10 @@ def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] |
         protocols: ``linear``, ``knn``, ``finetune``.
         fractions: fractions of the training labels used.
         seeds: seeds per fraction (the label subsets and the heads).
+        finetune_steps: optimiser steps per fine-tuning run.
+        max_per_split: evaluate on a stratified subset of at most this many samples per split (slow encoders).
+        record_val: also record every linear / k-NN score on the validation split, so that a best method can be
+            chosen on validation.
 
     Returns:
         The summary: mean and sd over seeds per method, protocol and fraction.
@@ -268,7 +318,8 @@ def evaluate(encoders: list[str | Path], out: str | Path, data: dict[str, Any] |
     from mmfm.workflows.evaluate import evaluate_encoders, summarise
 
     d = config(data=data or {}).data
-    records = evaluate_encoders([str(e) for e in encoders], list(protocols), d, list(fractions), list(seeds), out)
+    records = evaluate_encoders([str(e) for e in encoders], list(protocols), d, list(fractions), list(seeds), out,
+                                finetune_steps, max_per_split, record_val=record_val)
     return summarise(records)
 
 
@@ -385,7 +436,7 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
             text: str | None = None, model: str = "litemedsam", modality: str | None = None,
             preset: str | None = None, min_score: float = 0.5, max_change: float = 0.15, precision: str = "fp32",
             engine: str = "auto", out: str | Path | None = None, overwrite: bool = False,
-            progress: bool = False) -> Segmentation:
+            progress: bool = False, return_arrays: bool = True) -> Segmentation:
     """Promptable segmentation of one image or volume (`mmfm segment`), with LiteMedSAM or a model you trained.
 
     Coordinates (docs/conventions.md): a 2D box is ``(x0, y0, x1, y1)`` and a point ``(x, y)`` in pixel
@@ -419,6 +470,8 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
             ``.rtstruct.dcm`` for DICOM input) with its JSON beside it.
         overwrite: replace an earlier mmfm output at ``out``.
         progress: show a progress bar.
+        return_arrays: ``False`` leaves the mask in ``out`` only (``mask`` and ``affine`` are ``None``), as the
+            command does: no second read of a large volume.
 
     Returns:
         A ``Segmentation``: the mask array on the input's grid, its affine, the JSON record and the file.
@@ -445,7 +498,7 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
                        min_score=min_score, max_change=max_change, overwrite=overwrite, progress=progress, text=text,
                        precision=precision, structures=structures, engine=engine, slice_boxes=slice_boxes,
                        clicks=clicks)
-        if target.name.lower().endswith(".dcm"):
+        if target.name.lower().endswith(".dcm") or (not return_arrays and out is not None):
             return Segmentation(None, None, rec, target)
         mask, mask_affine = _read_array(target)
         fg = rec.get("mask", {}).get("foreground_value", 1)
@@ -474,7 +527,8 @@ class Explanation:
 def explain(model: str | Path, image: Any, *, affine: Any = None, text: str | None = None,
             methods: Sequence[str] = (), target: int | None = None, mask: Any = None, mask_label: int | None = None,
             slice_index: int | None = None, modality: str | None = None, preset: str | None = None,
-            out: str | Path | None = None, overwrite: bool = False, format: str = "nifti") -> Explanation:
+            out: str | Path | None = None, overwrite: bool = False, format: str = "nifti",
+            return_arrays: bool = True) -> Explanation:
     """Saliency maps of a trained classifier, or of an image-text model for a text (`mmfm explain`).
 
     Args:
@@ -493,6 +547,8 @@ def explain(model: str | Path, image: Any, *, affine: Any = None, text: str | No
         out: keep the maps (NIfTI, or PNG for PNG/JPEG input), ``overlay.png`` and ``explain.json`` in this folder.
         overwrite: replace an earlier `mmfm explain` output in ``out``.
         format: ``nifti`` or ``dcm`` (DICOM input: each map also as a DICOM Parametric Map; needs ``out``).
+        return_arrays: ``False`` leaves the maps in ``out`` only (``maps`` is empty, ``affine`` ``None``), as the
+            command does.
 
     Returns:
         An ``Explanation``: the maps as arrays on the input's grid, their affine and the record.
@@ -514,7 +570,7 @@ def explain(model: str | Path, image: Any, *, affine: Any = None, text: str | No
                        target=target, slice_index=slice_index, modality=modality, preset=preset, overwrite=overwrite,
                        fmt=format)
         maps, map_affine = {}, None
-        for name, file in rec["maps"].items():
+        for name, file in rec["maps"].items() if return_arrays or out is None else ():
             maps[name], map_affine = _read_array(folder / file)
     return Explanation(maps, map_affine, rec, None if out is None else folder)
 
@@ -540,7 +596,7 @@ def register(fixed: Any, moving: Any, out: str | Path, *, mode: str = "deformabl
              fixed_modality: str | None = None, moving_modality: str | None = None,
              moving_labels: str | Path | None = None, fixed_labels: str | Path | None = None,
              iterations: int = 150, levels: Sequence[float] = (8.0, 4.0, 2.0), smoothness: float = 1.0,
-             overwrite: bool = False, progress: bool = False) -> Registration:
+             overwrite: bool = False, progress: bool = False, return_arrays: bool = True) -> Registration:
     """Align MOVING to FIXED, affine then (``mode="deformable"``) a smooth displacement field (`mmfm register`).
 
     Convention: ``x_moving = A @ [x_fixed + u(x_fixed); 1]`` in world millimetres (RAS); ``A`` is written to
@@ -562,6 +618,8 @@ def register(fixed: Any, moving: Any, out: str | Path, *, mode: str = "deformabl
         smoothness: weight of the bending energy.
         overwrite: replace an earlier output in ``out``.
         progress: show a progress bar.
+        return_arrays: ``False`` leaves the warped image in ``out`` only (``warped`` and ``affine`` are ``None``),
+            as the command does.
 
     Returns:
         A ``Registration``: the warped image as an array on FIXED's grid, its affine, the record and ``out``.
@@ -581,6 +639,8 @@ def register(fixed: Any, moving: Any, out: str | Path, *, mode: str = "deformabl
                              moving_labels=None if moving_labels is None else str(moving_labels),
                              fixed_labels=None if fixed_labels is None else str(fixed_labels), iterations=iterations,
                              steps=tuple(levels), smoothness=smoothness, overwrite=overwrite, progress=progress)
+    if not return_arrays:
+        return Registration(None, None, rec, Path(out))
     warped, warped_affine = _read_array(Path(out) / rec["warped"])
     return Registration(warped, warped_affine, rec, Path(out))
 
@@ -785,7 +845,7 @@ def inspect(path: str | Path, modality: str | None = None, show_names: bool = Fa
 
 
 def prepare(name: str, root: str | Path | None = None, *, force: bool = False, out: str | Path | None = None,
-            overrides: list[str] | None = None) -> Path:
+            overrides: list[str] | None = None, progress: bool = False) -> Path:
     """Build a built-in corpus, or check your data and write its data card (`mmfm data prepare`).
 
     Args:
@@ -795,6 +855,7 @@ def prepare(name: str, root: str | Path | None = None, *, force: bool = False, o
         force: rebuild mini / pretrain-corpus even if it exists.
         out: where your data's card goes (default ``runs/data/<name>``); the data folder is never written to.
         overrides: data options, e.g. ``["data.options.modality=CT"]``.
+        progress: show a progress bar while mini / pretrain-corpus are built.
 
     Returns:
         The corpus folder (mini, pretrain-corpus; ``card.md`` inside), or the folder of ``card.json`` and
@@ -809,11 +870,11 @@ def prepare(name: str, root: str | Path | None = None, *, force: bool = False, o
     if name == "mini":
         from mmfm.data.sources.mini import build_mini
 
-        return build_mini(None if root is None else Path(root), force=force, progress=False)
+        return build_mini(None if root is None else Path(root), force=force, progress=progress)
     if name == CORPUS:
         from mmfm.data.sources.pretrain_corpus import build_pretrain_corpus
 
-        return build_pretrain_corpus(None if root is None else Path(root), force=force, progress=False)
+        return build_pretrain_corpus(None if root is None else Path(root), force=force, progress=progress)
     from mmfm.data.card import card_markdown, user_card
     from mmfm.data.catalog import get_entry
     from mmfm.errors import MMFMError
@@ -1106,6 +1167,26 @@ def create_app(models: Sequence[str] | None = None, *, max_upload_mb: float = 51
     from mmfm.app.server import create_app as _create
 
     return _create(list(models) if models else None, max_upload_mb, max_sessions, tuple(hosts), dicomweb=dicomweb)
+
+
+def serve(models: Sequence[str] | None = None, host: str = "127.0.0.1", port: int = 8765, *,
+          max_upload_mb: float = 512, dicomweb: str | None = None) -> None:
+    """Start the web app of ``create_app`` on ``host:port`` and serve until Ctrl+C (`mmfm serve`).
+
+    Args:
+        models: ``litemedsam`` and/or run folders, as for ``create_app``; default ``["litemedsam"]``.
+        host: the address to bind; ``127.0.0.1`` (default) answers this machine only. Any other address lets
+            anyone who can reach the machine upload scans (no login; docs/app.md), and the app says so.
+        port: the TCP port.
+        max_upload_mb: the largest upload accepted.
+        dicomweb: a PACS (service, study or series URL) to list, open and store SEGs into.
+
+    Raises:
+        ConfigError: a model folder that is not a run the app can serve.
+    """
+    from mmfm.app.server import serve as _serve
+
+    _serve(list(models) if models else ["litemedsam"], host, port, max_upload_mb, dicomweb=dicomweb)
 
 
 def report(run_dir: str | Path) -> Path:

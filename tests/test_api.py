@@ -1,9 +1,8 @@
-"""The public Python API (`mmfm/api.py`): every CLI command maps to a public function of `mmfm`, every public name
-imports, and the cheap ones give the command's results as plain objects (arrays with their affine, dicts)."""
+"""The public Python API (`mmfm/api.py`): every public name imports, and the cheap ones give the command's results as
+plain objects (arrays with their affine, dicts). That every CLI command maps to one: tests/cli/test_cli_api_map.py."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import nibabel as nib
@@ -12,49 +11,8 @@ import pytest
 
 import mmfm
 from mmfm import api
-from mmfm.cli.main import build_parser, main
+from mmfm.cli.main import main
 from mmfm.errors import ConfigError, MMFMError
-
-# `mmfm COMMAND [ACTION]` -> the public function that does the same work
-COMMANDS = {
-    "quickstart": "quickstart", "train": "train", "pretrain": "pretrain", "federate": "federate",
-    "continual": "continual", "evaluate": "evaluate", "zeroshot": "zeroshot", "retrieve": "retrieve",
-    "report-gen": "report_gen", "vqa": "vqa", "segment": "segment", "predict": "predict", "serve": "create_app",
-    "chat": "chat", "report": "report", "explain": "explain", "register": "register",
-    "zoo list": "zoo_list", "zoo info": "zoo_info", "zoo add": "zoo_add", "zoo remove": "zoo_remove",
-    "zoo export": "zoo_export",
-    "data list": "datasets", "data info": "dataset_info", "data inspect": "inspect", "data label": "label_reports",
-    "data shard": "shard", "data deid": "deid", "data pull": "pull", "data push": "push",
-    "data verify": "verify_shards", "data prepare": "prepare",
-}
-# deliberately CLI-only, with the reason
-CLI_ONLY: dict[str, str] = {}
-
-
-def _commands() -> list[str]:
-    """Every `mmfm` subcommand, with the actions of `data` (sub-parsers) and `zoo` (a choice argument)."""
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    names = []
-    for name, parser in sub.choices.items():
-        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        action = [a for a in parser._actions if a.dest == "action" and a.choices]
-        if nested:
-            names += [f"{name} {n}" for n in nested[0].choices]
-        elif action:
-            names += [f"{name} {n}" for n in action[0].choices]
-        else:
-            names.append(name)
-    return names
-
-
-def test_every_cli_command_maps_to_a_public_function():
-    commands = _commands()
-    assert "segment" in commands and "data deid" in commands and "zoo export" in commands
-    assert set(commands) == set(COMMANDS) | set(CLI_ONLY)
-    for command, name in COMMANDS.items():
-        assert name in mmfm.__all__ and name in api.__all__, command
-        assert callable(getattr(mmfm, name)), command
-        assert getattr(mmfm, name).__doc__, command
 
 
 def test_every_public_name_imports_and_is_documented():

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mmfm import api
 from mmfm.errors import MMFMError
 
 
@@ -41,27 +42,25 @@ def add_report(sub: Any) -> None:
     rp.set_defaults(func=_cmd_report)
 
 
-
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from mmfm.app.server import serve
-
     models = a.model or ["litemedsam"]
     if "litemedsam" not in models and not any((Path(m) / "checkpoints").exists() and
                                               "promptable" in (Path(m) / "config.yaml").read_text()
                                               for m in models if (Path(m) / "config.yaml").exists()):
         models = ["litemedsam", *models]          # segmentation is always on offer
-    serve(models, a.host, a.port, a.max_upload_mb, dicomweb=a.dicomweb)
+    api.serve(models, a.host, a.port, max_upload_mb=a.max_upload_mb, dicomweb=a.dicomweb)
     return 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from mmfm.evaluation.html_report import write_html_report
-
     run = Path(a.run_dir)
     if not run.is_dir():
         raise MMFMError(f"{run} is not a folder", "give the --out folder of an mmfm run")
-    print(f"wrote {write_html_report(run)}")
+    print(f"wrote {api.report(run)}")
     return 0
 
 
 COMMANDS = {"serve": add_serve, "report": add_report}
+
+# `mmfm COMMAND` -> the public function of `mmfm` its handler calls for the work
+API = {"serve": "serve", "report": "report"}

@@ -38,3 +38,10 @@ def evaluation_args(p: argparse.ArgumentParser, out: str, overrides_help: str) -
     data_args(p)
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("overrides", nargs="*", help=overrides_help)
+
+
+def out_folder(a: argparse.Namespace) -> str:
+    """The output folder of an evaluation command: --out, unless an out= override replaces it."""
+    from mmfm import api
+
+    return api.config(None, [o for o in a.overrides if o.split("=", 1)[0].strip() == "out"], out=a.out).out

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmfm import api
 from mmfm.errors import ConfigError, MMFMError
 
 
@@ -130,9 +131,7 @@ def add_prepare(dsub: Any) -> None:
 
 
 def _cmd_data_list(a: argparse.Namespace) -> int:
-    from mmfm.data.catalog import load_catalog
-
-    entries = [e for e in load_catalog().values() if a.table is None or e.table == a.table]
+    entries = api.datasets(a.table)
     if a.json:
         print(json.dumps([e.__dict__ for e in entries], indent=1))
         return 0
@@ -143,9 +142,7 @@ def _cmd_data_list(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_info(a: argparse.Namespace) -> int:
-    from mmfm.data.catalog import get_entry
-
-    e = get_entry(a.name)
+    e = api.dataset_info(a.name)
     if a.json:
         print(json.dumps(e.__dict__, indent=1))
         return 0
@@ -155,11 +152,7 @@ def _cmd_data_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_inspect(a: argparse.Namespace) -> int:
-    from mmfm.workflows.inspect import inspect_path
-    from mmfm.workflows.pacs import local_images
-
-    with local_images([a.path]) as (path,):             # a DICOMweb series URL: a temporary local copy
-        info = inspect_path(path, a.modality, a.show_names)
+    info = api.inspect(a.path, a.modality, a.show_names)      # a DICOMweb series URL: a temporary local copy
     if a.json:
         print(json.dumps(info))
         return 0
@@ -177,19 +170,15 @@ def _cmd_data_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_label(a: argparse.Namespace) -> int:
-    from mmfm.data.labeller import label_report
-
     if a.check_mesh:
-        from mmfm.workflows.vision_language import run_labeller_check
-
-        run_labeller_check(a.out, a.root)
+        api.check_labeller(a.out, a.root)
         print((Path(a.out) / "report.md").read_text())
         print(f"results: {a.out}/results.json")
         return 0
     if not a.text:
         raise MMFMError("give report text (or a text file), or --check-mesh", "e.g. mmfm data label 'No effusion.'")
     for t in a.text:
-        print(json.dumps(label_report(_text_or_file(t))))
+        print(json.dumps(api.label_reports(_text_or_file(t))[0]))
     return 0
 
 
@@ -211,28 +200,9 @@ def _text_or_file(arg: str) -> str:
             from None
 
 
-def _user_card(a: argparse.Namespace, name: str) -> int:
-    from mmfm.data.card import card_markdown, user_card
-    from mmfm.evaluation.results import write_json_atomic
-    from mmfm.workflows.config import load_config
-
-    data = load_config(None, a.overrides, base={"data": {"dataset": name, "root": a.root}}).data
-    card = user_card(data)
-    out = Path(a.out or Path("runs") / "data" / name)
-    out.mkdir(parents=True, exist_ok=True)   # never inside the user's data folder: mmfm adds nothing there
-    write_json_atomic(out / "card.json", card)
-    (out / "card.md").write_text(card_markdown(card))
-    print(card_markdown(card))
-    print(f"data card: {out}/card.json, {out}/card.md")
-    return 0
-
-
 def _cmd_data_shard(a: argparse.Namespace) -> int:
-    from mmfm.data.shards import write_shards
-    from mmfm.workflows.config import load_config
-
-    data = load_config(None, a.overrides, base={"data": {"dataset": a.dataset, "root": a.src}}).data
-    index = write_shards(data, a.out, a.shard_size)
+    index = api.shard(a.src, a.out, dataset=a.dataset, shard_size=a.shard_size, overrides=a.overrides,
+                      progress=True)
     for split, shards in index["splits"].items():
         print(f"  {split:5s} {sum(s['samples'] for s in shards):7d} samples in {len(shards)} shard(s)")
     print(f"shards: {a.out} (shards.json, card.md); use them with data.dataset=shards data.root={a.out}")
@@ -240,9 +210,7 @@ def _cmd_data_shard(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_verify(a: argparse.Namespace) -> int:
-    from mmfm.data.shards import verify_shards
-
-    bad = verify_shards(a.shards)
+    bad = api.verify_shards(a.shards)
     if bad:
         raise MMFMError(f"{len(bad)} shard(s) differ from their SHA-256 in shards.json: {bad[:5]}",
                         "copy them again, or write the shards again")
@@ -251,36 +219,31 @@ def _cmd_data_verify(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_prepare(a: argparse.Namespace) -> int:
-    from mmfm.data.sources.mini import build_mini
     from mmfm.data.sources.pretrain_corpus import NAME as CORPUS
-    from mmfm.data.sources.pretrain_corpus import build_pretrain_corpus
 
-    if a.name == CORPUS:   # every real CT/MR volume that ships in registry packages, unlabelled
-        root = build_pretrain_corpus(a.root, force=a.force)
+    if a.name in ("mini", CORPUS):   # built from registry packages (pretrain-corpus: every real CT/MR volume)
+        root = api.prepare(a.name, a.root, force=a.force, progress=True)
         print((root / "card.md").read_text())
         return 0
-    if a.name != "mini":
-        from mmfm.data.catalog import get_entry
-
-        e = get_entry(a.name)
-        if a.root is None:
-            raise MMFMError(f"{e.name} cannot be downloaded by mmfm ({e.licence})",
-                            f"obtain it yourself: {e.obtain}; then `mmfm data prepare {e.name} --root DIR` writes "
-                            "its data card")
-        return _user_card(a, e.name)
-    root = build_mini(a.root, force=a.force)
-    print((root / "card.md").read_text())
+    e = api.dataset_info(a.name)
+    if a.root is None:
+        raise MMFMError(f"{e.name} cannot be downloaded by mmfm ({e.licence})",
+                        f"obtain it yourself: {e.obtain}; then `mmfm data prepare {e.name} --root DIR` writes "
+                        "its data card")
+    # the card goes to --out (default runs/data/NAME), never inside the user's data folder
+    out = api.prepare(e.name, a.root, out=a.out, overrides=a.overrides)
+    print((out / "card.md").read_text())
+    print(f"data card: {out}/card.json, {out}/card.md")
     return 0
 
 
 def _cmd_data_deid(a: argparse.Namespace) -> int:
-    from mmfm.workflows.deid import deidentify_folder
-
     for t in a.keep_private:
         parts = t.split(",")
         if len(parts) != 2 or not all(len(p) == 4 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
             raise ConfigError(f"--keep-private {t}: not a tag", "write it as GGGG,EEEE in hex, e.g. 0029,1010")
-    summary = deidentify_folder(a.input, a.out, a.keep_private, allow_outside_root=a.allow_outside_root)
+    summary = api.deid(a.input, a.out, keep_private=a.keep_private, allow_outside_root=a.allow_outside_root,
+                       progress=True)
     c = summary["counts"]
     if a.json:
         print(json.dumps(c))
@@ -298,3 +261,7 @@ def _cmd_data_deid(a: argparse.Namespace) -> int:
 
 ACTIONS = {"list": add_list, "info": add_info, "inspect": add_inspect, "label": add_label,
            "shard": add_shard, "deid": add_deid, "verify": add_verify, "prepare": add_prepare}
+
+# `mmfm data ACTION` -> the public function of `mmfm` its handler calls for the work
+API = {"data list": "datasets", "data info": "dataset_info", "data inspect": "inspect", "data label": "label_reports",
+       "data shard": "shard", "data deid": "deid", "data verify": "verify_shards", "data prepare": "prepare"}

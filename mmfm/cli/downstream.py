@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmfm import api
 from mmfm.errors import ConfigError, MMFMError
 
 
@@ -169,7 +170,7 @@ def add_register(sub: Any) -> None:
 def _cmd_segment(a: argparse.Namespace) -> int:
     from mmfm.cli import pacs
     from mmfm.workflows.pacs import remote_paths
-    from mmfm.workflows.segment import labelled_structures, segment
+    from mmfm.workflows.segment import labelled_structures
 
     boxes = a.box or []
     if any(v[0] != int(v[0]) for v in (a.slice_box or []) + (a.click or []) + (a.negative_click or [])):
@@ -182,12 +183,12 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     structures = labelled_structures(boxes, a.label or [], a.prompts,
                                      bool(a.point or a.negative_point or slice_boxes or clicks))
     with remote_paths(a.image, a.out) as (image, out, store):      # DICOMweb URLs: local copies, SEG stored back
-        rec = segment(image, out, box=boxes[0] if structures is None and boxes else None,
-                      points=a.point or (), negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
-                      modality=a.modality, preset=a.preset, model=a.model,
-                      min_score=a.min_score, max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet,
-                      text=a.text, precision=a.precision, structures=structures, engine=a.engine,
-                      slice_boxes=slice_boxes, clicks=clicks)
+        rec = api.segment(image, boxes[0] if structures is None and boxes else None, points=a.point or (),
+                          negative_points=a.negative_point or (), slice_index=a.slice, axis=a.axis,
+                          modality=a.modality, preset=a.preset, model=a.model, min_score=a.min_score,
+                          max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet, text=a.text,
+                          precision=a.precision, structures=structures, engine=a.engine, slice_boxes=slice_boxes,
+                          clicks=clicks, out=out, return_arrays=False).info
         if store is not None:
             rec["stored"] = store(Path(out))
     if a.json:
@@ -212,12 +213,9 @@ def _cmd_segment(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from mmfm.workflows.pacs import local_images
-    from mmfm.workflows.predict import predict_files
-
     if a.store and a.format != "dcm":
         raise ConfigError("--store sends the DICOM outputs to a PACS", "add --format dcm")
-    from mmfm.workflows.zeroshot_predict import is_image_text_run, zeroshot_files
+    from mmfm.workflows.zeroshot_predict import is_image_text_run
 
     zero_shot = is_image_text_run(a.run)
     if zero_shot and not a.classes:
@@ -226,14 +224,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if not zero_shot and (a.classes or a.templates):
         raise ConfigError(f"{a.run} is not an image-text run: --classes and --templates are for zero-shot "
                           "classification", "give an image-text run (mmfm pretrain clip, medclip or gloria)")
-    with local_images(a.inputs) as inputs:              # DICOMweb series URLs: temporary local copies
-        if zero_shot:
-            rec = zeroshot_files(a.run, inputs, a.out, a.classes, a.templates or (), modality=a.modality,
-                                 preset=a.preset, overwrite=a.overwrite, progress=not a.quiet and not a.json,
-                                 fmt=a.format)
-        else:
-            rec = predict_files(a.run, inputs, a.out, modality=a.modality, preset=a.preset, overwrite=a.overwrite,
-                                progress=not a.quiet and not a.json, fmt=a.format)
+    rec = api.predict(a.run, a.inputs, a.out, classes=a.classes, templates=a.templates or (), modality=a.modality,
+                      preset=a.preset, format=a.format, overwrite=a.overwrite, progress=not a.quiet and not a.json)
     if a.store:
         from mmfm.cli.pacs import print_stored
         from mmfm.workflows.pacs import store_files
@@ -262,14 +254,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _cmd_register(a: argparse.Namespace) -> int:
     from mmfm.workflows.pacs import local_images
-    from mmfm.workflows.register import register_files
 
     with local_images([a.fixed, a.moving]) as (fixed, moving):   # DICOMweb series URLs: temporary local copies
-        rec = register_files(fixed, moving, a.out, mode=a.mode, similarity=a.similarity,
-                             fixed_modality=a.fixed_modality, moving_modality=a.moving_modality,
-                             moving_labels=a.moving_labels, fixed_labels=a.fixed_labels, iterations=a.iterations,
-                             steps=tuple(a.levels), smoothness=a.smoothness, overwrite=a.overwrite,
-                             progress=not a.quiet)
+        rec = api.register(fixed, moving, a.out, mode=a.mode, similarity=a.similarity,
+                           fixed_modality=a.fixed_modality, moving_modality=a.moving_modality,
+                           moving_labels=a.moving_labels, fixed_labels=a.fixed_labels, iterations=a.iterations,
+                           levels=a.levels, smoothness=a.smoothness, overwrite=a.overwrite, progress=not a.quiet,
+                           return_arrays=False).info
     if a.json:
         print(json.dumps(rec))
         return 0
@@ -282,3 +273,6 @@ def _cmd_register(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"segment": add_segment, "predict": add_predict, "register": add_register}
+
+# `mmfm COMMAND` -> the public function of `mmfm` its handler calls for the work
+API = {"segment": "segment", "predict": "predict", "register": "register"}

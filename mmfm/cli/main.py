@@ -43,6 +43,9 @@ COMMANDS = ("quickstart", "train", "pretrain", "federate", "continual", "evaluat
             "report-gen", "vqa", "segment", "predict", "serve", "chat", "report", "explain", "register", "zoo", "data")
 DATA_ACTIONS = ("list", "info", "inspect", "label", "shard", "deid", "pull", "push", "verify", "prepare")
 FAMILIES = (training, vision_language, downstream, trust, app, zoo)
+# every command (`mmfm data ACTION`, `mmfm zoo ACTION` for those) -> the public function of `mmfm` that does its work
+# (tests/cli/test_cli_api_map.py checks that every command has one and that its handler calls it)
+API_MAP = {command: name for family in (*FAMILIES, data, pacs) for command, name in family.API.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

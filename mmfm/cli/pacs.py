@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from mmfm import api
+
 URL_HELP = ("dicomweb+http(s)://HOST[:PORT]/PATH[/studies/<StudyUID>[/series/<SeriesUID>]]; credentials from "
             "MMFM_DICOMWEB_TOKEN, MMFM_DICOMWEB_USER / MMFM_DICOMWEB_PASSWORD or netrc (docs/pacs.md)")
 
@@ -46,9 +48,7 @@ def add_push(dsub: Any) -> None:
 
 
 def _cmd_pull(a: argparse.Namespace) -> int:
-    from mmfm.workflows.pacs import pull
-
-    summary = pull(a.url, a.out, deid=a.deid, query=a.query, progress=not a.json)
+    summary = api.pull(a.url, a.out, deid=a.deid, query=a.query, progress=not a.json)
     if a.json:
         print(json.dumps(summary))
         return 0
@@ -62,9 +62,7 @@ def _cmd_pull(a: argparse.Namespace) -> int:
 
 
 def _cmd_push(a: argparse.Namespace) -> int:
-    from mmfm.workflows.pacs import push
-
-    summary = push(a.folder, a.url)
+    summary = api.push(a.folder, a.url)
     if a.json:
         print(json.dumps(summary))
         return 0
@@ -84,3 +82,6 @@ def print_stored(stored: list[dict[str, str]]) -> None:
 
 
 ACTIONS = {"pull": add_pull, "push": add_push}
+
+# `mmfm data ACTION` -> the public function of `mmfm` its handler calls for the work
+API = {"data pull": "pull", "data push": "push"}

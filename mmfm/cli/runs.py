@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def run_config(a: argparse.Namespace, kind: str) -> int:
-    """`mmfm train|pretrain|report-gen|vqa`: load the config, run the workflow, print on the main process."""
-    from mmfm.workflows.config import load_config
+def run_config(a: argparse.Namespace, run: Callable[[Any], Path]) -> Path:
+    """`mmfm train|pretrain|report-gen|vqa`: validate the config (a config error is reported before any workflow
+    is imported), run it through its `mmfm` function, print its records on the main process."""
+    from mmfm import api
 
-    cfg = load_config(a.config, a.overrides)     # a config error is reported before any workflow is imported
+    cfg = api.config(a.config, a.overrides)
+    out = run(cfg)
     from mmfm.engine.distributed import is_main
-    from mmfm.workflows.pretrain import run_pretrain
-    from mmfm.workflows.supervised import run_supervised
-    from mmfm.workflows.vision_language import run_report_generation, run_vqa
 
-    runs = {"train": run_supervised, "pretrain": run_pretrain, "report-gen": run_report_generation, "vqa": run_vqa}
-    records = runs[kind](cfg)
     if is_main():
-        print_records(records, cfg.out)
-        if kind == "pretrain":
-            print(next_step(Path(cfg.out)))
-    return 0
+        print_run(out, cfg.out)
+    return out
+
+
+def print_run(run: Path, out: str) -> None:
+    """The records of a finished run (its results.json), then where its files are."""
+    from mmfm.evaluation.results import read_results
+
+    print_records(read_results(run / "results.json"), out)
 
 
 def next_step(out: Path) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mmfm import api
 from mmfm.cli.arguments import data_args, data_base, named_data
-from mmfm.cli.runs import print_records, run_config
+from mmfm.cli.runs import next_step, print_run, run_config
 from mmfm.errors import MMFMError
 
 
@@ -36,7 +38,7 @@ def add_train(sub: Any) -> None:
                                    "report.md). Re-running into the same directory resumes an interrupted run.")
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=10 out=runs/x")
-    t.set_defaults(func=lambda a: run_config(a, "train"))
+    t.set_defaults(func=_cmd_train)
 
 
 
@@ -50,7 +52,7 @@ def add_pretrain(sub: Any) -> None:
                                     "`mmfm train`.")
     pt.add_argument("config", help="YAML recipe (configs/pretrain/)")
     pt.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100 out=runs/mae")
-    pt.set_defaults(func=lambda a: run_config(a, "pretrain"))
+    pt.set_defaults(func=_cmd_pretrain)
 
 
 
@@ -118,11 +120,8 @@ def add_evaluate(sub: Any) -> None:
     ev.set_defaults(func=_cmd_evaluate)
 
 
-
 def _cmd_quickstart(a: argparse.Namespace) -> int:
-    from mmfm.workflows.quickstart import quickstart
-
-    records = quickstart(a.out, a.overrides, a.max_per_split)
+    records = api.quickstart(a.out, a.overrides, a.max_per_split)
     print(f"\nresults ({a.out}/results.json):")
     for r in records:
         if r.task in ("classification", "segmentation"):
@@ -134,53 +133,61 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_federate(a: argparse.Namespace) -> int:
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.federate import run_client, run_server, run_simulation
+def _cmd_train(a: argparse.Namespace) -> int:
+    run_config(a, api.train)
+    return 0
 
-    cfg = load_config(a.config, a.overrides)
+
+def _cmd_pretrain(a: argparse.Namespace) -> int:
+    out = run_config(a, api.pretrain)
+    from mmfm.engine.distributed import is_main
+
+    if is_main():
+        print(next_step(out))
+    return 0
+
+
+def _cmd_federate(a: argparse.Namespace) -> int:
+    cfg = api.config(a.config, a.overrides)
     if a.mode == "client":
         if not a.site:
             raise MMFMError("mmfm federate client needs --site NAME", "the sites are listed when the server starts")
-        run_client(cfg, a.site)
+        api.federate_client(cfg, a.site)
         print(f"site {a.site}: federation finished")
         return 0
     if a.site:
         raise MMFMError(f"--site is for `mmfm federate client`, not '{a.mode}'")
-    records = (run_simulation if a.mode == "simulate" else run_server)(cfg)
-    print_records(records, cfg.out)
+    print_run((api.federate if a.mode == "simulate" else api.federate_server)(cfg), cfg.out)
     return 0
 
 
 def _cmd_continual(a: argparse.Namespace) -> int:
-    import json as _json
+    import json
 
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.continual import run_continual
-
-    cfg = load_config(a.config, a.overrides)
-    run_continual(cfg)
-    summary = _json.loads((Path(cfg.out) / "continual.json").read_text())
+    cfg = api.config(a.config, a.overrides)
+    api.continual(cfg)
+    summary = json.loads((Path(cfg.out) / "continual.json").read_text())
     print(f"mean forgetting {summary['mean_forgetting']:.4f}, final mean metric {summary['final_mean']:.4f}")
     print(f"run directory: {cfg.out}   continual.json, results.json, report.md")
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.evaluate import evaluate_encoders
-
     bad = [o for o in a.overrides if not o.startswith("data.")]
     if bad:
         raise MMFMError(f"mmfm evaluate takes data options only, not '{bad[0]}'",
                         "write data.<key>=value (e.g. data.size=[32,32]); the protocols have their own flags")
-    data = named_data(a, load_config(None, a.overrides, base={"data": {**data_base(a), "set": a.set,
-                                                                        "label": a.label}}).data)
-    evaluate_encoders(a.encoder, a.protocol, data, a.fractions, a.seeds, a.out, a.finetune_steps, a.max_per_split,
-                      record_val=a.record_val)
+    data = named_data(a, api.config(None, a.overrides, data={**data_base(a), "set": a.set, "label": a.label}).data)
+    api.evaluate(a.encoder, a.out, data=asdict(data), protocols=a.protocol,
+                 fractions=a.fractions, seeds=a.seeds, finetune_steps=a.finetune_steps,
+                 max_per_split=a.max_per_split, record_val=a.record_val)
     print((Path(a.out) / "report.md").read_text())
     return 0
 
 
 COMMANDS = {"quickstart": add_quickstart, "train": add_train, "pretrain": add_pretrain,
             "federate": add_federate, "continual": add_continual, "evaluate": add_evaluate}
+
+# `mmfm COMMAND` -> the public function of `mmfm` its handler calls for the work
+API = {"quickstart": "quickstart", "train": "train", "pretrain": "pretrain", "federate": "federate",
+       "continual": "continual", "evaluate": "evaluate"}

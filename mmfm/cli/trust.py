@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmfm import api
 from mmfm.errors import ConfigError
 
 
@@ -42,17 +43,16 @@ def add_explain(sub: Any) -> None:
     ex.set_defaults(func=_cmd_explain)
 
 
-
 def _cmd_explain(a: argparse.Namespace) -> int:
-    from mmfm.workflows.explain import explain
     from mmfm.workflows.pacs import local_images
 
     if a.store and a.format != "dcm":
         raise ConfigError("--store sends the DICOM outputs to a PACS", "add --format dcm")
     with local_images([a.image]) as (image,):           # a DICOMweb series URL: a temporary local copy
-        rec = explain(a.model, image, a.out, methods=a.method or (), text=a.text, mask=a.mask,
-                      mask_label=a.mask_label, target=a.target, slice_index=a.slice, modality=a.modality,
-                      preset=a.preset, overwrite=a.overwrite, fmt=a.format)
+        rec = api.explain(a.model, image, methods=a.method or (), text=a.text, mask=a.mask,
+                          mask_label=a.mask_label, target=a.target, slice_index=a.slice, modality=a.modality,
+                          preset=a.preset, out=a.out, overwrite=a.overwrite, format=a.format,
+                          return_arrays=False).info
     if a.store:
         from mmfm.cli.pacs import print_stored
         from mmfm.workflows.pacs import store_files
@@ -71,3 +71,6 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"explain": add_explain}
+
+# `mmfm COMMAND` -> the public function of `mmfm` its handler calls for the work
+API = {"explain": "explain"}

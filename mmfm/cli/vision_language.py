@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from mmfm.cli.arguments import config_args, data_base, evaluation_args, named_data
+from mmfm import api
+from mmfm.cli.arguments import config_args, evaluation_args, out_folder
 from mmfm.cli.runs import print_records, run_config
 from mmfm.errors import MMFMError
 
@@ -52,7 +53,7 @@ def add_report_gen(sub: Any) -> None:
                                     "and clinical efficacy (labeller findings). Writes generated_<split>.jsonl, "
                                     "results.json, report.md, checkpoints; resumes like `mmfm train`.")
     config_args(rg, "configs/report_generation_{2d,3d}.yaml")
-    rg.set_defaults(func=lambda a: run_config(a, "report-gen"))
+    rg.set_defaults(func=_cmd_report_gen)
 
 
 
@@ -65,7 +66,7 @@ def add_vqa(sub: Any) -> None:
                                     "SLAKE / VQA-RAD style JSON dataset (data.dataset + data.root). Writes "
                                     "answers_<split>.jsonl, results.json, report.md.")
     config_args(vq, "configs/vqa_{2d,3d}.yaml")
-    vq.set_defaults(func=lambda a: run_config(a, "vqa"))
+    vq.set_defaults(func=_cmd_vqa)
 
 
 
@@ -107,49 +108,51 @@ def add_chat(sub: Any) -> None:
 
 
 def _cmd_zeroshot(a: argparse.Namespace) -> int:
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.vision_language import run_zeroshot
-
-    task = {"name": "zeroshot", "model": a.model}
-    if a.templates:
-        task["templates"] = a.templates
-    cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": {
-        **data_base(a), "set": a.set, "label": a.label, "eval_splits": a.splits}})
-    named_data(a, cfg.data)
-    print_records(run_zeroshot(cfg), cfg.out)
+    records = api.zeroshot(a.model, a.root, dataset=a.dataset, set=a.set, label=a.label, templates=a.templates,
+                           splits=a.splits, out=a.out, overrides=a.overrides)
+    print_records(records, out_folder(a))
     return 0
 
 
 def _cmd_retrieve(a: argparse.Namespace) -> int:
-    from mmfm.workflows.config import load_config
-    from mmfm.workflows.vision_language import run_retrieve
-
     if bool(a.model) == bool(a.text_encoder):
         raise MMFMError("give either --model (image-text retrieval) or --text-encoder (report section matching)")
-    task = {"name": "retrieve", "model": a.model} if a.model else {"name": "retrieve", "text_encoder": a.text_encoder}
-    data = {**data_base(a), "set": "reports" if a.text_encoder else a.set, "eval_splits": a.splits}
-    cfg = load_config(None, a.overrides, base={"task": task, "out": a.out, "data": data})
-    named_data(a, cfg.data)
-    print_records(run_retrieve(cfg), cfg.out)
+    records = api.retrieve(a.model, a.root, text_encoder=a.text_encoder, dataset=a.dataset, set=a.set,
+                           splits=a.splits, out=a.out, overrides=a.overrides)
+    print_records(records, out_folder(a))
+    return 0
+
+
+def _cmd_report_gen(a: argparse.Namespace) -> int:
+    run_config(a, api.report_gen)
+    return 0
+
+
+def _cmd_vqa(a: argparse.Namespace) -> int:
+    run_config(a, api.vqa)
     return 0
 
 
 def _cmd_chat(a: argparse.Namespace) -> int:
     from mmfm.tasks.assistant import GenerationOptions
-    from mmfm.workflows.chat import LABEL, ask, check_image, interactive, load_assistant, read_run_image
+    from mmfm.workflows.chat import LABEL, check_image, interactive, read_run_image
 
     options = GenerationOptions(max_new_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p,
-                                stop=tuple(a.stop), seed=a.seed)
+                                stop=tuple(a.stop), seed=a.seed)   # bad options: reported before the model loads
     check_image(a.model, a.image)
-    assistant = load_assistant(a.model, precision=a.precision, system=a.system)
-    image = read_run_image(assistant, a.image, a.modality)
+    assistant = api.load_assistant(a.model, precision=a.precision, system=a.system)
     if a.question is not None:
-        rec = ask(assistant, a.question, options, image)
+        rec = api.chat(a.question, assistant, image=a.image, modality=a.modality, max_new_tokens=a.max_tokens,
+                       temperature=a.temperature, top_p=a.top_p, stop=a.stop, seed=a.seed)
         print(json.dumps(rec) if a.json else f"{rec['answer']}\n\n[{LABEL}]")
         return 0
-    interactive(assistant, options, sys.stdin, sys.stdout, as_json=a.json, image=image)
+    interactive(assistant, options, sys.stdin, sys.stdout, as_json=a.json,
+                image=read_run_image(assistant, a.image, a.modality))
     return 0
 
 
 COMMANDS = {"zeroshot": add_zeroshot, "retrieve": add_retrieve, "report-gen": add_report_gen,
             "vqa": add_vqa, "chat": add_chat}
+
+# `mmfm COMMAND` -> the public function of `mmfm` its handler calls for the work
+API = {"zeroshot": "zeroshot", "retrieve": "retrieve", "report-gen": "report_gen", "vqa": "vqa", "chat": "chat"}

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from mmfm import api
 from mmfm.errors import MMFMError
 
 
@@ -38,12 +39,10 @@ def add_zoo(sub: Any) -> None:
 
 
 def _cmd_zoo(a: argparse.Namespace) -> int:
-    from mmfm.encoders import zoo
-
     if a.action == "add":
         if not a.name:
             raise MMFMError("mmfm zoo add needs a path", "mmfm zoo add PATH [--name NAME] [--architecture A]")
-        e = zoo.add_user(a.name, a.as_name, a.architecture)
+        e = api.zoo_add(a.name, a.as_name, a.architecture)
         print(json.dumps(e) if a.json else f"added '{e['name']}' ({e['format']}, {len(e['files'])} weight file(s), "
               f"SHA-256 recorded){'' if e['usable'] else ': ' + e['note']}; use it as encoder.weights={e['name']}"
               if e["kind"] == "image" else f"added '{e['name']}' ({e['format']}); use it as text_encoder.name="
@@ -52,36 +51,34 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
     if a.action == "remove":
         if not a.name:
             raise MMFMError("mmfm zoo remove needs a name", "see mmfm zoo list")
-        zoo.remove_user(a.name)
+        api.zoo_remove(a.name)
         print(f"forgot '{a.name}' (its files are left where they are)")
         return 0
     if a.action == "export":
-        from mmfm.workflows.export import export_model
-
         if not a.name or not a.target:
             raise MMFMError("mmfm zoo export needs a model and an output folder",
                             "mmfm zoo export litemedsam --format onnx OUT_FOLDER")
-        m = export_model(a.name, a.target, a.format, int8=a.int8, overwrite=a.overwrite)
+        m = api.zoo_export(a.name, a.target, a.format, int8=a.int8, overwrite=a.overwrite)
         print(json.dumps(m) if a.json else f"wrote {', '.join(m['files'])} and model.onnx.json (inputs, outputs, "
               f"preprocessing, SHA-256) to {a.target}")
         return 0
-    user = zoo.user_entries()
     if a.action == "list":
-        rows = [zoo.manifest(n, checksum=False) for n in zoo.ZOO]
+        rows = api.zoo_list()
         if a.json:
-            print(json.dumps(rows + list(user.values())))
+            print(json.dumps(rows))
             return 0
         for m in rows:
-            state = f"v{m['version']}" if m["installed"] else f"not installed: {m['hint']}"
-            print(f"{m['name']:12s} {m['kind']:6s} {m['package']:28s} {state}")
-            print(f"{'':12s} {m['trained_for']}")
-        for e in user.values():
-            print(f"{e['name']:12s} {e['kind']:6s} {'(yours) ' + e['format']:28s} "
-                  f"{'usable' if e['usable'] else 'recorded only'}")
+            if "package" in m:       # packaged with a registry package
+                state = f"v{m['version']}" if m["installed"] else f"not installed: {m['hint']}"
+                print(f"{m['name']:12s} {m['kind']:6s} {m['package']:28s} {state}")
+                print(f"{'':12s} {m['trained_for']}")
+            else:                    # yours (mmfm zoo add)
+                print(f"{m['name']:12s} {m['kind']:6s} {'(yours) ' + m['format']:28s} "
+                      f"{'usable' if m['usable'] else 'recorded only'}")
         return 0
     if not a.name:
-        raise MMFMError("mmfm zoo info needs a model name", f"one of {list(zoo.ZOO) + list(user)}")
-    m = user[a.name] if a.name in user else zoo.manifest(a.name)
+        raise MMFMError("mmfm zoo info needs a model name", f"one of {[m['name'] for m in api.zoo_list()]}")
+    m = api.zoo_info(a.name)
     if a.json:
         print(json.dumps(m))
         return 0
@@ -91,3 +88,7 @@ def _cmd_zoo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"zoo": add_zoo}
+
+# `mmfm zoo ACTION` -> the public function of `mmfm` its handler calls for the work
+API = {"zoo list": "zoo_list", "zoo info": "zoo_info", "zoo add": "zoo_add", "zoo remove": "zoo_remove",
+       "zoo export": "zoo_export"}
