@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfm.data import spec
+from mmfm.data import catalog_data
 from mmfm.data.catalog.masks import check_mask, image_path
 from mmfm.errors import InputFileError
 
@@ -74,14 +74,14 @@ def mask_summary(recs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
 
 
 def user_card(data: Any) -> dict[str, Any]:
-    every = spec.all_samples(data)
+    every = catalog_data.all_samples(data)
     recs = [_with_header(r) for r in every.records]
     case_names = [_case_name(r, i) for i, r in enumerate(recs)]
     groups = [r.get("patient") or r.get("case") or str(i) for i, r in enumerate(recs)]
-    assign = spec.assign_splits(data, every)
+    assign = catalog_data.assign_splits(data, every)
     names = every.class_names
     splits: dict[str, Any] = {}
-    for s in spec.SPLITS:
+    for s in catalog_data.SPLITS:
         idx = [i for i, a in enumerate(assign) if a == s]
         c: dict[str, Any] = {"n": len(idx), "patients": len({groups[i] for i in idx}),
                              "by_modality": dict(Counter(recs[i].get("modality", "unknown") for i in idx)),
@@ -100,9 +100,10 @@ def user_card(data: Any) -> dict[str, Any]:
         if len(sp):
             rng[f"{nd}D"] = {"min": sp.min(0).round(4).tolist(), "max": sp.max(0).round(4).tolist(), "n": len(sp)}
     scan = every.scan
-    return {"name": spec.name(data), "dataset": data.dataset, "samples": len(recs), "classes": names,
+    return {"name": data.dataset, "dataset": data.dataset, "samples": len(recs), "classes": names,
             "splits": splits, "split_rule": (f"from {Path(data.splits_file).name}" if data.splits_file else
-                                             f"by patient (or by image), {spec.SPLITS}, seed {data.split_seed}"),
+                                             f"by patient (or by image), {catalog_data.SPLITS}, "
+                                             f"seed {data.split_seed}"),
             "spacing_mm": rng, "skipped": scan.get("skipped", []), "other_files": scan.get("other_files", 0),
             "no_spacing": sum(1 for r in recs if not r.get("spacing")),
             "no_spacing_formats": dict(Counter(r.get("format", "?") for r in recs if not r.get("spacing"))),

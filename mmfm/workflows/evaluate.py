@@ -74,10 +74,11 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
         raise ConfigError(f"score_split '{score_split}' is not a split to score on", "use test or val")
     if score_split == "val" and "finetune" in protocols:
         raise ConfigError("fine-tuning is scored on test only", "use linear or knn to choose on validation")
-    if dataspec.is_shards(data) and "finetune" in protocols:
+    src = dataspec.source(data)
+    if src.streamed and "finetune" in protocols:
         raise ConfigError("fine-tuning at a label budget needs random access to the training samples",
                           "run --protocol finetune on the source folder or dataset; linear and knn stream shards")
-    if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # bring the data to what the encoder takes
+    if not src.preprocessed:   # bring the data to what the encoder takes
         _, first = load_encoder(sources[0].replace("{seed}", str(seeds[0])))
         grid = data.patch or dataspec.grid_size(data)
         if len(grid) != first["spatial_dims"]:

@@ -28,7 +28,7 @@ from mmfm.workflows.supervised import build_split, labelled_subset, method_name,
 
 def _sites_of_split(cfg: RunConfig, split: str, ds: Any) -> dict[str, Any]:
     by = cfg.federate.sites
-    arrays = dataspec.mini_arrays(cfg.data, split) if dataspec.is_mini(cfg.data) else None
+    arrays = dataspec.source(cfg.data).site_fields(split)
     values = None if by == "iid" else site_values(ds, arrays, by)
     seed = cfg.data.split_seed * 7919 + len(split)
     return site_indices(assign_sites(len(ds), values, by, cfg.federate.num_sites, seed))
@@ -37,7 +37,7 @@ def _sites_of_split(cfg: RunConfig, split: str, ds: Any) -> dict[str, Any]:
 def site_datasets(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """site -> {"train": dataset, <eval split>: dataset}, and the class names."""
     task = cfg.task["name"]
-    if dataspec.is_shards(cfg.data):
+    if dataspec.source(cfg.data).streamed:
         raise ConfigError("mmfm federate needs an indexable dataset, not a shard stream",
                           "point data at the folder or catalog dataset the shards were written from")
     if _pretraining(cfg):

@@ -12,13 +12,9 @@ their image's grid are said too.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mmfm.data import spec as dataspec
-from mmfm.data.catalog.entries import get_entry
 from mmfm.data.catalog.masks import check_mask
 from mmfm.engine.trainer import announce_precision
 from mmfm.errors import ConfigError, InputFileError
@@ -30,7 +26,7 @@ def preflight(cfg: Any) -> None:
     """Say the precision, device and data decisions of ``cfg`` (a RunConfig) and refuse what cannot train."""
     announce_precision(cfg.train)
     data = cfg.data
-    if dataspec.is_mini(data) or dataspec.is_shards(data) or get_entry(data.dataset).layout in ("medmnist_npz",):
+    if dataspec.source(data).fixed_splits:
         _check_fixed_splits(cfg)      # a built corpus, shards or a MedMNIST file: splits fixed by the files
         return
     every = dataspec.all_samples(data)
@@ -132,51 +128,13 @@ def _check_masks(cfg: Any, records: list[dict[str, Any]], assign: list[str]) -> 
                           f"set task.num_classes={top + 1} (background 0 and the labels 1..{top}), or fix that mask")
 
 
-def _fixed_splits(data: Any, parts: set[str], field: str | None, used: set[str]
-                  ) -> tuple[dict[str, int], dict[int, str]]:
-    """(samples per split, {label value: first split holding it}) of a dataset whose splits its files fix: a mini
-    set (arrays), a MedMNIST ``.npz`` (arrays) or shards (counts from ``shards.json``; their labels are not read
-    before training: that would read every shard). ``field``: ``mask``, ``label`` or None (no values), read from
-    the ``used`` splits only."""
-    sizes: dict[str, int] = {}
-    values: dict[int, str] = {}
-    for part in sorted(parts):
-        found: Any = None
-        if dataspec.is_shards(data):
-            from mmfm.data.shards import read_index
-
-            shards = read_index(data.root)["splits"].get(part, [])
-            sizes[part] = sum(int(s["samples"]) for s in shards)
-            continue
-        if dataspec.is_mini(data):
-            d = dataspec.mini_arrays(data, part)
-            sizes[part] = len(d.get("image", ()))
-            found = d.get(field if field != "label" else data.label) if field and part in used else None
-        else:
-            from mmfm.data.io.npz import read_medmnist_npz
-
-            try:
-                images, labels = read_medmnist_npz(Path(data.root), part)
-            except InputFileError:
-                if part in used:
-                    raise
-                continue          # a split the run does not use may be absent from the file
-            sizes[part] = len(images)
-            single = field == "label" and part in used and labels.ndim == 2 and labels.shape[1] == 1
-            found = labels if single else None
-        if found is not None and len(found):
-            for v in np.unique(np.asarray(found)).astype(int).tolist():
-                values.setdefault(int(v), part)
-    return sizes, values
-
-
 def _check_fixed_splits(cfg: Any) -> None:
     """Empty splits and label values the task does not know, for mini, shards and MedMNIST files."""
     data, task = cfg.data, cfg.task.get("name")
     needed = [data.train_split, *data.eval_splits]
     parts = {p for s in needed for p in s.split("+")}
     field = {"segmentation": "mask", "classification": "label"}.get(str(task))
-    sizes, values = _fixed_splits(data, parts | set(dataspec.SPLITS), field, parts)
+    sizes, values = dataspec.source(data).split_sizes(parts | set(dataspec.SPLITS), field, parts)
     counts = Counter(sizes)
     total = {s: sum(sizes.get(p, 0) for p in s.split("+")) for s in needed}
     rule = f"fixed by the files of {dataspec.name(data)}"

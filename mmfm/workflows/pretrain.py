@@ -139,7 +139,7 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
               f"not used from the config: {unused}", flush=True)
     data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
     dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
-    if not dataspec.is_mini(data) and not dataspec.is_shards(data):   # shards hold items already preprocessed
+    if not dataspec.source(data).preprocessed:   # a built corpus and shards hold items already preprocessed
         grid = data.patch or dataspec.grid_size(data)
         if len(grid) != dims:
             what = "data.patch" if data.patch else "data.size"
@@ -251,7 +251,8 @@ def run_pretrain(cfg: RunConfig) -> list[ResultRecord]:
                               "continue pretraining with an image objective (simclr, moco, dae, ...)")
         start, started = start_from(cfg)   # before the data: it applies the encoder's preprocessing contract
     if inputs == ("text",):
-        if dataspec.is_mini(cfg.data) and cfg.data.set != "reports":
+        src = dataspec.source(cfg.data)
+        if src.synthetic_text and not src.text_only:   # generated captions: the reports are a set of their own
             raise ConfigError(f"objective '{cfg.objective['name']}' trains the text tower on reports",
                               "set data.set=reports")
         ds: Any = dataspec.reports(cfg.data)

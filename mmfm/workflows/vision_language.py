@@ -108,8 +108,8 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
     _check_task_keys(cfg, ("name", "model", "text_encoder", "max_length"))
     _start(cfg)
     records = []
-    if (cfg.data.set == "reports" and dataspec.is_mini(cfg.data)) or (
-            not dataspec.is_mini(cfg.data) and not cfg.task.get("model")):
+    src = dataspec.source(cfg.data)   # generated captions: retrieval needs a model; their reports are a set apart
+    if src.text_only or (not src.synthetic_text and not cfg.task.get("model")):
         source = cfg.task.get("text_encoder") or cfg.text_encoder.get("name", "minilm")
         enc, spec = load_text_encoder(source)
         method = spec.get("method", source)
@@ -140,7 +140,7 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
         plots[f"retrieval examples ({split})"] = plot_retrieval_examples(
             model, ds, list(ds.texts), Path(cfg.out) / "plots" / f"retrieval_{split}.png")
     notes = ["an identical text counts as relevant"]
-    if dataspec.is_mini(cfg.data):
+    if src.synthetic_text:
         notes.insert(0, "the mini captions are GENERATED from the labels, masks and slice positions (see the data "
                         "card), so many texts are identical")
         notes.append(f"{LABEL_ONLY}: the expected scores of a retriever that knows each pair's label caption "
@@ -151,7 +151,7 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
 def _caption_labels(cfg: RunConfig, split: str, texts: list[str]) -> list[str] | None:
     """mini's label-only captions of the pairs of ``split``, in the order of ``texts``; None where the corpus has
     none (mini built before v2, other datasets)."""
-    if not dataspec.is_mini(cfg.data):
+    if not dataspec.source(cfg.data).synthetic_text:
         return None
     d = dataspec.mini_arrays(dataclasses.replace(cfg.data, size=[]), split)
     if "caption_label" not in d or [str(c) for c in d["caption"]] != texts:
@@ -241,7 +241,7 @@ def run_report_generation(cfg: RunConfig) -> list[ResultRecord]:
              "cosine similarity of pixels / of the trained encoder's pooled features",
              f"{LABEL_MAJORITY} (mini): the most frequent training caption of the image's own label caption, a "
              "generator that knows the label and nothing else"]
-    if dataspec.is_mini(cfg.data):
+    if dataspec.source(cfg.data).synthetic_text:
         notes.insert(0, "references are the mini captions, GENERATED from labels (see the data card), not "
                         "radiologists' reports")
     else:
@@ -348,7 +348,8 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
     bridged = uses_language_model(cfg.task)
     if bridged:
         prepare(cfg)
-    load = mini_vqa if cfg.data.dataset == "mini" else catalog_vqa
+    generated = dataspec.source(cfg.data).synthetic_text   # mini: questions generated from its labels
+    load = mini_vqa if generated else catalog_vqa
     train = load(cfg, cfg.data.train_split)
     x = torch.as_tensor(train["image"][0])
     if bridged:   # task.decoder=smollm2: a bridge into the language model, which reads the question itself
@@ -386,13 +387,14 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
                     for k, v in vqa_metrics(prior, d["answer"], d["answer_type"]).items()]
     plots = {"training loss": plot_losses(out / "metrics.jsonl", out / "plots" / "loss.png", "VQA")}
     notes = ["mini questions are generated from the slice labels (modality, region, lesion), not written by people"
-             if cfg.data.dataset == "mini" else f"data: {cfg.data.dataset} at data.root",
+             if generated else f"data: {cfg.data.dataset} at data.root",
              f"baseline: {MAJORITY_ANSWER}: each question's most frequent training answer, without the image"]
     return _finish(cfg, "Visual question answering", records, notes, plots)
 
 
 def _vqa_name(cfg: RunConfig) -> str:
-    return f"mini/{cfg.data.set}-vqa" if cfg.data.dataset == "mini" else cfg.data.dataset
+    src = dataspec.source(cfg.data)
+    return f"{src.name}-vqa" if src.synthetic_text else cfg.data.dataset
 
 
 def vqa_metrics(pred: list[str], answers: list[str], types: list[str]) -> dict[str, float]:

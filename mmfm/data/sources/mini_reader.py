@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from mmfm.data.sample import Ids, Image, Report, make_sample
+from mmfm.data.samplelist import SampleList
 from mmfm.data.sources.fetch import mmfm_home
 from mmfm.errors import InputFileError
 
@@ -43,11 +45,8 @@ def iter_reports(root: Path | None = None, split: str | None = None) -> Iterator
                 yield r
 
 
-def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str | None = None):
+def load_mini(root: str | Path | None = None, set: str = "slices2d", split: str | None = None) -> SampleList:
     """The mini corpus as a lazy list of sample dicts (the catalog's ``mini`` layout)."""
-    from mmfm.data.catalog.loaders import SampleList
-    from mmfm.data.sample import Ids, Image, Report, make_sample
-
     if set == "reports":
         rows = list(iter_reports(Path(root) if root else None, split))
         return SampleList(rows, lambda r: make_sample(None, report=Report(
