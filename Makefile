@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: setup quickstart test test-bf16 lint docs
+.PHONY: setup quickstart test test-bf16 lint docs examples
 
 $(VENV)/.installed: pyproject.toml
 	@# mini needs one Debian data package (apt-get download, no root); a fresh machine may have empty package
@@ -52,3 +52,8 @@ lint: setup
 # reference. NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The tutorials (examples/*.py, jupytext percent scripts; docs/tutorials.md) executed as notebooks with nbclient, each
+# in a fresh kernel in a temporary folder (nothing written into the repository); each asserts its own results.
+examples: setup
+	$(PY) scripts/run_examples.py
