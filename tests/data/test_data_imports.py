@@ -135,3 +135,29 @@ def test_the_properties_say_what_each_kind_is():
     assert source(_data("data.dataset=MedMNIST")).fixed_splits
     assert source(_data("data.dataset=mini", "data.set=reports")).text_only and not mini.text_only
     assert mini.name == "mini/patches2d" and folder.name == "folder"
+
+
+def test_a_folder_and_its_shards_answer_the_same_through_the_interface(tmp_path):
+    """Samples per split, class names and the card agree between a folder and the shards written from it; only
+    the shards say they arrive preprocessed (at the size they were written with) and are a stream."""
+    import sys
+
+    from mmfm.data import spec
+    from mmfm.data.card import user_card
+    from mmfm.data.shards import write_shards
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from userdata import write_labelled_folder
+
+    spec._LOADED.clear()
+    folder = load_config(None, ["data.dataset=folder", f"data.root={write_labelled_folder(tmp_path / 'f', 6)}",
+                                "data.size=[16,16]"]).data
+    write_shards(folder, tmp_path / "s", shard_size=4, progress=False)
+    shards = load_config(None, ["data.dataset=shards", f"data.root={tmp_path / 's'}"]).data
+    a, b = source(folder), source(shards)
+    splits = ["train", "val", "test"]
+    assert a.split_sizes(splits)[0] == b.split_sizes(splits)[0] and sum(a.split_sizes(splits)[0].values()) == 12
+    assert a.class_names() == b.class_names() == ["class0", "class1"]
+    assert a.card() == b.card() == user_card(folder)
+    assert b.name == "shards:folder" and b.contract()["size"] == a.contract()["size"] == [16, 16]
+    assert (a.preprocessed, a.streamed, b.preprocessed, b.streamed) == (False, False, True, True)
