@@ -4,7 +4,8 @@ temporary working directory, so nothing is written into the repository (`make ex
     python scripts/run_examples.py [examples/01_segment_your_scan.py ...] [--timeout S] [--keep DIR]
 
 Each tutorial asserts its own outputs; a failing cell stops that tutorial and is reported in one line naming the
-file, the cell and its first source line, after the end of its traceback. Exit status 1 when any failed.
+file, the cell and its first source line, after the end of its traceback. Exit status 1 when any failed. The kernels
+run with OMP_NUM_THREADS=1 unless it is set.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, help="write the executed notebooks (.ipynb, with outputs) into this folder")
     args = ap.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # the kernels inherit this: the tutorials' models are tiny and gain little from more threads, which thrash on a
+    # busy machine (measured on a shared, loaded 2-core machine: all five in 227 s with one thread, 599 s without)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     failures, start = [], time.perf_counter()
     for path in examples(args.examples):
         t0 = time.perf_counter()
