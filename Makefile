@@ -37,7 +37,7 @@ quickstart: setup
 	$(VENV)/bin/mmfm quickstart
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=40
 
 # The bf16 subset as both kinds of machine: `auto` forced to take bf16 (as on a CPU with avx512_bf16/amx_bf16 or a
 # recent GPU; emulated where the CPU has no bf16 units) and forced to take fp32. CI runs it on every machine.

@@ -436,7 +436,7 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
             text: str | None = None, model: str = "litemedsam", modality: str | None = None,
             preset: str | None = None, min_score: float = 0.5, max_change: float = 0.15, precision: str = "fp32",
             engine: str = "auto", out: str | Path | None = None, overwrite: bool = False,
-            progress: bool = False, return_arrays: bool = True) -> Segmentation:
+            progress: bool = False, return_arrays: bool = True, fuse_axes: bool = False) -> Segmentation:
     """Promptable segmentation of one image or volume (`mmfm segment`), with LiteMedSAM or a model you trained.
 
     Coordinates (docs/conventions.md): a 2D box is ``(x0, y0, x1, y1)`` and a point ``(x, y)`` in pixel
@@ -472,6 +472,8 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
         progress: show a progress bar.
         return_arrays: ``False`` leaves the mask in ``out`` only (``mask`` and ``affine`` are ``None``), as the
             command does: no second read of a large volume.
+        fuse_axes: volumes: propagate along the other two axes too, from boxes drawn from the first result, and
+            keep the voxels two of the three sweeps found (about three times the time).
 
     Returns:
         A ``Segmentation``: the mask array on the input's grid, its affine, the JSON record and the file.
@@ -497,7 +499,7 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
                        slice_index=slice_index, axis=axis, modality=modality, preset=preset, model=model,
                        min_score=min_score, max_change=max_change, overwrite=overwrite, progress=progress, text=text,
                        precision=precision, structures=structures, engine=engine, slice_boxes=slice_boxes,
-                       clicks=clicks)
+                       clicks=clicks, fuse_axes=fuse_axes)
         if target.name.lower().endswith(".dcm") or (not return_arrays and out is not None):
             return Segmentation(None, None, rec, target)
         mask, mask_affine = _read_array(target)

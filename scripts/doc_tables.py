@@ -38,6 +38,7 @@ SOURCE = {  # results file -> the command that produces it
     "bench_memory": "benchmarks/folder_memory.py --json docs/results/bench_memory.json",
     "vfm_folder": "scripts/reproduce_vfm_folder.sh",
     "promptable_lits": "python scripts/real_promptable_lits.py",
+    "promptable_organs": "python scripts/real_promptable_organs.py",
     "litemedsam_liver": "python scripts/litemedsam_liver_definitions.py",
     "registration": "python scripts/real_registration.py",
     "detection": "scripts/reproduce_detection.sh",
@@ -400,6 +401,42 @@ def promptable_lits() -> str:
             f"\n\nModel SHA-256 `{d['model_sha256'][:16]}...`, box margin {d['box_margin_voxels']:g} voxels, preset "
             f"{d['preset']}; image encoder {d['embed_seconds_per_slice']:.2f} s per slice on this CPU "
             f"({d['threads']} threads), once per slice (cached: prompts and corrections run the decoder only).")
+
+
+def promptable_organs() -> str:
+    """One box per TotalSegmentator structure: per-scan summary (mean ± sd, median over structures) and every
+    structure's row, single-axis propagation beside the three-axis fusion where it ran."""
+    d = load_doc("promptable_organs")
+    rows = d["structures"]
+
+    def cell(r: dict, key: str) -> str:
+        if key not in r:
+            return "-"
+        h = r[key]["hd95_mm"]
+        return f"{r[key]['dice_3d']:.3f} / " + ("empty" if h is None else f"{h:.1f}")
+
+    summary = ["| scan | structures | one box: 3D Dice mean ± sd | median | three axes fused: 3D Dice mean ± sd | "
+               "median | fused better on |", "|---|---|---|---|---|---|---|"]
+    for scan in d["scans"]:
+        rs = [r for r in rows if r["scan"] == scan["scan"]]
+        if not rs:
+            continue
+        one = np.array([r["one_box"]["dice_3d"] for r in rs])
+        fused = [r["fused"]["dice_3d"] for r in rs if "fused" in r]
+        f = (f"{np.mean(fused):.3f} ± {np.std(fused, ddof=1):.3f} | {np.median(fused):.3f} | "
+             f"{sum(x > y for x, y in zip(fused, one))} of {len(fused)}") if len(fused) > 1 else "- | - | -"
+        summary.append(f"| {scan['scan']} ({'x'.join(map(str, scan['shape']))}, "
+                       f"{'x'.join(f'{v:g}' for v in scan['spacing_mm'])} mm) | {len(rs)} | "
+                       f"{one.mean():.3f} ± {one.std(ddof=1):.3f} | {np.median(one):.3f} | {f} |")
+    per = ["| scan | structure | voxels | slices | one box: Dice / HD95 mm | fused: Dice / HD95 mm |",
+           "|---|---|---|---|---|---|"]
+    per += [f"| {r['scan']} | {r['structure']} | {r['voxels']} | {r['slices']} | {cell(r, 'one_box')} | "
+            f"{cell(r, 'fused')} |" for r in sorted(rows, key=lambda r: (r["scan"], -r["one_box"]["dice_3d"]))]
+    times = ", ".join(f"{s['scan']} {s['embed_seconds_per_slice']:.2f} s" for s in d["scans"])
+    return ("\n".join(summary) + "\n\n" + "\n".join(per) + "\n\n"
+            + f"Labels: {d['labels']}. Model SHA-256 `{d['model_sha256'][:16]}...`, box "
+            f"margin {d['box_margin_voxels']:g} voxels, structures of at least {d['min_voxels']} voxels on at "
+            f"least 3 axial slices; image encoder per slice ({d['threads']} threads): {times}.")
 
 
 def registration() -> str:
@@ -822,6 +859,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "real-3d": real_3d,
     "small-data": small_data,
     "promptable-lits": promptable_lits,
+    "promptable-organs": promptable_organs,
     "registration": registration,
     "detection": lambda: grid([r for r in load("detection") if r["split"] == "test"], lambda r: (r["method"],),
                               ["map@0.1", "map@0.5", "sensitivity@0.5fp", "sensitivity@1fp", "froc"],

@@ -59,6 +59,9 @@ def add_segment(sub: Any) -> None:
                          "propagation: slice K is re-decoded (its embedding reused) and re-propagated locally")
     sg.add_argument("--negative-click", nargs=3, type=float, action="append", metavar=("K", "X", "Y"),
                     help="volumes: a correction click outside the structure on slice K (repeatable)")
+    sg.add_argument("--fuse-axes", action="store_true",
+                    help="volumes: propagate along the two other axes too, from boxes drawn from the first "
+                         "result, and keep the voxels two of the three sweeps found (about 3x the time)")
     sg.add_argument("--text", help="a structure's name (a text-prompted model trained with task.prompt=text): "
                                    "segments the 2D image or every slice of a volume")
     sg.add_argument("--slice", type=int, help="volumes: the prompted slice index along --axis")
@@ -188,7 +191,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
                           modality=a.modality, preset=a.preset, model=a.model, min_score=a.min_score,
                           max_change=a.max_change, overwrite=a.overwrite, progress=not a.quiet, text=a.text,
                           precision=a.precision, structures=structures, engine=a.engine, slice_boxes=slice_boxes,
-                          clicks=clicks, out=out, return_arrays=False).info
+                          clicks=clicks, out=out, return_arrays=False, fuse_axes=a.fuse_axes).info
         if store is not None:
             rec["stored"] = store(Path(out))
     if a.json:

@@ -81,6 +81,26 @@ def source(data: Any) -> DataSource:
     return CatalogSource(data)
 
 
+def recorded_card(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The data card of a run's recorded ``data`` section (its ``config.yaml`` read as plain YAML, so untrusted)
+    for a source that keeps its card outside the run -- mini, under its root -- narrowed to the run's set; None
+    for any other kind or a card that cannot be read (a run that wrote its own ``card.json`` does not need it)."""
+    if data.get("dataset", "mini") != "mini":
+        return None
+    path = Path(str(data.get("root") or mini_root())) / "card.json"
+    try:
+        full = json.loads(path.read_text(errors="replace")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(full, dict):
+        return None
+    sets = full.get("sets") if isinstance(full.get("sets"), dict) else {}
+    chosen = sets.get(data.get("set")) if isinstance(data.get("set"), str) else None
+    return {k: v for k, v in full.items() if k != "sets"} | (
+        {"set": data.get("set"), "counts": chosen.get("counts") if isinstance(chosen, dict) else None}
+        if data.get("set") else {})
+
+
 def dataset_at(root: str | Path | None) -> str:
     """The ``data.dataset`` a root holds when the user names none (``--data-root DIR`` without ``--dataset``):
     ``mini`` without a root or for a built mini corpus (its card says so, or it holds the mini files),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfm.errors import UnknownNameError
+from mmfm.jsonio import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -251,17 +252,6 @@ def add_user(path: str | Path, name: str | None = None, architecture: str | None
     entries[name] = entry
     write_json_atomic(user_zoo_file(), entries)
     return entry
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON whole or not at all (encoders sit below evaluation, whose writer this mirrors)."""
-    import json
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def remove_user(name: str) -> None:

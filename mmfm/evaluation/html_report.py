@@ -187,17 +187,10 @@ def _data_card(run: Path) -> dict[str, Any] | None:
         except yaml.YAMLError:
             return None
         data = cfg.get("data") if isinstance(cfg, dict) else None
-        if isinstance(data, dict) and data.get("dataset", "mini") == "mini":
-            from mmfm.data.sources.fetch import mmfm_home
+        if isinstance(data, dict):
+            from mmfm.data.source import recorded_card
 
-            card = Path(str(data.get("root") or mmfm_home() / "data" / "mini")) / "card.json"
-            full = _read_json(card) if card.is_file() else None
-            if isinstance(full, dict):
-                sets = full.get("sets") if isinstance(full.get("sets"), dict) else {}
-                chosen = sets.get(data.get("set")) if isinstance(data.get("set"), str) else None
-                return {k: v for k, v in full.items() if k != "sets"} | (
-                    {"set": data.get("set"), "counts": chosen.get("counts") if isinstance(chosen, dict) else None}
-                    if data.get("set") else {})
+            return recorded_card(data)
     return None
 
 

@@ -9,11 +9,14 @@ atomically (temp file + rename): a run without ``results.json`` did not finish.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from mmfm.jsonio import write_json_atomic
+
+__all__ = ["ResultRecord", "write_json_atomic", "write_results", "read_results"]
 
 
 @dataclass
@@ -27,15 +30,6 @@ class ResultRecord:
     seed: int
     label_fraction: float = 1.0
     provenance: dict[str, Any] | None = None
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 def write_results(path: str | Path, records: Iterable[ResultRecord],

@@ -326,6 +326,7 @@ class Propagation:
     stopped: dict[str, str] = field(default_factory=dict)    # sweep -> why it stopped
     sources: dict[int, list[int]] = field(default_factory=dict)   # slice -> the prompted slices it came from
     corrected: dict[int, list[int]] = field(default_factory=dict)  # clicked slice -> the slices its clicks changed
+    axes: dict[int, dict[str, Any]] = field(default_factory=dict)  # fused runs: axis -> its prompts and voxels
 
 
 @torch.no_grad()
@@ -334,7 +335,8 @@ def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Seque
               points: Sequence[Sequence[float]] = (), point_labels: Sequence[int] = (), axis: int = 2,
               min_score: float = 0.5, max_change: float | None = None, min_pixels: int = 1, margin: float = 2.0,
               progress: Any = None, batch: int = 1, rules: Rules | None = None,
-              clicks: Sequence[tuple[int, Sequence[float], int]] = ()) -> Propagation:
+              clicks: Sequence[tuple[int, Sequence[float], int]] = (), slices: ModelSlices | None = None
+              ) -> Propagation:
     """Segment a volume (I, J, K) (or (C, I, J, K)) from prompts on slice ``index`` of ``axis`` (or on several
     slices: ``index`` and ``box`` as lists, the points going with the first), then both ways from each prompted
     slice, each next slice prompted by the previous mask (its box ``margin`` model-input pixels plus 4% of its
@@ -347,10 +349,15 @@ def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Seque
 
     Image embeddings do not depend on the prompt, so the next ``batch`` slices of a sweep are embedded in one
     forward (faster on a GPU; on a CPU a batch of 1 is fastest, measured in ``benchmarks/promptable.py``).
+    ``slices``: the :class:`ModelSlices` of this volume along ``axis`` from an earlier call, whose embeddings are
+    reused (a further prompt on the same volume then runs the decoder only).
     """
     vol = volume if volume.ndim == 3 else np.moveaxis(volume, 0, -1)          # (I, J, K[, C])
     vol = np.moveaxis(vol, axis, 2)                                              # slices along the third axis
-    slices = ModelSlices(model, vol, batch)
+    if slices is None:
+        slices = ModelSlices(model, vol, batch)
+    elif slices.volume.shape != vol.shape:
+        raise ValueError(f"slices of a {slices.volume.shape} volume given for a {vol.shape} one along axis {axis}")
     scale = model.input_size / max(vol.shape[0], vol.shape[1])                   # model pixels per voxel
     rules = rules or Rules(margin=margin / scale, min_score=min_score, min_pixels=min_pixels, max_change=max_change)
     job = VolumePropagation(slices, rules, progress)
@@ -370,6 +377,66 @@ def propagate(model: PromptableSegmenter, volume: np.ndarray, index: int | Seque
             d: stopped[f"{k} {d}"] for d in ("up", "down")}
     mask = np.moveaxis(job.volume((vol.shape[1], vol.shape[0])).transpose(0, 2, 1), 0, 2)   # (I, J, K)
     return Propagation(np.moveaxis(mask, 2, axis), job.scores, stopped, job.sources, corrected)
+
+
+def boxes_across(mask: np.ndarray, axis: int, n: int = 3, margin: float = 2.0) -> list[tuple[int, list[float]]]:
+    """Prompts for a sweep along ``axis`` drawn from a 3D ``mask`` (I, J, K): the slices at 1/(2n), 3/(2n), ...
+    of the mask's extent along that axis, each with the box around its mask widened by ``margin`` voxels, in
+    :func:`propagate`'s convention for that axis (x = the first remaining axis, y = the second)."""
+    moved = np.moveaxis(mask, axis, 2)
+    ks = np.flatnonzero(moved.any(axis=(0, 1)))
+    if ks.size == 0:
+        return []
+    lo, hi = int(ks[0]), int(ks[-1])
+    picks = sorted({lo + round((2 * i + 1) / (2 * n) * (hi - lo)) for i in range(n)})
+    out = []
+    for k in picks:
+        b = box_of(moved[:, :, k].T, margin)
+        if b is not None:
+            out.append((k, b))
+    return out
+
+
+@torch.no_grad()
+def propagate_fused(model: PromptableSegmenter, volume: np.ndarray, index: int | Sequence[int],
+                    box: Sequence[float] | None | Sequence[Sequence[float] | None], axis: int = 2,
+                    boxes_per_axis: int = 3, slices: dict[int, ModelSlices] | None = None, **kwargs: Any
+                    ) -> Propagation:
+    """:func:`propagate` along ``axis`` from the user's prompts, then along each of the two other axes from
+    ``boxes_per_axis`` boxes drawn from that first result (:func:`boxes_across`), fused by majority vote: a voxel
+    is kept where at least two of the three sweeps found it. A sweep along one axis leaks where the structure
+    touches a neighbour of similar intensity in that plane; the same leak rarely appears in the orthogonal planes
+    (the three-view fusion of MedSAM-2 / nnInteractive-style 3D prompting, here with LiteMedSAM's 2D decoder).
+    The user's own slices -- the prompted ones and those ``clicks`` corrected -- keep the first sweep's mask.
+    Every slice of every axis is embedded: about three times the time of :func:`propagate`. ``kwargs`` go to
+    each :func:`propagate` (the clicks and points to the first only); ``slices``: axis -> :class:`ModelSlices`
+    kept between calls on the same volume (filled here when given empty), so a second call embeds nothing."""
+    slices = {} if slices is None else slices
+    vol = volume if volume.ndim == 3 else np.moveaxis(volume, 0, -1)
+    for a in (0, 1, 2):
+        if a not in slices:
+            slices[a] = ModelSlices(model, np.moveaxis(vol, a, 2), kwargs.get("batch", 1))
+    first = propagate(model, volume, index, box, axis=axis, slices=slices[axis], **kwargs)
+    rest = {k: v for k, v in kwargs.items() if k not in ("points", "point_labels", "clicks")}
+    votes = first.mask.astype(np.uint8)
+    axes = {axis: {"prompts": "yours", "voxels": int(first.mask.sum())}}
+    for other in (a for a in (0, 1, 2) if a != axis):
+        prompts = boxes_across(first.mask, other, boxes_per_axis)
+        if not prompts:                                 # nothing found: nothing to confirm
+            return first
+        r = propagate(model, volume, [k for k, _ in prompts], [b for _, b in prompts], axis=other,
+                      slices=slices[other], **rest)
+        votes += r.mask
+        axes[other] = {"prompts": [{"slice": k, "box": [round(float(v), 1) for v in b]} for k, b in prompts],
+                       "voxels": int(r.mask.sum())}
+    fused = votes >= 2
+    own = {int(index)} if isinstance(index, int | np.integer) else {int(k) for k in index}
+    own |= set(first.corrected)
+    for k in own:                                       # the user's slices keep what the user made
+        sl = [slice(None)] * 3
+        sl[axis] = k
+        fused[tuple(sl)] = first.mask[tuple(sl)]
+    return Propagation(fused, first.scores, first.stopped, first.sources, first.corrected, axes)
 
 
 # ---- training on a user's masks with simulated prompts ----------------------------------------------------------

@@ -221,7 +221,8 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             model: str = "litemedsam", min_score: float = 0.5, max_change: float = 0.15, overwrite: bool = False,
             progress: bool = True, text: str | None = None, precision: str = "fp32",
             structures: Sequence[dict[str, Any]] | None = None, engine: str = "auto",
-            slice_boxes: Sequence[dict[str, Any]] = (), clicks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+            slice_boxes: Sequence[dict[str, Any]] = (), clicks: Sequence[dict[str, Any]] = (),
+            fuse_axes: bool = False) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
     slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``).
@@ -237,7 +238,9 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     Volumes: ``slice_boxes`` (``[{"slice": K, "box": [x0, y0, x1, y1]}]``) prompt more slices of the one
     structure (propagation runs from each and is fused between them); ``clicks`` (``[{"slice": K, "point": [x, y],
     "positive": bool}]``) correct the propagated mask on any slice and re-propagate locally; a structure of
-    ``structures`` takes them as its ``boxes`` and ``clicks``."""
+    ``structures`` takes them as its ``boxes`` and ``clicks``. ``fuse_axes``: propagate along the two other axes
+    too, from boxes drawn from the first result, and keep the voxels two of the three sweeps found
+    (:func:`mmfm.tasks.promptable.propagate_fused`; about three times the time)."""
     from mmfm.engine.precision import autocast, resolve_precision
     from mmfm.tasks.promptable import for_inference
     from mmfm.tasks.promptable_onnx import ENGINES, inference_model, resolve_engine
@@ -280,6 +283,10 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     if text and img.spatial_dims == 3 and (box is not None or points):
         raise ConfigError("a text prompt segments every slice of a volume; --box/--point are not combined with it",
                           "give --text alone, or --slice with --box/--point")
+    if fuse_axes and (img.spatial_dims == 2 or text):
+        raise ConfigError("--fuse-axes fuses the propagations of a volume along its three axes; "
+                          + ("this image is 2D" if img.spatial_dims == 2 else "--text segments every slice alone"),
+                          "drop --fuse-axes")
     pixels = _pixels(img, pre, image, fmt, axis, text, prompts)
     for p in prompts:
         _check_prompt(p, pixels, img.spatial_dims, axis)
@@ -293,7 +300,8 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     record["engine"] = {"asked": engine, "used": run_by, "why": why}
     with autocast(used.used, device):   # the prediction only; masks are written as before
         text_emb = _text_embedding(task, text, record) if text else None
-        results = [_predict(net, pixels, p, img, axis, text_emb, min_score, max_change, progress) for p in prompts]
+        results = [_predict(net, pixels, p, img, axis, text_emb, min_score, max_change, progress, fuse_axes)
+                   for p in prompts]
     if structures is None:
         mask_ij, facts = results[0]
         record["prompt"] = _prompt_record(prompts[0], img.spatial_dims, axis, bool(text), record.get("prompt"))
@@ -400,9 +408,10 @@ def _prompt_record(p: dict[str, Any], dims: int, axis: int, text: bool, given: d
 
 
 def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis: int, text_emb: Any,
-             min_score: float, max_change: float, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+             min_score: float, max_change: float, progress: bool, fuse_axes: bool = False
+             ) -> tuple[np.ndarray, dict[str, Any]]:
     """One structure: its mask on the input's (i, j[, k]) grid and the facts the JSON records."""
-    from mmfm.tasks.promptable import model_device, predict_slice, propagate
+    from mmfm.tasks.promptable import model_device, predict_slice, propagate, propagate_fused
 
     pts, neg = p["points"], p["negative_points"]
     labels = [1] * len(pts) + [0] * len(neg)
@@ -424,19 +433,26 @@ def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis
         return mask_ij, {"slices": [int(filled[0]), int(filled[-1])] if filled.size else [],
                          "foreground_voxels": int(mask_ij.sum()),
                          "volume_ml": round(float(mask_ij.sum()) * vox_ml, 3)}
-    bar = tqdm(total=n - 1, desc="propagate", unit="slice", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=None if fuse_axes else n - 1, desc="propagate", unit="slice", disable=not progress,
+               file=sys.stderr)
     first = [(p["slice"], p["box"])] if p["box"] is not None or pts else []
     anchors = first + [(b["slice"], b["box"]) for b in p["boxes"]]
     index: Any = anchors[0][0] if len(anchors) == 1 else [k for k, _ in anchors]
     boxes: Any = anchors[0][1] if len(anchors) == 1 else [b for _, b in anchors]
-    result = propagate(net, volume, index, boxes, pts + neg if first else (), labels if first else (), axis=axis,
-                       min_score=min_score, max_change=max_change, progress=bar,
-                       batch=8 if model_device(net).type == "cuda" else 1,
-                       clicks=[(c["slice"], c["point"], int(c["positive"])) for c in p["clicks"]])
+    run = propagate_fused if fuse_axes else propagate
+    result = run(net, volume, index, boxes, points=pts + neg if first else (),
+                 point_labels=labels if first else (), axis=axis, min_score=min_score, max_change=max_change,
+                 progress=bar, batch=8 if model_device(net).type == "cuda" else 1,
+                 clicks=[(c["slice"], c["point"], int(c["positive"])) for c in p["clicks"]])
     bar.close()
     mask_ij = result.mask
+    if fuse_axes:
+        more_axes = {"fused_axes": {str(a): v for a, v in result.axes.items()}}
+    else:
+        more_axes = {}
     filled = sorted(result.scores) if mask_ij.any() else []
     more = {"corrected_slices": {str(k): v for k, v in result.corrected.items()}} if result.corrected else {}
+    more |= more_axes
     return mask_ij, {**more, "slices": [filled[0], filled[-1]] if filled else [], "stopped": result.stopped,
                      "min_score": min_score, "max_change": max_change,
                      "scores": {str(k): round(v, 4) for k, v in sorted(result.scores.items())},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import scipy.ndimage as ndi
 import torch
 
@@ -151,16 +152,11 @@ def test_litemedsam_propagates_the_liver_on_real_lits_slices_and_corrects_with_t
     assert time.perf_counter() - t < 5.0
 
 
-def test_propagate_keeps_its_interface_along_any_axis_and_with_look_ahead(monkeypatch):
-    """`mmfm segment`'s entry point, P.propagate, on a volume (I, J, K) with a drifting box-shaped structure and an
-    oracle in place of the network (bright pixels inside the box): the same mask along k and along j, embedded one
-    slice or four at a time, and 'up'/'down' stops as before."""
-    vol = np.zeros((40, 30, 20), np.float32)           # (I, J, K)
-    truth = np.zeros(vol.shape, bool)
-    for k in range(5, 15):                              # a structure on slices 5..14 that drifts along i
-        truth[8 + k // 2: 20 + k // 2, 6:18, k] = True
-    vol[truth] = 1.0
-    vol[30:36, 20:26, :] = 1.0                          # another bright object on every slice, outside the box
+@pytest.fixture
+def oracle(monkeypatch):
+    """An oracle in place of LiteMedSAM for P.propagate: an 'embedding' is the slice itself, and a box prompt
+    gives the bright pixels inside the box (IoU estimate 0.9, or 0.1 when there are none). Yields the list of
+    embedding batch sizes and a model stand-in (input size 256)."""
     embedded: list[int] = []
 
     def embed(model, images):
@@ -176,7 +172,20 @@ def test_propagate_keeps_its_interface_along_any_axis_and_with_look_ahead(monkey
     monkeypatch.setattr(P, "embed_images", embed)
     monkeypatch.setattr(P, "decode_logits", decode)
     monkeypatch.setattr(P, "from_model", lambda logits, frame: logits[0, 0].numpy() > 0)
-    model = type("M", (), {"input_size": 256})()
+    return embedded, type("M", (), {"input_size": 256})()
+
+
+def test_propagate_keeps_its_interface_along_any_axis_and_with_look_ahead(oracle):
+    """`mmfm segment`'s entry point, P.propagate, on a volume (I, J, K) with a drifting box-shaped structure and an
+    oracle in place of the network (bright pixels inside the box): the same mask along k and along j, embedded one
+    slice or four at a time, and 'up'/'down' stops as before."""
+    vol = np.zeros((40, 30, 20), np.float32)           # (I, J, K)
+    truth = np.zeros(vol.shape, bool)
+    for k in range(5, 15):                              # a structure on slices 5..14 that drifts along i
+        truth[8 + k // 2: 20 + k // 2, 6:18, k] = True
+    vol[truth] = 1.0
+    vol[30:36, 20:26, :] = 1.0                          # another bright object on every slice, outside the box
+    embedded, model = oracle
     start, box = 9, box_of(truth[:, :, 9].T)
     res = P.propagate(model, vol, start, box, margin=256 / 40)   # one voxel of margin: follows the drift
     assert np.array_equal(res.mask, truth)
@@ -192,3 +201,54 @@ def test_propagate_keeps_its_interface_along_any_axis_and_with_look_ahead(monkey
     res_2 = P.propagate(model, vol, [6, 12], [box_of(truth[:, :, 6].T), box_of(truth[:, :, 12].T)],
                         margin=256 / 40)
     assert np.array_equal(res_2.mask, truth) and res_2.sources[9] == [6, 12]
+
+
+def test_boxes_across_draws_prompts_from_a_mask_along_another_axis():
+    mask = np.zeros((30, 20, 10), bool)                  # (I, J, K): a block on i 5..24, j 4..11, k 2..7
+    mask[5:25, 4:12, 2:8] = True
+    prompts = P.boxes_across(mask, 0, n=3, margin=1.0)
+    assert [k for k, _ in prompts] == [8, 15, 21]        # 1/6, 3/6, 5/6 of i 5..24
+    # along i a slice shows x = j, y = k (propagate's convention for axis 0)
+    assert prompts[0][1] == [3.0, 1.0, 12.0, 8.0]
+    assert P.boxes_across(np.zeros_like(mask), 1) == []
+
+
+def test_propagate_fused_votes_three_axes_and_keeps_the_users_slice(oracle, monkeypatch):
+    """The oracle network of the test above on a drifting structure: the fused mask is the structure; each other
+    axis was swept from three boxes drawn from the first result; the prompted slice keeps the first sweep's mask
+    even where the other two axes disagree."""
+    vol = np.zeros((40, 30, 20), np.float32)
+    truth = np.zeros(vol.shape, bool)
+    for k in range(5, 15):
+        truth[8 + k // 2: 20 + k // 2, 6:18, k] = True
+    vol[truth] = 1.0
+
+    embedded, model = oracle
+    kept: dict = {}
+    res = P.propagate_fused(model, vol, 9, box_of(truth[:, :, 9].T), margin=256 / 40, slices=kept)
+    assert sorted(kept) == [0, 1, 2] and embedded
+    embedded.clear()                                     # the same volume again: every embedding is reused
+    again = P.propagate_fused(model, vol, 9, box_of(truth[:, :, 9].T), margin=256 / 40, slices=kept)
+    assert embedded == [] and np.array_equal(again.mask, res.mask)
+    assert np.array_equal(res.mask, truth)
+    assert sorted(res.axes) == [0, 1, 2] and res.axes[2]["prompts"] == "yours"
+    assert all(len(res.axes[a]["prompts"]) == 3 and res.axes[a]["voxels"] >= 0.9 * truth.sum() for a in (0, 1))
+    assert all(type(v) is float for a in (0, 1) for p in res.axes[a]["prompts"] for v in p["box"])   # JSON-ready
+    # the other two sweeps miss slices 9 (the prompted one) and 10: slice 10 is voted out, slice 9 stays the user's
+    first = P.propagate(model, vol, 9, box_of(truth[:, :, 9].T), margin=256 / 40)
+    calls = {"n": 0}
+    real = P.propagate
+
+    def second_sweeps_miss_slice_9(model, volume, index, box, axis=2, **kw):
+        calls["n"] += 1
+        r = real(model, volume, index, box, axis=axis, **kw)
+        if calls["n"] > 1:                                # the other axes: pretend they missed slice k = 9
+            r.mask[:, :, 9] = False
+            r.mask[:, :, 10] = False
+        return r
+
+    monkeypatch.setattr(P, "propagate", second_sweeps_miss_slice_9)
+    res = P.propagate_fused(model, vol, 9, box_of(truth[:, :, 9].T), margin=256 / 40)
+    assert np.array_equal(res.mask[:, :, 9], first.mask[:, :, 9])          # the user's slice: the first sweep's
+    assert not res.mask[:, :, 10].any()                                     # elsewhere two of three decide
+    assert np.array_equal(res.mask[:, :, 11:], truth[:, :, 11:])

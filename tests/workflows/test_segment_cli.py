@@ -145,3 +145,30 @@ def test_segment_in_bf16_gives_the_fp32_mask_within_rounding(tmp_path):
         assert json.loads((tmp_path / f"{p}.json").read_text())["precision"]["used"] == p
     a, b = masks["fp32"], masks["bf16"]
     assert a.any() and 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.95
+
+
+def test_segment_fuse_axes_votes_three_sweeps_on_a_volume(tmp_path):
+    """`--fuse-axes` (fuse_axes=True): the sphere is found by sweeps along all three axes; the JSON lists each
+    axis's prompts and voxels; the prompted slice is the single-axis run's; a 2D image is refused."""
+    from mmfm.errors import ConfigError
+    from mmfm.workflows.segment import segment
+
+    ball, _ = _volume(tmp_path / "ct.nii.gz")
+    i, j = np.nonzero(ball[:, :, 4])
+    box = [i.min() - 1, j.min() - 1, i.max() + 1, j.max() + 1]
+    kw = dict(box=box, slice_index=4, modality="CT", engine="torch", progress=False)
+    one = segment(tmp_path / "ct.nii.gz", tmp_path / "one.nii.gz", **kw)
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "--slice", "4", "--box", *map(str, box), "--modality",
+                 "CT", "--engine", "torch", "--fuse-axes", "--out", str(tmp_path / "fused.nii.gz"), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "fused.json").read_text())
+    fused = np.asarray(nib.load(tmp_path / "fused.nii.gz").dataobj) > 0
+    single = np.asarray(nib.load(tmp_path / "one.nii.gz").dataobj) > 0
+    assert 2 * (fused & ball).sum() / (fused.sum() + ball.sum()) > 0.7
+    assert np.array_equal(fused[:, :, 4], single[:, :, 4])
+    assert sorted(rec["fused_axes"]) == ["0", "1", "2"] and "fused_axes" not in one
+    assert all(len(rec["fused_axes"][a]["prompts"]) >= 1 for a in ("0", "1"))
+    assert rec["foreground_voxels"] == int(fused.sum())
+    _png(tmp_path / "img.png")
+    with pytest.raises(ConfigError, match="fuse-axes"):
+        segment(tmp_path / "img.png", tmp_path / "m.png", box=[10, 10, 50, 50], fuse_axes=True, progress=False)
+    assert not (tmp_path / "m.png").exists()
