@@ -1,7 +1,8 @@
 """De-identification of report text: names, dates, identifiers, contacts and places replaced by bracketed tags.
 
 Rules, not a learned model (no clinical NER model ships in a registry package mmfm can use offline): known names
-(the patient's and physicians' names from the DICOM header of the same study, when given) anywhere; names after a
+(the patient's and physicians' names from the DICOM header of the same study, when given) and known identifiers
+(the same headers' patient and accession IDs, in any spacing) anywhere; names after a
 title (Dr., Mr., Mrs., Ms., Prof.) or after "signed/dictated/reviewed by", "patient:", "name:"; dates in numeric
 and written forms; record/accession/MRN identifiers and any run of 6+ digits; phone numbers, e-mail addresses,
 URLs; street addresses and postcodes; institutions ("... Hospital", "... Medical Center", "... Clinic"). A name
@@ -24,7 +25,8 @@ _RULES: list[tuple[str, re.Pattern[str], str]] = [
                         rf"\s+(?:{_MONTHS})\.?,?\s+\d{{4}}\b|\b(?:{_MONTHS})\.?\s+\d{{4}}\b"), "[DATE]"),
     ("PHONE", re.compile(r"(?:\+\d{1,3}[\s-]?)?\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b"), "[PHONE]"),
     ("ID", re.compile(r"\b(MRN|MR#|Accession(?:\s+(?:No\.?|Number|#))?|Acc\.?\s*#?|Record(?:\s+(?:No\.?|Number))?|"
-                      r"Patient\s+ID|ID|Case\s+(?:No\.?|#))\s*[:#]?\s*[A-Z0-9][A-Z0-9-]{3,}\b", re.I), r"\1 [ID]"),
+                      r"Patient\s+ID|ID|Case\s+(?:No\.?|#))(?![a-z])\s*[:#]?\s*[A-Z0-9][A-Z0-9-]{3,}\b", re.I),
+     r"\1 [ID]"),     # (?![a-z]): a cue is a whole word ("Accession" is not "Acc" + "ession")
     ("ID", re.compile(r"\b\d{6,}\b"), "[ID]"),
     ("ADDRESS", re.compile(r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|"
                            r"Ln|Drive|Way|Court|Ct|Place|Pl)\b\.?"), "[ADDRESS]"),
@@ -49,10 +51,37 @@ def known_names(values: Iterable[str]) -> list[str]:
     return sorted(parts, key=len, reverse=True)
 
 
-def deidentify_text(text: str, names: Iterable[str] = ()) -> tuple[str, dict[str, int]]:
+def identifier_pattern(value: str) -> re.Pattern[str] | None:
+    """A known identifier (a header's PatientID, AccessionNumber, ...) as it may be written in a report: its
+    letters and digits in order, with any of space, '-', '.', '/' or '_' (or nothing) between the runs, not inside
+    a longer word or number, and without a leading letters-only prefix ("MRN") where 6+ characters remain; None
+    for a value too short to be told from ordinary text (under 4 letters/digits)."""
+    runs = re.findall(r"[A-Za-z0-9]+", str(value))
+    if sum(len(r) for r in runs) < 4:
+        return None
+    sep = r"[\s\-./_]*"
+    body = sep.join(map(re.escape, runs))
+    core = runs
+    while core and core[0].isalpha():               # "MRN-0042-7731" is also written "0042 7731"
+        core = core[1:]
+    if core != runs and sum(len(r) for r in core) >= 6:
+        body = f"(?:{body}|{sep.join(map(re.escape, core))})"
+    return re.compile(rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])", re.I)
+
+
+def deidentify_text(text: str, names: Iterable[str] = (), identifiers: Iterable[str] = ()
+                    ) -> tuple[str, dict[str, int]]:
     """(de-identified text, count of replacements per kind). ``names``: known names (e.g. :func:`known_names` of
-    the study's DICOM person names) replaced wherever they appear."""
+    the study's DICOM person names) replaced wherever they appear; ``identifiers``: known identifiers (the
+    study's PatientID, OtherPatientIDs, AccessionNumber) replaced by ``[ID]`` wherever they appear, whatever
+    separators the report writes them with (:func:`identifier_pattern`), with or without a cue like "MRN"."""
     counts: dict[str, int] = {}
+    for value in sorted(set(identifiers), key=len, reverse=True):
+        pattern = identifier_pattern(value)
+        if pattern is not None:
+            text, n = pattern.subn("[ID]", text)
+            if n:
+                counts["ID"] = counts.get("ID", 0) + n
     for name in names:
         text, n = re.subn(rf"\b{re.escape(name)}\b", "[NAME]", text, flags=re.I)
         if n:

@@ -33,8 +33,18 @@ from mmfm.errors import MMFMError as DataError
 from mmfm.evaluation.results import write_json_atomic
 
 TEXT_SUFFIXES = {".txt", ".md"}
+_IDENTIFIERS = ("PatientID", "OtherPatientIDs", "AccessionNumber")   # also scrubbed from report text
 _PERSON_NAMES = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
                  "OperatorsName", "RequestingPhysician", "PhysiciansOfRecord")
+
+
+def _values(v: Any) -> list[Any]:
+    """A header value as a list (a multi-valued element such as OtherPatientIDs gives each of its values)."""
+    from pydicom.multival import MultiValue
+
+    if v is None or v == "":
+        return []
+    return list(v) if isinstance(v, (list, tuple, MultiValue)) else [v]
 
 
 def expected_pixel_bytes(ds: Any) -> int | None:
@@ -109,6 +119,7 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
                                                    "searched in every byte of the output outside its pixel data",
                                          "files": 0, "leaks": 0, "withheld": []}}
     names: list[str] = []
+    ids: list[str] = []
     texts = []
     try:
         for path in tqdm(files, desc="deid", disable=not progress, unit="file"):
@@ -125,6 +136,7 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
                 summary["skipped"].append({"file": file_id, "reason": why})
                 continue
             names += [str(ds.get(k, "")) for k in _PERSON_NAMES]
+            ids += [str(v) for k in _IDENTIFIERS for v in _values(ds.get(k, ""))]
             log = deid.apply(ds)
             rel = Path(str(ds.get("StudyInstanceUID", "") or "study"), str(ds.get("SeriesInstanceUID", "") or "series"),
                        f"{ds.get('SOPInstanceUID', '') or file_id}.dcm")
@@ -147,14 +159,14 @@ def deidentify_folder(inp: str | Path, out: str | Path, keep_private: Iterable[s
             if log["burned_in_annotation"] != "no":
                 summary["burned_in_annotation"].append({"file": str(rel), "flag": log["burned_in_annotation"]})
         scrub = known_names(names)
-        for path, file_id in texts:   # after the DICOMs: their person names are scrubbed from the text too
+        for path, file_id in texts:   # after the DICOMs: their person names and IDs are scrubbed from the text too
             try:
                 text = path.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError) as e:
                 why = f"text not readable as UTF-8 ({type(e).__name__})"
                 summary["skipped"].append({"file": file_id, "reason": why})
                 continue
-            clean, counts = deidentify_text(text, scrub)
+            clean, counts = deidentify_text(text, scrub, ids)
             rel = Path("reports") / f"{file_id}.txt"
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_text(clean, encoding="utf-8")

@@ -272,6 +272,10 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     sidecar = _claim_output(image, out, overwrite)
     fmt = image_format(image)
     kind = _output_kind(out, fmt)
+    if kind in ("SEG", "RTSTRUCT"):                   # refuse sources a result cannot reference before any work
+        from mmfm.data.io.dicom_seg import dicom_sources
+
+        dicom_sources(image)
     img = read_image(image, modality=modality)
     arr = img.array
     if not np.isfinite(arr).all():

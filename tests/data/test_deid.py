@@ -148,3 +148,26 @@ def test_instances_sharing_or_lacking_a_uid_are_all_written(tmp_path, dicom_path
         ds.save_as(inp / f"{k}.dcm")
     summary = deidentify_folder(inp, tmp_path / "out", progress=False)
     assert len({w["file"] for w in summary["written"]}) == 3 and len(list((tmp_path / "out").rglob("*.dcm"))) == 3
+
+
+def test_known_identifiers_are_scrubbed_from_text_in_any_spacing():
+    """A header's PatientID / AccessionNumber is replaced wherever a report writes it, with or without a cue and
+    with other separators; short values and longer words or numbers that contain it are left alone."""
+    text = ("Ref MRN-0042-7731; also seen as 0042 7731 and MRN00427731. Accession acc/2024/99. ZX41Q is a "
+            "code, ZX-41 an ID. Grade 2A.")
+    clean, counts = deidentify_text(text, identifiers=["MRN-0042-7731", "ACC-2024-99", "ZX 41", "2A"])
+    assert "0042" not in clean and "7731" not in clean and "2024/99" not in clean
+    assert "ZX41Q is a code, [ID] an ID." in clean and "Grade 2A." in clean and counts["ID"] == 5
+
+
+def test_deid_scrubs_the_headers_patient_id_from_the_study_reports(tmp_path, dicom_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    ds.PatientID, ds.AccessionNumber = "MRN-0042-7731", "A77-190"
+    ds.save_as(inp / "ct.dcm")
+    (inp / "report.txt").write_text("Patient MRN-0042-7731 (acc. A77 190): no acute findings.")
+    summary = deidentify_folder(inp, tmp_path / "out", progress=False)
+    text = next((tmp_path / "out" / "reports").glob("*.txt")).read_text()
+    assert "7731" not in text and "A77" not in text and "no acute findings." in text
+    assert summary["text"][0]["replaced"]["ID"] == 2

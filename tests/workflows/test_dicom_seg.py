@@ -180,3 +180,33 @@ def test_predict_format_dcm_writes_a_seg_equal_to_its_nifti(series, tmp_path, ca
     capsys.readouterr()
     assert main(["predict", str(run), str(nii), "--out", str(tmp_path / "x"), "--format", "dcm"]) == 2
     assert "not DICOM" in capsys.readouterr().err
+
+
+def test_sources_take_instance_uids_from_the_meta_header_and_refuse_a_series_without_study_uids(series, tmp_path,
+                                                                                                   capsys):
+    """An anonymiser that empties the dataset's SOP Class/Instance UIDs leaves them in the file meta header (the
+    same values by the standard): the SEG references those. A series without Study/Series Instance UIDs cannot be
+    referenced: `mmfm segment --out x.dcm` says so in one line before running the model, and writes nothing."""
+    folder, _, labels = series
+    uids = [pydicom.dcmread(f).SOPInstanceUID for f in sorted(folder.iterdir())]
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID          # as a real file's meta header
+        ds.SOPClassUID, ds.SOPInstanceUID = "", ""
+        ds.save_as(f)
+    sources = dicom_sources(folder)
+    assert sorted(str(ds.SOPInstanceUID) for ds in sources) == sorted(uids)
+    write_seg(tmp_path / "a.dcm", labels, {1: "liver", 2: "bone"}, sources, "test", "mmfm test")
+    refs = {str(r.ReferencedSOPInstanceUID) for f in hd.seg.segread(tmp_path / "a.dcm").PerFrameFunctionalGroupsSequence
+            for r in f.DerivationImageSequence[0].SourceImageSequence}
+    assert refs <= set(uids) and refs
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID = ""
+        ds.save_as(f)
+    out = tmp_path / "b.dcm"
+    assert main(["segment", str(folder), "--slice", "1", "--box", "10", "10", "60", "60", "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "StudyInstanceUID" in err and "nii.gz" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("b*"))

@@ -73,14 +73,33 @@ def property_codes(name: str) -> tuple[Any, Any]:
     return codes.SCT.AnatomicalStructure, codes.SCT.Tissue
 
 
+def _referenceable(ds: pydicom.Dataset, where: Path) -> pydicom.Dataset:
+    """A source a SEG or RT Structure Set can reference: SOP Class and Instance UIDs (taken from the file's meta
+    header, which by the standard holds the same values, where an anonymiser emptied them in the dataset), Study
+    and Series Instance UIDs; else a one-line error, since a result that references nothing cannot be filed with
+    its study."""
+    meta = getattr(ds, "file_meta", None)
+    for tag, fallback in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if not str(ds.get(tag, "") or "").strip() and meta is not None and str(meta.get(fallback, "") or "").strip():
+            setattr(ds, tag, meta.get(fallback))
+    missing = [t for t in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+               if not str(ds.get(t, "") or "").strip()]
+    if missing:
+        raise InputFileError(where, f"has no {', '.join(missing)} (emptied when it was anonymised?): a DICOM SEG or "
+                             "RT Structure Set references its source slices by them",
+                             "write the mask as NIfTI (--out mask.nii.gz), or give the series with its UIDs")
+    return ds
+
+
 def dicom_sources(path: str | Path) -> list[pydicom.Dataset]:
     """The source datasets of a DICOM image in the order mmfm's reader puts their slices on K: a single file, or
-    a series folder's slices sorted along the slice normal (one series per folder, as the reader requires)."""
+    a series folder's slices sorted along the slice normal (one series per folder, as the reader requires). Each
+    must carry the UIDs a result references (:func:`_referenceable`)."""
     p = Path(path)
     if p.is_file():
-        return [_read(p)]
+        return [_referenceable(_read(p), p)]
     files = [f for f in sorted(p.rglob("*")) if f.is_file() and f.stat().st_size > 0 and is_dicom(f)]
-    datasets = [_read(f) for f in files]
+    datasets = [_referenceable(_read(f), p) for f in files]
     uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if not datasets or len(uids) != 1:
         raise InputFileError(p, f"holds {len(uids)} series", "put one DICOM series in the folder")
