@@ -101,7 +101,7 @@ class RunConfig:
     federate: FederateConfig = field(default_factory=FederateConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     out: str = "runs/run"
-    method: str = ""                      # label for results.json (default: encoder name + "-scratch")
+    method: str = ""                      # label for results.json (default: encoder name + "-scratch" or "-pretrained")
     calibrate: str | None = "val"         # classification: fit temperature scaling on this split (empty: do not)
 
     def to_dict(self) -> dict[str, Any]:

@@ -258,9 +258,30 @@ def method_name(cfg: RunConfig, prep: Prepared) -> str:
     if prep.task in ("registration", "detection"):
         network = fixed_networks[prep.task]
     arch = network if network not in (None, "encoder") else prep.encoder_spec.get("name") or "encoder"
-    start = ("scratch" if not cfg.encoder.get("weights")
-             else prep.encoder_spec.get("method", "pretrained").split("-", 1)[-1])
-    return cfg.method or f"{arch}-{start}"
+    return cfg.method or f"{arch}-{_start_label(cfg, prep, arch)}"
+
+
+def _start_label(cfg: RunConfig, prep: Prepared, arch: str) -> str:
+    """Where the network's weights started: the started encoder's label (``encoder.weights``), ``pretrained``
+    (a zoo encoder built with the weights its package ships: ``litemedsam-pretrained[input_size=64]``, as
+    ``encoder.weights=litemedsam:input_size=64`` names it) or ``scratch``."""
+    import inspect
+
+    from mmfm.encoders import ENCODERS
+    from mmfm.encoders.zoo import ZOO
+
+    if cfg.encoder.get("weights"):
+        return str(prep.encoder_spec.get("method", "pretrained")).split("-", 1)[-1]
+    if prep.task == "promptable_segmentation" and arch == "litemedsam":
+        return "pretrained"    # task.network=litemedsam fine-tunes the shipped LiteMedSAM
+    name = cfg.encoder.get("name")
+    if arch != name or name not in ZOO or ZOO[name].kind != "image" or not ENCODERS.accepts(name, "pretrained"):
+        return "scratch"
+    default = inspect.signature(ENCODERS.get(name)).parameters["pretrained"].default
+    if not cfg.encoder.get("pretrained", default):
+        return "scratch"
+    opts = {k: v for k, v in cfg.encoder.items() if k not in ("name", "pretrained") and ENCODERS.accepts(name, k)}
+    return "pretrained" + "".join(f"[{k}={v}]" for k, v in opts.items())
 
 
 def evaluate_splits(model: Any, cfg: RunConfig, task_name: str, method: str,
