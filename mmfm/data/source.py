@@ -369,7 +369,7 @@ class CatalogSource:
         data = self.data
         if data.dataset == "folder" and not data.splits_file and data.train_split == "train":
             every = cat.all_samples(data)
-            if every.labels is None:
+            if every.labels is None and not every.scan.get("captions"):   # pairs are split: retrieval holds out
                 cat.say(f"pretraining on all {len(every)} images or volumes of the folder: it has no labels.csv, so "
                         "no validation or test images are held out (to hold some out, list the splits in "
                         "data.splits_file)")
@@ -409,7 +409,8 @@ class CatalogSource:
         ds = cat.sample_dataset(data, split, text=True, train=split == data.train_split)
         if not any(t.strip() for t in ds.texts):
             raise ConfigError(f"{data.dataset} at data.root has no report or caption text",
-                              "image-text objectives need pairs: use image_text_csv, iu_xray or a CSV of reports")
+                              "image-text objectives need pairs: a folder with captions.csv (image,text), "
+                              "image_text_csv, iu_xray or a CSV of reports")
         return ds
 
     def reports(self, split: str = "train") -> ReportDataset:

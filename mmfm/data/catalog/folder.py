@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from mmfm.data.catalog.confine import OUTSIDE, confine_rows, inside
-from mmfm.data.catalog.loaders import LAYOUTS, SampleList, _need_columns, _resolve_images, _rows, file_id
+from mmfm.data.catalog.loaders import (
+    LAYOUTS,
+    SampleList,
+    _need_columns,
+    _resolve_images,
+    _rows,
+    file_id,
+    image_text_csv,
+)
 from mmfm.data.catalog.masks import pair_records
 from mmfm.data.io import image_format, image_info, read_image
 from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
@@ -129,10 +137,12 @@ def scan_folder(root: Path, allow_outside_root: bool = False
 
 @LAYOUTS.register("folder")
 def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", label_column: str = "label",
-           patient_column: str = "", mask_column: str = "mask", modality: str = "",
-           allow_outside_root: bool = False) -> SampleList:
+           patient_column: str = "", mask_column: str = "mask", modality: str = "", captions: str = "captions.csv",
+           text_column: str = "text", allow_outside_root: bool = False) -> SampleList:
     """A plain directory of images (any supported format, nested), labelled by ``labels`` when that CSV exists,
-    with masks paired by the conventions of :mod:`mmfm.data.catalog.masks`.
+    with masks paired by the conventions of :mod:`mmfm.data.catalog.masks`; without ``labels``, a ``captions`` CSV
+    (``image_column``, ``text_column``[, ``patient_column``]) makes it image-text pairs, read as the catalog's pairs
+    layout reads them (:func:`~mmfm.data.catalog.loaders.image_text_csv`: ROCO, MIMIC-CXR, ...).
 
     ``mask_column``: the ``labels`` column naming each image's mask (used when the table has it; the class column
     is then optional).
@@ -143,6 +153,11 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
     if not root.is_dir():
         raise InputFileError(root, "folder not found", "point data.root at the folder that holds your images")
     table = root / labels
+    if not table.exists() and (root / captions).exists():
+        pairs = image_text_csv(root, captions, image_column, text_column, patient_column=patient_column,
+                               modality=modality, allow_outside_root=allow_outside_root)
+        pairs.scan = {"images": len(pairs), "captions": captions, "skipped": [], "other_files": 0}
+        return pairs
     if table.exists() and not allow_outside_root and not inside(root, table):
         raise InputFileError(labels, OUTSIDE.replace("a file", "a table"), "copy the table into data.root")
     if table.exists():

@@ -56,9 +56,22 @@ def file_id(path: Path, dicom: bool | None = None) -> str:
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV with their line numbers (the header is line 1). A field over csv's limit (a huge caption:
+    131,072 characters) or text that is not UTF-8 is an error naming the line."""
     check_file(path)
+    rows: list[tuple[int, dict[str, str]]] = []
     with open(path, newline="", encoding="utf-8") as f:
-        return [(n, row) for n, row in enumerate(csv.DictReader(f), start=2)]
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                rows.append((len(rows) + 2, row))   # the header is line 1
+        except csv.Error as e:
+            raise InputFileError(path, f"line {len(rows) + 2}: {e}",
+                                 f"keep each cell under {csv.field_size_limit():,} characters") from None
+        except UnicodeDecodeError:
+            raise InputFileError(path, f"line {len(rows) + 2}: is not UTF-8 text",
+                                 "save the table as UTF-8") from None
+    return rows
 
 
 def _need_columns(path: Path, rows: list[tuple[int, dict[str, str]]], cols: list[str]) -> None:
