@@ -71,13 +71,13 @@ print(len(label_rows), "labelled images, classes:", sorted({r["label"] for r in 
 # %% [markdown]
 # ## Pretrain CLIP on the pairs
 #
-# A folder of images with a `captions.csv` is the `image_text_csv` layout of the catalog's image-text datasets
-# (ROCO, PMC-OA, MIMIC-CXR, ...); naming one of them (`ROCO`: `image,text` columns) reads your folder that way, and
-# `data.options` says which column holds the patient.
+# A `folder` with a `captions.csv` (`image,text`) is image-text pairs, read as the catalog's image-text datasets
+# (ROCO, PMC-OA, MIMIC-CXR, ...) are; `data.options` says which column holds the patient, so the pairs are split
+# 70/15/15 by patient and retrieval is scored on pairs the model never saw.
 
 # %%
-pair_data = {"dataset": "ROCO", "root": str(pairs), "size": [32, 32], "options": {"patient_column": "patient"}}
-print(mmfm.load_dataset(pairs, dataset="ROCO", kind="pairs", size=(32, 32),
+pair_data = {"dataset": "folder", "root": str(pairs), "size": [32, 32], "options": {"patient_column": "patient"}}
+print(mmfm.load_dataset(pairs, dataset="folder", kind="pairs", size=(32, 32),
                         options={"patient_column": "patient"})[0]["text"])
 run = mmfm.pretrain({
     "encoder": {"name": "resnet_small"},
@@ -110,7 +110,7 @@ print(json.loads(Path("runs/zeroshot/prompts.json").read_text())["liver tumour"]
 # is the fraction found in the top K; the records carry the chance level of each.
 
 # %%
-records = mmfm.retrieve(run, pairs, dataset="ROCO", out="runs/retrieve",
+records = mmfm.retrieve(run, pairs, dataset="folder", out="runs/retrieve",
                         overrides=["data.size=[32,32]", "data.options={patient_column: patient}"])
 rt = {r.metric: r.value for r in records}
 print({k: round(v, 3) for k, v in rt.items()})
