@@ -31,6 +31,7 @@ from mmfm.data.catalog_data import (  # noqa: F401  (the data spec's helpers, re
     split_samples,
 )
 from mmfm.data.datasets import ArrayDataset, PairDataset, ReportDataset, SampleDataset
+from mmfm.data.generated_text import generated_vqa, label_captions  # noqa: F401  (for commands)
 from mmfm.data.source import MINI_FILES, DataSource, dataset_at, mini_arrays, mini_card, source  # noqa: F401
 
 

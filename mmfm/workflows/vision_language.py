@@ -5,7 +5,6 @@ it generates text, the generated texts as JSONL, into ``cfg.out``; ``status.json
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 from mmfm.data import spec as dataspec
 from mmfm.data.batches import first_item, image_batches
 from mmfm.data.datasets import SampleDataset
-from mmfm.data.sources.mini_reader import class_names, mini_root
+from mmfm.data.generated_text import CLOSED
 from mmfm.encoders import build_encoder
 from mmfm.engine.distributed import is_main
 from mmfm.engine.trainer import Trainer, seed_everything
@@ -149,14 +148,8 @@ def run_retrieve(cfg: RunConfig) -> list[ResultRecord]:
 
 
 def _caption_labels(cfg: RunConfig, split: str, texts: list[str]) -> list[str] | None:
-    """mini's label-only captions of the pairs of ``split``, in the order of ``texts``; None where the corpus has
-    none (mini built before v2, other datasets)."""
-    if not dataspec.source(cfg.data).synthetic_text:
-        return None
-    d = dataspec.mini_arrays(dataclasses.replace(cfg.data, size=[]), split)
-    if "caption_label" not in d or [str(c) for c in d["caption"]] != texts:
-        return None
-    return [str(c) for c in d["caption_label"]]
+    """The label-only captions of the pairs of ``split`` (:func:`mmfm.data.spec.label_captions`), or None."""
+    return dataspec.label_captions(cfg.data, split, texts)
 
 
 # -- report generation -----------------------------------------------------------------------------------------
@@ -260,39 +253,10 @@ def _pixels_and_features(encoder: torch.nn.Module, ds: Any) -> tuple[torch.Tenso
 
 
 # -- VQA -------------------------------------------------------------------------------------------------------
-CLOSED = "CLOSED"
 
 
-def mini_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
-    """Questions generated from the labels of mini (said in every report). slices2d: modality and body region
-    (open), is-it-CT and liver tumour present (closed, yes/no); crops3d (3D): modality and region (open),
-    is-it-CT and tumour present in the crop (closed; balanced between yes and no on CT crops)."""
-    root = Path(cfg.data.root) if cfg.data.root else mini_root()
-    name = cfg.data.set if cfg.data.set in ("slices2d", "crops3d") else "slices2d"
-    d = dataspec.mini_arrays(dataclasses.replace(cfg.data, set=name, options={}), split)   # resized to data.size
-    words = {"CT": "ct", "MR": "mri", "XR": "x-ray", "US": "ultrasound", "fundus": "fundus photograph",
-             "pathology": "pathology slide"}
-    if name == "slices2d":
-        names = class_names(root, name, "region")
-        regions = [names[int(r)].replace("_", " ") for r in d["region"]]
-        tumour = d["lesion"]
-    else:
-        regions = ["abdomen" if str(m) == "CT" else "brain" for m in d["modality"]]
-        tumour = d["label"]
-    images, qs, answers, types = [], [], [], []
-    for i in range(len(d["split"])):
-        mod = str(d["modality"][i])
-        items = [("what modality is this image?", words.get(mod, mod.lower()), "OPEN"),
-                 ("which body region is shown?", regions[i], "OPEN"),
-                 ("is this a ct scan?", "yes" if mod == "CT" else "no", CLOSED)]
-        if mod == "CT" and regions[i] == "abdomen":
-            items.append(("is there a liver tumour?", "yes" if int(tumour[i]) else "no", CLOSED))
-        for q, a, t in items:
-            images.append(d["image"][i])
-            qs.append(q)
-            answers.append(a)
-            types.append(t)
-    return {"image": np.stack(images), "question": qs, "answer": answers, "answer_type": types}
+def _generated_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
+    return dataspec.generated_vqa(cfg.data, split)
 
 
 def catalog_vqa(cfg: RunConfig, split: str) -> dict[str, Any]:
@@ -349,7 +313,7 @@ def run_vqa(cfg: RunConfig) -> list[ResultRecord]:
     if bridged:
         prepare(cfg)
     generated = dataspec.source(cfg.data).synthetic_text   # mini: questions generated from its labels
-    load = mini_vqa if generated else catalog_vqa
+    load = _generated_vqa if generated else catalog_vqa
     train = load(cfg, cfg.data.train_split)
     x = torch.as_tensor(train["image"][0])
     if bridged:   # task.decoder=smollm2: a bridge into the language model, which reads the question itself

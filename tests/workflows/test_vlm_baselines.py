@@ -84,10 +84,10 @@ def test_report_generation_records_its_baselines(mini_root, tmp_path):
 
 
 def test_vqa_records_the_majority_answer(mini_root, tmp_path):
-    from mmfm.workflows.vision_language import mini_vqa
+    from mmfm.data.spec import generated_vqa
 
     r, cfg = _run("vqa", "configs/vqa_2d.yaml", ["text_encoder.name=bert_tiny"], tmp_path / "vqa")
-    train, test = mini_vqa(cfg, "train"), mini_vqa(cfg, "test")
+    train, test = generated_vqa(cfg.data, "train"), generated_vqa(cfg.data, "test")
     prior = {q: _naive_mode([a for q2, a in zip(train["question"], train["answer"]) if q2 == q])
              for q in set(train["question"])}
     right = [prior[q] == a for q, a in zip(test["question"], test["answer"])]
