@@ -415,6 +415,7 @@ def promptable_organs() -> str:
         h = r[key]["hd95_mm"]
         return f"{r[key]['dice_3d']:.3f} / " + ("empty" if h is None else f"{h:.1f}")
 
+    fused_any = any("fused" in r for r in rows)
     summary = ["| scan | structures | one box: 3D Dice mean ± sd | median | three axes fused: 3D Dice mean ± sd | "
                "median | fused better on |", "|---|---|---|---|---|---|---|"]
     for scan in d["scans"]:
@@ -426,12 +427,15 @@ def promptable_organs() -> str:
         f = (f"{np.mean(fused):.3f} ± {np.std(fused, ddof=1):.3f} | {np.median(fused):.3f} | "
              f"{sum(x > y for x, y in zip(fused, one))} of {len(fused)}") if len(fused) > 1 else "- | - | -"
         summary.append(f"| {scan['scan']} ({'x'.join(map(str, scan['shape']))}, "
-                       f"{'x'.join(f'{v:g}' for v in scan['spacing_mm'])} mm) | {len(rs)} | "
+                       f"{'x'.join(f'{v:.3g}' for v in scan['spacing_mm'])} mm) | {len(rs)} | "
                        f"{one.mean():.3f} ± {one.std(ddof=1):.3f} | {np.median(one):.3f} | {f} |")
     per = ["| scan | structure | voxels | slices | one box: Dice / HD95 mm | fused: Dice / HD95 mm |",
            "|---|---|---|---|---|---|"]
     per += [f"| {r['scan']} | {r['structure']} | {r['voxels']} | {r['slices']} | {cell(r, 'one_box')} | "
             f"{cell(r, 'fused')} |" for r in sorted(rows, key=lambda r: (r["scan"], -r["one_box"]["dice_3d"]))]
+    if not fused_any:                                  # a run without fusion: no empty columns
+        summary = ["|".join(c.split("|")[:5]) + "|" for c in summary]
+        per = ["|".join(c.split("|")[:6]) + "|" for c in per]
     times = ", ".join(f"{s['scan']} {s['embed_seconds_per_slice']:.2f} s" for s in d["scans"])
     return ("\n".join(summary) + "\n\n" + "\n".join(per) + "\n\n"
             + f"Labels: {d['labels']}. Model SHA-256 `{d['model_sha256'][:16]}...`, box "

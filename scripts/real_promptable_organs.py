@@ -11,7 +11,8 @@ For every labelled structure of at least ``--min-voxels`` voxels spanning at lea
 as a user would (the tight box of the structure on the middle slice of its axial extent, widened by 2 voxels),
 propagated through the volume with mmfm's default rules (``mmfm.tasks.promptable.propagate``), and on the volumes
 with at least ``--min-fuse-slices`` slices also fused over the three axes (``propagate_fused``, ``--fuse-axes``).
-3D Dice and HD95 in mm (MONAI, the scan's spacing) against the silver label. Each scan's slices are embedded once
+3D Dice and HD95 in mm (MONAI, the scan's spacing) against the silver label, placed on the scan's grid through
+both headers (the DICOM series' label map is stored flipped along j). Each scan's slices are embedded once
 per axis before the clock starts; the times are the decoder's. Writes docs/results/promptable_organs.json (read by
 ``scripts/doc_tables.py``, table ``promptable-organs`` in docs/downstream.md).
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from mmfm.data.io import read_image
+from mmfm.data.io.labels import place_mask, read_label_map
 from mmfm.data.presets import default_preset
 from mmfm.data.sources.fetch import fetch, mmfm_home, sha256
 from mmfm.data.sources.pretrain_corpus import TOTALSEG, totalsegmentator_references
@@ -103,9 +105,8 @@ def main() -> None:
         if name not in args.scans:
             continue
         img = read_image(ref / image, modality=modality)
-        lab = np.rint(read_image(ref / labels).array[0]).astype(int)
-        if lab.shape != img.spatial_shape:
-            raise SystemExit(f"{labels} {lab.shape} is not on the grid of {image} {img.spatial_shape}")
+        lab, placed = place_mask(read_label_map(ref / labels), img, ref / labels)   # the DICOM's is flipped in j
+        lab = lab[0]
         vol = default_preset(modality)(img.array)[0]                               # (I, J, K)
         spacing = tuple(float(s) for s in img.spacing)
         fuse = min(vol.shape) >= args.min_fuse_slices
@@ -121,7 +122,8 @@ def main() -> None:
         counts = np.bincount(lab.ravel())
         print(f"{name}: {vol.shape}, spacing {spacing}, {n_embedded} slices embedded, {embed_secs:.2f} s each",
               flush=True)
-        scans.append({"scan": name, "file": image, "shape": list(vol.shape), "spacing_mm": spacing,
+        scans.append({"scan": name, "file": image, "labels": labels, "labels_placed": placed,
+                      "shape": list(vol.shape), "spacing_mm": spacing,
                       "fused": fuse, "embed_seconds_per_slice": round(embed_secs, 3)})
         for value in np.flatnonzero(counts)[1:]:
             truth = lab == value
