@@ -326,23 +326,29 @@ class _WaitForAll(SimpleClientManager):
         if self.guard is not None:   # a site that disconnects may join again (as a new connection)
             self.guard.release(client.cid)
 
-    def _admit(self) -> None:
+    def _admit(self) -> int:
+        """Handshake every connection not yet admitted (dropping those that fail); the number admitted. Counted
+        here, not as the connections present afterwards: one may register during a handshake, unchecked yet."""
         if self.guard is None:
-            return
+            return self.num_available()
+        admitted = 0
         for proxy in list(self.clients.values()):
-            if not self.guard.handshake(proxy, self.handshake_s):
+            if self.guard.handshake(proxy, self.handshake_s):
+                admitted += 1
+            else:
                 super().unregister(proxy)
+        return admitted
 
     def sample(self, num_clients, min_num_clients=None, criterion=None):  # noqa: ANN001, ANN201
         if not self.waited:   # the strategy sized the first round before the sites had connected: every site
             self.waited = True
             deadline = time.monotonic() + self.wait_s
             while True:
-                self._admit()
+                admitted = self._admit()
                 left = deadline - time.monotonic()
-                if self.num_available() >= self.expected or left <= 0:
+                if admitted >= self.expected or left <= 0:
                     break
-                self.wait_for(self.num_available() + 1, timeout=max(1, int(left)))
+                self.wait_for(admitted + 1, timeout=max(1, int(left)))
             num_clients = max(num_clients, self.num_available())
         self._admit()
         return super().sample(min(num_clients, max(self.num_available(), 1)), min_num_clients, criterion)

@@ -300,3 +300,35 @@ def test_the_commands_run_a_federation_with_a_secret_over_tls_and_refuse_an_intr
     assert [p["trained"] for p in fed["participation"]] == [["CT", "MR"]]
     assert ("CT", "secret") not in errors and ("MR", "secret") not in errors
     assert "does not hold the secret" in capsys.readouterr().out
+
+
+def test_the_first_round_waits_for_admitted_sites_not_connections_still_unchecked():
+    """A connection that registers while another site's handshake runs is not yet admitted: the first round must
+    not start on its count. Here the intruder connects during the real site's handshake and fails its own, so the
+    server keeps waiting for the second real site instead of sampling one site (the race CI once hit)."""
+    from mmfm.engine.federated import _WaitForAll
+
+    class Proxy:
+        def __init__(self, cid: str) -> None:
+            self.cid = cid
+
+    class Guard:   # the handshake decisions of FederationGuard, with the registrations timed into them
+        def __init__(self) -> None:
+            self.admitted: set[str] = set()
+
+        def handshake(self, proxy, timeout):  # noqa: ANN001, ANN201
+            if proxy.cid == "CT" and "intruder" not in manager.clients:
+                manager.register(Proxy("intruder"))          # connects while CT's handshake runs
+                threading.Timer(0.3, manager.register, [Proxy("MR")]).start()
+            ok = proxy.cid != "intruder"
+            if ok:
+                self.admitted.add(proxy.cid)
+            return ok
+
+        def release(self, cid):  # noqa: ANN001, ANN201
+            self.admitted.discard(cid)
+
+    manager = _WaitForAll(expected=2, wait_s=30, guard=Guard())
+    manager.register(Proxy("CT"))
+    sampled = manager.sample(1)
+    assert sorted(p.cid for p in sampled) == ["CT", "MR"]
