@@ -15,6 +15,7 @@ from mmfm.engine import precision as prec
 from mmfm.engine.trainer import OptimConfig, TrainConfig, check_train_config, make_optimizer
 from mmfm.errors import ConfigError
 from tests.engine.test_engine import _losses, _run, _weights
+from tests.torchrun import failure
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
@@ -72,7 +73,7 @@ def test_two_process_fsdp_matches_single_process_and_resumes_after_a_kill(tmp_pa
     assert r.returncode != 0
     assert json.loads((tmp_path / "fsdp" / "checkpoints" / "last" / "state.json").read_text())["step"] == 4
     r = _run([str(tmp_path / "fsdp"), "8", *args, "--fsdp"], torchrun=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, failure(r)        # each rank's own lines: a signal death shows where it was
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "fsdp")
     assert sorted(a) == sorted(b) and any(k.startswith("blocks.1") for k in a)
     bad = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), atol=1e-5)]
