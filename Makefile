@@ -36,14 +36,21 @@ setup: $(VENV)/.installed
 quickstart: setup
 	$(VENV)/bin/mmfm quickstart
 
+# The default run (under fifteen minutes on 2 cores): everything but the `long` and `slow` tests.
 test: setup
-	$(PY) -m pytest -q --durations=40
+	$(PY) -m pytest -q --durations=25
 
-# The bf16 subset as both kinds of machine: `auto` forced to take bf16 (as on a CPU with avx512_bf16/amx_bf16 or a
-# recent GPU; emulated where the CPU has no bf16 units) and forced to take fp32. CI runs it on every machine.
+# The `long` tests (multi-process training, kills and resumes, 3D overfits; pyproject.toml): CI runs them after `test`.
+test-long: setup
+	$(PY) -m pytest -q -m "long and not slow" --durations=25
+
+# The bf16 subset (long tests included) as both kinds of machine: `auto` forced to take bf16 (as on a CPU with
+# avx512_bf16/amx_bf16 or a recent GPU; emulated where the CPU has no bf16 units) and forced to take fp32.
+# BF16_SETTINGS=1 runs the first only (CI: its `test` and `test-long` already ran as the fp32 kind).
+BF16_SETTINGS ?= 1 0
 test-bf16: setup
-	MMFM_NATIVE_BF16=1 $(PY) -m pytest -q -m "bf16 and not slow"
-	MMFM_NATIVE_BF16=0 $(PY) -m pytest -q -m "bf16 and not slow"
+	@set -e; for n in $(BF16_SETTINGS); do echo "MMFM_NATIVE_BF16=$$n"; \
+	  MMFM_NATIVE_BF16=$$n $(PY) -m pytest -q -m "bf16 and not slow"; done
 
 lint: setup
 	$(VENV)/bin/ruff check mmfm tests

@@ -47,6 +47,7 @@ def test_inspect_reports_the_shape_spacing_and_affine_of_a_nifti(tmp_path):
     assert json.loads(json.dumps(info)) == info                       # JSON-able, as `--json` prints it
 
 
+@pytest.mark.long
 def test_segment_an_array_with_its_affine_gives_the_mask_on_its_grid(tmp_path):
     vol, ball, affine = _volume()
     i, j = np.nonzero(ball[:, :, 3])

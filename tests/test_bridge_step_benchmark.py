@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long
 def test_bridge_step_benchmark_runs_to_its_ratio_line(tmp_path):
     out = tmp_path / "b.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bridge_step.py"), "--model", "llama_tiny",

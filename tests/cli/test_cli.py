@@ -55,6 +55,7 @@ def test_inspect_json(dicom_path, tmp_path, capsys):
     assert info["spacing"] == [2, 2, 3] and info["orientation"] == "RAS" and info["modality"] == "MR"
 
 
+@pytest.mark.long
 @pytest.mark.realdata
 def test_train_end_to_end_and_resume(mini_root, tmp_path):
     out = tmp_path / "run"
@@ -140,6 +141,7 @@ def test_same_seed_same_weights(mini_root, tmp_path):
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.long
 @pytest.mark.realdata
 def test_pretrain_then_evaluate(mini_root, tmp_path):
     run = tmp_path / "mae"

@@ -268,6 +268,7 @@ def test_shard_writer_refuses_a_foreign_folder(tmp_path):
     assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
 
 
+@pytest.mark.long
 def test_streaming_2_ranks_x_2_workers_sees_every_sample_once(tmp_path):
     index, _ = _shard(tmp_path, n_per_class=12, shard_size=2)
     n = sum(s["samples"] for s in index["splits"]["train"])

@@ -133,6 +133,7 @@ def test_saved_adapter_alone_restores_the_tuned_model(tmp_path):
     assert json.loads((tmp_path / "adapter" / "adapter.json").read_text())["fraction"] == info["fraction"]
 
 
+@pytest.mark.long
 @pytest.mark.bf16  # fp32 pinned: must hold with auto on a bf16 machine too
 def test_peft_run_resumes_exactly_and_ddp_matches_single_process(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"

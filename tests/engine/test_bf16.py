@@ -130,14 +130,18 @@ def test_objective_bf16_step_follows_fp32(case, steps):
     assert low["params_with_grad"] == ref["params_with_grad"] and low["params_with_grad"]
 
 
-@pytest.mark.parametrize("name", [n for n in ENCODERS.names() if n not in ("merlin", "open_clip_tower")])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in ("resnet10", "vit_base") else n
+                                  for n in ENCODERS.names() if n not in ("merlin", "open_clip_tower")])
 def test_every_encoder_runs_forward_and_backward_under_bf16(name):
     """Features in eval mode (trained statistics; in train mode a BatchNorm over a batch of 2 normalises a 1x1 map
     to +-1 and turns any rounding into a sign) agree with fp32 to bf16 rounding through a deep stack (~10 x 2u);
     a training-mode backward pass runs under autocast."""
     for d in [2] if name == "litemedsam" else [2, 3]:
         torch.manual_seed(0)
-        enc = build_encoder(name, spatial_dims=d, in_channels=2)     # 2: late_fusion splits channels by modality
+        # 2 channels: late_fusion splits channels by modality; LiteMedSAM at 64 px (its 256 px is 16x the tokens,
+        # emulated bf16 on a CPU without bf16 units took minutes, and the arithmetic is the same)
+        opts = {"input_size": 64} if name == "litemedsam" else {}
+        enc = build_encoder(name, spatial_dims=d, in_channels=2, **opts)
         x = torch.randn(2, 2, *([32] * d))
         enc.eval()
         with torch.no_grad(), autocast("bf16", CPU):
@@ -156,6 +160,7 @@ def test_every_encoder_runs_forward_and_backward_under_bf16(name):
         # fp32 convolutions can make oneDNN's bf16 backward return NaN, which the trainer recomputes in fp32)
 
 
+@pytest.mark.long
 def test_auto_takes_bf16_where_the_machine_has_it_and_records_why(tmp_path, monkeypatch):
     monkeypatch.setenv("MMFM_NATIVE_BF16", "1")
     assert resolve_precision("auto", CPU).used == "bf16"
@@ -169,6 +174,7 @@ def test_auto_takes_bf16_where_the_machine_has_it_and_records_why(tmp_path, monk
         assert state["run_info"]["precision"]["used"] == used
 
 
+@pytest.mark.long
 def test_bf16_ddp_follows_the_single_process_bf16_run(tmp_path):
     """Exact equality holds in fp32 (test_engine); under bf16 two processes round their half-batches separately, so
     the runs agree to bf16 rounding (see the module docstring for the bound)."""
@@ -180,6 +186,7 @@ def test_bf16_ddp_follows_the_single_process_bf16_run(tmp_path):
     assert max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-6)) for k in a if a[k].is_floating_point()) < 0.2
 
 
+@pytest.mark.long
 def test_bf16_resume_is_exact(tmp_path):
     """A killed bf16 run resumes to the weights of an uninterrupted bf16 run: rounding is deterministic."""
     full, cut = tmp_path / "full", tmp_path / "cut"

@@ -79,12 +79,14 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert steps == list(range(1, 13))  # no step logged twice
 
 
+@pytest.mark.long
 def test_resume_refuses_other_config(tmp_path):
     assert _run([str(tmp_path), "8"]).returncode == 0
     r = _run([str(tmp_path), "4"])
     assert r.returncode != 0 and "another configuration" in r.stderr
 
 
+@pytest.mark.long
 @pytest.mark.bf16  # fp32 pinned: must hold with auto on a bf16 machine too
 def test_grad_accumulation_equals_bigger_batch(tmp_path):
     assert _run([str(tmp_path / "big"), "16"]).returncode == 0
@@ -109,6 +111,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     shutil.rmtree(tmp_path)
 
 
+@pytest.mark.long
 def test_diverging_loss_on_one_rank_stops_every_rank_cleanly(tmp_path):
     r = _run([str(tmp_path / "ddp"), "8", "--nan-on-rank", "1", "--nan-at-step", "3"], torchrun=True, timeout=180)
     assert r.returncode != 0
@@ -116,6 +119,7 @@ def test_diverging_loss_on_one_rank_stops_every_rank_cleanly(tmp_path):
     assert "mmfm/engine" not in r.stderr  # no traceback from mmfm's code (torchrun prints its own summary)
 
 
+@pytest.mark.long
 def test_kill_between_the_checkpoint_renames_resumes_from_the_previous_one(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run([str(full), "8", "--dropout"]).returncode == 0
@@ -146,6 +150,7 @@ def test_checkpoint_with_shared_modules(tmp_path):
     assert torch.equal(m2.parts["b"][0].weight, m.encoder.weight) and m2.parts["a"][0] is m2.encoder
 
 
+@pytest.mark.long
 def test_thread_count_changes_results_only_within_tolerance(tmp_path):
     """What the README promises: same thread count -> bit-exact; another thread count -> the same weights within
     1e-3 after 12 steps (floating-point reductions in another order), not bit-exact necessarily."""

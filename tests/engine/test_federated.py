@@ -144,6 +144,7 @@ def test_a_site_that_drops_out_does_not_stop_the_federation(fed_cfg):
         run_simulation(fed_cfg("federate.strategy=fedavgg"))
 
 
+@pytest.mark.long
 @pytest.mark.realdata
 def test_server_and_two_client_processes_over_loopback_survive_a_client_killed_mid_round(mini_root, tmp_path):
     out = tmp_path / "fed"

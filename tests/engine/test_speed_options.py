@@ -44,6 +44,7 @@ def test_unknown_precision_and_strategy_are_errors_with_the_choices():
         check_train_config(TrainConfig(strategy="zero3"))
 
 
+@pytest.mark.long
 @pytest.mark.bf16  # fp32 pinned: must hold with auto on a bf16 machine too
 def test_fp16_and_bf16_runs_follow_the_fp32_loss_curve_and_record_their_precision(tmp_path):
     for p in ("fp32", "bf16", "fp16"):
@@ -63,6 +64,7 @@ def test_fp16_and_bf16_runs_follow_the_fp32_loss_curve_and_record_their_precisio
         assert max(float((w[k] - got[k]).norm() / w[k].norm()) for k in w) < tol, p
 
 
+@pytest.mark.long
 @pytest.mark.bf16  # fp32 pinned: must hold with auto on a bf16 machine too
 def test_two_process_fsdp_matches_single_process_and_resumes_after_a_kill(tmp_path):
     """Sharded blocks, a BatchNorm and a parameter no step uses: 2 processes x 8 under FSDP give the weights of
@@ -84,6 +86,7 @@ def test_two_process_fsdp_matches_single_process_and_resumes_after_a_kill(tmp_pa
     assert all(torch.equal(final[k], b[k]) for k in b)
 
 
+@pytest.mark.long
 def test_compiled_training_gives_the_eager_weights(tmp_path):
     assert _run([str(tmp_path / "eager"), "16", "--steps", "4"]).returncode == 0
     r = _run([str(tmp_path / "compiled"), "16", "--steps", "4", "--compile"], timeout=600)

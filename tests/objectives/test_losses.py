@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -79,6 +80,7 @@ def test_masked_reconstruction_against_loop():
     assert abs(masked_reconstruction_loss(pred, target, mask, "l1")[0].item() - sum(l1) / len(l1)) < 1e-6
 
 
+@pytest.mark.long
 def test_contrastive_losses_gather_under_two_gloo_processes():
     """NT-Xent, CLIP eq. (6) (hard, duplicate groups, soft targets) and GLoRIA local: see ddp_loss_script.py."""
     from pathlib import Path

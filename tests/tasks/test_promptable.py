@@ -68,6 +68,7 @@ def test_simulated_prompts_lie_around_and_inside_the_mask():
     assert lab[2].eq(0).all()
 
 
+@pytest.mark.long
 def test_sam_style_model_on_a_registry_encoder_learns_from_simulated_prompts():
     """From scratch: a tiny ViT + SAM prompt encoder + mask decoder, trained on box prompts of two discs in the
     same image; the box must select the right one (an unprompted model could not)."""
@@ -104,6 +105,7 @@ def test_promptable_task_is_2d_only_and_names_its_networks():
         P.promptable_segmentation(num_classes=2, spatial_dims=2, in_channels=1, network="unet")
 
 
+@pytest.mark.long
 def test_text_prompted_model_segments_each_class_by_its_name():
     """SegVol-style: the class name (MiniLM embedding) is the prompt; each name must select its own structure,
     and a name whose structure is absent must give an empty mask."""

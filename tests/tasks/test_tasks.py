@@ -29,7 +29,7 @@ def test_classification_overfits(spatial_dims, size):
     assert (model.predict(batch["image"]).argmax(1) == batch["label"]).all()
 
 
-@pytest.mark.parametrize("spatial_dims,size", [(2, 32), (3, 32)])
+@pytest.mark.parametrize("spatial_dims,size", [(2, 32), pytest.param(3, 32, marks=pytest.mark.long)])
 def test_segmentation_overfits(spatial_dims, size):
     torch.manual_seed(0)
     d = phantoms(4, spatial_dims, size, seed=1)

@@ -30,7 +30,7 @@ def test_encoder_pyramids(name, kw, size, expect):
 
 
 @pytest.mark.parametrize("name,kw,size", [("vit_micro", {"patch_size": 4}, (32, 32)),
-                                          ("resnet_tiny", {}, (32, 32, 32))])
+                                          pytest.param("resnet_tiny", {}, (32, 32, 32), marks=pytest.mark.long)])
 def test_unetr_decoder_overfits_a_small_structure(name, kw, size):
     torch.manual_seed(0)
     task = segmentation(2, len(size), 1, encoder={"name": name, **kw}, image_size=list(size))

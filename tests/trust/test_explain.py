@@ -53,7 +53,7 @@ def _squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def _trained(encoder: str) -> ClassificationTask:
     torch.manual_seed(0)
-    opts = {"patch_size": 4} if encoder == "vit_mini" else {}
+    opts = {"patch_size": 4} if encoder.startswith("vit") else {}
     model = ClassificationTask(build_encoder(encoder, spatial_dims=2, in_channels=1, **opts), 2)
     x, y, _ = _squares(256, 0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -66,7 +66,9 @@ def _trained(encoder: str) -> ClassificationTask:
     return model.eval()
 
 
-@pytest.mark.parametrize("encoder,methods", [("resnet_tiny", ["occlusion"]), ("vit_mini", ["rollout", "occlusion"])])
+@pytest.mark.parametrize("encoder,methods", [
+    ("resnet_tiny", ["occlusion"]), ("vit_micro", ["rollout"]),
+    pytest.param("vit_mini", ["rollout", "occlusion"], marks=pytest.mark.long)])
 def test_methods_point_at_the_object_a_trained_model_uses(encoder, methods):
     model = _trained(encoder)
     xt, yt, mt = _squares(40, 1)

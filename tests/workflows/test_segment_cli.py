@@ -128,6 +128,7 @@ def test_segment_bad_volume_and_file_inputs(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "broken.nii.gz", "ct.nii.gz"]
 
 
+@pytest.mark.long
 @pytest.mark.bf16
 def test_segment_in_bf16_gives_the_fp32_mask_within_rounding(tmp_path):
     """--precision bf16 (what --precision auto takes on a CPU with bf16 units or a recent GPU): the propagated mask
@@ -147,6 +148,7 @@ def test_segment_in_bf16_gives_the_fp32_mask_within_rounding(tmp_path):
     assert a.any() and 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.95
 
 
+@pytest.mark.long
 def test_segment_fuse_axes_votes_three_sweeps_on_a_volume(tmp_path):
     """`--fuse-axes` (fuse_axes=True): the sphere is found by sweeps along all three axes; the JSON lists each
     axis's prompts and voxels; the prompted slice is the single-axis run's; a 2D image is refused."""

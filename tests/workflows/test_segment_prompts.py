@@ -24,6 +24,7 @@ def _two_part_volume(path):
     return obj, [int(ii.min()) - 1, int(jj.min()) - 1, int(ii.max()) + 1, int(jj.max()) + 1]
 
 
+@pytest.mark.long
 def test_a_second_prompted_slice_reaches_the_part_one_box_cannot(tmp_path):
     obj, box = _two_part_volume(tmp_path / "ct.nii.gz")
     base = ["segment", str(tmp_path / "ct.nii.gz"), "--modality", "CT", "--quiet", "--slice", "2",

@@ -237,6 +237,7 @@ def test_python_api_examples_in_the_readme_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "api" / "encoder" / "encoder.json").exists()
 
 
+@pytest.mark.long
 def test_folder_pretraining_runs_data_parallel_on_2_processes(tmp_path):
     lab = write_labelled_folder(tmp_path / "lab", n_per_class=8)
     out = tmp_path / "ddp"
