@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from mmfm.cli import app, data, downstream, pacs, training, trust, vision_language, zoo
+from mmfm.cli import app, data, downstream, logs, pacs, training, trust, vision_language, zoo
 from mmfm.errors import MMFMError
 
 EPILOG = """examples:
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    logs.setup()  # the library's log lines on stdout, as `[mmfm] ...`
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `mmfm zoo export NAME --format onnx OUT`: the output folder after an option (argparse has closed the

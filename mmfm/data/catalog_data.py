@@ -7,6 +7,7 @@ source on these; :mod:`mmfm.data.card` counts with them."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from mmfm.data.datasets import SampleDataset
 from mmfm.data.presets import Preset, get_preset
 from mmfm.data.splits import group_split
 from mmfm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 DEFAULT_SIZE = (64, 64)                 # files without data.size: 2D, volumes sliced
@@ -30,7 +33,7 @@ def say(message: str) -> None:
     main_rank = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if message not in _SAID and main_rank:
         _SAID.add(message)
-        print(f"[mmfm] {message}", flush=True)
+        log.info(message)
 
 
 def grid_size(data: Any) -> list[int]:

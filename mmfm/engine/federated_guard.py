@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets
 import threading
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from mmfm.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPDATE_RATIO = 10.0
 
@@ -46,10 +49,10 @@ def read_secret(path: str) -> bytes | None:
     except OSError as e:
         raise ConfigError(f"federate.secret_file: cannot read it ({type(e).__name__})",
                           "point it at a file holding the federation's secret (the same at the server and every "
-                          "site), e.g. made with `python -c 'import secrets; print(secrets.token_hex(32))'`") from None
+                          "site), e.g. made with `openssl rand -hex 32 > secret`") from None
     if len(value) < 16:
         raise ConfigError("federate.secret_file holds fewer than 16 bytes", "use a long random secret, e.g. "
-                          "`python -c 'import secrets; print(secrets.token_hex(32))'`")
+                          "`openssl rand -hex 32 > secret`")
     return value
 
 
@@ -212,7 +215,7 @@ class Guard:
 
     @staticmethod
     def log(message: str) -> None:
-        print(f"[mmfm] federation: {message}", flush=True)
+        _log.warning(f"federation: {message}")
 
 
 def _metrics_problem(metrics: dict[str, Any], most: int = 64) -> str | None:

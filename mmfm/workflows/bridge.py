@@ -22,6 +22,7 @@ come from the zoo and are checked against the SHA-256 the run recorded. :func:`l
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from mmfm.errors import CheckpointError, ConfigError, UnknownNameError, unknown_
 from mmfm.tasks.llava_bridge import LlavaBridge
 from mmfm.tasks.lm_bridge import CAPTION_PROMPT, LMBridge
 from mmfm.tasks.qformer_bridge import QFormerBridge
+
+log = logging.getLogger(__name__)
 
 SMALL = "small"
 BRIDGES: dict[str, type[LMBridge]] = {"llava": LlavaBridge, "qformer": QFormerBridge}
@@ -58,8 +61,8 @@ def prepare(cfg: Any) -> None:
     owner = f"{cfg.task.get('name', 'this command')} with task.decoder"
     unused = [k for k in SMALL_DECODER_KEYS if k in cfg.task]
     if unused:   # the small decoder's architecture, from the command's default config: said, then dropped
-        print(f"[mmfm] task.decoder={cfg.task['decoder']}: the small decoder's options {', '.join(unused)} are "
-              "not used", flush=True)
+        log.info(f"task.decoder={cfg.task['decoder']}: the small decoder's options {', '.join(unused)} are "
+                 "not used")
         cfg.task = {k: v for k, v in cfg.task.items() if k not in unused}
     for key in cfg.task:
         if key not in TASK_KEYS:

@@ -90,13 +90,19 @@ def ask(assistant: Assistant, question: str, options: GenerationOptions, image: 
     return record(assistant, assistant.reply(question, options, image=image))
 
 
+def _line(out: IO[str], text: str) -> None:
+    """One line of the conversation on the caller's stream (the chat itself, not a log line), shown at once."""
+    out.write(text + "\n")
+    out.flush()
+
+
 def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterable[str], out: IO[str],
                 as_json: bool = False, image: torch.Tensor | None = None) -> int:
     """A multi-turn chat: each input line is the user's next turn; ``exit`` or the end of input ends it. The
     oldest turns are dropped when the chat outgrows the model's context. Returns the number of answers."""
     history: list[dict[str, str]] = []
     if not as_json:
-        print(f"chatting with {assistant.name} ({LABEL}); 'exit' or Ctrl-D ends", file=out, flush=True)
+        _line(out, f"chatting with {assistant.name} ({LABEL}); 'exit' or Ctrl-D ends")
     n = 0
     for line in lines:
         text = line.strip()
@@ -116,7 +122,7 @@ def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterabl
         history.append({"role": "assistant", "content": reply.text})
         n += 1
         if as_json:
-            print(json.dumps(record(assistant, reply)), file=out, flush=True)
+            _line(out, json.dumps(record(assistant, reply)))
         else:
-            print(f"{assistant.name}> {reply.text}", file=out, flush=True)
+            _line(out, f"{assistant.name}> {reply.text}")
     return n

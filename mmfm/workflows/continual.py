@@ -19,6 +19,7 @@ folder per task with the ordinary training outputs (each resumable).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_resul
 from mmfm.workflows.config import DataConfig, RunConfig, _build, dump_config, resume_key
 from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, prepare
+
+log = logging.getLogger(__name__)
 
 METHODS = ("moe", "sequential", "replay")
 DEFAULT_METRIC = {"classification": "balanced_accuracy", "segmentation": "dice_foreground"}
@@ -153,8 +156,8 @@ def run_continual(cfg: RunConfig) -> list[ResultRecord]:
         if c.method == "moe":
             oracle.append(orow + [None] * (len(tasks) - t - 1))
             routing.append(rrow + [None] * (len(tasks) - t - 1))
-        print(f"[mmfm] continual {c.method}: after {name}: " +
-              ", ".join(f"{tasks[j][0]} {v:.3f}" for j, v in enumerate(row)), flush=True)
+        log.info(f"continual {c.method}: after {name}: " +
+                 ", ".join(f"{tasks[j][0]} {v:.3f}" for j, v in enumerate(row)))
     return _write(cfg, tasks, matrix, oracle, routing)
 
 

@@ -4,6 +4,7 @@ fractions and seeds; writes results.json, summary.json (mean and spread) and rep
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from mmfm.workflows.config import DataConfig
 from mmfm.workflows.pretrain import load_encoder
 from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, label_subset
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("linear", "knn", "finetune")
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "ece", "brier")
@@ -104,10 +107,10 @@ def evaluate_encoders(sources: list[str], protocols: list[str], data: DataConfig
                 seed_everything(key)  # without seeded_init a random-init baseline is one network for every seed
                 encoder, spec = load_encoder(src)
                 method = spec.get("method", src)
-                print(f"[mmfm] evaluating {method}" + (f" (seed {seed})" if per_seed else ""), flush=True)
+                log.info(f"evaluating {method}" + (f" (seed {seed})" if per_seed else ""))
                 if src.startswith("random:") and refit_batchnorm(encoder, splits["train"][0]):
-                    print("[mmfm] random init: BatchNorm statistics recomputed on the training images (as a "
-                          "pretrained encoder's were fitted)", flush=True)
+                    log.info("random init: BatchNorm statistics recomputed on the training images (as a "
+                             "pretrained encoder's were fitted)")
                 feats = {}
                 if {"linear", "knn"} & set(protocols):
                     feats = {s: extract_features(encoder, ds, progress=True) for s, (ds, _) in splits.items()}

@@ -9,6 +9,7 @@ with its run_info), so `mmfm segment`, ``load_trained`` and the evaluation comma
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_resul
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import build_split, labelled_subset, method_name, prepare, training_view
+
+log = logging.getLogger(__name__)
 
 
 def _sites_of_split(cfg: RunConfig, split: str, ds: Any) -> dict[str, Any]:
@@ -162,8 +165,7 @@ def _check(cfg: RunConfig) -> None:
     if f.rounds < 1 or f.local_steps < 1 or f.min_sites < 1:
         raise ConfigError("federate.rounds, federate.local_steps and federate.min_sites must be at least 1")
     if cfg.train.peft and is_main():
-        print("[mmfm] train.peft with federate: each round trains and merges a fresh adapter at every site",
-              flush=True)
+        log.info("train.peft with federate: each round trains and merges a fresh adapter at every site")
 
 
 @dataclass
@@ -283,11 +285,10 @@ def run_server(cfg: RunConfig) -> list[ResultRecord]:
     recorder = Recorder()
     strategy = make_strategy(cfg.federate.strategy, recorder, cfg.federate.min_sites, cfg.federate.proximal_mu,
                              get_arrays(prep.model), guard=_guard(cfg, sets, secret))
-    print(f"[mmfm] federation server on {cfg.federate.address}: waiting for {len(sets)} sites ({', '.join(sets)})",
-          flush=True)
+    log.info(f"federation server on {cfg.federate.address}: waiting for {len(sets)} sites ({', '.join(sets)})")
     if secret is None:
-        print("[mmfm] federate.secret_file is not set: any client that reaches federate.address can join and name "
-              "itself a site (its updates are still checked)", flush=True)
+        log.warning("federate.secret_file is not set: any client that reaches federate.address can join and name "
+                 "itself a site (its updates are still checked)")
     serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
           cfg.federate.wait_s, certificates)
     set_arrays(prep.model, strategy.global_arrays())
@@ -309,6 +310,5 @@ def run_client(cfg: RunConfig, site: str) -> None:
                           f"sites by {cfg.federate.sites}: {', '.join(sorted(sets))}")
     prep = _global(cfg)
     client = _client(cfg, site, sets[site], names, prep.num_classes, secret)
-    print(f"[mmfm] site {site}: {len(sets[site]['train'])} training samples, connecting to {cfg.federate.address}",
-          flush=True)
+    log.info(f"site {site}: {len(sets[site]['train'])} training samples, connecting to {cfg.federate.address}")
     connect(cfg.federate.address, client, root_certificate=ca[0] if ca else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ import numpy as np
 
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
+
+log = logging.getLogger(__name__)
 
 COMMAND = "mmfm predict"
 PREDICTABLE = ("segmentation", "classification", "detection")
@@ -384,7 +387,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
     with Staged() as staged:     # a failure on a later input leaves no output at all
         for i, (name, path) in enumerate(zip(names, paths)):
             if progress:
-                print(f"[mmfm] predicting {i + 1}/{len(paths)}", flush=True)
+                log.info(f"predicting {i + 1}/{len(paths)}")
             img = model.read(path, modality=modality)
             r = model.predict(img, preset=preset)
             case: dict[str, Any] = {"case": name, "shape": list(img.spatial_shape),

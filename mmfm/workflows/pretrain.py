@@ -8,6 +8,7 @@ report and image-text objectives add ``text_encoder/`` and, for aligned models, 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from mmfm.objectives import OBJECTIVES
 from mmfm.workflows.config import RunConfig, dump_config, resume_key
 from mmfm.workflows.provenance import provenance
 from mmfm.workflows.towers import save_dual, save_text_encoder
+
+log = logging.getLogger(__name__)
 
 
 def save_encoder(encoder: Encoder, spec: dict[str, Any], folder: Path) -> None:
@@ -135,8 +138,8 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
     enc, spec = load_encoder(source)
     unused = {k: v for k, v in cfg.encoder.items() if k != "weights" and not (k == "name" and v == spec["name"])}
     if unused:
-        print(f"[mmfm] encoder.weights={source} holds a {spec['name']} with the options it was trained with; "
-              f"not used from the config: {unused}", flush=True)
+        log.info(f"encoder.weights={source} holds a {spec['name']} with the options it was trained with; "
+                 f"not used from the config: {unused}")
     data, c = cfg.data, dict(getattr(enc, "contract", {}) or {})
     dims, chans = int(spec["spatial_dims"]), int(spec["in_channels"])
     if not dataspec.source(data).preprocessed:   # a built corpus and shards hold items already preprocessed
@@ -154,8 +157,8 @@ def start_from(cfg: RunConfig) -> tuple[Encoder, dict[str, Any]]:
             data.spacing = list(c["spacing"])
         if not data.presets and c.get("applied", "").startswith("by mmfm") and c.get("presets"):
             data.presets = {m: p["name"] for m, p in c["presets"].items()}
-    print(f"[mmfm] starting from the pretrained encoder {spec.get('method', source)} ({dims}D, {chans} channel(s)"
-          f"{', pretrained on ' + str(c['data']) if c.get('data') else ''})", flush=True)
+    log.info(f"starting from the pretrained encoder {spec.get('method', source)} ({dims}D, {chans} channel(s)"
+             f"{', pretrained on ' + str(c['data']) if c.get('data') else ''})")
     return enc, spec
 
 

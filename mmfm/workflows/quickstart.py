@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from mmfm.workflows.evaluate import evaluate_encoders
 from mmfm.workflows.pretrain import run_pretrain
 from mmfm.workflows.provenance import provenance
 from mmfm.workflows.supervised import run_supervised
+
+log = logging.getLogger(__name__)
 
 SEEDS = (0, 1, 2)
 # the packaged foundation encoder: 32 x 32 patches run on a 64 x 64 grid (its 256 x 256 contract would spend 64x the
@@ -32,7 +35,7 @@ def _set_aside_finished(out: Path) -> None:
     if (out / "status.json").exists():
         old = out.with_name(out.name + time.strftime(".previous-%Y%m%d-%H%M%S"))
         out.rename(old)
-        print(f"[mmfm] moved the finished previous quickstart to {old}", flush=True)
+        log.info(f"moved the finished previous quickstart to {old}")
 
 
 def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None,
@@ -42,24 +45,22 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     out = Path(out)
     _set_aside_finished(out)
     root = build_mini()
-    print(f"[mmfm] mini corpus: {root} (data card: {root / 'card.md'})", flush=True)
+    log.info(f"mini corpus: {root} (data card: {root / 'card.md'})")
     records: list[ResultRecord] = []
     plots = {}
     for name in ("classification", "segmentation"):  # supervised baselines
         cfg = load_config(config_dir() / f"quickstart_{name}.yaml", [f"out={out / name}", *(overrides or [])])
-        print(f"[mmfm] {name}: training into {cfg.out}", flush=True)
+        log.info(f"{name}: training into {cfg.out}")
         records += run_supervised(cfg)
         plots[f"{name} training loss"] = out / name / "plots" / "loss.png"
     # mmfm's own pretraining, once per seed: the spread below covers pretraining, initialisation and label sampling
     for seed in SEEDS:
         cfg = load_config(config_dir() / "quickstart_pretrain.yaml",
                           [*(overrides or []), f"out={out / 'pretrain' / f'seed{seed}'}", f"train.seed={seed}"])
-        print(f"[mmfm] pretraining ({cfg.objective['name']}, {cfg.encoder['name']}, seed {seed}): {cfg.out}",
-              flush=True)
+        log.info(f"pretraining ({cfg.objective['name']}, {cfg.encoder['name']}, seed {seed}): {cfg.out}")
         run_pretrain(cfg)
     plots["pretraining loss (seed 0)"] = out / "pretrain" / "seed0" / "plots" / "loss.png"
-    print("[mmfm] label efficiency: linear probe of random init, mmfm's pretraining and LiteMedSAM's encoder",
-          flush=True)
+    log.info("label efficiency: linear probe of random init, mmfm's pretraining and LiteMedSAM's encoder")
     records += evaluate_encoders([f"random:{cfg.encoder['name']}", str(out / "pretrain" / "seed{seed}"), FOUNDATION],
                                  ["linear"], DataConfig(set="patches2d", label="tissue", root=cfg.data.root),
                                  [0.01, 0.1, 1.0], list(SEEDS), out / "label_efficiency",
@@ -78,6 +79,6 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
         f"encoder and draws the labels, so the sd covers all three; {FOUNDATION} is LiteMedSAM's packaged image "
         "encoder (MedSAM, 1.5 M image-mask pairs) on a 64 x 64 grid (label_efficiency/report.md)",
         f"data card: {root / 'card.md'}"], summary=headline)
-    print(f"[mmfm] {headline}", flush=True)
+    log.info(headline)
     write_json_atomic(out / "status.json", {"status": "complete"})
     return records

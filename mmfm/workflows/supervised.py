@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from mmfm.evaluation.results import ResultRecord, write_json_atomic, write_resul
 from mmfm.tasks import TASKS
 from mmfm.workflows.config import DataConfig, RunConfig, dump_config, load_config, resume_key
 from mmfm.workflows.provenance import provenance
+
+log = logging.getLogger(__name__)
 
 
 def build_split(cfg: DataConfig, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
@@ -143,7 +146,7 @@ def report_figures(prep: Prepared, cfg: RunConfig, out: Path,
         return {"segmentation cases": plot_case_overlays(prep.model, ds, rows, out / "plots" / "cases.png",
                                                          tuple(cfg.data.patch))}
     except (RuntimeError, ValueError, MMFMError) as e:
-        print(f"[mmfm] report figures skipped: {e}", flush=True)
+        log.warning(f"report figures skipped: {e}")
         return {}
 
 
@@ -201,8 +204,7 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
     task_name = cfg.task["name"]
     TASKS.get(task_name)
     if cfg.task.get("network") == "basicunet" and is_main():
-        print("[mmfm] task.network=basicunet: a U-Net trained from scratch; the encoder section is not used",
-              flush=True)
+        log.info("task.network=basicunet: a U-Net trained from scratch; the encoder section is not used")
     given = encoder
     encoder = cfg.encoder
     encoder_spec: dict[str, Any] = {"name": cfg.encoder.get("name"),
@@ -231,8 +233,8 @@ def prepare(cfg: RunConfig, train_ds: Any = None, names: list[str] | None = None
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "class_names", "num_classes")}
     if task_name == "detection" and names:   # box annotations (COCO): every category is a class
         if "classes" in cfg.task and is_main():
-            print(f"[mmfm] task.classes (mask values) is not used: the box annotations name {len(names) - 1} "
-                  f"categories ({', '.join(names[1:])})", flush=True)
+            log.info(f"task.classes (mask values) is not used: the box annotations name {len(names) - 1} "
+                     f"categories ({', '.join(names[1:])})")
         task_opts["classes"] = list(range(1, len(names)))
     seed_everything(cfg.train.seed)  # the initial weights are part of what the seed fixes
     if given is not None:

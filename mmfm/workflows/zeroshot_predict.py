@@ -14,6 +14,7 @@ goes through the model's own preprocessing (as `mmfm explain` prepares it: its p
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ import numpy as np
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
 from mmfm.workflows.predict import COMMAND, MASK_FORMATS, _classification_rows, _names, _outputs, _write_table
+
+log = logging.getLogger(__name__)
 
 
 def is_image_text_run(run: str | Path) -> bool:
@@ -75,7 +78,7 @@ def zeroshot_files(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     with Staged() as staged:
         for i, (name, path) in enumerate(zip(names, paths)):
             if progress:
-                print(f"[mmfm] predicting {i + 1}/{len(paths)}", flush=True)
+                log.info(f"predicting {i + 1}/{len(paths)}")
             img = read_image(path, modality=modality)
             if not np.isfinite(img.array).all():
                 raise InputFileError(path, "has NaN or infinite values", "fix or drop the image")

@@ -46,7 +46,7 @@ def test_refit_batchnorm_against_the_naive_statistics():
     assert not refit_batchnorm(torch.nn.Linear(2, 2), images)  # nothing to refit
 
 
-def test_random_baseline_gets_bn_refit_and_probe_head_within_budget(mini_root, tmp_path, monkeypatch, capsys):
+def test_random_baseline_gets_bn_refit_and_probe_head_within_budget(mini_root, tmp_path, monkeypatch, caplog):
     """At 1% of the labels, the probe's head is chosen on 1% of the validation labels (stratified), not on all."""
     import mmfm.workflows.evaluate as ev
 
@@ -59,8 +59,9 @@ def test_random_baseline_gets_bn_refit_and_probe_head_within_budget(mini_root, t
 
     monkeypatch.setattr(ev, "linear_probe", spy)
     data = DataConfig(dataset="mini", set="patches2d", label="tissue")
-    ev.evaluate_encoders(["random:resnet_small"], ["linear"], data, [0.01, 1.0], [0], tmp_path, max_per_split=600)
-    assert "BatchNorm statistics recomputed" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="mmfm"):
+        ev.evaluate_encoders(["random:resnet_small"], ["linear"], data, [0.01, 1.0], [0], tmp_path, max_per_split=600)
+    assert "BatchNorm statistics recomputed" in caplog.text
     (tr1, va1, te1), (tr100, va100, te100) = seen
     assert te1 == te100 and va1 < 0.05 * va100 and tr1 < 0.05 * tr100
     assert va1 >= 5  # at least one per class
