@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmfm.options import Parallelism, Peft, Precision, Schedule  # str enums: a typo fails when the config loads
+
 
 @dataclass
 class DPConfig:
@@ -23,7 +25,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 0
-    schedule: str = "cosine"       # cosine | constant
+    schedule: Schedule = Schedule.COSINE  # cosine | constant
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.0         # 0 = off
 
@@ -34,8 +36,8 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     seed: int = 0
-    precision: str = "auto"        # auto (bf16 where the device computes it natively, fp16 on older GPUs, else
-                                   # fp32; see mmfm.engine.precision) | fp32 | bf16 | fp16
+    precision: Precision = Precision.AUTO  # auto (bf16 where the device computes it natively, fp16 on older
+                                   # GPUs, else fp32; see mmfm.engine.precision) | fp32 | bf16 | fp16
     workers: int = -1              # DataLoader worker processes per rank; -1 auto: up to 4 for datasets that read
                                    # files, 0 for in-memory arrays (workers would only add copying)
     ckpt_every: int = 50
@@ -45,9 +47,9 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model (the first steps wait for the compiler)
     channels_last: bool = False    # channels-last memory for 2D/3D convolution weights (faster CNNs on CPU/GPU)
     grad_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~1 more forward
-    strategy: str = "ddp"          # with several torchrun processes: ddp (replicas) | fsdp (sharded parameters,
-                                   # gradients and optimiser state, for models that do not fit one device)
-    peft: str = ""                 # parameter-efficient tuning of the pretrained parts (mmfm.encoders.adapters):
+    strategy: Parallelism = Parallelism.DDP  # with several torchrun processes: ddp (replicas) | fsdp (sharded
+                                   # parameters, gradients and optimiser state, for models that do not fit one device)
+    peft: Peft = Peft.NONE         # parameter-efficient tuning of the pretrained parts (mmfm.encoders.adapters):
                                    # lora | dora | loha | lokr; "" trains every parameter
     peft_rank: int = 8
     peft_alpha: float = 16.0

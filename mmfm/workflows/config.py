@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ import yaml
 
 from mmfm.engine.settings import OptimConfig, TrainConfig  # torch-free: a config error answers at once
 from mmfm.errors import ConfigError
+from mmfm.options import Aggregation, ContinualMethod, MissingModalities, Prompt, choose, plain
+
+PROMPTABLE = "promptable_segmentation"   # the task whose task.prompt is a Prompt (a bridge's is free text)
 
 
 @dataclass
@@ -26,8 +30,9 @@ class DataConfig:
     set: str = "patches2d"                # mini only: slices2d | patches2d | crops3d | reports
     label: str = "tissue"                 # label key (classification)
     modalities: list[str] = field(default_factory=list)  # catalog datasets: early-fused modalities ([]: as read)
-    missing_modalities: str = "error"     # a sample lacking one of data.modalities: error | zero (zeros, and
-    #                                     item["present"] says which are there: any-subset inference)
+    missing_modalities: MissingModalities = MissingModalities.ERROR  # a sample lacking one of data.modalities:
+    #                                     error | zero (zeros, and item["present"] says which are there: any-subset
+    #                                     inference)
     modality_dropout: float = 0.0         # training: each modality of a sample removed with this probability
     #                                     (M3AE-style; at least one kept), so the model copes with missing ones
     drop_modalities: list[str] = field(default_factory=list)  # remove these modalities from every sample
@@ -63,7 +68,7 @@ class FederateConfig:
     num_sites: int = 2                    # iid and patient: how many sites
     rounds: int = 5
     local_steps: int = 20                 # optimiser steps per site per round (train.max_steps is not used)
-    strategy: str = "fedavg"              # fedavg | fedprox
+    strategy: Aggregation = Aggregation.FEDAVG  # fedavg | fedprox
     proximal_mu: float = 0.01             # fedprox
     min_sites: int = 1                    # a round goes on with at least this many sites (the others dropped out)
     address: str = "127.0.0.1:8080"       # server/client mode: where the server listens (loopback by default)
@@ -80,7 +85,7 @@ class FederateConfig:
 class ContinualConfig:
     """`mmfm continual`: tasks learned one after another on one encoder (mmfm/workflows/continual.py)."""
 
-    method: str = "moe"                   # moe (experts + gate) | sequential (fine-tune on) | replay
+    method: ContinualMethod = ContinualMethod.MOE  # moe (experts + gate) | sequential (fine-tune on) | replay
     tasks: list[dict[str, Any]] = field(default_factory=list)  # {name, task: {...}, data: {...}, metric}
     steps_per_task: int = 200
     expert_rank: int = 8                  # moe: LoRA rank of each task's expert
@@ -105,7 +110,8 @@ class RunConfig:
     calibrate: str | None = "val"         # classification: fit temperature scaling on this split (empty: do not)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every section as plain data: enum options as their strings (config.yaml, run_info, resume keys)."""
+        return plain(asdict(self))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -127,6 +133,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is dict and not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return choose(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -188,6 +196,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, val = ov.split("=", 1)
         _set(raw, key.strip(), yaml.safe_load(val))
     cfg = _build(RunConfig, raw)
+    if cfg.task.get("name") == PROMPTABLE and "prompt" in cfg.task:   # a free section: checked here, kept a str
+        cfg.task["prompt"] = choose(Prompt, cfg.task["prompt"], "task.prompt").value
     if cfg.data.dataset == "dicomweb" or cfg.data.query:   # a PACS: its series retrieved once, read as a folder
         from mmfm.workflows.pacs import cached_folder
 
