@@ -16,7 +16,7 @@ _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERR
 
 _API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
         "federate_server", "federate_client", "continual", "load_trained", "load_assistant",
-        "Segmentation", "segment", "Explanation", "explain", "Registration", "register", "predict",
+        "Segmentation", "segment", "segmenter", "Explanation", "explain", "Registration", "register", "predict",
         "zeroshot", "retrieve", "report_gen", "vqa", "chat",
         "inspect", "prepare", "shard", "verify_shards", "datasets", "dataset_info", "deid", "label_reports",
         "check_labeller", "pull", "push",

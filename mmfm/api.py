@@ -35,7 +35,7 @@ from mmfm.errors import ConfigError
 __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
            "federate_server", "federate_client", "continual", "load_trained", "load_assistant",
            # apply a model to images
-           "Segmentation", "segment", "Explanation", "explain", "Registration", "register", "predict",
+           "Segmentation", "segment", "segmenter", "Explanation", "explain", "Registration", "register", "predict",
            # vision-language
            "zeroshot", "retrieve", "report_gen", "vqa", "chat",
            # data
@@ -436,7 +436,8 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
             text: str | None = None, model: str = "litemedsam", modality: str | None = None,
             preset: str | None = None, min_score: float = 0.5, max_change: float = 0.15, precision: str = "fp32",
             engine: str = "auto", out: str | Path | None = None, overwrite: bool = False,
-            progress: bool = False, return_arrays: bool = True, fuse_axes: bool = False) -> Segmentation:
+            progress: bool = False, return_arrays: bool = True, fuse_axes: bool = False,
+            segmenter: Any = None) -> Segmentation:
     """Promptable segmentation of one image or volume (`mmfm segment`), with LiteMedSAM or a model you trained.
 
     Coordinates (docs/conventions.md): a 2D box is ``(x0, y0, x1, y1)`` and a point ``(x, y)`` in pixel
@@ -474,6 +475,10 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
             command does: no second read of a large volume.
         fuse_axes: volumes: propagate along the other two axes too, from boxes drawn from the first result, and
             keep the voxels two of the three sweeps found (about three times the time).
+        segmenter: a segmenter of this image file (``mmfm.segmenter(path)``) to prompt again: the image
+            is read and preset once and its embeddings are kept, so each further prompt runs the prompt encoder and
+            mask decoder only (plus slices no earlier sweep reached). Its model, modality, preset, precision and
+            engine are the ones it was made with.
 
     Returns:
         A ``Segmentation``: the mask array on the input's grid, its affine, the JSON record and the file.
@@ -487,6 +492,8 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
 
     if isinstance(structures, (str, Path)):
         structures = load_prompts(structures)
+    if segmenter is not None and not isinstance(image, (str, Path)):
+        raise ConfigError("a Segmenter is made from an image file", "give the file the Segmenter was made from")
     with tempfile.TemporaryDirectory(prefix="mmfm-api-") as tmp:
         path, modality = _image_file(image, affine, modality, Path(tmp), "image")
         if out is None:
@@ -499,13 +506,41 @@ def segment(image: Any, box: Sequence[float] | None = None, *, affine: Any = Non
                        slice_index=slice_index, axis=axis, modality=modality, preset=preset, model=model,
                        min_score=min_score, max_change=max_change, overwrite=overwrite, progress=progress, text=text,
                        precision=precision, structures=structures, engine=engine, slice_boxes=slice_boxes,
-                       clicks=clicks, fuse_axes=fuse_axes)
+                       clicks=clicks, fuse_axes=fuse_axes, segmenter=segmenter)
         if target.name.lower().endswith(".dcm") or (not return_arrays and out is not None):
             return Segmentation(None, None, rec, target)
         mask, mask_affine = _read_array(target)
         fg = rec.get("mask", {}).get("foreground_value", 1)
         mask = (mask == fg) if fg != 1 else mask
     return Segmentation(mask.round().astype("uint8"), mask_affine, rec, None if out is None else target)
+
+
+def segmenter(image: str | Path, model: str = "litemedsam", *, modality: str | None = None,
+              preset: str | None = None, precision: str = "fp32", engine: str = "auto") -> Any:
+    """One image file made ready for many prompts: read, checked and preset once, the model built once, image
+    embeddings kept (segment-anything's ``set_image`` once, ``predict`` per prompt). Pass it to
+    :func:`segment` as ``segmenter=`` with the same image: each further prompt runs the prompt encoder and mask
+    decoder only, plus the slices of a volume no earlier sweep reached (``.embedded`` counts the embeddings
+    computed so far). This is what the web app holds for each upload.
+
+    Args:
+        image: an image file or DICOM series folder.
+        model: ``litemedsam`` or a promptable run folder.
+        modality: ``CT``, ``MR``, ... where the file does not record it.
+        preset: an intensity preset name instead of the automatic choice.
+        precision: ``fp32``, ``bf16`` or ``auto``.
+        engine: ``torch``, ``onnx`` or ``auto``.
+
+    Returns:
+        A ``mmfm.workflows.segment.Segmenter``.
+
+    Raises:
+        ConfigError: an unknown model, engine or precision, or a trained (not promptable) segmentation run.
+        InputFileError: an unreadable input, or NaN/Inf voxels.
+    """
+    from mmfm.workflows.segment import Segmenter
+
+    return Segmenter(image, model, modality, preset, precision, engine)
 
 
 @dataclass

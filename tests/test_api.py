@@ -176,3 +176,16 @@ def test_explain_an_array_as_the_command_explains_its_file_and_predict_zero_shot
     assert rec["task"] == "zeroshot" and sum(rec["cases"][0]["probabilities"].values()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="image-text"):
         mmfm.predict(clip, tmp_path / "ct.nii.gz", tmp_path / "zs2")
+
+
+def test_a_segmenter_prompts_one_file_again_without_embedding_it_again(tmp_path):
+    _, ball, _ = _volume(tmp_path / "ct.nii.gz")
+    seg = mmfm.segmenter(tmp_path / "ct.nii.gz", modality="CT", engine="torch")
+    kw = dict(slice_index=3, modality="CT", engine="torch")
+    a = mmfm.segment(tmp_path / "ct.nii.gz", [8, 8, 28, 26], segmenter=seg, **kw)
+    seen = seg.embedded
+    b = mmfm.segment(tmp_path / "ct.nii.gz", [9, 9, 27, 25], segmenter=seg, **kw)
+    assert seg.embedded == seen > 0 and a.mask.any()
+    assert np.array_equal(b.mask, mmfm.segment(tmp_path / "ct.nii.gz", [9, 9, 27, 25], **kw).mask)
+    with pytest.raises(ConfigError, match="image file"):
+        mmfm.segment(np.zeros((8, 8, 3), np.float32), [1, 1, 4, 4], slice_index=1, segmenter=seg)

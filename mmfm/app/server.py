@@ -107,6 +107,9 @@ class LoadedModel:
     source: str
 
 
+KEEP_SEGMENTERS = 2
+
+
 class ServeState:
     """Uploads and models of one app; every file lives under one temporary folder."""
 
@@ -123,6 +126,12 @@ class ServeState:
         self.sessions_lock = threading.Lock()  # uploads land from worker threads
         self.models = [self._describe(m) for m in (models or ["litemedsam"])]
         self._cache: dict[str, Any] = {}
+        self._loaded: dict[str, Any] = {}     # promptable model source -> its network and facts, loaded once
+        # (upload, model) -> its Segmenter: the upload read and preset, its slice embeddings kept, so a further
+        # prompt costs the prompt encoder and decoder. LiteMedSAM keeps 4 MB per embedded slice: the most recent
+        # KEEP_SEGMENTERS uploads keep theirs, older ones embed again if prompted again.
+        self._segmenters: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._segmenters_lock = threading.Lock()   # a dropped upload's are removed from the uploading thread
 
     # -- models ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -150,6 +159,25 @@ class ServeState:
             if m.kind == kind and (name is None or m.name == name):
                 return m
         raise ConfigError(f"no {kind} model is loaded", "start mmfm serve with --model <run> for it")
+
+    def segmenter(self, sid: str, model: LoadedModel) -> Any:
+        """The :class:`~mmfm.workflows.segment.Segmenter` of upload ``sid`` with ``model`` (made on first use;
+        call under ``self.lock``)."""
+        from mmfm.workflows.segment import Segmenter, load_model
+
+        key = (sid, model.source)
+        with self._segmenters_lock:
+            if key in self._segmenters:
+                self._segmenters.move_to_end(key)
+                return self._segmenters[key]
+        if model.source not in self._loaded:
+            self._loaded[model.source] = load_model(model.source)
+        seg = Segmenter(self.get(sid).path, model.source, loaded=self._loaded[model.source])
+        with self._segmenters_lock:
+            self._segmenters[key] = seg
+            while len(self._segmenters) > KEEP_SEGMENTERS:
+                self._segmenters.popitem(last=False)
+        return seg
 
     def dual(self, source: str) -> Any:
         if source not in self._cache:
@@ -216,6 +244,9 @@ class ServeState:
         upload of the client holding the most, so that one client cannot evict everybody else's uploads."""
         def drop(sid: str) -> None:
             shutil.rmtree(self.sessions.pop(sid).folder, ignore_errors=True)
+            with self._segmenters_lock:
+                for key in [k for k in self._segmenters if k[0] == sid]:
+                    del self._segmenters[key]
 
         mine = [sid for sid, s in self.sessions.items() if s.client == client]
         while len(mine) >= self.per_client:
@@ -378,11 +409,12 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         s = state.get(sid)
         model = state.model("promptable", body.model)
         out = s.folder / ("mask.png" if s.fmt == "raster" else "mask.nii.gz")
-        with state.lock:
+        with state.lock:       # the upload's Segmenter keeps its embeddings: a further click runs the decoder
             rec = run_segment(s.path, out, box=body.box, points=body.points or (),
                               negative_points=body.negative_points or (),
                               slice_index=body.slice if s.image.spatial_dims == 3 else None,
-                              model=model.source, overwrite=True, progress=False)
+                              model=model.source, overwrite=True, progress=False,
+                              segmenter=state.segmenter(sid, model))
         s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
                 "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name, **_seg_link(s, sid)}

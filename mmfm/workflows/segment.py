@@ -222,7 +222,7 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
             progress: bool = True, text: str | None = None, precision: str = "fp32",
             structures: Sequence[dict[str, Any]] | None = None, engine: str = "auto",
             slice_boxes: Sequence[dict[str, Any]] = (), clicks: Sequence[dict[str, Any]] = (),
-            fuse_axes: bool = False) -> dict[str, Any]:
+            fuse_axes: bool = False, segmenter: Segmenter | None = None) -> dict[str, Any]:
     """Segment ``image`` from a box and/or points; write the mask to ``out`` and ``<out stem>.json``; return the
     JSON record. ``precision``: fp32 (default: the masks the model was checked with), bf16 (autocast; emulated and
     slow on a CPU without bf16 units) or auto (bf16 where the device computes it natively, as ``train.precision``).
@@ -240,18 +240,17 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
     "positive": bool}]``) correct the propagated mask on any slice and re-propagate locally; a structure of
     ``structures`` takes them as its ``boxes`` and ``clicks``. ``fuse_axes``: propagate along the two other axes
     too, from boxes drawn from the first result, and keep the voxels two of the three sweeps found
-    (:func:`mmfm.tasks.promptable.propagate_fused`; about three times the time)."""
-    from mmfm.engine.precision import autocast, resolve_precision
-    from mmfm.tasks.promptable import for_inference
-    from mmfm.tasks.promptable_onnx import ENGINES, inference_model, resolve_engine
+    (:func:`mmfm.tasks.promptable.propagate_fused`; about three times the time).
 
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine {engine} is not an inference engine mmfm offers", f"use one of {ENGINES}")
-    if precision not in INFERENCE_PRECISIONS:
-        raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
-                          f"use one of {', '.join(INFERENCE_PRECISIONS)}")
+    ``segmenter``: a :class:`Segmenter` of this image from an earlier call (its ``model``, ``modality``,
+    ``preset``, ``precision`` and ``engine`` are then the ones it was made with), whose image embeddings are
+    reused: a further prompt costs the prompt encoder and mask decoder, plus any slice not embedded before."""
+    _check_engine_and_precision(engine, precision)
     image, out = Path(image), Path(out)
-    if _trained_task(model) == "segmentation":     # a trained (not promptable) segmenter: no prompt, every voxel
+    if segmenter is not None and segmenter.image != image:
+        raise ConfigError(f"the segmenter was made for {segmenter.image.name}, not {image.name}",
+                          "make a Segmenter of this image, or leave segmenter out")
+    if segmenter is None and _trained_task(model) == "segmentation":   # a trained segmenter: no prompt, every voxel
         if (box is not None or points or negative_points or text or slice_index is not None or structures
                 or slice_boxes or clicks):
             raise ConfigError(f"--model {model} is a trained segmentation run: it takes no prompt",
@@ -270,78 +269,181 @@ def segment(image: str | Path, out: str | Path, box: Sequence[float] | None = No
         raise ConfigError("--text is empty", "name the structure, e.g. --text liver")
     _check_suffix(out)
     sidecar = _claim_output(image, out, overwrite)
-    fmt = image_format(image)
-    kind = _output_kind(out, fmt)
+    kind = _output_kind(out, image_format(image))
     if kind in ("SEG", "RTSTRUCT"):                   # refuse sources a result cannot reference before any work
         from mmfm.data.io.dicom_seg import dicom_sources
 
         dicom_sources(image)
-    img = read_image(image, modality=modality)
-    arr = img.array
-    if not np.isfinite(arr).all():
-        raise InputFileError(image, f"has {int((~np.isfinite(arr)).sum())} NaN/Inf voxels",
-                             "fix or mask the file before segmenting")
-    pre, why = _preset(img, preset)
-    record: dict[str, Any] = {"written_by": COMMAND, "preset": pre.name, "preset_reason": why,
-                              "input_format": fmt, "input_shape": list(img.spatial_shape)}
-    if text and img.spatial_dims == 3 and (box is not None or points):
-        raise ConfigError("a text prompt segments every slice of a volume; --box/--point are not combined with it",
-                          "give --text alone, or --slice with --box/--point")
-    if fuse_axes and (img.spatial_dims == 2 or text):
-        raise ConfigError("--fuse-axes fuses the propagations of a volume along its three axes; "
-                          + ("this image is 2D" if img.spatial_dims == 2 else "--text segments every slice alone"),
-                          "drop --fuse-axes")
-    pixels = _pixels(img, pre, image, fmt, axis, text, prompts)
-    for p in prompts:
-        _check_prompt(p, pixels, img.spatial_dims, axis)
-    net, record["model"], task = load_model(model)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = for_inference(net).to(device)
-    used = resolve_precision(precision, device)
-    record["precision"] = used.as_dict()
-    run_by, why = resolve_engine(engine, device, used.used, bool(text))
-    net = inference_model(net, run_by, record["model"]["sha256"])
-    record["engine"] = {"asked": engine, "used": run_by, "why": why}
-    with autocast(used.used, device):   # the prediction only; masks are written as before
-        text_emb = _text_embedding(task, text, record) if text else None
-        results = [_predict(net, pixels, p, img, axis, text_emb, min_score, max_change, progress, fuse_axes)
-                   for p in prompts]
+    seg = segmenter or Segmenter(image, model, modality, preset, precision, engine)
+    mask_ij, record = seg.run(prompts, axis, text, min_score, max_change, progress, fuse_axes)
     if structures is None:
-        mask_ij, facts = results[0]
-        record["prompt"] = _prompt_record(prompts[0], img.spatial_dims, axis, bool(text), record.get("prompt"))
-        record.update(facts)
         names = {1: "structure"}
         fg = 255 if kind == "png" else 1
     else:
-        mask_ij, record["structures"] = _label_map(prompts, results, img.spatial_dims, axis)
         names = {i + 1: p["label"] for i, p in enumerate(prompts)}
         record["labels"] = {str(v): n for v, n in names.items()}
         fg = None
     record["mask"] = {"file": out.name, "format": kind, **({"foreground_value": fg} if fg else
                                                            {"label_values": record["labels"]})}
-    _write(out, sidecar, kind, mask_ij, fg or 1, names, img, image, fmt, record)
+    _write(out, sidecar, kind, mask_ij, fg or 1, names, seg.img, image, seg.fmt, record)
     return record
 
 
-def _pixels(img: Any, pre: Any, image: Path, fmt: str, axis: int, text: str | None,
-            prompts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The model's view of the image: a 2D plane (rows, columns, C) or the preset volume, and its plane size."""
-    arr = img.array
+def _check_engine_and_precision(engine: str, precision: str) -> None:
+    from mmfm.tasks.promptable_onnx import ENGINES
+
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine} is not an inference engine mmfm offers", f"use one of {ENGINES}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"--precision {precision} is not an inference precision mmfm offers",
+                          f"use one of {', '.join(INFERENCE_PRECISIONS)}")
+
+
+class Segmenter:
+    """One image and one promptable model, made ready once -- the image read, checked and put through its
+    intensity preset, the model built, placed and (for ONNX Runtime) exported -- then prompted any number of times
+    with :meth:`run`. Image embeddings are kept (2D: the plane's; a volume: each slice's, per axis, as a sweep
+    first reaches it), so a further prompt on the same image costs the prompt encoder and mask decoder, plus the
+    slices no earlier sweep reached: segment-anything's ``set_image`` once, ``predict`` per prompt. The web app
+    holds one per upload and model; :func:`segment` makes one for a single call.
+
+    ``embedded``: image embeddings computed so far (slices or planes), the cost a further prompt avoids."""
+
+    def __init__(self, image: str | Path, model: str = "litemedsam", modality: str | None = None,
+                 preset: str | None = None, precision: str = "fp32", engine: str = "auto",
+                 loaded: tuple[Any, dict[str, Any], Any] | None = None) -> None:
+        from mmfm.engine.precision import resolve_precision
+        from mmfm.tasks.promptable import for_inference
+
+        _check_engine_and_precision(engine, precision)
+        if _trained_task(model) == "segmentation":
+            raise ConfigError(f"--model {model} is a trained segmentation run: it takes no prompt",
+                              "use litemedsam or a promptable run (mmfm predict applies a segmentation run)")
+        self.image, self.engine_asked = Path(image), engine
+        if not self.image.exists():
+            raise InputFileError(self.image, "no such file or folder", "check the path")
+        self.fmt = image_format(self.image)
+        self.img = read_image(self.image, modality=modality)
+        arr = self.img.array
+        if not np.isfinite(arr).all():
+            raise InputFileError(self.image, f"has {int((~np.isfinite(arr)).sum())} NaN/Inf voxels",
+                                 "fix or mask the file before segmenting")
+        self.pre, self.preset_reason = _preset(self.img, preset)
+        net, self.model_facts, self.task = loaded or load_model(model)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.net = for_inference(net).to(self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self._engines: dict[str, Any] = {}             # engine -> the model it runs
+        self._view: dict[str, Any] | None = None        # the preset plane (2D) or volume (3D)
+        self._cache: dict[str, dict[Any, Any]] = {}     # engine -> {"plane": (embedding, frame)} | {axis: slices}
+        self._planes = 0                                # 2D plane embeddings computed
+
+    @property
+    def embedded(self) -> int:
+        slices = sum(v.cache.computed for c in self._cache.values() for k, v in c.items() if k != "plane")
+        return self._planes + slices
+
+    def _engine(self, text: bool) -> tuple[Any, dict[str, str]]:
+        from mmfm.tasks.promptable_onnx import inference_model, resolve_engine
+
+        run_by, why = resolve_engine(self.engine_asked, self.device, self.precision.used, text)
+        if run_by not in self._engines:
+            self._engines[run_by] = inference_model(self.net, run_by, self.model_facts["sha256"])
+        return self._engines[run_by], {"asked": self.engine_asked, "used": run_by, "why": why}
+
+    def run(self, prompts: list[dict[str, Any]], axis: int = 2, text: str | None = None, min_score: float = 0.5,
+            max_change: float = 0.15, progress: bool = False, fuse_axes: bool = False
+            ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The mask on the input's (i, j[, k]) grid -- one structure's, or the label map of several -- and the
+        JSON record (all but the mask file) for ``prompts`` (:func:`segment`'s structures, checked here)."""
+        from mmfm.engine.precision import autocast
+
+        img = self.img
+        record: dict[str, Any] = {"written_by": COMMAND, "preset": self.pre.name, "preset_reason": self.preset_reason,
+                                  "input_format": self.fmt, "input_shape": list(img.spatial_shape)}
+        if text and img.spatial_dims == 3 and any(p["box"] is not None or p["points"] for p in prompts):
+            raise ConfigError("a text prompt segments every slice of a volume; --box/--point are not combined with "
+                              "it", "give --text alone, or --slice with --box/--point")
+        if fuse_axes and (img.spatial_dims == 2 or text):
+            raise ConfigError("--fuse-axes fuses the propagations of a volume along its three axes; "
+                              + ("this image is 2D" if img.spatial_dims == 2 else "--text segments every slice alone"),
+                              "drop --fuse-axes")
+        _check_slices(img, self.image, self.fmt, axis, text, prompts)
+        pixels = self._pixels(axis)
+        for p in prompts:
+            _check_prompt(p, pixels, img.spatial_dims, axis)
+        record["model"] = dict(self.model_facts)
+        record["precision"] = self.precision.as_dict()
+        net, record["engine"] = self._engine(bool(text))
+        cache = self._cache.setdefault(record["engine"]["used"], {})
+        with autocast(self.precision.used, self.device):   # the prediction only; masks are written as before
+            text_emb = _text_embedding(self.task, text, record) if text else None
+            results = [self._predict(net, cache, pixels, p, axis, text_emb, min_score, max_change, progress,
+                                     fuse_axes) for p in prompts]
+        if len(prompts) == 1 and prompts[0].get("label") is None:
+            mask_ij, facts = results[0]
+            record["prompt"] = _prompt_record(prompts[0], img.spatial_dims, axis, bool(text), record.get("prompt"))
+            record.update(facts)
+            return mask_ij, record
+        mask_ij, record["structures"] = _label_map(prompts, results, img.spatial_dims, axis)
+        return mask_ij, record
+
+    def _pixels(self, axis: int) -> dict[str, Any]:
+        """The model's view: the preset plane (rows, columns, C) of a 2D image, or the preset volume and the size of
+        its slices along ``axis`` (the preset runs once per Segmenter)."""
+        arr = self.img.array
+        if self._view is None:
+            if self.img.spatial_dims == 2:
+                plane = np.moveaxis(self.pre(arr[:3] if arr.shape[0] >= 3 else arr[:1]), 0, -1)   # (I, J, C)
+                self._view = {"plane": np.swapaxes(plane, 0, 1)}                                  # rows = j
+            else:
+                self._view = {"volume": self.pre(arr)[0]}
+        if self.img.spatial_dims == 2:
+            plane = self._view["plane"]
+            return {"plane": plane, "height": plane.shape[0], "width": plane.shape[1]}
+        volume = self._view["volume"]
+        width, height = [s for a, s in enumerate(volume.shape) if a != axis]
+        return {"volume": volume, "n": volume.shape[axis], "width": width, "height": height}
+
+    def _predict(self, net: Any, cache: dict[Any, Any], pixels: dict[str, Any], p: dict[str, Any], axis: int,
+                 text_emb: Any, min_score: float, max_change: float, progress: bool, fuse_axes: bool
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+        from mmfm.tasks.promptable import ModelSlices, decode_prompt, embed_image, model_device
+
+        pts, neg = p["points"], p["negative_points"]
+        if self.img.spatial_dims == 2:
+            if "plane" not in cache:
+                cache["plane"] = embed_image(net, pixels["plane"])
+                self._planes += 1
+            mask, score = decode_prompt(net, *cache["plane"], p["box"], pts + neg, [1] * len(pts) + [0] * len(neg),
+                                        text_emb)
+            return mask.T, {"score": round(score, 4), "foreground_pixels": int(mask.sum())}
+        if text_emb is None:
+            batch = 8 if model_device(net).type == "cuda" else 1
+            for a in ((0, 1, 2) if fuse_axes else (axis,)):
+                if a not in cache:
+                    cache[a] = ModelSlices(net, np.moveaxis(pixels["volume"], a, 2), batch)
+        return _predict(net, pixels, p, self.img, axis, text_emb, min_score, max_change, progress, fuse_axes,
+                        cache)
+
+
+def _check_slices(img: Any, image: Path, fmt: str, axis: int, text: str | None, prompts: list[dict[str, Any]]
+                  ) -> None:
+    """The prompts' slices fit the image: none on a 2D image; on a volume, each prompt on a slice of ``axis``, in
+    range, and no slice prompted twice for one structure."""
     if img.spatial_dims == 2:
         if any(p["slice"] is not None for p in prompts):
             raise ConfigError("--slice is for volumes; this image is 2D", "leave out --slice")
         if any(p["boxes"] or p["clicks"] for p in prompts):
             raise ConfigError("--slice-box and --click are for volumes; this image is 2D",
                               "give --box and --point / --negative-point on the image")
-        plane = np.moveaxis(pre(arr[:3] if arr.shape[0] >= 3 else arr[:1]), 0, -1)   # (I, J, C)
-        plane = np.swapaxes(plane, 0, 1)                                              # rows = j, columns = i
-        return {"plane": plane, "height": plane.shape[0], "width": plane.shape[1]}
-    if arr.shape[0] != 1:
-        raise InputFileError(image, f"is a volume with {arr.shape[0]} channels",
+        return
+    if img.array.shape[0] != 1:
+        raise InputFileError(image, f"is a volume with {img.array.shape[0]} channels",
                              "segment one channel: save it as its own file")
     if axis not in (0, 1, 2):
         raise ConfigError(f"--axis {axis}: a volume has axes 0 (i), 1 (j), 2 (k)", "use --axis 0, 1 or 2")
-    n = arr.shape[1 + axis]
+    n = img.array.shape[1 + axis]
     for p in prompts:
         k = p["slice"]
         if k is None and not text and (p["box"] is not None or p["points"]):
@@ -356,9 +458,6 @@ def _pixels(img: Any, pre: Any, image: Path, fmt: str, axis: int, text: str | No
         if len(set(prompted)) != len(prompted):
             raise ConfigError(f"slice {max(prompted, key=prompted.count)} is prompted twice for one structure",
                               "give one box per slice (clicks correct a slice: --click)")
-    volume = pre(arr)[0]
-    width, height = [s for a, s in enumerate(volume.shape) if a != axis]
-    return {"volume": volume, "n": n, "width": width, "height": height}
 
 
 def _check_prompt(p: dict[str, Any], pixels: dict[str, Any], dims: int, axis: int) -> None:
@@ -412,18 +511,16 @@ def _prompt_record(p: dict[str, Any], dims: int, axis: int, text: bool, given: d
 
 
 def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis: int, text_emb: Any,
-             min_score: float, max_change: float, progress: bool, fuse_axes: bool = False
+             min_score: float, max_change: float, progress: bool, fuse_axes: bool, slices: dict[int, Any]
              ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One structure: its mask on the input's (i, j[, k]) grid and the facts the JSON records."""
+    """One structure of a volume: its mask on the input's (i, j, k) grid and the facts the JSON records;
+    ``slices``: axis -> the :class:`~mmfm.tasks.promptable.ModelSlices` whose embeddings the sweeps reuse."""
+    from tqdm import tqdm
+
     from mmfm.tasks.promptable import model_device, predict_slice, propagate, propagate_fused
 
     pts, neg = p["points"], p["negative_points"]
     labels = [1] * len(pts) + [0] * len(neg)
-    if img.spatial_dims == 2:
-        mask, score = predict_slice(net, pixels["plane"], p["box"], pts + neg, labels, text_emb)
-        return mask.T, {"score": round(score, 4), "foreground_pixels": int(mask.sum())}
-    from tqdm import tqdm
-
     volume, n = pixels["volume"], pixels["n"]
     vox_ml = float(np.prod(img.spacing)) / 1000.0
     if text_emb is not None:
@@ -443,8 +540,9 @@ def _predict(net: Any, pixels: dict[str, Any], p: dict[str, Any], img: Any, axis
     anchors = first + [(b["slice"], b["box"]) for b in p["boxes"]]
     index: Any = anchors[0][0] if len(anchors) == 1 else [k for k, _ in anchors]
     boxes: Any = anchors[0][1] if len(anchors) == 1 else [b for _, b in anchors]
+    reuse: Any = slices if fuse_axes else slices[axis]
     run = propagate_fused if fuse_axes else propagate
-    result = run(net, volume, index, boxes, points=pts + neg if first else (),
+    result = run(net, volume, index, boxes, slices=reuse, points=pts + neg if first else (),
                  point_labels=labels if first else (), axis=axis, min_score=min_score, max_change=max_change,
                  progress=bar, batch=8 if model_device(net).type == "cuda" else 1,
                  clicks=[(c["slice"], c["point"], int(c["positive"])) for c in p["clicks"]])

@@ -74,3 +74,27 @@ def test_dicom_series_zip_is_a_volume(tmp_path, dicom_path):
         r = c.post("/api/upload", content=buf.getvalue(), headers={"X-Filename": "series.zip"})
         assert r.status_code == 200, r.json()
         assert r.json()["format"].startswith("dicom") and r.json()["header"]["patient"].startswith("patient-")
+
+
+def test_a_second_click_on_an_upload_reuses_its_embeddings(tmp_path):
+    """The app holds one Segmenter per upload: a second box on the same slice embeds no slice again, and its mask
+    is the one a fresh `segment` call gives."""
+    from mmfm.workflows.segment import segment
+
+    i, j, k = np.mgrid[:40, :36, :7]
+    ball = ((i - 18) / 9.0) ** 2 + ((j - 17) / 8.0) ** 2 + ((k - 3) / 2.0) ** 2 <= 1
+    src = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(ball, 150.0, -100.0).astype(np.float32), np.diag([0.8, 0.8, 2.5, 1])), src)
+    app = create_app(["litemedsam"])
+    state = app.state.mmfm
+    with TestClient(app, base_url=LOCAL) as c:
+        sid = c.post("/api/upload", content=src.read_bytes(), headers={"X-Filename": "ct.nii.gz"}).json()["id"]
+        assert c.post(f"/api/segment/{sid}", json={"box": [8, 8, 28, 26], "slice": 3}).status_code == 200
+        seg = state.segmenter(sid, state.model("promptable"))
+        seen = seg.embedded
+        r = c.post(f"/api/segment/{sid}", json={"box": [9, 9, 27, 25], "slice": 3})
+        assert r.status_code == 200 and r.json()["foreground"] > 0
+        assert state.segmenter(sid, state.model("promptable")) is seg and seg.embedded == seen >= 3
+        (tmp_path / "app.nii.gz").write_bytes(c.get(r.json()["mask"]).content)
+    segment(src, tmp_path / "api.nii.gz", box=[9, 9, 27, 25], slice_index=3, progress=False)
+    assert np.array_equal(nib.load(tmp_path / "app.nii.gz").get_fdata(), nib.load(tmp_path / "api.nii.gz").get_fdata())
