@@ -29,6 +29,11 @@ app stops</span></header>
   <div class="panel"><b>Image-text model</b>
     <div class="row"><textarea id="texts" placeholder="one class name or report sentence per line"></textarea></div>
     <button id="zeroshot" disabled>Zero-shot / retrieve</button><div id="zs-out"></div></div>
+  <div class="panel" id="chat-panel" hidden><b>Assistant</b> <span class="note">research output, not a diagnosis</span>
+    <div id="chat-log"></div>
+    <div class="row"><textarea id="chat-q" placeholder="ask a question"></textarea></div>
+    <label id="chat-image-label"><input type="checkbox" id="chat-image"> about the image shown</label>
+    <button id="chat-send">Ask</button> <button id="chat-clear">new chat</button></div>
   <div class="panel"><b>Saliency</b> <button id="explain" disabled>Explain</button>
     <div id="explain-out"></div><img id="explain-img" hidden alt="saliency"></div>
   <div class="panel"><b>Header (de-identified)</b><div id="header">-</div></div>
@@ -51,6 +56,8 @@ main{display:flex;gap:16px;padding:14px 20px;flex-wrap:wrap}
 #result,#status{font-size:13px}table{border-collapse:collapse;font-size:12px}td{border:1px solid #dde2e8;
 padding:2px 6px}textarea{width:260px;height:70px}.side{width:330px}
 #explain-img{max-width:300px;display:block}[hidden]{display:none !important}
+#chat-log{max-height:260px;overflow-y:auto;font-size:13px}#chat-log div{margin:4px 0;white-space:pre-wrap}
+.note{font-size:12px;color:#8a5a00}
 """
 
 SCRIPT = r"""// Every string that comes from a file, a model or the server is set as text (textContent, option.text, cells):
@@ -75,6 +82,8 @@ async function init() {
   const auto = el("option", "auto"); auto.value = "";
   $("preset").replaceChildren(auto, ...m.presets.map(p => el("option", p)));
   $("pacs-panel").hidden = !m.pacs;
+  const bot = models.find(x => x.kind === "assistant");
+  $("chat-panel").hidden = !bot; $("chat-image-label").hidden = !(bot && bot.vision);
 }
 function has(kind) { return models.some(m => m.kind === kind); }
 function k() { return cur && cur.spatial_dims === 3 ? parseInt($("slice").value) : 0; }
@@ -188,6 +197,21 @@ $("explain").addEventListener("click", async () => {
     $("explain-out").textContent = "predicted: " + r.prediction.class;
     const im = $("explain-img"); im.src = r.overlay + "?t=" + Date.now(); im.hidden = false;
   } catch (x) { $("explain-out").textContent = ""; err(x.message); }
+});
+// the assistant: the app keeps no history; the page sends the conversation so far with each question
+let chat = [];
+$("chat-clear").addEventListener("click", () => { chat = []; $("chat-log").replaceChildren(); });
+$("chat-send").addEventListener("click", async () => {
+  const q = $("chat-q").value.trim(); if (!q) return; err("");
+  const about = $("chat-image").checked && !$("chat-image-label").hidden && cur ? cur.id : null;
+  const turns = chat.concat([{role: "user", content: q}]);
+  $("chat-log").append(el("div", "you: " + q)); $("chat-q").value = ""; $("chat-send").disabled = true;
+  try { const r = await api("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({messages: turns, id: about})});
+    chat = turns.slice(turns.length - r.turns_used).concat([{role: "assistant", content: r.answer}]);
+    $("chat-log").append(el("div", r.model + ": " + r.answer));
+    if (r.turns_dropped) $("chat-log").append(el("div", `(${r.turns_dropped} earlier turns dropped: the model's context is full)`));
+  } catch (x) { err(x.message); } finally { $("chat-send").disabled = false; }
 });
 init().catch(x => err(x.message));
 """

@@ -79,7 +79,26 @@ class ExplainRequest(BaseModel):
     model: str | None = Field(None, max_length=200)
 
 
-REQUEST_HINTS = {"segment": "send box [x0, y0, x1, y1], points [[x, y], ...], negative_points, slice (an integer), "
+class ChatTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=4000)
+
+
+class ChatRequest(BaseModel):
+    """``POST /api/chat``: the conversation so far, the user's question last (the app keeps no chat history);
+    ``id``: an upload to ask about (an assistant run with a vision bridge)."""
+
+    model_config = ConfigDict(extra="forbid")
+    messages: list[ChatTurn] = Field(min_length=1, max_length=40)
+    id: str | None = Field(None, max_length=64)
+    model: str | None = Field(None, max_length=200)
+    max_new_tokens: int = Field(128, ge=1, le=512)
+
+
+REQUEST_HINTS = {"chat": "send messages [{role: user|assistant, content}], the question last; id (an upload) to "
+                         "ask about it; max_new_tokens (1..512)",
+                 "segment": "send box [x0, y0, x1, y1], points [[x, y], ...], negative_points, slice (an integer), "
                             "model (a name)",
                  "zeroshot": "send texts (a list of strings), mode (classify or retrieve), slice (an integer)",
                  "explain": "send slice (an integer) and model (a name)"}
@@ -104,7 +123,8 @@ class Session:
 class LoadedModel:
     name: str
     kind: str                      # promptable | segmenter (a trained segmentation run) | classification | dual
-    source: str
+    source: str                    # | assistant (a language model, or a report-gen / vqa run with its bridge)
+    vision: bool = False           # an assistant that takes an image
 
 
 KEEP_SEGMENTERS = 2
@@ -136,16 +156,24 @@ class ServeState:
     # -- models ---------------------------------------------------------------------------------------------------
     @staticmethod
     def _describe(source: str) -> LoadedModel:
+        from mmfm.encoders.text.llm import LANGUAGE_MODELS
+
         if source == "litemedsam":
             return LoadedModel("litemedsam", "promptable", source)
+        if source in LANGUAGE_MODELS:
+            return LoadedModel(source, "assistant", source)
         run = Path(source)
         if (run / "dual").is_dir() or (run / "dual.json").exists():
             return LoadedModel(run.name, "dual", source)
         state = run / "checkpoints" / "last" / "state.json"
         if not state.exists():
-            raise ConfigError(f"--model {source}: neither litemedsam nor a run folder",
-                              "give litemedsam, a classification or promptable run, or an image-text run")
-        task = json.loads(state.read_text())["run_info"].get("task")
+            raise ConfigError(f"--model {source}: neither litemedsam, a language model nor a run folder",
+                              "give litemedsam, smollm2, a classification, segmentation or promptable run, an "
+                              "image-text run, or a report-gen / vqa run trained with task.decoder")
+        run_info = json.loads(state.read_text())["run_info"]
+        if run_info.get("assistant"):          # a report-gen / vqa run with a language-model bridge
+            return LoadedModel(run.name, "assistant", source, vision=True)
+        task = run_info.get("task")
         kinds = {"classification": "classification", "promptable_segmentation": "promptable",
                  "segmentation": "segmenter"}
         if task not in kinds:
@@ -178,6 +206,14 @@ class ServeState:
             while len(self._segmenters) > KEEP_SEGMENTERS:
                 self._segmenters.popitem(last=False)
         return seg
+
+    def assistant(self, model: LoadedModel) -> Any:
+        """The loaded :class:`~mmfm.tasks.assistant.Assistant` of ``model`` (loaded on first use)."""
+        if model.source not in self._cache:
+            from mmfm.workflows.chat import load_assistant
+
+            self._cache[model.source] = load_assistant(model.source)
+        return self._cache[model.source]
 
     def dual(self, source: str) -> Any:
         if source not in self._cache:
@@ -418,6 +454,27 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
                 "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name, **_seg_link(s, sid)}
+
+    @app.post("/api/chat")
+    def chat(body: ChatRequest) -> dict[str, Any]:
+        """One answer of a loaded assistant (research output, not a diagnosis), about the upload ``id`` when given;
+        the oldest turns are dropped when the conversation outgrows the model's context."""
+        from mmfm.tasks.assistant import GenerationOptions
+        from mmfm.workflows.chat import answer_within_context, read_run_image, record
+
+        model = state.model("assistant", body.model)
+        if body.messages[-1].role != "user":
+            raise ConfigError("the conversation must end with the user's question", "add the question last")
+        with state.lock:
+            bot = state.assistant(model)
+            if body.id is not None and not bot.vision:
+                raise ConfigError(f"{model.name} is a language model without a vision bridge: it cannot see the "
+                                  "upload", "ask without the image, or serve a report-gen / vqa run trained with "
+                                         "task.decoder")
+            image = read_run_image(bot, str(state.get(body.id).path)) if body.id is not None else None
+            reply, kept = answer_within_context(bot, [t.model_dump() for t in body.messages],
+                                                GenerationOptions(max_new_tokens=body.max_new_tokens), image)
+        return record(bot, reply) | {"turns_used": len(kept), "turns_dropped": len(body.messages) - len(kept)}
 
     @app.post("/api/predict/{sid}")
     def predict(sid: str, body: PredictRequest) -> dict[str, Any]:

@@ -17,11 +17,13 @@ def add_serve(sub: Any) -> None:
                                     "preset; draw a box or click points for a LiteMedSAM mask (2D, or propagated "
                                     "through a volume), downloaded as NIfTI on the input's grid; zero-shot "
                                     "classification and text retrieval with an image-text run; a saliency overlay "
-                                    "with a classification run; the de-identified header. Uploads stay in a "
+                                    "with a classification run; questions to an assistant (smollm2, or a "
+                                    "report-gen / vqa run with its bridge: about the image); the de-identified "
+                                    "header. Uploads stay in a "
                                     "temporary folder deleted when the app stops.")
     sv.add_argument("--model", action="append", default=[],
-                    help="litemedsam (default), or a run folder: classification, promptable or image-text "
-                         "(repeatable)")
+                    help="litemedsam (default), a language model (smollm2), or a run folder: classification, "
+                         "segmentation, promptable, image-text, or report-gen / vqa with task.decoder (repeatable)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sv.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted (default 512 MB)")

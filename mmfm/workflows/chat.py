@@ -96,6 +96,19 @@ def _line(out: IO[str], text: str) -> None:
     out.flush()
 
 
+def answer_within_context(assistant: Assistant, history: list[dict[str, str]], options: GenerationOptions,
+                          image: torch.Tensor | None = None) -> tuple[Reply, list[dict[str, str]]]:
+    """The answer to the last turn of ``history`` and the turns it saw: the oldest question and answer are
+    dropped while the conversation outgrows the model's context (the last question alone too long is an error)."""
+    while True:
+        try:
+            return assistant.reply(history, options, image=image), history
+        except ConfigError:
+            if len(history) <= 1:
+                raise
+            history = history[2:]            # drop the oldest question and its answer
+
+
 def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterable[str], out: IO[str],
                 as_json: bool = False, image: torch.Tensor | None = None) -> int:
     """A multi-turn chat: each input line is the user's next turn; ``exit`` or the end of input ends it. The
@@ -111,14 +124,7 @@ def interactive(assistant: Assistant, options: GenerationOptions, lines: Iterabl
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        while True:
-            try:
-                reply = assistant.reply(history, options, image=image)
-                break
-            except ConfigError:
-                if len(history) <= 1:
-                    raise
-                history = history[2:]            # drop the oldest question and its answer
+        reply, history = answer_within_context(assistant, history, options, image)
         history.append({"role": "assistant", "content": reply.text})
         n += 1
         if as_json:

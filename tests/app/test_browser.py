@@ -36,7 +36,8 @@ def server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(["litemedsam"]), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(["litemedsam", "llama_tiny"])
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     for _ in range(200):
@@ -129,6 +130,29 @@ def test_browser_corrupt_file_shows_the_message(browser, server, tmp_path, shots
     text = page.text_content("#error")
     assert "not a DICOM file" in text and "hint" in text and "Traceback" not in text and "mmfm-serve" not in text
     page.screenshot(path=str(shots / "app_error.png"))
+    page.close()
+
+
+def test_browser_chat_panel_asks_the_assistant_and_shows_text_as_text(browser, server, shots):
+    """The assistant panel appears for a loaded assistant (llama_tiny: SmolLM2's template on seeded random
+    weights); a question with markup is shown as typed, the answer under the model's name, the research label
+    visible; the conversation is sent back with the next question."""
+    page = browser.new_page(viewport={"width": 1200, "height": 860})
+    page.goto(server)
+    expect(page.locator("#chat-panel")).to_be_visible(timeout=60_000)
+    assert "not a diagnosis" in page.text_content("#chat-panel")
+    expect(page.locator("#chat-image-label")).to_be_hidden()             # a language model sees no image
+    page.fill("#chat-q", "<img src=x onerror=alert(1)> what is a CT?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-log div")).to_have_count(2, timeout=120_000)
+    first, answer = page.locator("#chat-log div").all_text_contents()
+    assert first == "you: <img src=x onerror=alert(1)> what is a CT?" and answer.startswith("llama_tiny: ")
+    assert page.locator("#chat-log img").count() == 0 and page.evaluate("chat.length") == 2
+    page.fill("#chat-q", "and an MRI?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-log div")).to_have_count(4, timeout=120_000)
+    assert page.evaluate("chat.length") == 4 and page.text_content("#error") == ""
+    page.screenshot(path=str(shots / "app_chat.png"))
     page.close()
 
 

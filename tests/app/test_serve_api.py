@@ -98,3 +98,29 @@ def test_a_second_click_on_an_upload_reuses_its_embeddings(tmp_path):
         (tmp_path / "app.nii.gz").write_bytes(c.get(r.json()["mask"]).content)
     segment(src, tmp_path / "api.nii.gz", box=[9, 9, 27, 25], slice_index=3, progress=False)
     assert np.array_equal(nib.load(tmp_path / "app.nii.gz").get_fdata(), nib.load(tmp_path / "api.nii.gz").get_fdata())
+
+
+def test_the_chat_panel_answers_through_a_loaded_assistant(dicom_path):
+    """`mmfm serve --model llama_tiny` (SmolLM2's template on seeded random weights: the smollm2 code path in
+    seconds): greedy answers repeat, are labelled research output, and a language model without a vision bridge
+    refuses to look at an upload."""
+    app = create_app(["litemedsam", "llama_tiny"])
+    with TestClient(app, base_url=LOCAL) as c:
+        listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
+        assert listed["llama_tiny"]["kind"] == "assistant" and listed["llama_tiny"]["vision"] is False
+        ask = {"messages": [{"role": "user", "content": "What does a CT scan measure?"}], "max_new_tokens": 6}
+        a, b = c.post("/api/chat", json=ask), c.post("/api/chat", json=ask)
+        assert a.status_code == 200, a.json()
+        assert a.json()["answer"] == b.json()["answer"] and "not a diagnosis" in a.json()["label"]
+        assert a.json()["turns_used"] == 1 and a.json()["turns_dropped"] == 0
+        two = {"messages": [*ask["messages"], {"role": "assistant", "content": a.json()["answer"]},
+                            {"role": "user", "content": "And an MRI?"}], "max_new_tokens": 6}
+        assert c.post("/api/chat", json=two).json()["turns_used"] == 3
+        sid = c.post("/api/upload", content=Path(dicom_path("CT_small.dcm")).read_bytes(),
+                     headers={"X-Filename": "ct.dcm"}).json()["id"]
+        r = c.post("/api/chat", json={**ask, "id": sid})
+        assert r.status_code == 400 and "vision bridge" in r.json()["error"]
+        r = c.post("/api/chat", json={"messages": [{"role": "assistant", "content": "hello"}]})
+        assert r.status_code == 400 and "question" in r.json()["error"]
+        r = c.post("/api/chat", json={**ask, "temperature": 2})
+        assert r.status_code == 400 and "temperature" in r.json()["error"] and "messages" in r.json()["hint"]
