@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: setup quickstart test test-bf16 lint docs examples
+.PHONY: setup quickstart test test-bf16 lint typecheck docs examples
 
 $(VENV)/.installed: pyproject.toml
 	@# mini needs one Debian data package (apt-get download, no root); a fresh machine may have empty package
@@ -54,6 +54,10 @@ test-bf16: setup
 
 lint: setup
 	$(VENV)/bin/ruff check mmfm tests
+
+# mypy on the public API (mmfm/api.py) and the data layer (mmfm/data/): [tool.mypy] in pyproject.toml
+typecheck: setup
+	$(PY) -m mypy
 
 # The documentation site (mkdocs.yml): built offline into site/; --strict fails on a broken link, anchor or API
 # reference. NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.

@@ -38,7 +38,7 @@ def _detached(header: Path) -> list[Path]:
     """The data file(s) a ``.mhd``/``.nhdr`` header names (the reader's own parsing), else every other file
     beside the header (a superset: an edit there rebuilds more items than needed, never fewer)."""
     try:
-        from mmfm.data.io.itk import _data_files
+        from mmfm.data.io.itk import _data_files  # type: ignore[attr-defined]  # gone since e2638c4: the fallback runs
 
         return [Path(p) for p in _data_files(header)]
     except Exception:  # noqa: BLE001  (a header the reader refuses: reading the item will say why)
@@ -148,6 +148,7 @@ class PreprocessedCache:
 
     def put(self, item_key: str, arrays: dict[str, np.ndarray]) -> None:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        named: dict[str, Any] = arrays   # np.savez's stubs type **kwds like its allow_pickle flag
         manifest = {k: {"shape": list(a.shape), "dtype": a.dtype.str, "sha256": _digest(a)} for k, a in arrays.items()}
         arrays[MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
         p = self._path(item_key)
@@ -155,7 +156,7 @@ class PreprocessedCache:
         fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **named)
             os.replace(tmp, p)   # atomic: a reader (another worker) sees the whole item or none
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

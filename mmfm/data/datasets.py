@@ -123,13 +123,14 @@ class SampleDataset(torch.utils.data.Dataset):
         self.size, self.spacing, self.text = [int(v) for v in size], [float(v) for v in spacing], text
         self.resize_img = Resize(tuple(self.size), mode="area" if len(self.size) == 2 else "trilinear")
         self.resize_mask = Resize(tuple(self.size), mode="nearest")
-        self.skip_unreadable, self.unreadable = skip_unreadable, {}
+        self.skip_unreadable = skip_unreadable
+        self.unreadable: dict[int, str] = {}
         # patch mode (3D done properly): whole volumes at data.spacing, padded to at least the patch; training
         # items are random patches (half centred on the foreground when there are masks), evaluation items whole
         # volumes for sliding-window inference
         self.patch, self.random_patches = [int(v) for v in patch], random_patches
         self.repeat = max(1, int(patches_per_volume)) if (self.patch and random_patches) else 1
-        self.extras = None
+        self.extras: dict[str, list[Any]] | None = None
         if extras:
             recs = getattr(samples, "records", None) or [{} for _ in range(len(samples))]
             groups = [str(r.get("patient") or r.get("case") or i) for i, r in enumerate(recs)]

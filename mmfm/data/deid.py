@@ -55,6 +55,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
+from pydicom.uid import UID
 
 from mmfm.data.pseudonym import pseudonym, pseudonym_key
 
@@ -93,7 +94,8 @@ def standard_codes() -> dict[tuple[str, str], str]:
         from pydicom.sr._concepts_dict import concepts
     except ImportError:   # pragma: no cover - a pydicom without its SR tables
         return {}
-    return {(scheme, value): meaning for scheme, names in concepts.items() for codes in names.values()
+    table: dict[str, dict[str, Any]] = concepts   # scheme -> name -> codes (typed `object` in the stubs)
+    return {(scheme, value): meaning for scheme, names in table.items() for codes in names.values()
             for value, (meaning, _cids) in codes.items()}
 
 
@@ -193,8 +195,8 @@ class Deidentifier:
         sop_class = str(ds.get("SOPClassUID", "") or (old.get("MediaStorageSOPClassUID", "") if old else ""))
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = sop_class if sop_class in registered_uids() else ""
-        meta.MediaStorageSOPInstanceUID = str(ds.get("SOPInstanceUID", ""))
+        meta.MediaStorageSOPClassUID = UID(sop_class if sop_class in registered_uids() else "")
+        meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
         if old is not None and "TransferSyntaxUID" in old:
             meta.TransferSyntaxUID = old.TransferSyntaxUID
         from pydicom.uid import PYDICOM_IMPLEMENTATION_UID

@@ -78,7 +78,7 @@ def _ct(name: str, width: float, level: float, what: str) -> Preset:
                   description=f"CT {what} window W{width:g}/L{level:g} HU -> [0, 1]")
 
 
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_IMAGENET: dict[str, Any] = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     _ct("ct_abdomen", 400, 40, "abdomen / soft tissue"),

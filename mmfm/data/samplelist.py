@@ -12,12 +12,12 @@ from mmfm.errors import InputFileError
 
 
 class SampleList(Sequence[dict]):
-    """A lazy list of samples: ``records`` are light dicts; ``read(record)`` builds the sample. ``class_names``:
-    the names of the classes of ``labels["label"]`` (index i is class i), where the layout has them; ``labels``:
-    each record's class index, known without reading any image (for stratified subsets); ``scan``: what the
-    loader found and skipped (for the data card)."""
+    """A lazy list of samples: ``records`` are light dicts (mini's: indices); ``read(record)`` builds the sample.
+    ``class_names``: the names of the classes of ``labels["label"]`` (index i is class i), where the layout has
+    them; ``labels``: each record's class index, known without reading any image (for stratified subsets);
+    ``scan``: what the loader found and skipped (for the data card)."""
 
-    def __init__(self, records: list[dict[str, Any]], read: Callable[[dict[str, Any]], dict[str, Any]],
+    def __init__(self, records: list[Any], read: Callable[[Any], dict[str, Any]],
                  class_names: list[str] | None = None, labels: list[int] | None = None) -> None:
         self.records, self._read, self.class_names = records, read, list(class_names or [])
         self.labels = None if labels is None else [int(v) for v in labels]

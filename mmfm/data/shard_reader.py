@@ -132,7 +132,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 if "text" in item:
                     cols["text"].append(item["text"])
             self._cols = cols
-        return self._cols
+            return cols
+        return self._cols  # type: ignore[return-value]  # set by the branch above
 
     @property
     def texts(self) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from mmfm.data.card import user_card
 from mmfm.data.catalog.entries import get_entry
 from mmfm.data.datasets import ArrayDataset, PairDataset, ReportDataset, SampleDataset
 from mmfm.data.io.npz import read_medmnist_npz
+from mmfm.data.samplelist import SampleList
 from mmfm.data.shard_reader import INDEX, ShardDataset, read_index
 from mmfm.data.sources.mini_reader import class_names as mini_class_names
 from mmfm.data.sources.mini_reader import load_mini_arrays, mini_root, report_rows
@@ -94,7 +95,7 @@ def recorded_card(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(full, dict):
         return None
-    sets = full.get("sets") if isinstance(full.get("sets"), dict) else {}
+    sets: dict[Any, Any] = full["sets"] if isinstance(full.get("sets"), dict) else {}
     chosen = sets.get(data.get("set")) if isinstance(data.get("set"), str) else None
     return {k: v for k, v in full.items() if k != "sets"} | (
         {"set": data.get("set"), "counts": chosen.get("counts") if isinstance(chosen, dict) else None}
@@ -397,7 +398,7 @@ class CatalogSource:
     def labelled(self, split: str, task: str, train: bool = False) -> tuple[Any, list[str]]:
         data = self.data
         ds = cat.sample_dataset(data, split, label=task == "classification", train=train)
-        names = ds.samples.class_names if task in ("classification", "detection") else []
+        names = cast(SampleList, ds.samples).class_names if task in ("classification", "detection") else []
         if task == "classification" and ds.labels is None and not names:
             raise ConfigError(f"{data.dataset} at data.root has no class labels",
                               "add a labels.csv (image,label) to the folder, or use `mmfm pretrain` for unlabelled "

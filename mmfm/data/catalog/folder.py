@@ -176,7 +176,8 @@ def folder(root: Path, labels: str = "labels.csv", image_column: str = "image", 
             confine_rows(root, table, listed, mask_column, allow_outside_root)
             found = dict(zip([n for n, _ in listed], _resolve_images(root, table, listed, mask_column)))
             mask_paths = [found.get(n) for n, _ in rows]
-        records, skipped = [], []
+        records: list[dict[str, Any]] = []
+        skipped: list[dict[str, str]] = []
         for p, m, (n, row) in zip(paths, mask_paths, rows):
             try:
                 info = image_info(p)

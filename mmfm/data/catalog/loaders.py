@@ -36,7 +36,7 @@ from mmfm.data.sources.mini_reader import load_mini
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.registry import Registry
 
-LAYOUTS: Registry[SampleList] = Registry("layout")  # type: ignore[name-defined]  # noqa: F821
+LAYOUTS: Registry[SampleList] = Registry("layout")  # noqa: F821
 
 
 def file_id(path: Path, dicom: bool | None = None) -> str:
@@ -148,10 +148,10 @@ def image_csv(root: Path, table: str = "labels.csv", image_column: str = "image"
     else:
         paths_of = [{"": p} for p in _resolve_images(root, root / table, rows, image_column, image_dir)]
     used = set(columns.values()) | {image_column, label_column, patient_column}
-    records = [{"path": next(iter(ps.values())), "paths": ps, "label": row[label_column],
-                "patient": row.get(patient_column, "") if patient_column else "",
-                "row": {k: v for k, v in row.items() if k not in used}}
-               for ps, (_, row) in zip(paths_of, rows)]
+    records: list[dict[str, Any]] = [{"path": next(iter(ps.values())), "paths": ps, "label": row[label_column],
+                                     "patient": row.get(patient_column, "") if patient_column else "",
+                                     "row": {k: v for k, v in row.items() if k not in used}}
+                                    for ps, (_, row) in zip(paths_of, rows)]
     classes = sorted({r["label"] for r in records})
 
     def read(r: dict[str, Any]) -> dict[str, Any]:

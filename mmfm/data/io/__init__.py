@@ -8,6 +8,7 @@ instead of a library's internal traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mmfm.data.io.checks import check_file
 from mmfm.data.io.dicom import is_dicom, read_dicom_file, read_dicom_series
@@ -79,7 +80,7 @@ def read_image(path: str | Path, modality: str | None = None, voi_lut: bool | No
                          "load it with mmfm.data.io.npz.read_medmnist_npz or `mmfm data inspect`")
 
 
-def image_info(path: str | Path, series_uid: str | None = None) -> dict[str, int]:
+def image_info(path: str | Path, series_uid: str | None = None) -> dict[str, Any]:
     """What an image's header promises, without decoding its voxels: ``spatial_dims`` (2 or 3), ``depth`` (size
     of the last spatial axis, 1 for 2D) and ``channels``. Raises :class:`InputFileError` for a file that cannot be
     an image (the same checks the readers make before allocating)."""

@@ -55,7 +55,7 @@ def safe_header(ds: pydicom.Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {"TransferSyntaxUID": str(getattr(ds.file_meta, "TransferSyntaxUID", ""))}
     for name in SAFE_FIELDS:
         if name in ds:
-            v = ds.data_element(name).value
+            v = ds[name].value
             out[name] = [_plain(x) for x in v] if isinstance(v, pydicom.multival.MultiValue) else _plain(v)
     return out
 
@@ -229,7 +229,7 @@ def read_dicom_series(folder: str | Path, modality: str | None = None, series_ui
         check_voxels(folder, (int(items[0][1].get("Columns") or 0), int(items[0][1].get("Rows") or 0), len(items)))
     except (TypeError, ValueError):
         pass                                   # an unreadable header is refused with its own message below
-    slices = []
+    slices: list[Any] = []
     for f, _ in items:
         ds = _read(f)
         s = _pixels(ds, f, voi_lut=False)

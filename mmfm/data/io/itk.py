@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def read_itk(path: str | Path, modality: str = "unknown") -> Image:
     return Image(array=arr, modality=modality, affine=affine, meta={"format": fmt})
 
 
-def itk_info(path: str | Path) -> dict[str, int]:
+def itk_info(path: str | Path) -> dict[str, Any]:
     """Header only: spatial dims, size along the last axis (slices) and channels."""
     p = check_file(path)
     read_itk_header(p)

@@ -270,7 +270,7 @@ def _singles(b: _Builder) -> dict[str, Any]:
         path = get_testdata_file(name, download=False)
         if path is None:
             continue
-        im = read_dicom_file(path)
+        im = read_dicom_file(str(path))
         arr = im.array.mean(axis=0) if im.array.shape[0] == 3 else im.array[0]
         if arr.ndim == 3:
             arr = arr[..., arr.shape[-1] // 2]
@@ -288,7 +288,7 @@ def _singles(b: _Builder) -> dict[str, Any]:
                     f"scikit-image {fn.__name__}")
         used.append(fn.__name__)
     return {"package": "pydicom + pydicom-data, scikit-image",
-            "version": f"{pydicom.__version__}, {skimage.__version__}",
+            "version": f"{pydicom.__version__}, {skimage.__version__}",  # type: ignore[attr-defined]
             "licence": "MIT (pydicom-data), BSD-3 (skimage)",
             "files": used}
 
@@ -315,7 +315,7 @@ def _reports(cache: Path, out: Path) -> dict[str, Any]:
 
 
 def _save(path: Path, cols: dict[str, list[Any]]) -> None:
-    arrays = {k: np.stack(v) if k in ("image", "mask") else np.asarray(v) for k, v in cols.items()}
+    arrays: dict[str, Any] = {k: np.stack(v) if k in ("image", "mask") else np.asarray(v) for k, v in cols.items()}
     np.savez_compressed(path, **arrays)
 
 

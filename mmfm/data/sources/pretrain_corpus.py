@@ -182,7 +182,7 @@ def _dicoms(c: _Corpus) -> dict[str, Any]:
         path = get_testdata_file(file, download=False)   # never the online fallback: it retries and hangs offline
         if path is None:
             continue
-        img = read_dicom_file(path)
+        img = read_dicom_file(str(path))
         stem = "pydicom-" + Path(file).stem.lower().replace("_", "-")
         arr = img.array[0]
         if arr.ndim == 3 and arr.shape[-1] < MIN_DEPTH:    # a few frames: 2D images
