@@ -22,7 +22,6 @@ only loopback names and the ``--host`` given are answered (:mod:`mmfm.app.guard`
 from __future__ import annotations
 
 import io
-import json
 import secrets
 import shutil
 import tempfile
@@ -157,30 +156,23 @@ class ServeState:
     @staticmethod
     def _describe(source: str) -> LoadedModel:
         from mmfm.encoders.text.llm import LANGUAGE_MODELS
+        from mmfm.workflows.run_kind import run_kind
 
         if source == "litemedsam":
             return LoadedModel("litemedsam", "promptable", source)
         if source in LANGUAGE_MODELS:
             return LoadedModel(source, "assistant", source)
-        run = Path(source)
-        if (run / "dual").is_dir() or (run / "dual.json").exists():
-            return LoadedModel(run.name, "dual", source)
-        state = run / "checkpoints" / "last" / "state.json"
-        if not state.exists():
+        kind = run_kind(source)
+        if kind is None:
             raise ConfigError(f"--model {source}: neither litemedsam, a language model nor a run folder",
                               "give litemedsam, smollm2, a classification, segmentation or promptable run, an "
                               "image-text run, or a report-gen / vqa run trained with task.decoder")
-        run_info = json.loads(state.read_text())["run_info"]
-        if run_info.get("assistant"):          # a report-gen / vqa run with a language-model bridge
-            return LoadedModel(run.name, "assistant", source, vision=True)
-        task = run_info.get("task")
-        kinds = {"classification": "classification", "promptable_segmentation": "promptable",
-                 "segmentation": "segmenter"}
-        if task not in kinds:
-            raise ConfigError(f"--model {source}: the app serves classification, segmentation, promptable and "
-                              "image-text runs, "
-                              f"not '{task}'", "give another run")
-        return LoadedModel(run.name, kinds[task], source)
+        served = {"classification": "classification", "promptable_segmentation": "promptable",
+                  "segmentation": "segmenter", "image_text": "dual", "assistant": "assistant"}
+        if kind not in served:
+            raise ConfigError(f"--model {source}: the app serves classification, segmentation, promptable, "
+                              f"image-text and assistant runs, not a {kind} run", "give another run")
+        return LoadedModel(Path(source).name, served[kind], source, vision=kind == "assistant")
 
     def model(self, kind: str, name: str | None = None) -> LoadedModel:
         for m in self.models:

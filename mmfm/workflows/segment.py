@@ -601,13 +601,10 @@ def _write(out: Path, sidecar: Path, kind: str, mask: np.ndarray, fg: int, names
 
 
 def _trained_task(model: str) -> str | None:
-    """The task a training run folder trained (from its checkpoint), or None for anything else."""
-    ckpt = Path(model) / "checkpoints" / "last"
-    if model == "litemedsam" or not ckpt.is_dir():
-        return None
-    from mmfm.engine.checkpoint import read_state
+    """The kind of a run folder (:func:`~mmfm.workflows.run_kind.run_kind`), or None for anything else."""
+    from mmfm.workflows.run_kind import run_kind
 
-    return (read_state(ckpt).get("run_info") or {}).get("task")
+    return None if model == "litemedsam" else run_kind(model)
 
 
 def _segment_trained(run: str, image: Path, out: Path, modality: str | None, preset: str | None,
