@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from starlette.concurrency import run_in_threadpool
 
 from mmfm.app.uploads import UploadLimits, image_in_folder, image_suffix, refuse_detached, unpack_zip
-from mmfm.errors import ConfigError, MMFMError
+from mmfm.errors import ConfigError, InputFileError, MMFMError
 
 Point = tuple[FiniteFloat, FiniteFloat]
 
@@ -362,11 +362,14 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
 
     @app.exception_handler(MMFMError)
     async def mmfm_error(request: Request, exc: MMFMError) -> JSONResponse:
+        """The error's own problem and hint (and its type, for a client that tells them apart)."""
         import re
 
-        # the server's temporary paths mean nothing to the user (and are not theirs to see): "the upload"
-        problem = re.sub(r"\S*mmfm-serve-[^\s:]*", "the upload", str(exc).split("\n  hint: ")[0])
-        return JSONResponse({"error": problem, "hint": exc.hint}, status_code=400)
+        if isinstance(exc, InputFileError) and exc.path.startswith(str(state.root)):
+            problem = f"the upload: {exc.what}"
+        else:   # the server's temporary paths mean nothing to the user (and are not theirs to see): "the upload"
+            problem = re.sub(r"\S*mmfm-serve-[^\s:]*", "the upload", exc.problem)
+        return JSONResponse({"error": problem, "hint": exc.hint, "type": type(exc).__name__}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -53,6 +53,7 @@ def test_bad_uploads_get_messages_not_tracebacks(dicom_path):
     with TestClient(app, base_url=LOCAL) as c:
         r = c.post("/api/upload", content=b"not an image at all", headers={"X-Filename": "scan.dcm"})
         assert r.status_code == 400 and "DICOM" in r.json()["error"] and "mmfm-serve" not in r.json()["error"]
+        assert r.json()["type"] == "InputFileError" and r.json()["error"].startswith("the upload: ")
         r = c.post("/api/upload", content=b"x", headers={"X-Filename": "virus.exe"})
         assert r.status_code == 400 and r.json()["hint"]
         r = c.post("/api/upload", content=Path(dicom_path("CT_small.dcm")).read_bytes(),
