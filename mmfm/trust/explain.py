@@ -180,7 +180,7 @@ def word_regions(dual: nn.Module, x: torch.Tensor, text: str) -> tuple[list[str]
     keep = [i for i in range(len(names)) if i < len(mask) and mask[i] and names[i] not in special]
     if not keep:
         raise ConfigError("the text has no word tokens", "give a sentence, e.g. --text 'liver lesion'")
-    grid = token_grid(dual.image, x, img.shape[1])
+    grid = encoder_token_grid(dual.image, x, img.shape[1])
     words, groups = merge_subwords([names[i] for i in keep])
     maps = torch.stack([attn[[keep[i] for i in g]].mean(0) for g in groups]).view(len(groups), *grid)
     return words, normalise(to_input_grid(maps, tuple(x.shape[2:])))
@@ -204,8 +204,9 @@ def merge_subwords(tokens: list[str]) -> tuple[list[str], list[list[int]]]:
     return words, groups
 
 
-def token_grid(encoder: nn.Module, x: torch.Tensor, n_tokens: int) -> tuple[int, ...]:
-    """The spatial grid of an encoder's tokens for input x: patch grid (ViT) or last feature map (CNN)."""
+def encoder_token_grid(encoder: nn.Module, x: torch.Tensor, n_tokens: int) -> tuple[int, ...]:
+    """The spatial grid of an encoder's tokens for input x, found from the encoder itself: patch grid (ViT) or
+    last feature map (CNN). (:func:`mmfm.tasks.segmentation.token_grid` infers a grid from a token count.)"""
     p = int(getattr(encoder, "patch_size", 0) or 0)
     grid: tuple[int, ...] = ()
     if p:
