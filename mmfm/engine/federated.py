@@ -20,7 +20,6 @@ transport is TLS when ``federate.tls_dir`` holds certificates.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import time
@@ -120,8 +119,6 @@ class SiteClient(flwr.client.NumPyClient):
         set_arrays(self.model, parameters)
         rnd = int(config.get("server_round", self.rounds + 1))
         self.rounds = rnd
-        if os.environ.get("MMFM_TEST_SITE_EXIT_ROUND") == str(rnd):  # tests: this site's process dies mid-round
-            os._exit(137)
         loss = self.train_round(rnd, config)
         arrays, n = get_arrays(self.model), len(self.train_ds)
         return arrays, n, self._signed("fit", config, n, {"site": self.name, "loss": loss}, arrays)

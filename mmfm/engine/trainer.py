@@ -5,7 +5,11 @@ to minimise (``*_loss`` keys are logged). The loop owns the optimiser, a warm-up
 function of the step, so resuming needs no scheduler state), gradient accumulation, mixed precision where the
 hardware has it (``mmfm.engine.precision``), seeds, a progress bar, JSONL metrics, checkpoints, resume, DDP or
 FSDP under ``torchrun`` (``mmfm.engine.fsdp``), and the speed options: ``torch.compile``, channels-last memory for
-CNNs, gradient checkpointing in the encoders, and a fused AdamW where torch has one for the device.
+CNNs, gradient checkpointing in the encoders, and a fused AdamW where torch has one for the device. What a run
+may or may not have (differential privacy, PEFT adapters, FSDP's gathering, the fp16 gradient scaler, the fp32
+recomputation of non-finite CPU bf16 steps, torch.compile, TensorBoard) is a handler called at the loop's named
+points (``mmfm.engine.handlers``); ``Trainer(..., handlers=[...])`` adds the caller's own. Messages go to the
+``logging`` logger of this module (and of the handlers' module) at INFO.
 
 Data order is a pure function of (seed, epoch): a resumed run sees exactly the batches it would have seen.
 """
@@ -14,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +45,14 @@ from mmfm.engine.checkpoint import (
     save_checkpoint,
 )
 from mmfm.engine.distributed import all_reduce_mean, barrier, init_distributed, is_main
-from mmfm.engine.precision import PRECISIONS, Precision, autocast, grad_scaler, resolve_precision
-from mmfm.engine.privacy import PrivateTraining, check_dp_config, fix_layers, poisson_indices
+from mmfm.engine.handlers import FitState, Handler, TrainingDiverged, feature_handlers
+from mmfm.engine.precision import PRECISIONS, Precision, autocast, resolve_precision
+from mmfm.engine.privacy import check_dp_config, poisson_indices
 from mmfm.engine.settings import OptimConfig, TrainConfig  # also importable from here, their first home
 from mmfm.engine.sync_batchnorm import convert_batchnorm
-from mmfm.errors import CheckpointError, ConfigError, MMFMError
+from mmfm.errors import CheckpointError, ConfigError
 
-
-class TrainingDiverged(MMFMError):
-    """The loss became NaN or infinite."""
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,16 +88,16 @@ _ANNOUNCED: set[str] = set()
 
 
 def announce_precision(cfg: TrainConfig, device: torch.device | None = None) -> Precision:
-    """Print, once per process and on the main rank, the precision a run takes (and why) and its device: the
+    """Log, once per process and on the main rank, the precision a run takes (and why) and its device: the
     first lines of a run's log (`mmfm train` says it before reading data, the trainer again only if not said)."""
     device = device or _device()
     precision = resolve_precision(cfg.precision, device)
     where = device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})"
-    line = (f"[mmfm] precision {precision.used} (train.precision={cfg.precision}: {precision.why}); device {where}"
+    line = (f"precision {precision.used} (train.precision={cfg.precision}: {precision.why}); device {where}"
             + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""))
     if line not in _ANNOUNCED and is_main():
         _ANNOUNCED.add(line)
-        print(line, flush=True)
+        logger.info(line)
     return precision
 
 
@@ -213,31 +217,21 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-@dataclass
-class _StepContext:
-    """What one optimiser step's forward/backward passes need (the wrapped model, DDP, scaler, DP)."""
-    model: nn.Module
-    ddp: Any
-    run: Any
-    scaler: Any
-    privacy: Any
-    sharded: bool
-    step: int
-    first: bool
-
-
 class Trainer:
     """Train ``model`` on ``dataset`` (indexable; items are dicts of tensors) into ``run_dir``."""
 
     def __init__(self, model: nn.Module, dataset: Sequence[dict[str, Any]], train: TrainConfig,
                  optim: OptimConfig, run_dir: str | Path,
-                 collate: Callable[[list[Any]], Any] = collate_samples, run_info: dict[str, Any] | None = None):
+                 collate: Callable[[list[Any]], Any] = collate_samples, run_info: dict[str, Any] | None = None,
+                 handlers: Sequence[Handler] = ()):
         self.model, self.dataset, self.cfg, self.ocfg = model, dataset, train, optim
         self.run_dir, self.collate, self.run_info = Path(run_dir), collate, run_info or {}
         self.ckpt_dir = self.run_dir / "checkpoints" / "last"
         check_train_config(train)
         self.rank, self.world = init_distributed()
         self.device = _device()
+        # the parts this configuration asks for (mmfm.engine.handlers), then the caller's own
+        self.handlers: list[Handler] = [*feature_handlers(self), *handlers]
 
     # -- data order -------------------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -285,187 +279,112 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         seed_everything(cfg.seed)
-        private = bool(cfg.dp.epsilon)
-        precision = announce_precision(cfg, self.device)
-        if private and precision.used != "fp32":
-            # torch's expanded weights (Opacus's per-sample gradients) multiply the layer's fp32 weight by the
-            # activations' dtype and fail under autocast; DP steps run in fp32, and the record says so
-            precision = Precision(cfg.precision, "fp32", f"differential privacy computes per-sample gradients in "
-                                  f"fp32 (asked/chosen: {precision.used}, {precision.why})")
-        self.run_info["precision"] = precision.as_dict()
-        self.precision = precision
-        sharded = self.world > 1 and cfg.strategy == "fsdp"
-        if cfg.peft:  # before the copy FSDP shards and before resuming: the checkpoint holds the adapters
-            from mmfm.encoders.adapters import add_adapters, has_adapters
-
-            if has_adapters(self.model):
-                raise ConfigError("train.peft is set, but the model already has adapters",
-                                  "merge them first (mmfm.encoders.adapters.merge_adapters) or drop train.peft")
-            self.run_info["peft"] = add_adapters(self.model, peft_spec(cfg))
-            if is_main():
-                p = self.run_info["peft"]
-                print(f"[mmfm] {cfg.peft} adapters on {p['layers']} layers of {', '.join(p['parts']) or 'the model'}"
-                      f": {p['trainable']:,} of {p['total']:,} parameters train ({100 * p['fraction']:.2f}%)",
-                      flush=True)
-        if private and isinstance(self.dataset, torch.utils.data.IterableDataset):
-            raise ConfigError("train.dp needs random access to the training samples (Poisson sampling)",
-                              "use a folder or catalog dataset instead of shards")
-        if cfg.dp.fix_norms:   # before resuming: the checkpoint holds the fixed layers (also without DP: a
-            #                    non-private baseline of the same architecture)
-            fixed = fix_layers(self.model)
-            self.run_info["dp_fixed_layers"] = fixed
-            if fixed and is_main():
-                print(f"[mmfm] train.dp.fix_norms: {len(fixed)} layers replaced for per-sample gradients "
-                      "(BatchNorm -> GroupNorm)", flush=True)
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.model.parameters())
-        self.run_info["parameters"] = {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
-        # FSDP shards a copy (on the device); the caller's module stays whole and gets the weights at the end
-        model = (copy.deepcopy(self.model) if sharded else self.model).to(self.device)
-        if cfg.grad_checkpointing and not enable_grad_checkpointing(model):
-            raise ConfigError("train.grad_checkpointing=true, but no encoder in this model supports it",
-                              "the ViT, Swin, open_clip and transformers text encoders do; drop the option")
-        if cfg.channels_last:
-            to_channels_last(model)
-        if self.world > 1:  # batch statistics over the global batch, as a single process would compute them
-            model = convert_batchnorm(model)
-        if sharded:
-            from mmfm.engine.fsdp import shard
-            shard(model)
-        opt = make_optimizer(model, self.ocfg, self.device, sharded or private)
-        scaler = grad_scaler(precision, self.device)
-        start = 0
-        recover_interrupted_save(self.ckpt_dir)
-        if self.ckpt_dir.exists():
-            state = read_state(self.ckpt_dir)
-            if state.get("run_info", {}).get("config") != self.run_info.get("config"):
-                raise CheckpointError(f"{self.run_dir} holds a run with another configuration",
-                                      "write to a new output folder (mmfm train / pretrain: out=DIR; quickstart: "
-                                      "--out DIR) or delete the old run")
-            state = self._resume(model, opt, sharded)
-            if scaler is not None and "grad_scaler" in state:
-                scaler.load_state_dict(state["grad_scaler"])
-            start = int(state["step"])
-            if is_main():
-                print(f"[mmfm] resuming {self.run_dir} from step {start}", flush=True)
+        self.precision = announce_precision(cfg, self.device)
+        self.run_info["precision"] = self.precision.as_dict()
+        fit = FitState(self, self.precision, self.world > 1 and cfg.strategy == "fsdp", clip=self.ocfg.grad_clip)
+        fit.accumulate = lambda micro_batches, used: self._accumulate(fit, micro_batches, used)
+        self._call("on_fit_start", fit)
+        self._place(fit)
+        self._resume_if_saved(fit)
         # an encoder's interface holds parameters that some objectives never use (a ViT's mask token outside
         # MAE/SimMIM): DDP must not wait for their gradients
-        ddp = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-               if self.world > 1 and not sharded else model)
-        run = torch.compile(ddp) if cfg.compile else ddp
-        privacy = None
-        if private:   # per-sample gradients through Opacus; the DP optimiser clips, noises and steps
-            privacy = PrivateTraining(cfg.dp, len(self.dataset), cfg.batch_size, cfg.max_steps)
-            run, opt = privacy.prepare(model, opt)
-            privacy.steps = start
-            if is_main():
-                print(f"[mmfm] differential privacy: epsilon {cfg.dp.epsilon:g} at delta {cfg.dp.delta:g} over "
-                      f"{cfg.max_steps} steps -> noise multiplier {privacy.noise:.3f}, sample rate "
-                      f"{privacy.sample_rate:.4f}", flush=True)
-        metrics_path = self.run_dir / "metrics.jsonl"
-        if is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._truncate_metrics(metrics_path, start)
-        writer = self._tensorboard()
-        crash_at = int(os.environ.get("MMFM_TEST_CRASH_AFTER_STEP", "-1"))  # tests: a hard kill mid-run
-        bar = tqdm(total=cfg.max_steps, initial=start, disable=not (cfg.progress and is_main()), desc="train",
+        fit.ddp = fit.run = (torch.nn.parallel.DistributedDataParallel(fit.model, find_unused_parameters=True)
+                             if self.world > 1 and not fit.sharded else fit.model)
+        self._call("on_loop_start", fit)
+        metrics_path = self._open_metrics(fit.start)
+        bar = tqdm(total=cfg.max_steps, initial=fit.start, disable=not (cfg.progress and is_main()), desc="train",
                    dynamic_ncols=True)
-        model.train()
-        freeze_frozen_norms(model)
-        t0, last = time.time(), {}
-        if isinstance(self.dataset, torch.utils.data.IterableDataset):
-            batches = self._stream(start)
-        else:
-            batches = iter(torch.utils.data.DataLoader(
-                _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
-                num_workers=num_workers(cfg, self.dataset), pin_memory=self.device.type == "cuda",
-                generator=torch.Generator().manual_seed(cfg.seed)))  # leaves the global RNG (dropout, masks) alone
-        # see the loop: low-precision CPU steps whose gradients come back non-finite are recomputed in fp32
-        guard_cpu_low_precision = (precision.used != "fp32" and self.device.type == "cpu" and privacy is None
-                                   and not sharded and scaler is None)
-        recomputed: list[int] = list(self.run_info.get("steps_recomputed_in_fp32", []))
-        for step in range(start, cfg.max_steps):
-            factor = lr_factor(step, self.ocfg, cfg.max_steps)
-            for group in opt.param_groups:
+        fit.model.train()
+        freeze_frozen_norms(fit.model)
+        t0, last, batches = time.time(), {}, self._batches(fit.start)
+        for step in range(fit.start, cfg.max_steps):
+            fit.step, factor = step, lr_factor(step, self.ocfg, cfg.max_steps)
+            for group in fit.opt.param_groups:
                 group["lr"] = self.ocfg.lr * factor
             micro_batches = [to_device(next(batches), self.device) for _ in range(cfg.grad_accum)]
-            step_ctx = _StepContext(model, ddp, run, scaler, privacy, sharded, step, step == start)
-            try:
-                sums = self._accumulate(step_ctx, micro_batches, precision.used)
-                finite = not guard_cpu_low_precision or self._gradients_finite(model)
-            except TrainingDiverged:
-                if not guard_cpu_low_precision:
-                    raise
-                finite = False
-            if not finite:
-                # oneDNN's CPU bf16 convolution backward can return NaN weight gradients from a primitive cached
-                # by earlier convolutions in the same process (found on an avx512_bf16 CPU: fp32 then bf16 LoRA
-                # training of a ResNet, VoCo 3D after other objectives; ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 avoids
-                # it at several times the cost of a step). The step is recomputed in fp32 instead of letting Adam
-                # write NaN into the weights; a real divergence is still an error, since the fp32 loss and
-                # gradients must then be finite.
-                opt.zero_grad(set_to_none=True)
-                sums = self._accumulate(step_ctx, micro_batches, "fp32")
-                if not self._gradients_finite(model):
-                    raise TrainingDiverged(f"the gradients became non-finite at step {step + 1} (the loss is "
-                                           f"finite; {precision.used}, recomputed in fp32)",
-                                           self._diverged_hint("fp32"))
-                recomputed.append(step + 1)
-                self.run_info["steps_recomputed_in_fp32"] = list(recomputed)
-                if is_main() and len(recomputed) == 1:
-                    print(f"[mmfm] {precision.used} gave a non-finite loss or gradients at step {step + 1} where "
-                          "fp32 does not (a CPU kernel issue); such steps are recomputed in fp32 (listed in "
-                          "run_info)", flush=True)
+            fit.losses = fit.accumulate(micro_batches, fit.precision.used)
             del micro_batches
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if self.ocfg.grad_clip and privacy is None:   # under DP, each sample's gradient is clipped instead
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.ocfg.grad_clip)
-            if scaler is None:
-                opt.step()
-            else:  # skips the step if fp16 gradients overflowed, and adapts the scale
-                scaler.step(opt)
-                scaler.update()
-            opt.zero_grad(set_to_none=True)
+            self._optimizer_step(fit)
             done = step + 1
-            last = {"step": done, "lr": self.ocfg.lr * factor, **sums}
-            if privacy is not None:
-                privacy.steps = done
-                # the accountant's epsilon only where it is logged or saved, not at every step
-                if done % cfg.log_every == 0 or done % cfg.ckpt_every == 0 or done in (start + 1, cfg.max_steps):
-                    self.run_info["dp"] = privacy.record(contrastive=bool(getattr(self.model, "couples_samples",
-                                                                                  False)))
-                    last["epsilon"] = self.run_info["dp"]["epsilon_spent"]
-            if is_main() and (done % cfg.log_every == 0 or done == cfg.max_steps or done == start + 1):
+            last = {"step": done, "lr": self.ocfg.lr * factor, **fit.losses}
+            self._call("on_record", fit, last)
+            if is_main() and fit.logs(done):
                 rec = {**last, "epoch": step // self.steps_per_epoch(), "seconds": round(time.time() - t0, 3)}
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
-                if writer:
-                    for k, v in sums.items():
-                        writer.add_scalar(k, v, done)
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss']:.4f}")
+            bar.set_postfix(loss=f"{fit.losses['loss']:.4f}")
             if done % cfg.ckpt_every == 0 or done == cfg.max_steps:
-                self._save(model, opt, sharded, {"step": done, "run_info": self.run_info,
-                                                 **({"grad_scaler": scaler.state_dict()} if scaler else {})})
-            if done == crash_at:
-                os._exit(137)
+                state = {"step": done, "run_info": self.run_info}
+                self._call("on_checkpoint", fit, state)
+                self._save(fit.model, fit.opt, fit.sharded, state)
+            self._call("on_step_end", fit)
         del batches  # stop the loader's workers
         bar.close()
-        if sharded:
-            from mmfm.engine.fsdp import gather_into
-            gather_into(model, self.model)
-        if cfg.peft:  # the adapter on its own, then merged: what follows (evaluation, export) sees a plain model
-            from mmfm.encoders.adapters import merge_adapters, save_adapter
-
-            if is_main():
-                save_adapter(self.model, self.run_info["peft"], self.run_dir / "adapter")
-            merge_adapters(self.model)
-        if writer:
-            writer.close()
+        self._call("on_fit_end", fit)
         return last
 
-    def _accumulate(self, c: _StepContext, micro_batches: list[Any], used: str) -> dict[str, float]:
+    def _call(self, point: str, fit: FitState, *args: Any) -> None:
+        for h in self.handlers:
+            getattr(h, point)(fit, *args)
+
+    def _place(self, fit: FitState) -> None:
+        """The model on the device with its speed options (FSDP shards a copy: the caller's module stays whole
+        and gets the weights at the end), and its optimiser."""
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        self.run_info["parameters"] = {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
+        model = (copy.deepcopy(self.model) if fit.sharded else self.model).to(self.device)
+        if self.cfg.grad_checkpointing and not enable_grad_checkpointing(model):
+            raise ConfigError("train.grad_checkpointing=true, but no encoder in this model supports it",
+                              "the ViT, Swin, open_clip and transformers text encoders do; drop the option")
+        if self.cfg.channels_last:
+            to_channels_last(model)
+        if self.world > 1:  # batch statistics over the global batch, as a single process would compute them
+            model = convert_batchnorm(model)
+        if fit.sharded:
+            from mmfm.engine.fsdp import shard
+            shard(model)
+        fit.model = model
+        fit.opt = make_optimizer(model, self.ocfg, self.device, fit.sharded or not fit.fused_optimizer)
+
+    def _resume_if_saved(self, fit: FitState) -> None:
+        recover_interrupted_save(self.ckpt_dir)
+        if not self.ckpt_dir.exists():
+            return
+        state = read_state(self.ckpt_dir)
+        if state.get("run_info", {}).get("config") != self.run_info.get("config"):
+            raise CheckpointError(f"{self.run_dir} holds a run with another configuration",
+                                  "write to a new output folder (mmfm train / pretrain: out=DIR; quickstart: "
+                                  "--out DIR) or delete the old run")
+        fit.resumed = self._resume(fit.model, fit.opt, fit.sharded)
+        fit.start = int(fit.resumed["step"])
+        if is_main():
+            logger.info(f"resuming {self.run_dir} from step {fit.start}")
+
+    def _open_metrics(self, start: int) -> Path:
+        path = self.run_dir / "metrics.jsonl"
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_metrics(path, start)
+        return path
+
+    def _batches(self, start: int) -> Any:
+        if isinstance(self.dataset, torch.utils.data.IterableDataset):
+            return self._stream(start)
+        return iter(torch.utils.data.DataLoader(
+            _Fetch(self.dataset, self.collate), sampler=_StepBatches(self, start), batch_size=None,
+            num_workers=num_workers(self.cfg, self.dataset), pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed)))  # leaves the global RNG (dropout, masks) alone
+
+    def _optimizer_step(self, fit: FitState) -> None:
+        fit.scaling.unscale(fit.opt)
+        if fit.clip:
+            torch.nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip)
+        fit.scaling.step(fit.opt)   # a gradient scaler skips the step if fp16 gradients overflowed
+        fit.opt.zero_grad(set_to_none=True)
+
+    def _accumulate(self, c: FitState, micro_batches: list[Any], used: str) -> dict[str, float]:
         """Forward and backward of one optimiser step's micro-batches (gradients accumulate; DDP syncs on the
         last); returns the mean of each loss term over micro-batches and processes."""
         cfg, sums = self.cfg, {}
@@ -486,9 +405,7 @@ class Trainer:
                         + (f"; the run's is {self.precision.used}" if getattr(self, "precision", None)
                            and self.precision.used != used else "") + ")", self._diverged_hint(used))
                 loss = out["loss"] / cfg.grad_accum
-                (loss if c.scaler is None else c.scaler.scale(loss)).backward()
-                if c.privacy is not None and c.first:
-                    c.privacy.check(c.model)
+                c.scaling.scale(loss).backward()
             for k, v in zip(terms, values.tolist()):
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum  # mean over processes: the global batch
         return sums
@@ -542,16 +459,6 @@ class Trainer:
             return
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in keep))
-
-    def _tensorboard(self) -> Any:
-        if not (self.cfg.tensorboard and is_main()):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("[mmfm] tensorboard is not installed; metrics go to metrics.jsonl only", flush=True)
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
 
 def train_config_dict(train: TrainConfig, optim: OptimConfig) -> dict[str, Any]:

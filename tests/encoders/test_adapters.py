@@ -138,7 +138,7 @@ def test_saved_adapter_alone_restores_the_tuned_model(tmp_path):
 def test_peft_run_resumes_exactly_and_ddp_matches_single_process(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run([str(full), "8", "--peft"]).returncode == 0
-    r = _run([str(cut), "8", "--peft"], {"MMFM_TEST_CRASH_AFTER_STEP": "6"})
+    r = _run([str(cut), "8", "--peft", "--crash-after-step", "6"])
     assert r.returncode == 137
     r = _run([str(cut), "8", "--peft"])
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]

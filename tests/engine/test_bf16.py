@@ -191,7 +191,7 @@ def test_bf16_resume_is_exact(tmp_path):
     """A killed bf16 run resumes to the weights of an uninterrupted bf16 run: rounding is deterministic."""
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run([str(full), "8", "--dropout", "--precision", "bf16"]).returncode == 0
-    r = _run([str(cut), "8", "--dropout", "--precision", "bf16"], {"MMFM_TEST_CRASH_AFTER_STEP": "6"})
+    r = _run([str(cut), "8", "--dropout", "--precision", "bf16", "--crash-after-step", "6"])
     assert r.returncode != 0
     assert _run([str(cut), "8", "--dropout", "--precision", "bf16"]).returncode == 0
     a, b = _weights(full), _weights(cut)

@@ -67,7 +67,7 @@ def test_checkpoint_roundtrip_restores_optimizer_and_rng(tmp_path):
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run([str(full), "8", "--dropout"]).returncode == 0
-    r = _run([str(cut), "8", "--dropout"], {"MMFM_TEST_CRASH_AFTER_STEP": "6"})
+    r = _run([str(cut), "8", "--dropout", "--crash-after-step", "6"])
     assert r.returncode == 137  # hard kill after step 6; the last checkpoint is at step 4
     assert json.loads((cut / "checkpoints" / "last" / "state.json").read_text())["step"] == 4
     r = _run([str(cut), "8", "--dropout"])
@@ -123,7 +123,7 @@ def test_diverging_loss_on_one_rank_stops_every_rank_cleanly(tmp_path):
 def test_kill_between_the_checkpoint_renames_resumes_from_the_previous_one(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run([str(full), "8", "--dropout"]).returncode == 0
-    r = _run([str(cut), "8", "--dropout"], {"MMFM_TEST_CRASH_IN_SAVE": "1"})
+    r = _run([str(cut), "8", "--dropout", "--crash-in-save"])
     assert r.returncode == 137  # killed while saving step 8: last/ moved to last.old/, the new one not in place
     ck = cut / "checkpoints"
     assert not (ck / "last").exists() and (ck / "last.old").exists()

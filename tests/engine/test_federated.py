@@ -159,8 +159,9 @@ def test_server_and_two_client_processes_over_loopback_survive_a_client_killed_m
     time.sleep(1)
     ct = subprocess.Popen([*cmd, "client", "--site", "CT", *args], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    mr = subprocess.Popen([*cmd, "client", "--site", "MR", *args], env={**env, "MMFM_TEST_SITE_EXIT_ROUND": "2"},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mr = subprocess.Popen([sys.executable, "-m", "tests.engine.faults", "site-exit-round", "2", "--", "federate",
+                           "client", "--site", "MR", *args], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     try:
         assert mr.wait(timeout=240) == 137                 # died in the middle of round 2
         assert server.wait(timeout=240) == 0, server.stdout.read()[-3000:]

@@ -71,7 +71,7 @@ def test_two_process_fsdp_matches_single_process_and_resumes_after_a_kill(tmp_pa
     1 process x 16; killed after step 6, the FSDP run resumes from its step-4 checkpoint to the same weights."""
     args = ["--blocks", "--bn"]
     assert _run([str(tmp_path / "single"), "16", *args]).returncode == 0
-    r = _run([str(tmp_path / "fsdp"), "8", *args, "--fsdp"], {"MMFM_TEST_CRASH_AFTER_STEP": "6"}, torchrun=True)
+    r = _run([str(tmp_path / "fsdp"), "8", *args, "--fsdp", "--crash-after-step", "6"], torchrun=True)
     assert r.returncode != 0
     assert json.loads((tmp_path / "fsdp" / "checkpoints" / "last" / "state.json").read_text())["step"] == 4
     r = _run([str(tmp_path / "fsdp"), "8", *args, "--fsdp"], torchrun=True)

@@ -2,12 +2,17 @@
 
 usage: python train_script.py OUT BATCH_SIZE [--dropout] [--bn] [--blocks] [--accum N] [--steps N]
                               [--nan-on-rank R --nan-at-step S] [--fsdp] [--compile] [--precision P] [--peft]
+                              [--crash-after-step N] [--crash-in-save]
+
+--crash-after-step N: a hard kill (exit 137) once step N is done; --crash-in-save: one between the two renames of
+the first save that replaces a checkpoint (tests/engine/faults.py).
 
 --precision defaults to fp32: the equality tests compare exact runs (bf16: tests/engine/test_bf16.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -18,6 +23,7 @@ from mmfm.data.datasets import ArrayDataset
 from mmfm.data.synthetic import phantoms
 from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer
 from mmfm.errors import MMFMError
+from tests.engine.faults import CrashAfterStep, crash_in_save
 
 
 class Net(nn.Module):
@@ -46,6 +52,7 @@ class Net(nn.Module):
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[mmfm] %(message)s", stream=sys.stdout)  # as `mmfm` shows them
     out, bs = sys.argv[1], int(sys.argv[2])
     accum = int(sys.argv[sys.argv.index("--accum") + 1]) if "--accum" in sys.argv else 1
     torch.manual_seed(0)
@@ -61,8 +68,13 @@ def main() -> None:
                         strategy="fsdp" if "--fsdp" in sys.argv else "ddp", compile="--compile" in sys.argv,
                         peft="lora" if "--peft" in sys.argv else "", peft_rank=2,
                         peft_modules=["body"] if "--peft" in sys.argv else [])
+    handlers = [CrashAfterStep(int(sys.argv[sys.argv.index("--crash-after-step") + 1]))
+                ] if "--crash-after-step" in sys.argv else []
+    if "--crash-in-save" in sys.argv:
+        crash_in_save()
     try:
-        Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}}).fit()
+        Trainer(model, ds, train, OptimConfig(lr=0.01, warmup_steps=3), out, run_info={"config": {"bs": bs}},
+                handlers=handlers).fit()
         if os.environ.get("RANK", "0") == "0":  # the caller's own module after training (FSDP gathers into it)
             from safetensors.torch import save_file
             final = {k: v.contiguous() for k, v in model.state_dict().items()}

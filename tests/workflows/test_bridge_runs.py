@@ -23,10 +23,11 @@ TINY = ["train.progress=false", "train.batch_size=4", "encoder.name=resnet_tiny"
 RG2D = [str(ROOT / "configs/report_generation_2d.yaml"), *TINY]
 
 
-def _run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mmfm.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+def _run_cli(args: list[str], fault: list[str] | None = None) -> subprocess.CompletedProcess:
+    """``mmfm ARGS`` in a process of its own; ``fault``: e.g. ["crash-after-step", "2"] (tests/engine/faults.py)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = ["-m", "tests.engine.faults", *fault, "--"] if fault else ["-m", "mmfm.cli.main"]
+    return subprocess.run([sys.executable, *cmd, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_stage2_lora_run_resumes_exactly_after_a_hard_kill(stage1, tmp_path):
             "train.ckpt_every=1", "train.peft_dropout=0.1", "data.eval_splits=[]"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main([*args, f"out={full}"]) == 0
-    r = _run_cli([*args, f"out={cut}"], {"MMFM_TEST_CRASH_AFTER_STEP": "2"})
+    r = _run_cli([*args, f"out={cut}"], ["crash-after-step", "2"])
     assert r.returncode == 137, r.stderr[-2000:]
     assert json.loads((cut / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
     assert main([*args, f"out={cut}"]) == 0
