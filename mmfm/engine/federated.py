@@ -38,7 +38,7 @@ from torch import nn
 from mmfm.engine.federated_guard import Guard, arrays_digest, metrics_text, tag
 from mmfm.errors import ConfigError
 
-STRATEGIES = ("fedavg", "fedprox")
+FEDERATED_STRATEGIES = ("fedavg", "fedprox")
 NOT_METRICS = {"site", "tag"}   # what a site's reply carries besides its metrics
 
 
@@ -184,9 +184,9 @@ def make_strategy(name: str, recorder: Recorder, min_sites: int, mu: float = 0.0
                   guard: Guard | None = None) -> Any:
     """Flower's FedAvg/FedProx that checks every reply with ``guard`` (default: shapes, finite values and the
     norm bound only) before aggregating, and keeps the last global model."""
-    if name not in STRATEGIES:
+    if name not in FEDERATED_STRATEGIES:
         raise ConfigError(f"federate.strategy='{name}' is not a strategy mmfm knows",
-                          f"use one of {', '.join(STRATEGIES)}")
+                          f"use one of {', '.join(FEDERATED_STRATEGIES)}")
     guard = guard or Guard()
     kw = dict(fraction_fit=fraction_fit, fraction_evaluate=1.0, min_fit_clients=min_sites,
               min_evaluate_clients=min_sites, min_available_clients=min_sites, accept_failures=True,
@@ -260,7 +260,15 @@ def _Keeping(base: type) -> type:  # noqa: N802  (a class factory)
 
 class _InProcessProxy(ClientProxy):
     """A Flower ``ClientProxy`` that calls a client in this process; ``fail_at`` makes it fail from that round on
-    (a site that drops out mid-federation, for tests and the dropout evidence)."""
+    (a site that drops out mid-federation, for tests and the dropout evidence).
+
+    Flower's server calls the sites' ``fit`` and ``evaluate`` from a thread pool. In one process the sites share
+    torch's global random generator, which each site's training seeds and draws from (initial shuffles, dropout,
+    augmentations): run at once, their draws interleave by thread timing and a round's result changes from run to
+    run. So the sites of one process take turns (``_TURN``): a simulated round is the same every time, and equals
+    the sites trained one after another."""
+
+    _TURN = threading.Lock()
 
     def __init__(self, cid: str, client: Any, fail_at: int | None) -> None:
         super().__init__(cid)
@@ -279,11 +287,13 @@ class _InProcessProxy(ClientProxy):
     def fit(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
         self.round = int(group_id or 0)
         self._check()
-        return self.client.fit(ins)
+        with self._TURN:
+            return self.client.fit(ins)
 
     def evaluate(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
         self._check()
-        return self.client.evaluate(ins)
+        with self._TURN:
+            return self.client.evaluate(ins)
 
     def reconnect(self, ins, timeout, group_id):  # noqa: ANN001, ANN201
         return DisconnectRes(reason="")
@@ -351,7 +361,7 @@ class _WaitForAll(SimpleClientManager):
         return super().sample(min(num_clients, max(self.num_available(), 1)), min_num_clients, criterion)
 
 
-def serve(address: str, strategy: Any, rounds: int, expected_sites: int, round_timeout: float,
+def serve_federation(address: str, strategy: Any, rounds: int, expected_sites: int, round_timeout: float,
           wait_s: float = 600, certificates: tuple[bytes, ...] | None = None) -> Any:
     """The server as its own process (gRPC): waits for ``expected_sites``, runs ``rounds``, returns the history.
     ``certificates``: (CA, server certificate, server key) PEM bytes: TLS (Flower's own); the handshake with the

@@ -73,7 +73,7 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-STRATEGIES = ("ddp", "fsdp")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
 
 
 def _device() -> torch.device:
@@ -106,9 +106,9 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"train.precision='{cfg.precision}' is not a precision mmfm knows",
                           f"use one of {', '.join(PRECISIONS)}")
-    if cfg.strategy not in STRATEGIES:
+    if cfg.strategy not in PARALLEL_STRATEGIES:
         raise ConfigError(f"train.strategy='{cfg.strategy}' is not a strategy mmfm knows",
-                          f"use one of {', '.join(STRATEGIES)}")
+                          f"use one of {', '.join(PARALLEL_STRATEGIES)}")
     for name in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg, name)} must be at least 1")

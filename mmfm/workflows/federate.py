@@ -270,7 +270,7 @@ def _no_simulated_drops(cfg: RunConfig) -> None:
 
 def run_server(cfg: RunConfig) -> list[ResultRecord]:
     """The federation's server: waits for every site, runs the rounds, writes the run directory."""
-    from mmfm.engine.federated import Recorder, get_arrays, make_strategy, serve, set_arrays
+    from mmfm.engine.federated import Recorder, get_arrays, make_strategy, serve_federation, set_arrays
     from mmfm.engine.federated_guard import read_certificates, read_secret
 
     _check(cfg)
@@ -289,7 +289,7 @@ def run_server(cfg: RunConfig) -> list[ResultRecord]:
     if secret is None:
         log.warning("federate.secret_file is not set: any client that reaches federate.address can join and name "
                  "itself a site (its updates are still checked)")
-    serve(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
+    serve_federation(cfg.federate.address, strategy, cfg.federate.rounds, len(sets), cfg.federate.round_timeout,
           cfg.federate.wait_s, certificates)
     set_arrays(prep.model, strategy.global_arrays())
     return _finish(cfg, prep, recorder, sorted(sets), "server", strategy.guard.rejected)

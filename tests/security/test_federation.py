@@ -160,10 +160,10 @@ def test_the_final_checkpoint_is_never_written_from_a_non_finite_model(tmp_path,
 # -- over loopback (Flower's gRPC) -------------------------------------------------------------------------------
 def _serve(address: str, guard, expected: int, certificates=None) -> list[np.ndarray]:  # noqa: ANN001
     """The server in this (main) thread, as Flower requires; the sites run in threads started before."""
-    from mmfm.engine.federated import serve
+    from mmfm.engine.federated import serve_federation
 
     strategy = make_strategy("fedavg", Recorder(), 1, 0.0, _initial(), guard=guard)
-    serve(address, strategy, 1, expected, round_timeout=30, wait_s=6, certificates=certificates)
+    serve_federation(address, strategy, 1, expected, round_timeout=30, wait_s=6, certificates=certificates)
     return strategy.global_arrays()
 
 
