@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: setup quickstart test test-bf16 lint typecheck docs examples
+.PHONY: setup quickstart test test-long test-bf16 lint typecheck docs examples
 
 $(VENV)/.installed: pyproject.toml
 	@# mini needs one Debian data package (apt-get download, no root); a fresh machine may have empty package
