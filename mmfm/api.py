@@ -1211,7 +1211,8 @@ def serve(models: Sequence[str] | None = None, host: str = "127.0.0.1", port: in
     """Start the web app of ``create_app`` on ``host:port`` and serve until Ctrl+C (`mmfm serve`).
 
     Args:
-        models: ``litemedsam`` and/or run folders, as for ``create_app``; default ``["litemedsam"]``.
+        models: ``litemedsam``, ``smollm2`` and/or run folders, as for ``create_app``; LiteMedSAM is added
+            where none of them is a promptable model (segmentation is always on offer).
         host: the address to bind; ``127.0.0.1`` (default) answers this machine only. Any other address lets
             anyone who can reach the machine upload scans (no login; docs/app.md), and the app says so.
         port: the TCP port.
@@ -1222,8 +1223,12 @@ def serve(models: Sequence[str] | None = None, host: str = "127.0.0.1", port: in
         ConfigError: a model folder that is not a run the app can serve.
     """
     from mmfm.app.server import serve as _serve
+    from mmfm.workflows.run_kind import run_kind
 
-    _serve(list(models) if models else ["litemedsam"], host, port, max_upload_mb, dicomweb=dicomweb)
+    models = list(models or ["litemedsam"])
+    if "litemedsam" not in models and not any(run_kind(m) == "promptable_segmentation" for m in models):
+        models = ["litemedsam", *models]
+    _serve(models, host, port, max_upload_mb, dicomweb=dicomweb)
 
 
 def report(run_dir: str | Path) -> Path:

@@ -45,12 +45,7 @@ def add_report(sub: Any) -> None:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from mmfm.workflows.run_kind import run_kind
-
-    models = a.model or ["litemedsam"]
-    if "litemedsam" not in models and not any(run_kind(m) == "promptable_segmentation" for m in models):
-        models = ["litemedsam", *models]          # segmentation is always on offer
-    api.serve(models, a.host, a.port, max_upload_mb=a.max_upload_mb, dicomweb=a.dicomweb)
+    api.serve(a.model or ["litemedsam"], a.host, a.port, max_upload_mb=a.max_upload_mb, dicomweb=a.dicomweb)
     return 0
 
 

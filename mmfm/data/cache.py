@@ -38,9 +38,9 @@ def _detached(header: Path) -> list[Path]:
     """The data file(s) a ``.mhd``/``.nhdr`` header names (the reader's own parsing), else every other file
     beside the header (a superset: an edit there rebuilds more items than needed, never fewer)."""
     try:
-        from mmfm.data.io.itk import _data_files  # type: ignore[attr-defined]  # gone since e2638c4: the fallback runs
+        from mmfm.data.io.itk import read_itk_header
 
-        return [Path(p) for p in _data_files(header)]
+        return list(read_itk_header(header).data_files)
     except Exception:  # noqa: BLE001  (a header the reader refuses: reading the item will say why)
         return [p for p in header.parent.iterdir() if p.is_file() and p != header]
 
