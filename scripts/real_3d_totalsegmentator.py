@@ -178,4 +178,7 @@ def publish(records: list[dict], out: Path, name: str) -> None:
 
 
 if __name__ == "__main__":
+    from mmfm.cli.logs import setup as show_progress
+
+    show_progress()   # the library's log lines (progress, decisions), as the mmfm command shows them
     main()

@@ -156,4 +156,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from mmfm.cli.logs import setup as show_progress
+
+    show_progress()   # the library's log lines (progress, decisions), as the mmfm command shows them
     main()

@@ -290,6 +290,9 @@ PARTS = {"peft": peft, "peft_sam": peft_sam, "federated": federated, "federated_
          "continual": continual, "missing": missing}
 
 if __name__ == "__main__":
+    from mmfm.cli.logs import setup as show_progress
+
+    show_progress()   # the library's log lines (progress, decisions), as the mmfm command shows them
     if len(sys.argv) != 2 or sys.argv[1] not in (*PARTS, "all"):
         raise SystemExit(__doc__)
     for name, fn in PARTS.items():

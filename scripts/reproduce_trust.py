@@ -317,6 +317,9 @@ def deid() -> None:
 PARTS = {"calibration": calibration, "pointing": pointing, "dp": dp, "deid": deid}
 
 if __name__ == "__main__":
+    from mmfm.cli.logs import setup as show_progress
+
+    show_progress()   # the library's log lines (progress, decisions), as the mmfm command shows them
     names = sys.argv[1:] or ["all"]
     for n in (list(PARTS) if names == ["all"] else names):
         if n not in PARTS:

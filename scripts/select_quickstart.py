@@ -47,5 +47,8 @@ def main(out: Path, steps: int) -> None:
 
 
 if __name__ == "__main__":
+    from mmfm.cli.logs import setup as show_progress
+
+    show_progress()   # the library's log lines (progress, decisions), as the mmfm command shows them
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/select_quickstart"),
          int(sys.argv[2]) if len(sys.argv) > 2 else 150)
