@@ -671,6 +671,22 @@ def vfm_folder() -> str:
         "\n\nColumns: fraction of the training labels; cells: test balanced accuracy, mean ± sd over seeds 0-2."
 
 
+def pretraining_corpus() -> str:
+    """Each starting point by linear probe on mini's tissue task, and each against random init paired by seed (a
+    seed pretrains, initialises and draws the labels, so the arms share what it draws)."""
+    recs = [r for r in load("pretraining_corpus") if r["metric"] == "balanced_accuracy" and r["split"] == "test"]
+    fr = [f"{f:g}" for f in sorted({r["label_fraction"] for r in recs})]
+    col = lambda r: f"{r['label_fraction']:g}"   # noqa: E731
+    methods = sorted({r["method"] for r in recs})
+    random = [m for m in methods if m.endswith("-random")]
+    table = grid(recs, lambda r: (r["method"],), fr, col, ["starting point"])
+    pairs = [(m, random[0]) for m in methods if m not in random] if random else []
+    seeds = sorted({r["seed"] for r in recs})
+    return table + "\n\n" + paired_table(recs, pairs, fr, col) + \
+        f"\n\nColumns: fraction of the training labels; cells: test balanced accuracy, mean ± sample sd over seeds " \
+        f"{', '.join(map(str, seeds))}; paired rows: the arm minus random init, seed by seed."
+
+
 TEXT_GEN = ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall", "CE_F1"]
 VQA = ["accuracy", "closed_accuracy", "open_exact_match", "open_token_f1"]
 def adapt_continual() -> str:
@@ -869,6 +885,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
                               ["map@0.1", "map@0.5", "sensitivity@0.5fp", "sensitivity@1fp", "froc"],
                               lambda r: r["metric"], ["encoder"]),
     "vfm-folder": vfm_folder,
+    "pretraining-corpus": pretraining_corpus,
     "text-prompt": text_prompt,
     "segmentation": lambda: grid([r for r in load("segmentation") if r["split"] == "test"],
                                  lambda r: (r["method"], f"{r['label_fraction']:g}"),

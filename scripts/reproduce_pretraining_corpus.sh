@@ -10,13 +10,15 @@
 # Seeds 0..2 by default: seed s pretrains, initialises and draws the labelled subset, so the spread covers all three.
 # The corpus holds none of mini's validation or test slices (its card says how).
 # Usage: scripts/reproduce_pretraining_corpus.sh [OUT] [STEPS]   (defaults: runs/pretraining_corpus, 300 steps)
-#   env: SEEDS="0 1 2"  BATCH=64  MAX_PER_SPLIT= (a stratified subset of at most N patches per split; default all)
+#   env: SEEDS="0 1 2"  BATCH=64  CONTINUED_BATCH=32 (TinyViT's activations at batch 64 x 2 views overran 24 GB)
+#        MAX_PER_SPLIT= (a stratified subset of at most N patches per split; default all)
 #   smoke test (minutes): SEEDS=0 BATCH=8 MAX_PER_SPLIT=60 scripts/reproduce_pretraining_corpus.sh /tmp/pc 2
 set -euo pipefail
 OUT=${1:-runs/pretraining_corpus}
 STEPS=${2:-300}
 SEEDS=${SEEDS:-0 1 2}
 BATCH=${BATCH:-64}
+CONTINUED_BATCH=${CONTINUED_BATCH:-32}
 MAX_PER_SPLIT=${MAX_PER_SPLIT:-}
 MMFM=${MMFM:-.venv/bin/mmfm}
 PY=${PY:-.venv/bin/python}
@@ -42,8 +44,10 @@ for seed in $SEEDS; do
   # method= names each arm in the results (both SimCLR arms would otherwise be resnet_small-simclr)
   pretrain mini "$seed" "method=resnet_small-simclr[mini]"
   pretrain corpus "$seed" "${READ_CORPUS[@]}" "method=resnet_small-simclr[corpus]"
+done
+for seed in $SEEDS; do
   pretrain continued "$seed" "${READ_CORPUS[@]}" encoder.weights=litemedsam:input_size=64 \
-    "method=litemedsam+simclr[continued on corpus]"
+    "train.batch_size=$CONTINUED_BATCH" "method=litemedsam+simclr[continued on corpus]"
 done
 
 # seeded_init: the random baseline is a different network per seed (the CLI's `mmfm evaluate` keeps one)
@@ -63,3 +67,4 @@ evaluate_encoders(["random:resnet_small", *(str(out / "pretrain" / arm / "seed{s
                   max_per_split=int(cap) if cap else None, seeded_init=True)
 print((out / "eval" / "report.md").read_text())
 EOF
+$PY scripts/doc_tables.py collect pretraining_corpus "$OUT/eval"
