@@ -309,17 +309,10 @@ def dicom_header(path: Path) -> dict[str, Any]:
 
 def display_volume(session: Session, preset_name: str | None) -> tuple[str, np.ndarray]:
     """(preset used, the image in [0, 1] as (*spatial), channels averaged) for display."""
-    from mmfm.data.presets import default_preset, get_preset
+    from mmfm.data.presets import choose_preset
 
     img = session.image
-    if preset_name:
-        preset = get_preset(preset_name)
-    elif img.array.shape[0] >= 3 and img.spatial_dims == 2:
-        preset = get_preset("rgb_unit")
-    elif img.modality != "unknown":
-        preset = default_preset(img.modality)
-    else:
-        preset = get_preset("percentile")
+    preset = choose_preset(img.modality, preset_name, colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)[0]
     if preset.name not in session.display:
         session.display[preset.name] = np.clip(preset(img.array.astype(np.float32)), 0, 1).mean(0)
     return preset.name, session.display[preset.name]

@@ -9,6 +9,7 @@ CT windows follow the usual radiology convention (window width W, level L -> HU 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,6 +116,28 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError("preset", name, PRESETS)
     return PRESETS[name]
+
+
+UNKNOWN_MODALITY_REASON = "the file does not record its modality (give --modality or --preset)"
+
+
+def choose_preset(modality: str, given: str | None = None, run_presets: Mapping[str, Any] | None = None,
+                  colour: bool = False) -> tuple[Preset, str]:
+    """The intensity preset an image gets at inference, and why, by the one rule every command and the app follow:
+    the preset ``given`` (by name); else the one a training run recorded for ``modality`` (``run_presets``: modality
+    -> name or :meth:`Preset.to_dict`); else ``rgb_unit`` for a ``colour`` image (a 2D image with 3 or more
+    channels); else the modality's default (:func:`default_preset`); else, the modality being unknown,
+    ``percentile``. (Training takes its presets from the data config, :class:`mmfm.data.datasets.SampleDataset`.)"""
+    if given:
+        return get_preset(given), "given"
+    if run_presets and modality in run_presets:
+        p = run_presets[modality]
+        return (Preset.from_dict(p) if isinstance(p, dict) else get_preset(str(p))), "the run's"
+    if colour:
+        return get_preset("rgb_unit"), "colour image"
+    if modality != "unknown":
+        return default_preset(modality), f"default for {modality}"
+    return get_preset("percentile"), UNKNOWN_MODALITY_REASON
 
 
 def default_preset(modality: str) -> Preset:

@@ -54,17 +54,10 @@ def _load(model: str) -> tuple[str, Any, dict[str, Any]]:
 
 
 def _preset(img: Any, contract: dict[str, Any], given: str | None) -> Any:
-    from mmfm.data.presets import Preset, default_preset, get_preset
+    from mmfm.data.presets import choose_preset
 
-    if given:
-        return get_preset(given)
-    presets = contract.get("presets") or {}
-    if img.modality in presets:
-        p = presets[img.modality]
-        return Preset.from_dict(p) if isinstance(p, dict) else get_preset(str(p))
-    if img.array.shape[0] >= 3 and img.spatial_dims == 2:
-        return get_preset("rgb_unit")
-    return default_preset(img.modality) if img.modality != "unknown" else get_preset("percentile")
+    return choose_preset(img.modality, given, contract.get("presets"),
+                         colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)[0]
 
 
 def _model_input(img: Any, dims: int, channels: int, size: Sequence[int], preset: Any, slice_index: int | None

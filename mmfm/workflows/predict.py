@@ -55,14 +55,9 @@ class Preprocessing:
     def preset(self, modality: str, given: str | None = None) -> Any:
         """The intensity preset of ``modality``: the one given, the run's, else the modality's default (as
         :class:`mmfm.data.datasets.SampleDataset` chose it in training)."""
-        from mmfm.data.presets import Preset, default_preset, get_preset
+        from mmfm.data.presets import choose_preset
 
-        if given:
-            return get_preset(given)
-        p = self.presets.get(modality)
-        if p is not None:
-            return Preset.from_dict(p) if isinstance(p, dict) else get_preset(str(p))
-        return default_preset(modality) if modality != "unknown" else get_preset("percentile")
+        return choose_preset(modality, given, self.presets)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"dims": self.dims, "channels": self.channels, "size": self.size, "patch": self.patch,

@@ -34,7 +34,7 @@ OUTPUTS = ("warped.nii.gz", "warped.png", "displacement.nii.gz", "warped_labels.
 
 def _intensities(img: Any, path: Path) -> np.ndarray:
     """(*s) in about [0, 1]: the modality's preset (percentile scaling when unknown), colour averaged."""
-    from mmfm.data.presets import default_preset, get_preset
+    from mmfm.data.presets import choose_preset, get_preset
 
     arr = img.array
     if not np.isfinite(arr).all():
@@ -44,7 +44,7 @@ def _intensities(img: Any, path: Path) -> np.ndarray:
         arr = arr[:3].mean(axis=0, keepdims=True)
     elif arr.shape[0] != 1:
         raise InputFileError(path, f"has {arr.shape[0]} channels", "register one channel: save it as its own file")
-    pre = default_preset(img.modality) if img.modality != "unknown" else get_preset("percentile")
+    pre = choose_preset(img.modality)[0]          # channels averaged above: a grey image
     if pre.kind == "rgb":
         pre = get_preset("percentile")
     return pre(arr)[0]

@@ -97,15 +97,9 @@ def load_model(model: str) -> tuple[Any, dict[str, Any], Any]:
 
 
 def _preset(img: Any, preset: str | None) -> tuple[Any, str]:
-    from mmfm.data.presets import default_preset, get_preset
+    from mmfm.data.presets import choose_preset
 
-    if preset:
-        return get_preset(preset), "given"
-    if img.array.shape[0] >= 3 and img.spatial_dims == 2:
-        return get_preset("rgb_unit"), "colour image"
-    if img.modality != "unknown":
-        return default_preset(img.modality), f"default for {img.modality}"
-    return get_preset("percentile"), "the file does not record its modality (give --modality or --preset)"
+    return choose_preset(img.modality, preset, colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
