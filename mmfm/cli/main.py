@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         (parser if args.command != "data" else parser._subparsers._group_actions[0].choices["data"]).print_help()
         return 1
     try:
-        return func(args)
+        rc = func(args)
+        if os.environ.get("WORLD_SIZE", "1") != "1":    # a torchrun worker: see finish_worker
+            from mmfm.engine.distributed import finish_worker
+
+            return finish_worker(rc)
+        return rc
     except MMFMError as e:
         print(f"mmfm: error: {e}", file=sys.stderr)
         return 2

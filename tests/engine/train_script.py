@@ -21,6 +21,7 @@ from torch import nn
 
 from mmfm.data.datasets import ArrayDataset
 from mmfm.data.synthetic import phantoms
+from mmfm.engine.distributed import finish_worker
 from mmfm.engine.trainer import OptimConfig, TrainConfig, Trainer
 from mmfm.errors import MMFMError
 from tests.engine.faults import CrashAfterStep, crash_in_save
@@ -79,6 +80,7 @@ def main() -> None:
             from safetensors.torch import save_file
             final = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(final, os.path.join(out, "final.safetensors"))
+        finish_worker(0)                        # as the CLI ends a torchrun worker (no-op in one process)
     except MMFMError as e:  # as the CLI does
         print(f"mmfm: error: {e}", file=sys.stderr)
         sys.exit(2)
