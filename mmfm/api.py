@@ -378,8 +378,9 @@ def _image_file(image: Any, affine: Any, modality: str | None, folder: Path, nam
         if affine is not None:
             raise ConfigError("affine= is for an array input", "a file carries its own affine; leave affine out")
         return str(image), modality
-    import nibabel as nib
     import numpy as np
+
+    from mmfm.data.io.writers import write_image
 
     if hasattr(image, "array") and hasattr(image, "affine"):          # an mmfm Image: (C, I, J[, K])
         arr = np.asarray(image.array)
@@ -398,7 +399,7 @@ def _image_file(image: Any, affine: Any, modality: str | None, folder: Path, nam
     if aff.shape != (4, 4):
         raise ConfigError(f"affine of shape {aff.shape}", "give the 4x4 voxel-index -> RAS mm matrix")
     path = folder / f"{name}.nii.gz"
-    nib.save(nib.Nifti1Image(arr.astype(np.float32), aff), str(path))
+    write_image(path, arr.astype(np.float32), aff)
     return str(path), modality
 
 

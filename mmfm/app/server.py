@@ -22,6 +22,7 @@ only loopback names and the ``--host`` given are answered (:mod:`mmfm.app.guard`
 from __future__ import annotations
 
 import io
+import logging
 import secrets
 import shutil
 import tempfile
@@ -41,7 +42,10 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from starlette.concurrency import run_in_threadpool
 
 from mmfm.app.uploads import UploadLimits, image_in_folder, image_suffix, refuse_detached, unpack_zip
+from mmfm.data.io.formats import HEAD_BYTES
 from mmfm.errors import ConfigError, InputFileError, MMFMError
+
+log = logging.getLogger(__name__)
 
 Point = tuple[FiniteFloat, FiniteFloat]
 
@@ -217,7 +221,7 @@ class ServeState:
     # -- uploads --------------------------------------------------------------------------------------------------
     def add(self, name: str, data: bytes, client: str = "") -> tuple[str, Session]:
         """Unpack and read one upload (in a worker thread: never on the event loop) and keep it as a session."""
-        suffix = image_suffix(name)
+        suffix = image_suffix(name, data[:HEAD_BYTES])
         if not suffix:
             raise ConfigError("this file type is not one mmfm reads here",
                               "upload DICOM (.dcm, or a .zip of a series), NIfTI, MetaImage, NRRD or PNG/JPEG/TIFF "
@@ -601,20 +605,12 @@ def text_scores(dual_and_spec: tuple[Any, dict[str, Any]], s: Session, texts: li
                 ) -> list[float]:
     """Softmax over ``texts`` of the image-text model's scaled cosine similarities (zero-shot classification
     with the texts as class prompts; the same ranking is text retrieval)."""
-    import torch
-
-    from mmfm.workflows.explain import _model_input, _preset
+    from mmfm.tasks.zero_shot import zero_shot_probs
+    from mmfm.workflows.model_input import dual_input
 
     dual, spec = dual_and_spec
-    im = spec["image"]
-    contract = spec.get("contract", {})
-    size = contract.get("shape", [0, *([64] * im["spatial_dims"])])[1:]
-    x, _ = _model_input(s.image, im["spatial_dims"], im["in_channels"], size, _preset(s.image, contract, None), k)
-    with torch.no_grad():
-        v = dual.encode_image(x)                                   # (1, E)
-        t = dual.encode_text(texts)                                # (T, E)
-        logits = dual.logit_scale.exp().clamp(max=100) * v @ t.T
-    return [float(p) for p in logits.softmax(-1)[0]]
+    x, _ = dual_input(s.image, spec, None, k)                                   # (1, C, *size)
+    return [float(p) for p in zero_shot_probs(dual, x, [[t] for t in texts])[0]]
 
 
 def served_names(host: str) -> list[str]:
@@ -637,10 +633,10 @@ def serve(models: list[str], host: str = "127.0.0.1", port: int = 8765, max_uplo
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[mmfm] serving on {host}: anyone who can reach this machine can upload scans to it (no login; "
-              "see docs/app.md)", flush=True)
+        log.warning(f"serving on {host}: anyone who can reach this machine can upload scans to it (no login; "
+                    "see docs/app.md)")
     app = create_app(models, max_upload_mb, hosts=served_names(host), dicomweb=dicomweb)
-    print(f"[mmfm] open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C stops; "
-          "uploads are deleted when the app stops)", flush=True)
+    log.info(f"open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl+C stops; "
+             "uploads are deleted when the app stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 proxy_headers=False)   # the client address is the peer's, never an X-Forwarded-For header

@@ -16,9 +16,6 @@ from pathlib import Path
 
 from mmfm.errors import ConfigError
 
-# the formats the app reads from a single file, longest suffix first
-SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
 
 @dataclass(frozen=True)
 class UploadLimits:
@@ -41,9 +38,14 @@ class UploadLimits:
         return min(self.max_pixels_2d, cap), min(self.max_voxels_3d, cap)
 
 
-def image_suffix(name: str) -> str:
+def image_suffix(name: str, head: bytes = b"") -> str:
+    """The suffix an upload is stored under: its name's, for a format mmfm reads (the registry in
+    :mod:`mmfm.data.io.formats`) or a zip; else, from its first bytes (a DICOM file exported as ``IM0001``), the
+    suffix of the format they show; "" when neither says."""
+    from mmfm.data.io.formats import readable_suffixes, suffix_for
+
     low = name.lower()
-    return next((s for s in (*SUFFIXES, ".zip") if low.endswith(s)), "")
+    return next((s for s in (*readable_suffixes(), ".zip") if low.endswith(s)), "") or (suffix_for(head) or "")
 
 
 def _hidden(name: str) -> bool:

@@ -75,9 +75,9 @@ def add_segment(sub: Any) -> None:
     sg.add_argument("--max-change", type=float, default=0.15,
                     help="volumes: stop where the mean intensity inside the mask (after the preset, 0..1) changes by "
                          "more than this from the previous slice: the structure ended (default 0.15)")
-    sg.add_argument("--out", required=True, help="mask file: .nii.gz / .nii (volumes, DICOM, NIfTI) or .png; for "
-                                                 "DICOM input also .dcm (a DICOM SEG) or .rtstruct.dcm (an RT "
-                                                 "Structure Set), on the source's slices")
+    sg.add_argument("--out", required=True, help="mask file: .nii.gz / .nii / .mha / .nrrd (volumes, DICOM, NIfTI) "
+                                                 "or .png; for DICOM input also .dcm (a DICOM SEG) or .rtstruct.dcm "
+                                                 "(an RT Structure Set), on the source's slices")
     sg.add_argument("--overwrite", action="store_true", help="replace an earlier output of mmfm segment")
     sg.add_argument("--json", action="store_true", help="print the JSON record")
     sg.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from mmfm.data.io import image_format, read_image
+from mmfm.data.io.writers import write_image
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.trust.explain import explain_methods, pointing_game, saliency, word_regions
+from mmfm.workflows.model_input import contract_preset, model_input
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
 
 COMMAND = "mmfm explain"
@@ -53,37 +55,6 @@ def _load(model: str) -> tuple[str, Any, dict[str, Any]]:
     return "classification", task, info
 
 
-def _preset(img: Any, contract: dict[str, Any], given: str | None) -> Any:
-    from mmfm.data.presets import choose_preset
-
-    return choose_preset(img.modality, given, contract.get("presets"),
-                         colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)[0]
-
-
-def _model_input(img: Any, dims: int, channels: int, size: Sequence[int], preset: Any, slice_index: int | None
-                 ) -> tuple[torch.Tensor, int | None]:
-    """(x (1, C, *size), the slice explained or None) from the image as the model was trained to see it."""
-    arr = preset(img.array.astype(np.float32))                      # (C, *spatial)
-    k = None
-    if dims == 2 and img.spatial_dims == 3:
-        k = arr.shape[3] // 2 if slice_index is None else slice_index
-        if not 0 <= k < arr.shape[3]:
-            raise ConfigError(f"--slice {k} is outside the volume (0..{arr.shape[3] - 1})", "give a slice inside it")
-        arr = arr[..., k]
-    elif dims != img.spatial_dims:
-        raise ConfigError(f"the model takes {dims}D input, the image is {img.spatial_dims}D",
-                          "give a volume to a 3D model and an image or volume to a 2D model")
-    if arr.shape[0] != channels:
-        if channels == 1:
-            arr = arr.mean(0, keepdims=True)
-        else:
-            raise ConfigError(f"the model takes {channels} channels, the image has {arr.shape[0]}",
-                              "give an image with as many channels as the model was trained on")
-    x = torch.from_numpy(np.ascontiguousarray(arr))[None]
-    mode = "trilinear" if dims == 3 else "bilinear"
-    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False), k
-
-
 def _on_input_grid(m: torch.Tensor, shape: tuple[int, ...], k: int | None) -> np.ndarray:
     """A (*model grid) map -> the input's spatial shape (the slice k of a volume for a 2D model)."""
     plane = shape[:2] if k is not None else shape
@@ -94,22 +65,6 @@ def _on_input_grid(m: torch.Tensor, shape: tuple[int, ...], k: int | None) -> np
     full = np.zeros(shape, dtype=np.float32)
     full[..., k] = r
     return full
-
-
-def _write_map(target: Path, data: np.ndarray, img: Any, raster: bool) -> None:
-    if raster:
-        from PIL import Image as PILImage
-
-        PILImage.fromarray((np.clip(data, 0, 1).T * 255).astype(np.uint8), mode="L").save(target, format="PNG")
-        return
-    import gzip
-
-    import nibabel as nib
-
-    nii = nib.Nifti1Image(data.astype(np.float32), img.affine)
-    nii.set_qform(img.affine, code=1)
-    nii.set_sform(img.affine, code=1)
-    target.write_bytes(gzip.compress(nii.to_bytes(), compresslevel=6))
 
 
 def _overlay(target: Path, base: np.ndarray, maps: dict[str, np.ndarray], title: str,
@@ -176,8 +131,8 @@ def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[st
     else:
         dims, channels = info["input"]["spatial_dims"], info["input"]["in_channels"]
         size, contract = info["input"]["image_size"], info.get("preprocessing") or {}
-    pre = _preset(img, contract, preset)
-    x, k = _model_input(img, dims, channels, size, pre, slice_index)
+    pre = contract_preset(img, contract, preset)
+    x, k = model_input(img, dims, channels, size, pre, slice_index)
     ref = None
     if mask is not None:
         m_img = read_image(Path(mask))
@@ -221,7 +176,8 @@ def explain(model: str, image: str | Path, out: str | Path, methods: Sequence[st
     base = pre(img.array.astype(np.float32)).mean(0)
     with Staged() as staged:
         for name, m in maps.items():
-            _write_map(staged.path(out / f"{name}{suffix}"), m, img, raster)
+            data = (np.clip(m, 0, 1) * 255).astype(np.uint8) if raster else m.astype(np.float32)
+            write_image(staged.path(out / f"{name}{suffix}"), data, img.affine, name=f"{name}{suffix}")
             record["maps"][name] = f"{name}{suffix}"
         if fmt == "dcm":
             record["dicom"] = _write_parametric_maps(staged, out, maps, image, record["model"]["run"])

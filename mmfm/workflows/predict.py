@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfm.data.io.writers import write_image
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
 
@@ -389,7 +390,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
                                     "spacing": [round(s, 4) for s in img.spacing], "modality": img.modality}
             if model.task == "segmentation":
                 target = _outputs(model.task, [name], out, fmt)[0]
-                _write_mask(staged.path(target), fmt, r["mask"], img.affine, model, path)
+                _write_mask(staged.path(target), target.name, fmt, r["mask"], img.affine, model, path)
                 case.update(mask=target.name, volumes=r["volumes"], empty=r["empty"])
             elif model.task == "classification":
                 case.update(probabilities=r["probabilities"], predicted=r["predicted"])
@@ -420,11 +421,11 @@ def _write_report(target: Path, probabilities: dict[str, float], model: TrainedM
                             f"mmfm {__version__}", checksum)
 
 
-def _write_mask(target: Path, fmt: str, mask: np.ndarray, affine: np.ndarray, model: TrainedModel,
+def _write_mask(target: Path, name: str, fmt: str, mask: np.ndarray, affine: np.ndarray, model: TrainedModel,
                 source: Path) -> None:
     """A label map as NIfTI on the input's grid, or as a DICOM SEG on the source's slices (one segment per class)."""
     if fmt == "nifti":
-        write_label_nifti(target, mask, affine)
+        write_image(target, mask.astype(np.uint8), affine, name=name)
         return
     from mmfm import __version__
     from mmfm.data.io.dicom_seg import write_dicom_result
@@ -453,13 +454,3 @@ def _write_table(staged: Staged, stem: Path, cases: list[dict[str, Any]], rows: 
     staged.path(stem.with_suffix(".json")).write_text(json.dumps(cases, indent=2))
 
 
-def write_label_nifti(target: Path, labels: np.ndarray, affine: np.ndarray, gz: bool = True) -> None:
-    """A label map (uint8) on the input's grid: its shape, and its affine as qform and sform."""
-    import gzip
-
-    import nibabel as nib
-
-    nii = nib.Nifti1Image(labels.astype(np.uint8), affine)
-    nii.set_qform(affine, code=1)
-    nii.set_sform(affine, code=1)
-    target.write_bytes(gzip.compress(nii.to_bytes(), compresslevel=6) if gz else nii.to_bytes())

@@ -14,7 +14,6 @@ DIR receives:
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mmfm.data.io import image_format, read_image
+from mmfm.data.io.writers import write_image
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_writable, written_by
 
@@ -77,7 +77,6 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, mode:
                    moving_labels: str | None = None, fixed_labels: str | None = None, iterations: int = 150,
                    steps: tuple[float, ...] = (8.0, 4.0, 2.0), smoothness: float = 1.0, overwrite: bool = False,
                    progress: bool = True) -> dict[str, Any]:
-    import nibabel as nib
     from tqdm import tqdm
 
     from mmfm.tasks.registration import (
@@ -140,34 +139,27 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, mode:
                               "mean_after": float(np.mean(list(d1.values()))) if d1 else None}
     out.mkdir(parents=True, exist_ok=True)
 
-    def nifti(data: np.ndarray, path: Path, intent: str | None = None) -> None:
-        img = nib.Nifti1Image(data, f_img.affine)
-        img.set_qform(f_img.affine, code=1)
-        img.set_sform(f_img.affine, code=1)
-        if intent:
-            img.header.set_intent(intent)
-        path.write_bytes(gzip.compress(img.to_bytes(), compresslevel=6))
-
     with Staged() as staged:
-        if raster:
-            from PIL import Image as PILImage
+        def nifti(data: np.ndarray, name: str, intent: str | None = None) -> None:
+            write_image(staged.path(out / name), data, f_img.affine, name=name, intent=intent)
 
+        if raster:
             w = np.clip(np.rint(warped), 0, 255).astype(np.uint8)
-            arr = w[0].T if w.shape[0] == 1 else np.moveaxis(w, 0, -1).transpose(1, 0, 2)
-            PILImage.fromarray(np.ascontiguousarray(arr)).save(staged.path(out / "warped.png"), format="PNG")
+            write_image(staged.path(out / "warped.png"), w[0] if w.shape[0] == 1 else np.moveaxis(w, 0, -1),
+                        name="warped.png")
             record["warped"] = "warped.png"
         else:
-            nifti(np.moveaxis(warped, 0, -1)[..., 0].astype(np.float32), staged.path(out / "warped.nii.gz"))
+            nifti(np.moveaxis(warped, 0, -1)[..., 0].astype(np.float32), "warped.nii.gz")
             record["warped"] = "warped.nii.gz"
         staged.path(out / "affine.json").write_text(json.dumps(
             {"matrix": np.round(t.matrix, 8).tolist(), "dims": nd, "space": "world millimetres (RAS)",
              "maps": "fixed -> moving (x_moving = A @ [x_fixed; 1])"}, indent=2))
         if dense is not None:
             vec = dense.astype(np.float32).reshape(*f_img.spatial_shape, 1, nd)
-            nifti(vec, staged.path(out / "displacement.nii.gz"), intent="vector")
+            nifti(vec, "displacement.nii.gz", intent="vector")
             record["displacement"] = "displacement.nii.gz (mm, RAS; shape (*fixed, 1, nd))"
         if warped_labels is not None:
-            nifti(warped_labels.astype(np.int16), staged.path(out / "warped_labels.nii.gz"))
+            nifti(warped_labels.astype(np.int16), "warped_labels.nii.gz")
             record["warped_labels"] = "warped_labels.nii.gz"
         staged.path(out / RECORD).write_text(json.dumps(record, indent=2))
     produced = {v.split(" ")[0] for k, v in record.items() if k in ("warped", "displacement", "warped_labels")}

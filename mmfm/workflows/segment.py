@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from mmfm.data.io import image_format, read_image
+from mmfm.data.io.writers import write_image, writer_for
 from mmfm.errors import ConfigError, InputFileError
 from mmfm.workflows.outputs import Staged, check_ours, check_writable
 
 COMMAND = "mmfm segment"
-MASK_SUFFIXES = (".nii.gz", ".nii", ".png", ".rtstruct.dcm", ".dcm")
+MASK_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".rtstruct.dcm", ".dcm")
 INFERENCE_PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -189,22 +190,23 @@ def _clicks(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _check_suffix(out: Path) -> None:
     if not out.name.lower().endswith(MASK_SUFFIXES):
-        raise ConfigError(f"--out {out}: a mask is written as .nii.gz, .nii, .png, or .dcm (DICOM SEG) / "
-                          ".rtstruct.dcm for DICOM input",
+        raise ConfigError(f"--out {out}: a mask is written as .nii.gz, .nii, .mha, .nrrd, .png, or .dcm (DICOM SEG)"
+                          " / .rtstruct.dcm for DICOM input",
                           "name the output e.g. mask.nii.gz (volumes, DICOM, NIfTI) or mask.png (PNG/JPEG input)")
 
 
 def _output_kind(out: Path, fmt: str) -> str:
-    """'png', 'nifti', 'SEG' or 'RTSTRUCT' for ``--out``, checked against the input's format."""
+    """'png', 'image' (NIfTI, MetaImage or NRRD on the input's grid), 'SEG' or 'RTSTRUCT' for ``--out``, checked
+    against the input's format."""
     from mmfm.data.io.dicom_seg import DICOM_FORMATS, dicom_output_kind
 
-    kind = dicom_output_kind(out) or ("png" if out.name.lower().endswith(".png") else "nifti")
+    kind = dicom_output_kind(out) or ("png" if out.name.lower().endswith(".png") else "image")
     if kind in ("SEG", "RTSTRUCT") and fmt not in DICOM_FORMATS:
         raise ConfigError(f"--out {out}: a DICOM {kind} references DICOM source images; this input is {fmt}",
                           "give a DICOM file or series, or write .nii.gz / .png")
     if (kind == "png") != (fmt == "raster"):
         raise ConfigError(f"--out {out}: " + ("PNG/JPEG/TIFF input gives a .png mask" if fmt == "raster" else
-                                              f"{fmt} input gives a NIfTI mask (.nii.gz) on its grid"),
+                                              f"{fmt} input gives a mask on its grid (.nii.gz, .nii, .mha or .nrrd)"),
                           "change the suffix of --out")
     return kind
 
@@ -578,13 +580,10 @@ def _write(out: Path, sidecar: Path, kind: str, mask: np.ndarray, fg: int, names
     """The mask (PNG, NIfTI, DICOM SEG or RTSTRUCT) and its JSON, renamed into place together."""
     with Staged() as staged:
         target = staged.path(out)
-        if kind == "png":
-            from PIL import Image as PILImage
-
-            # mmfm arrays are (i = column, j = row): the PNG is rows x columns
-            PILImage.fromarray((mask.T * fg).astype(np.uint8), mode="L").save(target, format="PNG")
-        elif kind == "nifti":
-            _write_nifti(target, (mask * fg).astype(np.uint8), img, image, fmt, out.name.lower().endswith(".gz"))
+        if kind in ("png", "image"):
+            # a mask of a NIfTI written as NIfTI keeps the input's own header (qform/sform codes, units)
+            like = image if fmt == "nifti" and writer_for(out).name == "nifti" else None
+            write_image(target, (mask * fg).astype(np.uint8), img.affine, name=out, like=like)
         else:
             from mmfm import __version__
             from mmfm.data.io.dicom_seg import write_dicom_result
@@ -605,11 +604,11 @@ def _segment_trained(run: str, image: Path, out: Path, modality: str | None, pre
                      overwrite: bool) -> dict[str, Any]:
     """`mmfm segment IMAGE --model SEG_RUN`: the run applied as `mmfm predict` applies it, written to ``out``."""
     from mmfm.data.sources.fetch import sha256
-    from mmfm.workflows.predict import TrainedModel, write_label_nifti
+    from mmfm.workflows.predict import TrainedModel
 
-    if not out.name.lower().endswith((".nii.gz", ".nii")):
-        raise ConfigError(f"--out {out}: a trained segmenter's mask is written as NIfTI on the input's grid",
-                          "name the output e.g. mask.nii.gz")
+    if not out.name.lower().endswith((".nii.gz", ".nii", ".mha", ".nrrd")):
+        raise ConfigError(f"--out {out}: a trained segmenter's mask is written on the input's grid as NIfTI, "
+                          "MetaImage or NRRD", "name the output e.g. mask.nii.gz")
     sidecar = _claim_output(image, out, overwrite)
     trained = TrainedModel(run)
     r = trained.predict(image, modality=modality, preset=preset)
@@ -620,28 +619,8 @@ def _segment_trained(run: str, image: Path, out: Path, modality: str | None, pre
               "empty": r["empty"], ("foreground_voxels" if r["mask"].ndim == 3 else "foreground_pixels"):
                   int((r["mask"] > 0).sum())}
     with Staged() as staged:
-        write_label_nifti(staged.path(out), r["mask"], r["affine"], gz=out.name.lower().endswith(".gz"))
+        write_image(staged.path(out), r["mask"].astype(np.uint8), r["affine"], name=out)
         staged.path(sidecar).write_text(json.dumps(record, indent=2))
     return record
 
 
-def _write_nifti(target: Path, mask: np.ndarray, img: Any, source: Path, fmt: str, gz: bool) -> None:
-    """The mask on the input's grid: a NIfTI input's own header (shape, affine, qform/sform codes); otherwise the
-    reader's RAS affine."""
-    import gzip
-
-    import nibabel as nib
-
-    if fmt == "nifti":
-        src = nib.load(str(source))
-        data = mask.reshape(src.shape[:3]) if int(np.prod(src.shape[:3])) == mask.size else mask
-        header = src.header.copy()
-        header.set_data_dtype(np.uint8)
-        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
-        nii = nib.Nifti1Image(data, src.affine, header)
-    else:
-        nii = nib.Nifti1Image(mask, img.affine)
-        nii.set_qform(img.affine, code=1)
-        nii.set_sform(img.affine, code=1)
-    raw = nii.to_bytes()
-    target.write_bytes(gzip.compress(raw, compresslevel=6) if gz else raw)

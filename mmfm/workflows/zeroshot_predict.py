@@ -44,7 +44,7 @@ def zeroshot_files(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     from mmfm.data.io.dicom_seg import DICOM_FORMATS
     from mmfm.data.sources.fetch import sha256
     from mmfm.tasks.zero_shot import DEFAULT_TEMPLATES, class_prompts, zero_shot_probs
-    from mmfm.workflows.explain import _model_input, _preset
+    from mmfm.workflows.model_input import dual_input
     from mmfm.workflows.towers import load_dual
 
     names_ = [c.strip() for c in classes if c.strip()]
@@ -69,8 +69,6 @@ def zeroshot_files(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     folder = Path(run) / "dual" if (Path(run) / "dual").is_dir() else Path(run)
     templates = list(templates) or DEFAULT_TEMPLATES
     prompts = class_prompts(names_, templates)
-    im, contract = spec["image"], spec.get("contract", {})
-    size = contract["shape"][1:] if contract.get("shape") else [64] * im["spatial_dims"]
     record: dict[str, Any] = {
         "written_by": COMMAND, "task": "zeroshot", "run": Path(run).name, "method": spec.get("method"),
         "checkpoint_sha256": sha256(folder / "dual.safetensors"), "classes": names_,
@@ -82,8 +80,7 @@ def zeroshot_files(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
             img = read_image(path, modality=modality)
             if not np.isfinite(img.array).all():
                 raise InputFileError(path, "has NaN or infinite values", "fix or drop the image")
-            x, k = _model_input(img, im["spatial_dims"], im["in_channels"], size, _preset(img, contract, preset),
-                                None)                                            # (1, C, *size)
+            x, k = dual_input(img, spec, preset)                                 # (1, C, *size)
             with torch.no_grad():
                 p = zero_shot_probs(model, x, prompts)[0].numpy()                 # (K,)
             probs = {c: float(v) for c, v in zip(names_, p)}

@@ -66,6 +66,19 @@ def test_bad_uploads_get_messages_not_tracebacks(dicom_path):
         assert r.status_code == 400
 
 
+def test_an_upload_without_a_known_suffix_is_read_by_its_first_bytes(dicom_path):
+    """PACS exports name DICOM files IM0001 or by UID: the format registry recognises the bytes."""
+    data = Path(dicom_path("CT_small.dcm")).read_bytes()
+    app = create_app(["litemedsam"])
+    with TestClient(app, base_url=LOCAL) as c:
+        r = c.post("/api/upload", content=data, headers={"X-Filename": "IM0001"})
+        assert r.status_code == 200, r.json()
+        assert r.json()["format"] == "dicom" and r.json()["shape"] == [128, 128]
+        assert [p.name for p in app.state.mmfm.root.rglob("upload*")] == ["upload.dcm"]
+        r = c.post("/api/upload", content=b"plain text, no image", headers={"X-Filename": "IM0002"})
+        assert r.status_code == 400 and "not one mmfm reads" in r.json()["error"]
+
+
 def test_dicom_series_zip_is_a_volume(tmp_path, dicom_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -117,7 +117,7 @@ def test_segment_bad_volume_and_file_inputs(tmp_path, capsys):
     cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "afile" / "m.nii.gz")],
                   "is a file, not a folder"))
     cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "m.png")],
-                  "NIfTI mask"))
+                  "mask on its grid"))
     cases.append(([vol, "--slice", "3", "--box", "1", "1", "9", "9", "--out", str(tmp_path / "m.txt")], ".nii.gz"))
     for args, message in cases:
         if "--out" not in args:
@@ -174,3 +174,23 @@ def test_segment_fuse_axes_votes_three_sweeps_on_a_volume(tmp_path):
     with pytest.raises(ConfigError, match="fuse-axes"):
         segment(tmp_path / "img.png", tmp_path / "m.png", box=[10, 10, 50, 50], fuse_axes=True, progress=False)
     assert not (tmp_path / "m.png").exists()
+
+
+def test_segment_writes_metaimage_and_nrrd_masks_on_the_input_grid(tmp_path):
+    """The same prompt written as .nii.gz, .mha and .nrrd: one mask, one geometry (RAS), read back by mmfm."""
+    from mmfm.data.io import read_image
+
+    ball, affine = _volume(tmp_path / "ct.nii.gz")
+    i, j = np.nonzero(ball[:, :, 4])
+    box = [str(i.min() - 1), str(j.min() - 1), str(i.max() + 1), str(j.max() + 1)]
+    masks = {}
+    for name in ("m.nii.gz", "m.mha", "m.nrrd"):
+        out = tmp_path / name.replace(".", "_", 1) / name
+        assert main(["segment", str(tmp_path / "ct.nii.gz"), "--slice", "4", "--box", *box, "--modality", "CT",
+                     "--out", str(out), "--quiet"]) == 0
+        masks[name] = read_image(out)
+    ref = masks["m.nii.gz"]
+    assert ref.array[0].any()
+    for name in ("m.mha", "m.nrrd"):
+        np.testing.assert_array_equal(masks[name].array, ref.array)
+        np.testing.assert_allclose(masks[name].affine, affine, atol=1e-5)

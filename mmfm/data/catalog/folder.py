@@ -39,6 +39,7 @@ from mmfm.data.catalog.loaders import (
 from mmfm.data.catalog.masks import pair_records
 from mmfm.data.io import image_format, image_info, read_image
 from mmfm.data.io.dicom import dicom_series_groups, is_dicom, read_dicom_series
+from mmfm.data.io.formats import UnrecognisedFormat
 from mmfm.data.io.labels import place_mask, read_label_map
 from mmfm.data.pseudonym import pseudonym
 from mmfm.data.sample import Ids, make_sample
@@ -96,8 +97,11 @@ def scan_folder(root: Path, allow_outside_root: bool = False
                 continue
             try:
                 fmt = image_format(f)
-            except InputFileError:
-                others += 1
+            except UnrecognisedFormat:
+                others += 1                            # not an image (a misnamed image is skipped with its reason)
+                continue
+            except InputFileError as e:
+                skipped.append({"file": shown_name(f, root), "reason": _reason(e, f, root)})
                 continue
             if fmt == "npz":
                 others += 1

@@ -29,7 +29,7 @@ ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _sitk():  # imported lazily: SimpleITK is a large module that only these formats need
+def simpleitk():  # imported lazily: SimpleITK is a large module that only these formats need
     import SimpleITK as sitk
 
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK prints unsupported meta-data items to stderr
@@ -157,7 +157,7 @@ def _promised_bound(p: Path, h: ItkHeader, promised: int, elements: int) -> None
 
 
 def _header(p: Path):
-    sitk = _sitk()
+    sitk = simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     # the reader the suffix names, never one chosen by sniffing the content
@@ -183,7 +183,7 @@ def read_itk(path: str | Path, modality: str = "unknown") -> Image:
     check_shape(p, size)
     check_voxels(p, size)
     comps = int(reader.GetNumberOfComponents())
-    itemsize = _sitk().GetPixelIDValueAsString(reader.GetPixelID())
+    itemsize = simpleitk().GetPixelIDValueAsString(reader.GetPixelID())
     bytes_per = {"8-bit": 1, "16-bit": 2, "32-bit": 4, "64-bit": 8}
     per = next((v for k, v in bytes_per.items() if k in itemsize), 4)
     elements = int(np.prod(size, dtype=np.float64)) * comps
@@ -197,7 +197,7 @@ def read_itk(path: str | Path, modality: str = "unknown") -> Image:
     except RuntimeError as e:
         raise InputFileError(p, f"cannot read the voxels ({str(e).strip().splitlines()[-1][:200]})",
                              "the file is truncated or damaged; copy or export it again") from None
-    sitk = _sitk()
+    sitk = simpleitk()
     arr = sitk.GetArrayFromImage(img).astype(np.float32)  # (k, j, i[, c]) for 3D, (j, i[, c]) for 2D
     nd = img.GetDimension()
     if nd not in (2, 3):

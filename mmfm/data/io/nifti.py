@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -91,6 +92,23 @@ def check_nifti_header(p: Path, img: nib.Nifti1Image) -> None:
         check_promised_size(p, offset + promised, _gzip_holds(p, offset + promised), "after decompression")
     elif p.suffix.lower() == ".nii":
         check_promised_size(p, offset + promised, p.stat().st_size)
+
+
+def nifti_info(path: str | Path) -> dict[str, Any]:
+    """Header only: spatial dims, depth (1 for 2D), channels (a 4th axis) and spacing, after the header's checks."""
+    p = check_file(path)
+    try:
+        img = nib.load(str(p))
+    except Exception as e:  # nibabel raises many types on damaged headers
+        raise InputFileError(p, f"cannot read as NIfTI ({type(e).__name__}: {e})",
+                             "the file is truncated or not NIfTI") from None
+    check_nifti_header(p, img)
+    shape = [int(s) for s in img.header.get_data_shape()]
+    chans = shape[3] if len(shape) == 4 else 1
+    spatial = shape[:3] if len(shape) >= 3 and shape[2] > 1 else shape[:2]
+    zooms = [round(float(z), 4) for z in img.header.get_zooms()[:len(spatial)]]
+    return {"spatial_dims": len(spatial), "depth": spatial[-1] if len(spatial) == 3 else 1, "channels": chans,
+            "spacing": zooms}
 
 
 def label_nifti(path: str | Path) -> np.ndarray:
