@@ -63,6 +63,8 @@ SOURCE = {  # results file -> the command that produces it
     "trust_dp": "python scripts/reproduce_trust.py dp",
     "trust_deid": "python scripts/reproduce_trust.py deid",
     "bench_serve": "python benchmarks/serve_load.py --json docs/results/bench_serve.json",
+    "bench_app_second_prompt": "python benchmarks/app_second_prompt.py --json "
+                               "docs/results/bench_app_second_prompt.json",
 }
 
 
@@ -910,6 +912,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "bench-serve": lambda: grid(load("bench_serve"), lambda r: (r["method"],),
                                 ["requests", "errors", "median_s", "p95_s", "wall_s", "alone_s"],
                                 lambda r: r["metric"], ["server"], 2),
+    "bench-app-second-prompt": lambda: grid(load("bench_app_second_prompt"), lambda r: (r["method"],), [
+        "s first click", "s per second click (app, HTTP)", "s per second prompt (decoder)", "slices embedded"],
+        lambda r: r["metric"], ["side"], 3),
     "adapt-continual": adapt_continual,
     "adapt-federated-kill": adapt_federated_kill,
     "litemedsam-liver": litemedsam_liver,

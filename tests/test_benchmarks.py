@@ -111,3 +111,19 @@ def test_benchmark_runs_to_its_ratio_line(name, native, tmp_path):
     if native == "0":   # no fraction of an emulated bf16 peak anywhere
         assert not any(r["metric"].startswith("fraction") and prov["precision"].get(r["method"]) == "bf16"
                        for r in records)
+
+
+@pytest.mark.long
+def test_app_second_prompt_benchmark_runs_to_its_ratio_line(tmp_path):
+    """The app's second click against the decoder alone: both timed, no click embeds the slice again."""
+    out = tmp_path / "app.json"
+    run = subprocess.run([sys.executable, str(BENCH / "app_second_prompt.py"), "--rounds", "3", "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1]), lines[-3:]
+    assert "embedded: 1 " in run.stdout
+    values = {r["metric"]: r["value"] for r in json.loads(out.read_text())}
+    assert values["slices embedded"] == 1
+    assert all(values[k] > 0 for k in ("s first click", "s per second click (app, HTTP)",
+                                       "s per second prompt (decoder)"))
