@@ -32,80 +32,33 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from starlette.concurrency import run_in_threadpool
 
+from mmfm.app.schemas import (
+    REQUEST_HINTS,
+    ChatAnswer,
+    ChatRequest,
+    ExplainRequest,
+    ExplainResult,
+    MaskResult,
+    Models,
+    Opened,
+    PredictRequest,
+    SegmentRequest,
+    ZeroShotRequest,
+    ZeroShotResult,
+)
 from mmfm.app.uploads import UploadLimits, image_in_folder, image_suffix, refuse_detached, unpack_zip
 from mmfm.data.io.formats import HEAD_BYTES
 from mmfm.errors import ConfigError, InputFileError, MMFMError
 
 log = logging.getLogger(__name__)
-
-Point = tuple[FiniteFloat, FiniteFloat]
-
-
-class SegmentRequest(BaseModel):
-    """``POST /api/segment/{id}``: a box and/or points on the slice shown (pixel coordinates of the image)."""
-
-    model_config = ConfigDict(extra="forbid")
-    box: list[FiniteFloat] | None = Field(None, min_length=4, max_length=4)
-    points: list[Point] | None = Field(None, max_length=256)
-    negative_points: list[Point] | None = Field(None, max_length=256)
-    slice: int | None = None
-    model: str | None = Field(None, max_length=200)
-
-
-class ZeroShotRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(default_factory=list, max_length=256)
-    mode: Literal["classify", "retrieve"] = "classify"
-    slice: int | None = None
-    model: str | None = Field(None, max_length=200)
-
-
-class PredictRequest(BaseModel):
-    """``POST /api/predict/{id}``: a trained segmentation run applied to the whole upload (no prompt)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(None, max_length=200)
-
-
-class ExplainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    slice: int | None = None
-    model: str | None = Field(None, max_length=200)
-
-
-class ChatTurn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["user", "assistant"]
-    content: str = Field(min_length=1, max_length=4000)
-
-
-class ChatRequest(BaseModel):
-    """``POST /api/chat``: the conversation so far, the user's question last (the app keeps no chat history);
-    ``id``: an upload to ask about (an assistant run with a vision bridge)."""
-
-    model_config = ConfigDict(extra="forbid")
-    messages: list[ChatTurn] = Field(min_length=1, max_length=40)
-    id: str | None = Field(None, max_length=64)
-    model: str | None = Field(None, max_length=200)
-    max_new_tokens: int = Field(128, ge=1, le=512)
-
-
-REQUEST_HINTS = {"chat": "send messages [{role: user|assistant, content}], the question last; id (an upload) to "
-                         "ask about it; max_new_tokens (1..512)",
-                 "segment": "send box [x0, y0, x1, y1], points [[x, y], ...], negative_points, slice (an integer), "
-                            "model (a name)",
-                 "zeroshot": "send texts (a list of strings), mode (classify or retrieve), slice (an integer)",
-                 "explain": "send slice (an integer) and model (a name)"}
-
 
 @dataclass
 class Session:
@@ -398,14 +351,14 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
 
         add_pacs_routes(app, state, dicomweb)
 
-    @app.get("/api/models")
+    @app.get("/api/models", response_model=Models)
     def list_models() -> dict[str, Any]:
         from mmfm.data.presets import PRESETS
 
         return {"models": [m.__dict__ | {"source": m.name} for m in state.models],
                 "presets": sorted(PRESETS), "max_upload_mb": state.max_bytes / 1024 / 1024, "pacs": bool(dicomweb)}
 
-    @app.post("/api/upload")
+    @app.post("/api/upload", response_model=Opened)
     async def upload(request: Request) -> dict[str, Any]:
         size = int(request.headers.get("content-length") or 0)
         if size > state.max_bytes:
@@ -430,7 +383,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         plane = vol if vol.ndim == 2 else vol[..., int(np.clip(k, 0, vol.shape[2] - 1))]
         return Response(png(plane), media_type="image/png")
 
-    @app.post("/api/segment/{sid}")
+    @app.post("/api/segment/{sid}", response_model=MaskResult, response_model_exclude_none=True)
     def segment(sid: str, body: SegmentRequest) -> dict[str, Any]:
         from mmfm.workflows.segment import segment as run_segment
 
@@ -447,7 +400,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
                 "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name, **_seg_link(s, sid)}
 
-    @app.post("/api/chat")
+    @app.post("/api/chat", response_model=ChatAnswer)
     def chat(body: ChatRequest) -> dict[str, Any]:
         """One answer of a loaded assistant (research output, not a diagnosis), about the upload ``id`` when given;
         the oldest turns are dropped when the conversation outgrows the model's context."""
@@ -468,7 +421,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
                                                 GenerationOptions(max_new_tokens=body.max_new_tokens), image)
         return record(bot, reply) | {"turns_used": len(kept), "turns_dropped": len(body.messages) - len(kept)}
 
-    @app.post("/api/predict/{sid}")
+    @app.post("/api/predict/{sid}", response_model=MaskResult, response_model_exclude_none=True)
     def predict(sid: str, body: PredictRequest) -> dict[str, Any]:
         """The trained segmenter's mask of the whole upload, on its grid (NIfTI), as `mmfm predict` writes it."""
         from mmfm.workflows.segment import segment as run_segment
@@ -516,7 +469,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         plane = m if m.ndim == 2 else m[..., int(np.clip(k, 0, m.shape[2] - 1))]
         return Response(png(plane, rgba=True), media_type="image/png")
 
-    @app.post("/api/zeroshot/{sid}")
+    @app.post("/api/zeroshot/{sid}", response_model=ZeroShotResult)
     def zeroshot(sid: str, body: ZeroShotRequest) -> dict[str, Any]:
         texts = [t for t in body.texts if t.strip()]
         if len(texts) < 2 and body.mode == "classify":
@@ -530,7 +483,7 @@ def create_app(models: list[str] | None = None, max_upload_mb: float = 512, max_
         order = sorted(range(len(texts)), key=lambda i: -scores[i])
         return {"model": m.name, "ranked": [{"text": texts[i], "score": scores[i]} for i in order]}
 
-    @app.post("/api/explain/{sid}")
+    @app.post("/api/explain/{sid}", response_model=ExplainResult)
     def explain(sid: str, body: ExplainRequest) -> dict[str, Any]:
         from mmfm.workflows.explain import explain as run_explain
 

@@ -138,3 +138,20 @@ def test_the_chat_panel_answers_through_a_loaded_assistant(dicom_path):
         assert r.status_code == 400 and "question" in r.json()["error"]
         r = c.post("/api/chat", json={**ask, "temperature": 2})
         assert r.status_code == 400 and "temperature" in r.json()["error"] and "messages" in r.json()["hint"]
+
+
+def test_every_json_route_declares_its_request_and_response_models():
+    """The app's JSON is typed both ways (mmfm/app/schemas.py): FastAPI validates answers and documents them."""
+    app = create_app(["litemedsam"])
+    with TestClient(app, base_url=LOCAL) as c:
+        spec = c.get("/openapi.json").json()
+    def response(path, method):
+        schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        return schema["$ref"].rsplit("/", 1)[-1]
+    assert response("/api/upload", "post") == "Opened"
+    assert response("/api/segment/{sid}", "post") == response("/api/predict/{sid}", "post") == "MaskResult"
+    assert response("/api/zeroshot/{sid}", "post") == "ZeroShotResult"
+    assert response("/api/chat", "post") == "ChatAnswer" and response("/api/models", "get") == "Models"
+    body = spec["paths"]["/api/segment/{sid}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/SegmentRequest")
+    assert spec["components"]["schemas"]["SegmentRequest"]["additionalProperties"] is False
