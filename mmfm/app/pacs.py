@@ -31,6 +31,33 @@ class OpenRequest(BaseModel):
     series: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
 
 
+class SeriesRow(BaseModel):
+    """One series of the PACS, as the page lists it (the patient as a pseudonym, never the PACS's ID)."""
+
+    study: str
+    series: str
+    modality: str
+    number: str
+    instances: str
+    patient: str
+
+
+class SeriesList(BaseModel):
+    pacs: str
+    series: list[SeriesRow]
+
+
+class StoredInstance(BaseModel):
+    study: str
+    series: str
+    instance: str
+    modality: str
+
+
+class Stored(BaseModel):
+    stored: list[StoredInstance]
+
+
 def _row(item: dict[str, Any]) -> dict[str, Any]:
     from mmfm.data.pseudonym import pseudonym
 
@@ -46,6 +73,7 @@ def add_pacs_routes(app: FastAPI, state: Any, url: str) -> None:
     """The PACS routes of the app ``state`` serves, on the DICOMweb ``url``."""
     import pydicom
 
+    from mmfm.app.schemas import Opened
     from mmfm.app.server import opened, write_seg_of_mask
 
     service = parse_url(url)
@@ -53,12 +81,12 @@ def add_pacs_routes(app: FastAPI, state: Any, url: str) -> None:
     def client() -> DicomwebClient:
         return DicomwebClient(service, max_bytes=state.max_bytes)
 
-    @app.get("/api/pacs/series")
+    @app.get("/api/pacs/series", response_model=SeriesList)
     def series() -> dict[str, Any]:
         query = {"SeriesInstanceUID": service.series} if service.series else {}
         return {"pacs": service.host, "series": [_row(s) for s in client().search_series(service.study, query)]}
 
-    @app.post("/api/pacs/open")
+    @app.post("/api/pacs/open", response_model=Opened)
     async def open_series(request: Request, body: OpenRequest) -> dict[str, Any]:
         if (service.study and body.study != service.study) or (service.series and body.series != service.series):
             raise ConfigError("that series is outside the study this app serves", "pick one from the list")
@@ -75,7 +103,7 @@ def add_pacs_routes(app: FastAPI, state: Any, url: str) -> None:
         sid, s = await run_in_threadpool(state.load, place, state.max_bytes, who)
         return opened(sid, s)
 
-    @app.post("/api/pacs/store/{sid}")
+    @app.post("/api/pacs/store/{sid}", response_model=Stored)
     def store(sid: str) -> dict[str, Any]:
         from mmfm.data.io.dicom_seg import DICOM_FORMATS
 
