@@ -15,13 +15,15 @@ it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from mmfm.data.io.dicomweb import DicomwebClient, DicomwebError, parse_url
+from mmfm.app.schemas import Opened
+from mmfm.app.state import ServeState, app_state, opened, write_seg_of_mask
+from mmfm.data.io.dicomweb import DicomwebClient, DicomwebError
 from mmfm.errors import ConfigError
 
 
@@ -69,51 +71,55 @@ def _row(item: dict[str, Any]) -> dict[str, Any]:
             "patient": pseudonym(value("00100020"), "patient")}
 
 
-def add_pacs_routes(app: FastAPI, state: Any, url: str) -> None:
-    """The PACS routes of the app ``state`` serves, on the DICOMweb ``url``."""
+State = Annotated[ServeState, Depends(app_state)]
+
+router = APIRouter(prefix="/api/pacs")   # included by create_app when the app is given a PACS (state.pacs)
+
+
+def client(state: ServeState) -> DicomwebClient:
+    """A client of the app's PACS (its credentials from the server's environment), bounded by the upload limit."""
+    return DicomwebClient(state.pacs, max_bytes=state.max_bytes)
+
+
+@router.get("/series", response_model=SeriesList)
+def series(state: State) -> dict[str, Any]:
+    service = state.pacs
+    query = {"SeriesInstanceUID": service.series} if service.series else {}
+    return {"pacs": service.host, "series": [_row(s) for s in client(state).search_series(service.study, query)]}
+
+
+@router.post("/open", response_model=Opened)
+async def open_series(request: Request, body: OpenRequest, state: State) -> dict[str, Any]:
+    service = state.pacs
+    if (service.study and body.study != service.study) or (service.series and body.series != service.series):
+        raise ConfigError("that series is outside the study this app serves", "pick one from the list")
+
+    def place(folder: Path) -> Path:
+        pacs = client(state)
+        pacs.check_image_series(body.study, body.series)
+        files = pacs.retrieve_series(body.study, body.series, folder / "series")
+        if not files:
+            raise DicomwebError(f"series {body.series} holds no instances", "pick an image series")
+        return files[0] if len(files) == 1 else folder / "series"
+
+    who = request.client.host if request.client else ""
+    sid, s = await run_in_threadpool(state.load, place, state.max_bytes, who)
+    return opened(sid, s)
+
+
+@router.post("/store/{sid}", response_model=Stored)
+def store(sid: str, state: State) -> dict[str, Any]:
     import pydicom
 
-    from mmfm.app.schemas import Opened
-    from mmfm.app.server import opened, write_seg_of_mask
+    from mmfm.data.io.dicom_seg import DICOM_FORMATS
 
-    service = parse_url(url)
-
-    def client() -> DicomwebClient:
-        return DicomwebClient(service, max_bytes=state.max_bytes)
-
-    @app.get("/api/pacs/series", response_model=SeriesList)
-    def series() -> dict[str, Any]:
-        query = {"SeriesInstanceUID": service.series} if service.series else {}
-        return {"pacs": service.host, "series": [_row(s) for s in client().search_series(service.study, query)]}
-
-    @app.post("/api/pacs/open", response_model=Opened)
-    async def open_series(request: Request, body: OpenRequest) -> dict[str, Any]:
-        if (service.study and body.study != service.study) or (service.series and body.series != service.series):
-            raise ConfigError("that series is outside the study this app serves", "pick one from the list")
-
-        def place(folder: Path) -> Path:
-            pacs = client()
-            pacs.check_image_series(body.study, body.series)
-            files = pacs.retrieve_series(body.study, body.series, folder / "series")
-            if not files:
-                raise DicomwebError(f"series {body.series} holds no instances", "pick an image series")
-            return files[0] if len(files) == 1 else folder / "series"
-
-        who = request.client.host if request.client else ""
-        sid, s = await run_in_threadpool(state.load, place, state.max_bytes, who)
-        return opened(sid, s)
-
-    @app.post("/api/pacs/store/{sid}", response_model=Stored)
-    def store(sid: str) -> dict[str, Any]:
-        from mmfm.data.io.dicom_seg import DICOM_FORMATS
-
-        s = state.get(sid)
-        if s.mask is None or not s.mask.exists():
-            raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
-        if s.fmt not in DICOM_FORMATS:
-            raise ConfigError(f"a DICOM SEG references DICOM source images; this image is {s.fmt}",
-                              "open a series from the PACS")
-        with state.lock:
-            if s.seg is None or not s.seg.exists():
-                s.seg = write_seg_of_mask(s)
-        return {"stored": client().store([pydicom.dcmread(s.seg)])}
+    s = state.get(sid)
+    if s.mask is None or not s.mask.exists():
+        raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
+    if s.fmt not in DICOM_FORMATS:
+        raise ConfigError(f"a DICOM SEG references DICOM source images; this image is {s.fmt}",
+                          "open a series from the PACS")
+    with state.lock:
+        if s.seg is None or not s.seg.exists():
+            s.seg = write_seg_of_mask(s)
+    return {"stored": client(state).store([pydicom.dcmread(s.seg)])}
