@@ -17,7 +17,7 @@ _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERR
 _API = ("read_image", "create_encoder", "load_dataset", "config", "pretrain", "train", "evaluate", "federate",
         "federate_server", "federate_client", "continual", "load_trained", "load_assistant",
         "Segmentation", "segment", "segmenter", "Explanation", "explain", "Registration", "register", "predict",
-        "zeroshot", "retrieve", "report_gen", "vqa", "chat",
+        "zeroshot", "retrieve", "report_gen", "vqa", "chat", "summarize",
         "inspect", "prepare", "shard", "verify_shards", "datasets", "dataset_info", "deid", "label_reports",
         "check_labeller", "pull", "push",
         "zoo_list", "zoo_info", "zoo_add", "zoo_remove", "zoo_export", "create_app", "serve", "report", "quickstart")

@@ -37,7 +37,7 @@ __all__ = ["read_image", "create_encoder", "load_dataset", "config", "pretrain",
            # apply a model to images
            "Segmentation", "segment", "segmenter", "Explanation", "explain", "Registration", "register", "predict",
            # vision-language
-           "zeroshot", "retrieve", "report_gen", "vqa", "chat",
+           "zeroshot", "retrieve", "report_gen", "vqa", "chat", "summarize",
            # data
            "inspect", "prepare", "shard", "verify_shards", "datasets", "dataset_info", "deid", "label_reports",
            "check_labeller", "pull", "push",
@@ -853,6 +853,46 @@ def chat(question: str, model: Any = "smollm2", *, image: str | Path | None = No
                                 stop=tuple(stop), seed=seed)
     pixels = read_run_image(model, None if image is None else str(image), modality)
     return ask(model, question, options, pixels)
+
+
+def summarize(root: str | Path | None = None, *, methods: Sequence[str] = ("most_frequent", "last_sentence",
+              "nearest_neighbour", "prompted"), model: str = "smollm2", text_encoder: str = "minilm",
+              max_new_tokens: int = 48, max_reports: int | None = None, dataset: str | None = None,
+              splits: Sequence[str] = ("test",), out: str | Path = "runs/summarize",
+              overrides: list[str] | None = None) -> list[Any]:
+    """Findings -> impression on radiology reports (`mmfm summarize`): a language model prompted for the
+    impression, against the baselines it has to beat; research output, not a diagnosis.
+
+    Args:
+        root: the reports (default: the IU X-ray reports in mini); with ``dataset``, your reports with FINDINGS and
+            IMPRESSION sections: ``IU-Xray`` (report XMLs; ``data.options.require_images=false`` without images)
+            or a text layout such as ``MIMIC-III`` (a CSV whose ``TEXT`` column holds the report).
+        methods: any of ``most_frequent`` (the training split's most frequent impression), ``last_sentence`` (the
+            findings' last sentence), ``nearest_neighbour`` (the impression of the training report with the
+            nearest findings in ``text_encoder``'s space) and ``prompted`` (``model`` asked, no training).
+        model: the language model prompted (a zoo language model, e.g. ``smollm2``).
+        text_encoder: the nearest neighbour's text tower (``minilm``, ``hf:<folder>`` or a report run).
+        max_new_tokens: the most tokens of a generated impression.
+        max_reports: score the first N reports of each split only (default: all).
+        dataset: the catalog layout of ``root`` (default: what ``root`` holds).
+        splits: the splits scored (never ``train``: the baselines' bank).
+        out: the output folder (``results.json``, ``report.md``, ``impressions_<split>_<method>.jsonl``).
+        overrides: more ``key=value`` config overrides.
+
+    Returns:
+        The result records: BLEU-1..4, ROUGE-L, CIDEr-D and the labeller's clinical efficacy (CE_precision,
+        CE_recall, CE_F1) per split and method.
+
+    Raises:
+        ConfigError: an unknown method, ``train`` among the splits, reports without both sections.
+    """
+    from mmfm.workflows.summarize import run_summarize
+
+    task = {"name": "summarize", "methods": list(methods), "model": model, "text_encoder": text_encoder,
+            "max_new_tokens": int(max_new_tokens), **({"max_reports": int(max_reports)} if max_reports else {})}
+    data = {"root": None if root is None else str(root), "set": "reports", "eval_splits": list(splits),
+            **({"dataset": dataset} if dataset else {})}
+    return run_summarize(_eval_config(task, data, out, overrides))
 
 
 # --- data --------------------------------------------------------------------------------------------------------

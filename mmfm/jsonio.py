@@ -19,3 +19,13 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[Any]) -> Path:
+    """Write ``rows`` as JSON lines to ``path`` (parents created), whole or not at all. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    os.replace(tmp, path)
+    return path

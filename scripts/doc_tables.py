@@ -28,6 +28,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SOURCE = {  # results file -> the command that produces it
     "vfm": "scripts/reproduce_vfm_table.sh", "vfm_litemedsam": "scripts/reproduce_vfm_table.sh",
     "section_matching": "scripts/reproduce_report_tables.sh", "labeller": "scripts/reproduce_report_tables.sh",
+    "summarization": "scripts/reproduce_report_tables.sh runs/reports summarization",
+    "summarization_prompt": "python scripts/select_summary_prompt.py",
     "report_generation_2d": "scripts/reproduce_report_tables.sh", "report_generation_3d":
     "scripts/reproduce_report_tables.sh", "vqa_2d": "scripts/reproduce_report_tables.sh",
     "vqa_3d": "scripts/reproduce_report_tables.sh", "vlm": "scripts/reproduce_vlm_table.sh",
@@ -876,6 +878,13 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "report-generation-2d": lambda: _metric_table("report_generation_2d", TEXT_GEN),
     "report-generation-3d": lambda: _metric_table("report_generation_3d", TEXT_GEN),
     "vqa-2d": lambda: _metric_table("vqa_2d", VQA),
+    "summarization-prompt": lambda: grid([r for r in load("summarization_prompt") if r["metric"] in
+                                          ("ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall", "CE_F1", "reports")],
+                                         lambda r: (r["method"],), ["ROUGE-L", "CIDEr-D", "CE_precision", "CE_recall",
+                                                                   "CE_F1", "reports"], lambda r: r["metric"],
+                                         ["wording (validation)"]),
+    "summarization": lambda: _metric_table("summarization", ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "CE_precision",
+                                                             "CE_recall", "CE_F1", "reports"]),
     "vqa-3d": lambda: _metric_table("vqa_3d", VQA),
     "bench-mae": lambda: _bench_mae("bench_mae"),
     "real-3d": real_3d,

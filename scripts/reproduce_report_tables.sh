@@ -5,6 +5,9 @@
 #    per seed on 2 cores), next to a no-model baseline (impressions ranked by frequency) and chance.
 # 2. labeller: the rule-based labeller against the IU MeSH terms.
 # 3. generation: report generation and VQA on mini slices (2D) and crops (3D), generated captions and questions.
+# 4. summarization: findings -> impression on the IU X-ray test reports: SmolLM2 prompted (no training; one
+#    greedy impression per report, about 1.5 s each on one core) against three no-training baselines (`mmfm
+#    summarize`; deterministic, so one run).
 # Usage: scripts/reproduce_report_tables.sh [OUT] [PART ...]    (default: runs/reports, all parts)
 #        SEEDS="0 1 2" (default) sets the seeds of the trained models; STEPS_2D / STEPS_3D (default: the
 #        configs' train.max_steps) the training steps of the 2D / 3D generation and VQA runs; the tables
@@ -12,7 +15,7 @@
 set -euo pipefail
 OUT=${1:-runs/reports}
 shift || true
-PARTS=${*:-section_matching labeller generation}
+PARTS=${*:-section_matching labeller generation summarization}
 SEEDS=${SEEDS:-0 1 2}
 MMFM=${MMFM:-.venv/bin/mmfm}
 PY=${PY:-.venv/bin/python}
@@ -62,5 +65,10 @@ print(json.dumps(failed_record('$name', 'mini', '$name', $seed, open('$OUT/${nam
     $PY scripts/doc_tables.py collect $name $OUT/$name
   done
   TABLES="$TABLES report-generation-2d report-generation-3d vqa-2d vqa-3d"
+fi
+if [[ " $PARTS " == *" summarization "* ]]; then
+  $MMFM summarize --splits test --out $OUT/summarization train.progress=false > /dev/null
+  $PY scripts/doc_tables.py collect summarization $OUT/summarization --splits test
+  TABLES="$TABLES summarization"
 fi
 $PY scripts/doc_tables.py write $TABLES      # only the tables of the parts that ran

@@ -36,11 +36,13 @@ EPILOG = """examples:
   mmfm federate simulate configs/federated_classification.yaml  sites trained with Flower (FedAvg/FedProx)
   mmfm continual configs/continual_mini.yaml              tasks in sequence, forgetting with/without experts
   mmfm chat --model smollm2 "What is a CT scan?"        ask a small offline language model (research output)
+  mmfm summarize --max-reports 50                         IU findings -> impression: SmolLM2 against baselines
 """
 
 # the order `mmfm --help` lists the commands (and `mmfm data --help` the actions) in
 COMMANDS = ("quickstart", "train", "pretrain", "federate", "continual", "evaluate", "zeroshot", "retrieve",
-            "report-gen", "vqa", "segment", "predict", "serve", "chat", "report", "explain", "register", "zoo", "data")
+            "report-gen", "vqa", "segment", "predict", "serve", "chat", "summarize", "report", "explain", "register",
+            "zoo", "data")
 DATA_ACTIONS = ("list", "info", "inspect", "label", "shard", "deid", "pull", "push", "verify", "prepare")
 FAMILIES = (training, vision_language, downstream, trust, app, zoo)
 # every command (`mmfm data ACTION`, `mmfm zoo ACTION` for those) -> the public function of `mmfm` that does its work
