@@ -54,6 +54,8 @@ SOURCE = {  # results file -> the command that produces it
     "bench_promptable": "benchmarks/promptable.py --json docs/results/bench_promptable.json",
     "bench_data": "benchmarks/data_pipeline.py --json docs/results/bench_data.json",
     "bench_quickstart": "benchmarks/quickstart_time.py --json docs/results/bench_quickstart.json",
+    "bench_promptable_amx": "benchmarks/promptable.py --slices 12 --propagate-slices 40 --engines onnx --json "
+                            "docs/results/bench_promptable_amx.json (on a CPU with native bf16)",
     "adapt_peft": "python scripts/reproduce_adaptation.py peft",
     "adapt_peft_sam": "python scripts/reproduce_adaptation.py peft_sam",
     "adapt_federated": "python scripts/reproduce_adaptation.py federated",
@@ -543,9 +545,9 @@ def _bench_clip() -> str:
                         lambda r: used.get(r["method"], "fp32") if r["task"].startswith("step") else "fp32", 3)
 
 
-def _bench_promptable() -> str:
-    prov = _provenance(load("bench_promptable"))
-    return _bench_table("bench_promptable", lambda r: (r["method"],), ["implementation"],
+def _bench_promptable(name: str = "bench_promptable") -> str:
+    prov = _provenance(load(name))
+    return _bench_table(name, lambda r: (r["method"],), ["implementation"],
                         lambda r: prov.get("precision", {}).get(r["method"], "fp32"), 3)
 
 
@@ -908,6 +910,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
                                  lambda r: r["metric"], ["corpus"], 2),
     "bench-mae-vit-b": lambda: _bench_mae("bench_mae_vit_b"),
     "bench-promptable": _bench_promptable,
+    "bench-promptable-amx": lambda: _bench_promptable("bench_promptable_amx"),
     "bench-data": lambda: grid(load("bench_data"), lambda r: (r["method"],), sorted(
         {r["metric"] for r in load("bench_data")}), lambda r: r["metric"], ["data"], 2),
     "speed-targets": speed_targets,
