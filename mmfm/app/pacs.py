@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from mmfm.app.schemas import Opened
-from mmfm.app.state import ServeState, app_state, opened, write_seg_of_mask
+from mmfm.app.state import ServeState, app_state, opened
 from mmfm.data.io.dicomweb import DicomwebClient, DicomwebError
 from mmfm.errors import ConfigError
 
@@ -111,15 +111,5 @@ async def open_series(request: Request, body: OpenRequest, state: State) -> dict
 def store(sid: str, state: State) -> dict[str, Any]:
     import pydicom
 
-    from mmfm.data.io.dicom_seg import DICOM_FORMATS
-
-    s = state.get(sid)
-    if s.mask is None or not s.mask.exists():
-        raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
-    if s.fmt not in DICOM_FORMATS:
-        raise ConfigError(f"a DICOM SEG references DICOM source images; this image is {s.fmt}",
-                          "open a series from the PACS")
-    with state.lock:
-        if s.seg is None or not s.seg.exists():
-            s.seg = write_seg_of_mask(s)
-    return {"stored": client(state).store([pydicom.dcmread(s.seg)])}
+    seg = state.seg_of(state.get(sid), "open a series from the PACS")
+    return {"stored": client(state).store([pydicom.dcmread(seg)])}

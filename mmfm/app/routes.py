@@ -29,12 +29,11 @@ from mmfm.app.state import (
     ServeState,
     app_state,
     display_volume,
+    mask_answer,
     opened,
     png,
     read_mask,
-    seg_link,
     text_scores,
-    write_seg_of_mask,
 )
 from mmfm.errors import ConfigError
 
@@ -43,10 +42,6 @@ State = Annotated[ServeState, Depends(app_state)]
 pages = APIRouter()
 images = APIRouter(prefix="/api")
 tools = APIRouter(prefix="/api")
-
-def no_mask() -> ConfigError:
-    return ConfigError("no mask yet", "draw a box or click a point and press Segment")
-
 
 # -- pages ------------------------------------------------------------------------------------------------------------
 @pages.get("/", response_class=HTMLResponse)
@@ -112,28 +107,18 @@ def header(sid: str, state: State) -> dict[str, Any]:
 
 @images.get("/mask/{sid}")
 def mask_file(sid: str, state: State) -> Response:
-    s = state.get(sid)
-    if s.mask is None or not s.mask.exists():
-        raise no_mask()
-    kind = "image/png" if s.mask.suffix == ".png" else "application/gzip"
-    name = "mask.png" if s.mask.suffix == ".png" else "mask.nii.gz"
-    return Response(s.mask.read_bytes(), media_type=kind,
+    mask = state.get(sid).written_mask()
+    kind = "image/png" if mask.suffix == ".png" else "application/gzip"
+    name = "mask.png" if mask.suffix == ".png" else "mask.nii.gz"
+    return Response(mask.read_bytes(), media_type=kind,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @images.get("/seg/{sid}")
 def seg_file(sid: str, state: State) -> Response:
     """The mask as a DICOM Segmentation of the uploaded DICOM image (its instances referenced, its grid)."""
-    s = state.get(sid)
-    if s.mask is None or not s.mask.exists():
-        raise no_mask()
-    if not seg_link(s, sid):
-        raise ConfigError(f"a DICOM SEG references DICOM source images; this upload is {s.fmt}",
-                          "download the mask as NIfTI or PNG")
-    with state.lock:
-        if s.seg is None or not s.seg.exists():
-            s.seg = write_seg_of_mask(s)
-    return Response(s.seg.read_bytes(), media_type="application/dicom",
+    seg = state.seg_of(state.get(sid), "download the mask as NIfTI or PNG")
+    return Response(seg.read_bytes(), media_type="application/dicom",
                     headers={"Content-Disposition": 'attachment; filename="mask_seg.dcm"'})
 
 
@@ -159,9 +144,8 @@ def segment(sid: str, body: SegmentRequest, state: State) -> dict[str, Any]:
                           negative_points=body.negative_points or (),
                           slice_index=body.slice if s.image.spatial_dims == 3 else None,
                           model=model.source, overwrite=True, progress=False, segmenter=state.segmenter(sid, model))
-    s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
-    return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
-            "slices": rec.get("slices"), "mask": f"/api/mask/{sid}", "model": model.name, **seg_link(s, sid)}
+    s.set_mask(out, model.name)
+    return mask_answer(sid, s, rec) | {"slices": rec.get("slices")}
 
 
 @tools.post("/predict/{sid}", response_model=MaskResult, response_model_exclude_none=True)
@@ -174,9 +158,8 @@ def predict(sid: str, body: PredictRequest, state: State) -> dict[str, Any]:
     out = s.folder / "mask.nii.gz"
     with state.lock:
         rec = run_segment(s.path, out, model=model.source, overwrite=True, progress=False)
-    s.mask, s.mask_array, s.mask_model, s.seg = out, None, model.name, None
-    return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)),
-            "empty": rec["empty"], "mask": f"/api/mask/{sid}", "model": model.name, **seg_link(s, sid)}
+    s.set_mask(out, model.name)
+    return mask_answer(sid, s, rec) | {"empty": rec["empty"]}
 
 
 @tools.post("/chat", response_model=ChatAnswer)

@@ -39,6 +39,16 @@ class Session:
     seg: Path | None = None        # the mask as a DICOM SEG, written on first download (DICOM uploads)
     client: str = ""               # who uploaded it (IP address): the per-client quota
 
+    def set_mask(self, path: Path, model: str) -> None:
+        """A new mask from ``model``: its read-back array and its DICOM SEG are made again when next asked for."""
+        self.mask, self.mask_array, self.mask_model, self.seg = path, None, model, None
+
+    def written_mask(self) -> Path:
+        """The mask file; :class:`ConfigError` before there is one."""
+        if self.mask is None or not self.mask.exists():
+            raise ConfigError("no mask yet", "draw a box or click a point and press Segment")
+        return self.mask
+
 
 @dataclass
 class LoadedModel:
@@ -215,6 +225,19 @@ class ServeState:
             raise ConfigError("unknown or expired upload", "upload the file again")
         return s
 
+    def seg_of(self, s: Session, hint: str) -> Path:
+        """Session ``s``'s mask as a DICOM SEG of its DICOM image, written on first use (under the model lock);
+        ``hint``: what to do instead for an image that is not DICOM."""
+        from mmfm.data.io.dicom_seg import DICOM_FORMATS
+
+        s.written_mask()
+        if s.fmt not in DICOM_FORMATS:
+            raise ConfigError(f"a DICOM SEG references DICOM source images; this image is {s.fmt}", hint)
+        with self.lock:
+            if s.seg is None or not s.seg.exists():
+                s.seg = write_seg_of_mask(s)
+        return s.seg
+
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -233,10 +256,10 @@ def dicom_header(path: Path) -> dict[str, Any]:
 
 def display_volume(session: Session, preset_name: str | None) -> tuple[str, np.ndarray]:
     """(preset used, the image in [0, 1] as (*spatial), channels averaged) for display."""
-    from mmfm.data.presets import choose_preset
+    from mmfm.data.presets import image_preset
 
     img = session.image
-    preset = choose_preset(img.modality, preset_name, colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)[0]
+    preset = image_preset(img, preset_name)[0]
     if preset.name not in session.display:
         session.display[preset.name] = np.clip(preset(img.array.astype(np.float32)), 0, 1).mean(0)
     return preset.name, session.display[preset.name]
@@ -265,6 +288,12 @@ def opened(sid: str, s: Session) -> dict[str, Any]:
             "spatial_dims": img.spatial_dims, "slices": img.spatial_shape[2] if img.spatial_dims == 3 else 1,
             "preset": preset, "header": s.header,
             "spacing": [float(v) for v in np.linalg.norm(img.affine[:3, :img.spatial_dims], axis=0)]}
+
+
+def mask_answer(sid: str, s: Session, rec: dict[str, Any]) -> dict[str, Any]:
+    """What the page gets for a new mask (a MaskResult): its size in voxels, its download links, its model."""
+    return {"foreground": rec.get("foreground_voxels", rec.get("foreground_pixels", 0)), "mask": f"/api/mask/{sid}",
+            "model": s.mask_model, **seg_link(s, sid)}
 
 
 def seg_link(s: Session, sid: str) -> dict[str, str]:

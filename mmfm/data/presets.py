@@ -140,6 +140,13 @@ def choose_preset(modality: str, given: str | None = None, run_presets: Mapping[
     return get_preset("percentile"), UNKNOWN_MODALITY_REASON
 
 
+def image_preset(img: Any, given: str | None = None, run_presets: Mapping[str, Any] | None = None
+                 ) -> tuple[Preset, str]:
+    """:func:`choose_preset` for an :class:`~mmfm.data.sample.Image`: its modality, and colour when it is a 2D
+    image with 3 or more channels."""
+    return choose_preset(img.modality, given, run_presets, colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)
+
+
 def default_preset(modality: str) -> Preset:
     """The documented default preset for a modality (``CT`` -> ``ct_abdomen``, ...)."""
     canon = canonical_modality(modality).split(":")[0]   # MR:T1 -> MR's preset (data.presets can name MR:T1)

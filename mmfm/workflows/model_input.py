@@ -16,10 +16,9 @@ from mmfm.errors import ConfigError
 
 def contract_preset(img: Any, contract: dict[str, Any], given: str | None) -> Any:
     """The intensity preset for ``img`` under a run's contract (:func:`mmfm.data.presets.choose_preset`)."""
-    from mmfm.data.presets import choose_preset
+    from mmfm.data.presets import image_preset
 
-    return choose_preset(img.modality, given, contract.get("presets"),
-                         colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)[0]
+    return image_preset(img, given, contract.get("presets"))[0]
 
 
 def model_input(img: Any, dims: int, channels: int, size: Sequence[int], preset: Any, slice_index: int | None

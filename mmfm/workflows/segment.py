@@ -98,9 +98,9 @@ def load_model(model: str) -> tuple[Any, dict[str, Any], Any]:
 
 
 def _preset(img: Any, preset: str | None) -> tuple[Any, str]:
-    from mmfm.data.presets import choose_preset
+    from mmfm.data.presets import image_preset
 
-    return choose_preset(img.modality, preset, colour=img.array.shape[0] >= 3 and img.spatial_dims == 2)
+    return image_preset(img, preset)
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from mmfm.data import spec as dataspec
@@ -125,8 +124,3 @@ def _impressions(method: str, tools: dict[str, Any], train: list[dict[str, str]]
               file=sys.stderr) as bar:
         return summ.prompted_impressions(tools["assistant"], findings, tools["options"],
                                          progress=lambda i: bar.update(1))
-
-
-def summarize_outputs(out: str | Path) -> list[Path]:
-    """The impression files a run wrote (one per split and method)."""
-    return sorted(Path(out).glob("impressions_*.jsonl"))

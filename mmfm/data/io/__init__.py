@@ -19,7 +19,7 @@ from mmfm.errors import InputFileError
 __all__ = ["read_image", "image_format", "image_info", "check_file", "IMAGE_FORMATS", "FORMATS", "ImageFormat",
            "format_of", "register_format"]
 
-IMAGE_FORMATS = ("dicom", "dicom-series", "nifti", "metaimage", "nrrd", "raster", "mrc")
+IMAGE_FORMATS = tuple(name for name, fmt in FORMATS.items() if fmt.read is not None)   # formats of one image
 
 
 def image_format(path: str | Path) -> str:
